@@ -1,0 +1,36 @@
+# The two commands a newcomer runs: `make demo` and `make test`. Both install what they need.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEBS := xvfb x11-apps x11-utils xauth xdotool xterm socat iproute2 openssh-server openssh-client xtrace
+
+.PHONY: install debs test demo bench lint clean
+
+install: debs $(STAMP)
+
+debs:
+	@sh scripts/ensure-debs $(DEBS)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: install
+	$(PY) -m demos.demo
+
+bench: install
+	@set -e; for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b; done
+
+lint: install
+	$(PY) -m pip install -q ruff mypy
+	$(VENV)/bin/ruff check xproxy discovery replicaclient
+	$(VENV)/bin/mypy xproxy/protocol
+
+clean:
+	rm -rf $(VENV) .pytest_cache
