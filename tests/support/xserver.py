@@ -68,10 +68,8 @@ def start_xvfb(
         check=True, capture_output=True,
     )
     read_fd, write_fd = os.pipe()
-    args = ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", screen, "-auth", server_auth,
-            "-nolisten", "tcp" if not tcp else "unix-dummy"]
-    if tcp:
-        args = args[:-2] + ["-listen", "tcp"]
+    args = ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", screen, "-auth", server_auth]
+    args += ["-listen", "tcp"] if tcp else ["-nolisten", "tcp"]
     args += list(extra_args)
     process = subprocess.Popen(
         args, pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
