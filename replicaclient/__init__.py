@@ -1,1 +1,24 @@
-"""replicaclient."""
+"""replicaclient: call a replicated AMP service as if it were one server.
+
+``ReplicatedClient(reactor, endpoints, policy=...)`` offers ``callRemote`` and
+``close`` like ``amp.AMP``; policies are ``first`` (hedged), ``vote`` and ``quorum``
+(linearizable registers, ABD). Commands declare what they do once, with ``read`` and
+``write``; replicas wrap their responder with ``replicaclient.server``.
+"""
+
+from .budget import RetryBudget
+from .client import ReplicatedClient
+from .declare import Semantics, declare, read, semantics_of, write
+from .ejection import OutlierDetector
+from .errors import ClientClosed, DeadlineExceeded, NoQuorum, NoReplicas, ReplicationError
+from .membership import Added, MembershipFeed, Removed, static
+from .metrics import ClientMetrics, ReplicaMetrics
+from .policy import First, Policy, Quorum, Vote, as_policy
+from .tag import Tag
+
+__all__ = [
+    "Added", "ClientClosed", "ClientMetrics", "DeadlineExceeded", "First", "MembershipFeed",
+    "NoQuorum", "NoReplicas", "OutlierDetector", "Policy", "Quorum", "Removed",
+    "ReplicaMetrics", "ReplicatedClient", "ReplicationError", "RetryBudget", "Semantics",
+    "Tag", "Vote", "as_policy", "declare", "read", "semantics_of", "static", "write",
+]

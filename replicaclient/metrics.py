@@ -1,0 +1,83 @@
+"""Counters and histograms the stub keeps per replica (and a few per client)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .latency import Ewma, Histogram
+
+
+@dataclass
+class ReplicaMetrics:
+    latency: Histogram = field(default_factory=Histogram)
+    ewma: Ewma = field(default_factory=Ewma)
+    sent: int = 0
+    answers: int = 0
+    failures: int = 0
+    ejections: int = 0
+    hedges_sent: int = 0
+    hedges_won: int = 0
+    outstanding: int = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "sent": self.sent, "answers": self.answers, "failures": self.failures,
+            "ejections": self.ejections, "hedges_sent": self.hedges_sent,
+            "hedges_won": self.hedges_won, "outstanding": self.outstanding,
+            "latency_count": self.latency.count,
+            "latency_sum": self.latency.total,
+            "latency_buckets": self.latency.cumulative(),
+        }
+
+
+@dataclass
+class ClientMetrics:
+    calls: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retries: int = 0
+    replicas: dict[str, ReplicaMetrics] = field(default_factory=dict)
+
+    def replica(self, name: str) -> ReplicaMetrics:
+        found = self.replicas.get(name)
+        if found is None:
+            found = self.replicas[name] = ReplicaMetrics()
+        return found
+
+    @property
+    def requests(self) -> int:
+        """Messages sent to replicas, all stages and kinds."""
+        return sum(r.sent for r in self.replicas.values())
+
+    @property
+    def hedges_sent(self) -> int:
+        return sum(r.hedges_sent for r in self.replicas.values())
+
+    @property
+    def hedges_won(self) -> int:
+        return sum(r.hedges_won for r in self.replicas.values())
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls, "succeeded": self.succeeded, "failed": self.failed,
+            "retries": self.retries, "requests": self.requests,
+            "hedges_sent": self.hedges_sent, "hedges_won": self.hedges_won,
+            "replicas": {name: r.snapshot() for name, r in sorted(self.replicas.items())},
+        }
+
+
+def rank(replicas: list[str], metrics: ClientMetrics, tiebreak: int = 0) -> list[str]:
+    """Order replicas cheapest first: expected latency times (outstanding + 1), the
+    "peak EWMA"-style cost Finagle's balancers use. Unmeasured replicas cost nothing, so
+    new ones get tried. ``tiebreak`` rotates equal-cost replicas to spread load."""
+    n = len(replicas)
+
+    def cost(item: tuple[int, str]) -> tuple[float, int]:
+        index, name = item
+        m = metrics.replicas.get(name)
+        if m is None or m.ewma.value is None:
+            return (0.0, (index - tiebreak) % n)
+        return (m.ewma.value * (m.outstanding + 1), (index - tiebreak) % n)
+
+    return [name for _, name in sorted(enumerate(replicas), key=cost)]
