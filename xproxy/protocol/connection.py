@@ -1,0 +1,283 @@
+"""One proxied X11 connection as a pure state machine: bytes in, bytes out, no I/O.
+
+`client_data(data)` takes what the X client sent and returns what to send to the server;
+`server_data(data)` takes what the server sent and returns what to send to the client.
+`to_client` collects what the proxy itself answers the client (a setup failure); `closing`
+becomes a reason string when the connection must be closed after writing that.
+
+Authentication follows OpenSSH's X11 forwarding: the client must present the proxy's own
+MIT-MAGIC-COOKIE-1 (compared in constant time), and the setup is rewritten to carry the
+target's real authorization, which the client never sees.
+"""
+
+from __future__ import annotations
+
+import hmac
+import struct
+from collections import deque
+from dataclasses import dataclass
+
+from .errors import ClientProtocolError, ServerProtocolError
+from .extensions import (
+    ExtensionInfo,
+    ExtensionPolicy,
+    filter_list_extensions_reply,
+    hide_query_extension_reply,
+)
+from .framing import Observer, StreamFramer
+from .setup import (
+    STATUS_SUCCESS,
+    SetupRequest,
+    endian_of,
+    parse_setup_reply,
+    parse_setup_request,
+    setup_failed,
+    setup_reply_size,
+    setup_request_size,
+    SetupReply,
+)
+from .xauth import MIT_MAGIC_COOKIE_1
+
+QUERY_EXTENSION = 98
+LIST_EXTENSIONS = 99
+KEYMAP_NOTIFY = 11
+GENERIC_EVENT = 35
+#: Xorg's maxBigRequestSize (4194303 words), used until the server tells its own.
+DEFAULT_MAX_BIG_REQUEST = 4194303 * 4
+#: A bound on any server message; the largest real ones (GetImage of a big screen) are far less.
+MAX_SERVER_MESSAGE = 1 << 30
+
+
+@dataclass(frozen=True, slots=True)
+class AuthPolicy:
+    """What a client must present (None: anything) and what the proxy presents upstream."""
+
+    cookie: bytes | None
+    upstream_name: bytes = b""
+    upstream_data: bytes = b""
+
+    def check(self, setup: SetupRequest) -> str | None:
+        """None when the client may connect, else the reason it may not."""
+        if self.cookie is None:
+            return None
+        if not setup.auth_name:
+            return "No authorization protocol specified (xproxy requires MIT-MAGIC-COOKIE-1)"
+        if setup.auth_name != MIT_MAGIC_COOKIE_1:
+            return f"Authorization protocol {setup.auth_name.decode('latin-1')} not supported"
+        if not hmac.compare_digest(setup.auth_data, self.cookie):
+            return "Invalid MIT-MAGIC-COOKIE-1 key"
+        return None
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    replies: int = 0
+    events: int = 0
+    errors: int = 0
+
+
+class X11Connection:
+    def __init__(self, auth: AuthPolicy, policy: ExtensionPolicy | None = None,
+                 observer: Observer | None = None) -> None:
+        self.auth = auth
+        self.policy = policy or ExtensionPolicy()
+        self.observer = observer
+        self.stats = Stats()
+        self.endian = "<"
+        self.setup: SetupRequest | None = None
+        self.setup_reply: SetupReply | None = None
+        self.extensions: dict[str, ExtensionInfo] = {}
+        self.to_client: list[bytes] = []
+        self.closing: str | None = None
+        # (full sequence number, kind, detail) of requests whose replies the proxy reads
+        self.pending: deque[tuple[int, str, str]] = deque()
+        self.client = _ClientFramer(self)
+        self.server = _ServerFramer(self)
+
+    def client_data(self, data: bytes) -> bytes:
+        """Bytes from the client; returns bytes for the server. Raises ClientProtocolError."""
+        return self.client.feed(data)
+
+    def server_data(self, data: bytes) -> bytes:
+        """Bytes from the server; returns bytes for the client. Raises ServerProtocolError."""
+        return self.server.feed(data)
+
+    def take_to_client(self) -> bytes:
+        out = b"".join(self.to_client)
+        self.to_client.clear()
+        return out
+
+    @property
+    def established(self) -> bool:
+        return self.setup_reply is not None and self.setup_reply.status == STATUS_SUCCESS
+
+    def _refuse(self, reason: str) -> None:
+        self.to_client.append(setup_failed(self.endian, reason))
+        self.closing = reason
+        self.client.dead = True
+
+
+class _ClientFramer(StreamFramer):
+    def __init__(self, conn: X11Connection) -> None:
+        super().__init__()
+        self.conn = conn
+        self.in_setup = True
+        self.seq = 0  # full count of requests sent; the server's 16-bit numbers are its low bits
+        self.big_requests = False
+        self.bigreq_opcode = -1
+        self.max_big_request = DEFAULT_MAX_BIG_REQUEST
+        self.endian = "<"
+
+    def _frame(self, buf, pos, avail):  # type: ignore[no-untyped-def]
+        if self.in_setup:
+            if avail < 12:
+                return None
+            self.endian = self.conn.endian = endian_of(buf[pos])
+            return setup_request_size(bytes(buf[pos : pos + 12])), True
+        if avail < 4:
+            return None
+        opcode = buf[pos]
+        (length,) = struct.unpack_from(self.endian + "H", buf, pos + 2)
+        if length == 0:
+            if not self.big_requests:
+                raise ClientProtocolError("request of length 0 without BIG-REQUESTS enabled")
+            if avail < 8:
+                return None
+            (length,) = struct.unpack_from(self.endian + "I", buf, pos + 4)
+            if length < 2:
+                raise ClientProtocolError(f"BIG-REQUESTS length {length} is less than 2 words")
+            if length * 4 > self.max_big_request:
+                raise ClientProtocolError(
+                    f"request of {length * 4} bytes exceeds the server's maximum "
+                    f"of {self.max_big_request}"
+                )
+        self.seq += 1
+        self.conn.stats.requests += 1
+        hold = (
+            opcode == QUERY_EXTENSION
+            or opcode == LIST_EXTENSIONS
+            or opcode == self.bigreq_opcode
+            or self.conn.observer is not None
+        )
+        return length * 4, hold
+
+    def _message(self, msg: bytes) -> bytes:
+        conn = self.conn
+        if self.in_setup:
+            return self._setup(msg)
+        opcode = msg[0]
+        if opcode == QUERY_EXTENSION:
+            if len(msg) < 8:
+                raise ClientProtocolError("QueryExtension request too short")
+            (n,) = struct.unpack_from(self.endian + "H", msg, 4)
+            name = msg[8 : 8 + n].decode("latin-1")
+            conn.pending.append((self.seq, "QueryExtension", name))
+        elif opcode == LIST_EXTENSIONS:
+            conn.pending.append((self.seq, "ListExtensions", ""))
+        elif opcode == self.bigreq_opcode and msg[1] == 0:
+            self.big_requests = True
+            conn.pending.append((self.seq, "BigReqEnable", ""))
+        if conn.observer is not None:
+            conn.observer("request", self.seq, msg)
+        return msg
+
+    def _setup(self, msg: bytes) -> bytes:
+        conn = self.conn
+        self.in_setup = False
+        setup = parse_setup_request(msg)
+        conn.setup = setup
+        refusal = conn.auth.check(setup)
+        if refusal is not None:
+            conn._refuse(refusal)
+            return b""
+        if conn.observer is not None:
+            conn.observer("setup", 0, msg)
+        upstream = SetupRequest(setup.byte_order, setup.major, setup.minor,
+                                conn.auth.upstream_name, conn.auth.upstream_data)
+        conn.server.expect_setup(self.endian)
+        return upstream.to_bytes()
+
+
+class _ServerFramer(StreamFramer):
+    def __init__(self, conn: X11Connection) -> None:
+        super().__init__()
+        self.conn = conn
+        self.in_setup = True
+        self.endian = "<"
+        self.last_seq = 0  # full sequence number of the last server message that had one
+
+    def expect_setup(self, endian: str) -> None:
+        self.endian = endian
+
+    def _frame(self, buf, pos, avail):  # type: ignore[no-untyped-def]
+        if self.in_setup:
+            if avail < 8:
+                return None
+            return setup_reply_size(bytes(buf[pos : pos + 8]), self.endian), True
+        if avail < 32:
+            return None
+        kind = buf[pos]
+        conn = self.conn
+        stats = conn.stats
+        size = 32
+        if kind == 1 or kind & 0x7F == GENERIC_EVENT:
+            (length,) = struct.unpack_from(self.endian + "I", buf, pos + 4)
+            size = 32 + 4 * length
+            if size > MAX_SERVER_MESSAGE:
+                raise ServerProtocolError(f"server message of {size} bytes")
+        hold = conn.observer is not None
+        if kind != KEYMAP_NOTIFY:
+            (seq16,) = struct.unpack_from(self.endian + "H", buf, pos + 2)
+            last = self.last_seq
+            self.last_seq = seq = last + ((seq16 - last) & 0xFFFF)
+            pending = conn.pending
+            if pending and kind <= 1:
+                while pending and pending[0][0] < seq:
+                    pending.popleft()
+                if pending and pending[0][0] == seq:
+                    if kind == 1:
+                        hold = True
+                    else:
+                        pending.popleft()  # an error instead of the reply
+        if kind == 1:
+            stats.replies += 1
+        elif kind == 0:
+            stats.errors += 1
+        else:
+            stats.events += 1
+        return size, hold
+
+    def _message(self, msg: bytes) -> bytes:
+        conn = self.conn
+        if self.in_setup:
+            self.in_setup = False
+            conn.setup_reply = parse_setup_reply(msg, self.endian)
+            if conn.observer is not None:
+                conn.observer("setup-reply", 0, msg)
+            return msg
+        kind = msg[0]
+        if kind == 1 and conn.pending and conn.pending[0][0] == self.last_seq:
+            _, what, detail = conn.pending.popleft()
+            msg = self._reply(what, detail, msg)
+        if conn.observer is not None:
+            conn.observer("reply" if kind == 1 else "error" if kind == 0 else "event",
+                          self.last_seq, msg)
+        return msg
+
+    def _reply(self, what: str, name: str, msg: bytes) -> bytes:
+        conn = self.conn
+        policy = conn.policy
+        if what == "QueryExtension":
+            if msg[8]:
+                conn.extensions[name] = ExtensionInfo(name, msg[9], msg[10], msg[11])
+                if name == "BIG-REQUESTS":
+                    conn.client.bigreq_opcode = msg[9]
+            if policy.is_hidden(name):
+                return hide_query_extension_reply(msg)
+        elif what == "ListExtensions":
+            return filter_list_extensions_reply(msg, self.endian, policy.hidden)
+        elif what == "BigReqEnable":
+            (words,) = struct.unpack_from(self.endian + "I", msg, 8)
+            conn.client.max_big_request = words * 4
+        return msg

@@ -1,0 +1,133 @@
+"""Cutting the two X11 byte streams into messages without holding them back.
+
+Theory of operation: a framer sees each message's header, decides from it alone whether the
+message must be held whole (because a policy may rewrite it, or an observer wants it), and
+otherwise lets the bytes stream through untouched: the bytes that leave are the bytes that came
+in, in the same chunks where possible, and a PutImage of megabytes is never buffered. Only a
+partial header (at most 32 bytes) or a held message waits for more input.
+
+Sizes (X11 protocol, sections 8 and 5; BIG-REQUESTS extension):
+- setup request: 12 + pad(n) + pad(d); setup reply: 8 + 4 * length.
+- request: 4 * length (16 bits at offset 2); with BIG-REQUESTS enabled, a length of 0 means a
+  32-bit length follows at offset 4, counting the whole request in 4-byte units.
+- server message: 32 bytes; a reply (type 1) or a GenericEvent (35, SendEvent bit ignored as
+  xcb does) has 4 * length (32 bits at offset 4) more.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+
+class StreamFramer:
+    """Base: streams data through `feed`, calling `_frame` once per message header and
+    `_message` for each message that `_frame` asked to hold."""
+
+    #: Bytes enough for any header this framer reads.
+    HEADER_MAX = 32
+
+    def __init__(self) -> None:
+        self._held = bytearray()  # a partial header, or the part of a held message seen so far
+        self._need = 0  # when holding a whole message: its size; 0 while holding a header
+        self._stream = 0  # bytes of a passing message still to come
+        self.bytes = 0
+        self.dead = False
+
+    def _frame(self, buf: bytes | bytearray, pos: int, avail: int) -> tuple[int, bool] | None:
+        """The message starting at buf[pos] (avail bytes there): (size, hold), or None when
+        the header is incomplete. Called exactly once per message; must not change state
+        when it returns None."""
+        raise NotImplementedError
+
+    def _message(self, msg: bytes) -> bytes:
+        """A held message, complete: returns the bytes to send on in its place."""
+        raise NotImplementedError
+
+    def feed(self, data: bytes) -> bytes:
+        """Consume `data`; return the bytes to send on (possibly `data` itself)."""
+        n = len(data)
+        self.bytes += n
+        if self.dead:
+            return b""
+        out: list[bytes] = []
+        pos = 0
+        start = 0  # start of the current run of pass-through bytes in data
+        while pos < n:
+            if self._stream:
+                take = min(self._stream, n - pos)
+                self._stream -= take
+                pos += take
+                continue
+            if self._held:
+                if self._need:
+                    take = min(self._need - len(self._held), n - pos)
+                    self._held += data[pos : pos + take]
+                    pos += take
+                    start = pos
+                    if len(self._held) == self._need:
+                        msg = bytes(self._held)
+                        self._held.clear()
+                        self._need = 0
+                        out.append(self._message(msg))
+                        if self.dead:
+                            return b"".join(out)
+                    continue
+                had = len(self._held)
+                take = min(self.HEADER_MAX, n - pos)
+                trial = self._held + data[pos : pos + take]
+                framed = self._frame(trial, 0, len(trial))
+                if framed is None:
+                    self._held = trial
+                    pos += take
+                    start = pos
+                    continue
+                size, hold = framed
+                if hold:
+                    self._need = size
+                    continue  # the branch above copies the rest of it
+                out.append(bytes(self._held))
+                self._held.clear()
+                start = pos
+                advance = min(size - had, n - pos)
+                pos += advance
+                self._stream = size - had - advance
+                continue
+            framed = self._frame(data, pos, n - pos)
+            if framed is None:
+                if start < pos:
+                    out.append(data[start:pos])
+                self._held = bytearray(data[pos:])
+                return b"".join(out)
+            size, hold = framed
+            if not hold:
+                if pos + size <= n:
+                    pos += size
+                else:
+                    self._stream = pos + size - n
+                    pos = n
+                continue
+            if start < pos:
+                out.append(data[start:pos])
+            if pos + size <= n:
+                out.append(self._message(data[pos : pos + size]))
+                pos += size
+                start = pos
+                if self.dead:
+                    return b"".join(out)
+            else:
+                self._held = bytearray(data[pos:])
+                self._need = size
+                pos = start = n
+        if start == 0 and not out:
+            return data
+        if start < n:
+            out.append(data[start:n])
+        return b"".join(out)
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes held back, waiting for the rest of their message."""
+        return len(self._held)
+
+
+Observer = Callable[[str, int, bytes], None]

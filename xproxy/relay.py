@@ -1,0 +1,220 @@
+"""Twisted adapters around `X11Connection`: they only move bytes.
+
+As in twisted.protocols.portforward: the accepted client is paused until the upstream
+connection is made, then each transport is registered as the other's producer, so a client
+flooding a slow server is paused instead of growing the proxy's memory.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+from dataclasses import dataclass, field
+from typing import Callable
+
+from twisted.internet import protocol
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.logger import Logger
+
+from .protocol.connection import AuthPolicy, X11Connection
+from .protocol.errors import X11ProtocolError
+from .protocol.extensions import ExtensionPolicy
+from .protocol.setup import endian_of, setup_failed
+
+log = Logger(namespace="xproxy")
+
+
+@dataclass
+class Totals:
+    """What all connections of one proxy did, for the summary on exit."""
+
+    clients: int = 0
+    refused: int = 0
+    failed: int = 0
+    bytes_from_clients: int = 0
+    bytes_from_server: int = 0
+    requests: int = 0
+    replies: int = 0
+    events: int = 0
+    errors: int = 0
+    active: dict[int, "ClientSide"] = field(default_factory=dict)
+
+    def add(self, conn: X11Connection) -> None:
+        self.bytes_from_clients += conn.client.bytes
+        self.bytes_from_server += conn.server.bytes
+        self.requests += conn.stats.requests
+        self.replies += conn.stats.replies
+        self.events += conn.stats.events
+        self.errors += conn.stats.errors
+
+    def summary(self) -> str:
+        return (
+            f"{self.clients} clients ({self.refused} refused, {self.failed} protocol errors); "
+            f"{self.bytes_from_clients} bytes from clients, {self.bytes_from_server} from the "
+            f"server; {self.requests} requests, {self.replies} replies, {self.events} events, "
+            f"{self.errors} errors"
+        )
+
+
+class ServerSide(protocol.Protocol):
+    """The upstream connection to the real X server."""
+
+    def __init__(self, client: "ClientSide") -> None:
+        self.client = client
+
+    def connectionMade(self) -> None:
+        _nodelay(self.transport)
+        self.client.upstream_ready(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.client.from_server(data)
+
+    def connectionLost(self, reason) -> None:  # type: ignore[no-untyped-def]
+        self.client.upstream_lost()
+
+
+class ClientSide(protocol.Protocol):
+    """One accepted X client."""
+
+    def __init__(self, factory: "ProxyFactory", number: int) -> None:
+        self.factory = factory
+        self.number = number
+        self.conn = X11Connection(factory.auth(), factory.policy, factory.observer_for(number))
+        self.server: ServerSide | None = None
+        self.early: list[bytes] = []
+        self.upstream_error: str | None = None
+        self.closed = False
+
+    def connectionMade(self) -> None:
+        _nodelay(self.transport)
+        self.factory.totals.clients += 1
+        self.factory.totals.active[self.number] = self
+        self.transport.pauseProducing()
+        d = self.factory.connect_upstream(lambda: ServerSide(self))
+        d.addErrback(self._upstream_failed)
+
+    def _upstream_failed(self, failure) -> None:  # type: ignore[no-untyped-def]
+        self.upstream_error = f"xproxy: cannot reach {self.factory.target_name}: " + (
+            failure.getErrorMessage()
+        )
+        log.warn("client {n}: {why}", n=self.number, why=self.upstream_error)
+        self.transport.resumeProducing()
+
+    def upstream_ready(self, server: ServerSide) -> None:
+        self.server = server
+        if self.closed:
+            server.transport.loseConnection()
+            return
+        self.transport.registerProducer(server.transport, True)
+        server.transport.registerProducer(self.transport, True)
+        self.transport.resumeProducing()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self.upstream_error is not None:
+            try:
+                endian = endian_of(data[0])
+            except X11ProtocolError:
+                endian = "<"
+            self.transport.write(setup_failed(endian, self.upstream_error))
+            self._close(None)
+            return
+        conn = self.conn
+        try:
+            out = conn.client_data(data)
+        except X11ProtocolError as err:
+            self.factory.totals.failed += 1
+            self._close(f"protocol error from client: {err}")
+            return
+        if out:
+            self.server.transport.write(out)  # type: ignore[union-attr]
+        if conn.to_client:
+            self.transport.write(conn.take_to_client())
+        if conn.closing is not None:
+            self.factory.totals.refused += 1
+            log.warn("client {n} refused: {why}", n=self.number, why=conn.closing)
+            self._close(None)
+
+    def from_server(self, data: bytes) -> None:
+        try:
+            out = self.conn.server_data(data)
+        except X11ProtocolError as err:
+            self._close(f"protocol error from server: {err}")
+            return
+        if out:
+            self.transport.write(out)
+
+    def upstream_lost(self) -> None:
+        self._close(None)
+
+    def connectionLost(self, reason) -> None:  # type: ignore[no-untyped-def]
+        self._close(None)
+        self.factory.totals.active.pop(self.number, None)
+        self.factory.totals.add(self.conn)
+        self.factory.client_done(self)
+
+    def _close(self, why: str | None) -> None:
+        if why is not None:
+            log.error("client {n} disconnected: {why}", n=self.number, why=why)
+        if self.closed:
+            return
+        self.closed = True
+        self.transport.loseConnection()
+        if self.server is not None:
+            self.server.transport.loseConnection()
+
+
+class ProxyFactory(protocol.Factory):
+    """Accepts X clients for one proxy display and relays each to the target."""
+
+    def __init__(
+        self,
+        upstream: IStreamClientEndpoint,
+        target_name: str,
+        auth: AuthPolicy | Callable[[], AuthPolicy],
+        policy: ExtensionPolicy,
+        on_client_done: Callable[[ClientSide], None] | None = None,
+    ) -> None:
+        self.upstream = upstream
+        self.target_name = target_name
+        self._auth = auth
+        self.policy = policy
+        self.totals = Totals()
+        self.numbers = itertools.count(1)
+        self.on_client_done = on_client_done
+        self.noisy = False
+
+    def auth(self) -> AuthPolicy:
+        return self._auth() if callable(self._auth) else self._auth
+
+    def observer_for(self, number: int):  # type: ignore[no-untyped-def]
+        return None
+
+    def buildProtocol(self, addr) -> ClientSide:  # type: ignore[no-untyped-def, override]
+        return ClientSide(self, next(self.numbers))
+
+    def connect_upstream(self, make: Callable[[], ServerSide]):  # type: ignore[no-untyped-def]
+        factory = protocol.Factory.forProtocol(make)  # type: ignore[arg-type]
+        factory.noisy = False
+        return self.upstream.connect(factory)
+
+    def client_done(self, client: ClientSide) -> None:
+        c = client.conn
+        log.info(
+            "client {n} closed: {req} requests, {rep} replies, {ev} events, {err} errors; "
+            "{cb} bytes in, {sb} bytes out",
+            n=client.number, req=c.stats.requests, rep=c.stats.replies, ev=c.stats.events,
+            err=c.stats.errors, cb=c.client.bytes, sb=c.server.bytes,
+        )
+        if self.on_client_done is not None:
+            self.on_client_done(client)
+
+
+def _nodelay(transport) -> None:  # type: ignore[no-untyped-def]
+    sock = getattr(transport, "socket", None)
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass

@@ -1,0 +1,166 @@
+"""`xproxy serve`: one proxy display in front of a target display."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import socket
+import sys
+from dataclasses import dataclass, field
+
+from twisted.internet import defer
+from twisted.internet.endpoints import TCP4ServerEndpoint, UNIXServerEndpoint, clientFromString
+from twisted.logger import Logger
+
+from . import display_socket, xauthfile
+from .protocol.connection import AuthPolicy
+from .protocol.display import DisplayName, parse_display
+from .protocol.extensions import ExtensionPolicy
+from .protocol.xauth import FAMILY_LOCAL, MIT_MAGIC_COOKIE_1, XauthEntry, remove_entry, replace_entry
+from .relay import ProxyFactory
+
+log = Logger(namespace="xproxy")
+
+
+@dataclass
+class ServeOptions:
+    target: str
+    display: int | None = None
+    tcp: bool = False
+    tcp_interface: str = "127.0.0.1"
+    hide_ext: list[str] = field(default_factory=list)
+    allow_ext: list[str] = field(default_factory=list)
+    untrusted: bool = False
+    xauthority: str | None = None
+
+
+class StartError(RuntimeError):
+    """The proxy cannot start; the message says why."""
+
+
+def upstream_endpoint_string(target: DisplayName) -> str:
+    if target.is_local:
+        return f"unix:path={target.socket_path}"
+    host = target.host.replace(":", r"\:")
+    return f"tcp:host={host}:port={target.tcp_port}"
+
+
+class ProxyServer:
+    """Owns a display number, its sockets and its cookie for the life of the proxy."""
+
+    def __init__(self, reactor, options: ServeOptions) -> None:  # type: ignore[no-untyped-def]
+        self.reactor = reactor
+        self.options = options
+        self.target = parse_display(options.target)
+        self.xauthority = options.xauthority or xauthfile.default_path()
+        self.number: int | None = None
+        self.cookie = secrets.token_bytes(16)
+        self.entry: XauthEntry | None = None
+        self.ports: list = []
+        self.untrusted_id: int | None = None
+        self.factory: ProxyFactory | None = None
+
+    @property
+    def display_name(self) -> str:
+        return f":{self.number}"
+
+    def _upstream_auth(self) -> tuple[bytes, bytes]:
+        found = xauthfile.lookup_for_display(self.target, self.xauthority)
+        if found is None:
+            log.warn("no cookie for {t} in {f}; connecting upstream without one",
+                     t=self.options.target, f=self.xauthority)
+            return b"", b""
+        if self.options.untrusted:
+            return self._generate_untrusted(found)
+        return found.name, found.data
+
+    def _generate_untrusted(self, real: XauthEntry) -> tuple[bytes, bytes]:
+        """An untrusted cookie from the SECURITY extension, as `ssh -X` gets through
+        `xauth generate ... untrusted`; revoked when the proxy stops."""
+        from Xlib import display as xdisplay
+        from Xlib.ext import security
+
+        env = dict(os.environ)
+        try:
+            os.environ["XAUTHORITY"] = self.xauthority
+            with contextlib.redirect_stdout(sys.stderr):
+                d = xdisplay.Display(self.options.target)
+            if not d.has_extension("SECURITY"):
+                d.close()
+                raise StartError(f"{self.options.target} has no SECURITY extension for --untrusted")
+            reply = d.security_generate_authorization(
+                MIT_MAGIC_COOKIE_1.decode(), b"", timeout=0,
+                trust_level=security.SecurityClientUntrusted,
+            )
+            self.untrusted_id = reply.authid
+            self._security_display = d
+            return MIT_MAGIC_COOKIE_1, bytes(reply.data)
+        finally:
+            os.environ.clear()
+            os.environ.update(env)
+
+    def start(self) -> defer.Deferred:
+        name, data = self._upstream_auth()
+        auth = AuthPolicy(self.cookie, name, data)
+        policy = ExtensionPolicy.from_options(self.options.hide_ext, self.options.allow_ext)
+        if "MIT-SHM" in self.options.allow_ext and not self.target.is_local:
+            log.warn("MIT-SHM allowed for a remote target: clients using it will fail")
+        upstream = clientFromString(self.reactor, upstream_endpoint_string(self.target))
+        self.factory = ProxyFactory(upstream, self.options.target, auth, policy)
+        return defer.ensureDeferred(self._listen())
+
+    async def _listen(self) -> str:
+        assert self.factory is not None
+        for attempt in range(20):
+            number = self.options.display
+            if number is None:
+                number = display_socket.find_free()
+            try:
+                display_socket.claim(number)
+            except display_socket.DisplayInUse as err:
+                if self.options.display is not None or attempt == 19:
+                    raise StartError(str(err)) from err
+                continue
+            self.number = number
+            break
+        assert self.number is not None
+        try:
+            unix = UNIXServerEndpoint(self.reactor, display_socket.socket_path(self.number),
+                                      mode=0o777, wantPID=False)
+            self.ports.append(await unix.listen(self.factory))
+            if self.options.tcp:
+                tcp = TCP4ServerEndpoint(self.reactor, 6000 + self.number,
+                                         interface=self.options.tcp_interface)
+                self.ports.append(await tcp.listen(self.factory))
+            self.entry = XauthEntry(FAMILY_LOCAL, socket.gethostname().encode(),
+                                    str(self.number).encode(), MIT_MAGIC_COOKIE_1, self.cookie)
+            entry = self.entry
+            xauthfile.update(self.xauthority, lambda entries: replace_entry(entries, entry))
+        except Exception as err:
+            await self.stop()
+            raise StartError(f"cannot listen as :{self.number}: {err}") from err
+        return self.display_name
+
+    async def stop(self) -> None:
+        for port in self.ports:
+            await port.stopListening()
+        self.ports.clear()
+        if self.factory is not None:
+            for client in list(self.factory.totals.active.values()):
+                client.transport.loseConnection()
+        if self.entry is not None:
+            entry = self.entry
+            try:
+                xauthfile.update(self.xauthority, lambda entries: remove_entry(entries, entry))
+            except OSError as err:
+                log.error("could not remove the proxy cookie from {f}: {e}",
+                          f=self.xauthority, e=err)
+            self.entry = None
+        if self.untrusted_id is not None:
+            with contextlib.suppress(Exception):
+                self._security_display.security_revoke_authorization(self.untrusted_id)
+                self._security_display.close()
+            self.untrusted_id = None
+        if self.number is not None:
+            display_socket.release(self.number)
