@@ -1,0 +1,495 @@
+"""``discoveryd``: the local API on a unix socket, wired to the registry, mDNS and superserver.
+
+Everything here is an adapter: requests are parsed by ``wire``, decided by ``registry``, and
+the effects the registry returns are carried out (publish, notify, journal) in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import pwd
+import signal
+import socket
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, protocol
+from twisted.logger import Logger
+
+from discovery import wire
+from discovery.config import ConfigError, OnDemand, parse_on_demand, parse_policy, parse_service_file
+from discovery.mdns import MdnsAdapter, Timing
+from discovery.registry import (
+    LOCAL,
+    ON_DEMAND,
+    ROOT_UID,
+    STATIC,
+    Effect,
+    Journal,
+    Notify,
+    Owner,
+    Policy,
+    Publish,
+    Registry,
+    RegistryError,
+    Service,
+    Unpublish,
+    replay,
+)
+from discovery.superserver import OnDemandService, bind_listener
+
+log = Logger(namespace="discovery.daemon")
+
+VERSION = 1
+DEFAULT_LOOKUP_WAIT = 0.5  # s a first lookup of a type waits for answers from the LAN
+MAX_LOOKUP_WAIT = 10.0
+
+
+@dataclass
+class DaemonConfig:
+    socket_path: str
+    interfaces: list[str] = field(default_factory=lambda: ["127.0.0.1"])
+    host: str = field(default_factory=socket.gethostname)
+    state_dir: str | None = None
+    services_dir: str | None = None
+    policy_file: str | None = None
+    grace: float = 30.0
+    timing: Timing = field(default_factory=Timing)
+    mdns: bool = True
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end, from the kernel (SO_PEERCRED)."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)
+
+
+class APIProtocol(protocol.Protocol):
+    """One client connection: JSON lines in, replies and watch events out."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.decoder = wire.LineDecoder()
+        self.conn_id = f"conn-{next(self._ids)}"
+        self.pid = self.uid = self.gid = -1
+        self.closed = False
+
+    def connectionMade(self) -> None:
+        try:
+            self.pid, self.uid, self.gid = peer_credentials(self.transport.getHandle())  # type: ignore[union-attr]
+        except OSError:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        self.daemon.connections[self.conn_id] = self
+
+    @property
+    def owner(self) -> Owner:
+        return Owner(conn=self.conn_id, uid=self.uid, pid=self.pid)
+
+    def dataReceived(self, data: bytes) -> None:
+        for item in self.decoder.receive_data(data):
+            if self.closed:
+                return
+            if isinstance(item, wire.Invalid):
+                log.info("closing {conn} (pid {pid}): {msg}", conn=self.conn_id, pid=self.pid, msg=item.message)
+                self.send(wire.error(item.id, "bad-request", item.message + "; closing the connection"))
+                self.closed = True
+                self.transport.loseConnection()  # type: ignore[union-attr]
+                return
+            self.daemon.handle(self, item.body)
+
+    def send(self, data: bytes) -> None:
+        if not self.closed:
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.closed = True
+        self.daemon.connections.pop(self.conn_id, None)
+        self.daemon.apply(self.daemon.registry.connection_lost(self.conn_id))
+
+
+class APIFactory(protocol.Factory):
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    def buildProtocol(self, addr: Any) -> APIProtocol:
+        return APIProtocol(self.daemon)
+
+
+class Daemon:
+    def __init__(self, reactor: Any, config: DaemonConfig) -> None:
+        self.reactor = reactor
+        self.config = config
+        policy = self._load_policy()
+        self.registry = Registry(config.host, config.interfaces, now=reactor.seconds, policy=policy)
+        self.connections: dict[str, APIProtocol] = {}
+        self.on_demand: dict[tuple[str, str], OnDemandService] = {}
+        self.mdns: MdnsAdapter | None = None
+        self._journal: Any = None
+        self._expiry: Any = None
+        self._port: Any = None
+        self._browse_started: dict[str, defer.Deferred[None]] = {}
+
+    # -- start and stop ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = self.config
+        if cfg.mdns:
+            self.mdns = MdnsAdapter(
+                cfg.interfaces,
+                cfg.host,
+                on_upsert=lambda s: self.apply(self.registry.remote_upsert(s)),
+                on_remove=lambda n, t: self.apply(self.registry.remote_remove(n, t)),
+                on_conflict=self._conflict,
+                timing=cfg.timing,
+            )
+            await defer.Deferred.fromFuture(asyncio.ensure_future(self.mdns.start()))
+        self._restore_journal()
+        self.reload_static()
+        self._listen()
+
+    def _listen(self) -> None:
+        path = self.config.socket_path
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if os.path.exists(path):
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(path)
+            except OSError:
+                os.unlink(path)  # a stale socket from a daemon that died
+            else:
+                raise SystemExit(f"discoveryd: another daemon is serving {path}")
+            finally:
+                probe.close()
+        self._port = self.reactor.listenUNIX(path, APIFactory(self), mode=0o666)
+        os.chmod(path, 0o666)  # anyone may connect; SO_PEERCRED says who they are
+
+    async def stop(self) -> None:
+        if self._port is not None:
+            await self._port.stopListening()
+            self._port = None
+        for conn in list(self.connections.values()):
+            conn.transport.loseConnection()  # type: ignore[union-attr]
+        for svc in self.on_demand.values():
+            svc.close()
+        self.on_demand.clear()
+        if self.mdns is not None:
+            await defer.Deferred.fromFuture(asyncio.ensure_future(self.mdns.stop()))
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        if self._expiry is not None and self._expiry.active():
+            self._expiry.cancel()
+
+    # -- effects -----------------------------------------------------------------------------
+
+    def apply(self, effects: Iterable[Effect]) -> None:
+        for eff in effects:
+            if isinstance(eff, Publish):
+                if self.mdns:
+                    self.mdns.publish(eff.service)
+            elif isinstance(eff, Unpublish):
+                if self.mdns:
+                    self.mdns.unpublish(eff.service)
+                if eff.service.source == ON_DEMAND:
+                    svc = self.on_demand.pop(eff.service.key, None)
+                    if svc:
+                        svc.close()
+            elif isinstance(eff, Notify):
+                conn = self.connections.get(eff.watcher)  # type: ignore[arg-type]
+                if conn is not None:
+                    ev = eff.event
+                    conn.send(wire.encode({"event": ev.kind, "watch": ev.service.type, "service": ev.service.to_json()}))
+            elif isinstance(eff, Journal):
+                self._journal_write(eff.record)
+
+    def _conflict(self, service: Service, message: str) -> None:
+        """Another host holds the name: drop our claim and tell the owner."""
+        found = self.registry.local(service.name, service.type)
+        if found is None:
+            return
+        log.warn("{msg}", msg=message)
+        owner_pid = found[0].owner_pid
+        self.apply(self.registry.withdraw(Owner(None, ROOT_UID), service.name, service.type))
+        for conn in self.connections.values():
+            if conn.pid == owner_pid:
+                conn.send(wire.encode({"event": "conflict", "service": service.to_json(), "message": message}))
+
+    # -- journal -------------------------------------------------------------------------------
+
+    def _journal_path(self) -> Path | None:
+        return Path(self.config.state_dir) / "journal.jsonl" if self.config.state_dir else None
+
+    def _restore_journal(self) -> None:
+        path = self._journal_path()
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        records: list[Any] = []
+        if path.exists():
+            for line in path.read_bytes().splitlines():
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    continue  # a line cut short by a crash
+        standing = replay(records)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w") as f:  # compact: one record per standing registration
+            for rec in standing:
+                f.write(json.dumps(rec) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        self._journal = open(path, "a", buffering=1)
+        for rec in self.registry.restore(standing, self.config.grace):
+            if rec.get("source") == ON_DEMAND:
+                extra = rec.get("extra", {})
+                try:
+                    spec = parse_on_demand(extra.get("on_demand", {}))
+                    owner = Owner(None, int(rec.get("owner_uid", 0)), 0)
+                    self._register_on_demand(
+                        owner, rec["name"], rec["type"], int(rec["port"]), rec.get("txt", {}), spec, extra.get("run_as")
+                    )
+                except (ConfigError, RegistryError, OSError, KeyError) as e:
+                    log.error("journal: cannot restore {name}: {e}", name=rec.get("name"), e=e)
+                    self._journal_write({"op": "remove", "name": rec.get("name"), "type": rec.get("type")})
+        self._schedule_expiry()
+
+    def _journal_write(self, record: Any) -> None:
+        if self._journal is not None:
+            self._journal.write(json.dumps(record) + "\n")
+
+    def _schedule_expiry(self) -> None:
+        nxt = self.registry.next_expiry()
+        if nxt is None:
+            return
+        if self._expiry is not None and self._expiry.active():
+            self._expiry.cancel()
+
+        def run() -> None:
+            self._expiry = None
+            self.apply(self.registry.expire())
+            self._schedule_expiry()
+
+        self._expiry = self.reactor.callLater(max(0.0, nxt - self.reactor.seconds()) + 0.01, run)
+
+    # -- static services and policy ------------------------------------------------------------
+
+    def _load_policy(self) -> Policy:
+        if not self.config.policy_file:
+            return Policy()
+        text = Path(self.config.policy_file).read_text()
+        return parse_policy(text, lambda user: pwd.getpwnam(user).pw_uid, self.config.policy_file)
+
+    def reload_static(self) -> None:
+        """Read the services directory again (at start and on SIGHUP)."""
+        d = self.config.services_dir
+        if not d:
+            return
+        specs = []
+        ondemand: dict[tuple[str, str], tuple[Any, int]] = {}
+        for path in sorted(Path(d).glob("*.toml")) if os.path.isdir(d) else []:
+            try:
+                s = parse_service_file(path.read_text(), str(path))
+            except (ConfigError, OSError) as e:
+                log.error("skipping {e}", e=e)
+                continue
+            extra: dict[str, Any] = {"file": str(path)}
+            if s.on_demand:
+                extra["on_demand"] = s.on_demand.to_json()
+            specs.append((s.name, s.type, s.port, s.txt, extra))
+            if s.on_demand:
+                ondemand[(s.name.lower(), s.type.lower())] = (s.on_demand, s.port)
+        # static on-demand sockets: bind the new ones before publishing
+        for key, (spec, port) in ondemand.items():
+            cur = self.on_demand.get(key)
+            if cur is not None and cur.spec == spec and cur.port == port:
+                continue
+            if cur is not None:
+                cur.close()
+                del self.on_demand[key]
+            try:
+                self.on_demand[key] = OnDemandService(self.reactor, key[0], bind_listener(self._bind_address(), port), spec)
+            except OSError as e:
+                log.error("static {name}: cannot bind port {port}: {e}", name=key[0], port=port, e=e)
+                specs = [sp for sp in specs if (sp[0].lower(), sp[1].lower()) != key]
+        effects = self.registry.set_static(specs)
+        for err in self.registry.last_static_errors:
+            log.error("static service skipped: {err}", err=err)
+        self.apply(effects)
+        for key, svc in list(self.on_demand.items()):
+            found = self.registry.local(*key)
+            if found is None:
+                svc.close()
+                del self.on_demand[key]
+            elif found[0].source == STATIC:
+                svc.name = found[0].name
+                svc.start()
+        log.info("static services: {n} loaded from {d}", n=len(specs), d=d)
+
+    def _bind_address(self) -> str:
+        return self.config.interfaces[0] if len(self.config.interfaces) == 1 else ""
+
+    # -- on-demand -------------------------------------------------------------------------------
+
+    def _register_on_demand(
+        self,
+        owner: Owner,
+        name: str,
+        type_: str,
+        port: int,
+        txt: Any,
+        spec: OnDemand,
+        run_as: Any = None,
+    ) -> Service:
+        sock = bind_listener(self._bind_address(), port)
+        port = sock.getsockname()[1]
+        if run_as is None:
+            run_as = [owner.uid, _gid_of(owner.uid)]
+        extra = {"on_demand": spec.to_json(), "run_as": list(run_as)}
+        try:
+            service, effects = self.registry.register(
+                Owner(None, owner.uid, owner.pid), name, type_, port, txt, source=ON_DEMAND, extra=extra
+            )
+        except RegistryError:
+            sock.close()
+            raise
+        svc = OnDemandService(self.reactor, name, sock, spec, run_as=(int(run_as[0]), int(run_as[1])))
+        self.on_demand[service.key] = svc
+        svc.start()
+        self.apply(effects)
+        return service
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def handle(self, conn: APIProtocol, req: dict[str, Any]) -> None:
+        id_ = req.get("id")
+        op = req["op"]
+        handler = getattr(self, "op_" + op.replace("-", "_"), None)
+        if handler is None:
+            conn.send(wire.error(id_, "bad-op", f"unknown op {op!r}"))
+            return
+        try:
+            result = handler(conn, req)
+        except RegistryError as e:
+            conn.send(wire.error(id_, e.code, e.message))
+            return
+        except ConfigError as e:
+            conn.send(wire.error(id_, "bad-request", str(e)))
+            return
+        except OSError as e:
+            conn.send(wire.error(id_, "os-error", str(e)))
+            return
+        except (KeyError, TypeError, ValueError) as e:
+            conn.send(wire.error(id_, "bad-request", f"{op}: bad or missing field: {e}"))
+            return
+        if isinstance(result, defer.Deferred):
+            result.addCallback(lambda r: conn.send(wire.ok(id_, **r)))
+            result.addErrback(lambda f: conn.send(wire.error(id_, "internal", str(f.value))))
+        else:
+            conn.send(wire.ok(id_, **result))
+
+    def op_hello(self, conn: APIProtocol, req: dict[str, Any]) -> dict[str, Any]:
+        return {"version": VERSION, "host": self.config.host, "uid": conn.uid, "pid": conn.pid}
+
+    op_ping = op_hello
+
+    def op_register(self, conn: APIProtocol, req: dict[str, Any]) -> dict[str, Any]:
+        name, type_, port = req["name"], req["type"], req["port"]
+        txt = req.get("txt") or {}
+        if req.get("on_demand"):
+            spec = parse_on_demand(req["on_demand"])
+            if not isinstance(port, int):
+                raise RegistryError("bad-port", "port must be an integer")
+            service = self._register_on_demand(conn.owner, name, type_, port, txt, spec)
+            return {"service": service.to_json()}
+        service, effects = self.registry.register(conn.owner, name, type_, port, txt)
+        self.apply(effects)
+        return {"service": service.to_json()}
+
+    def op_withdraw(self, conn: APIProtocol, req: dict[str, Any]) -> dict[str, Any]:
+        self.apply(self.registry.withdraw(conn.owner, req["name"], req["type"]))
+        return {}
+
+    def _ensure_browsing(self, type_: str, wait: float) -> defer.Deferred[None] | None:
+        if self.mdns is None:
+            return None
+        if self.mdns.browse(type_):
+            d: defer.Deferred[None] = defer.Deferred()
+            self.reactor.callLater(wait, d.callback, None)
+            self._browse_started[type_.lower()] = d
+            d.addBoth(lambda r: self._browse_started.pop(type_.lower(), None) and r)
+            return d
+        pending = self._browse_started.get(type_.lower())
+        if pending is not None:
+            # a concurrent first lookup: wait for the same window
+            d2: defer.Deferred[None] = defer.Deferred()
+            pending.addBoth(lambda r: (d2.callback(None), r)[1])
+            return d2
+        return None
+
+    def op_lookup(self, conn: APIProtocol, req: dict[str, Any]) -> Any:
+        from discovery.registry import validate_type
+
+        type_ = validate_type(req["type"])
+        name = req.get("name")
+        wait = req.get("wait", DEFAULT_LOOKUP_WAIT)
+        if not isinstance(wait, (int, float)) or isinstance(wait, bool) or not 0 <= wait <= MAX_LOOKUP_WAIT:
+            raise RegistryError("bad-request", f"wait must be 0..{MAX_LOOKUP_WAIT} seconds")
+
+        def answer(_: Any = None) -> dict[str, Any]:
+            return {"services": [s.to_json() for s in self.registry.lookup(type_, name)]}
+
+        local_hit = bool(self.registry.lookup(type_, name)) and name is not None
+        d = self._ensure_browsing(type_, float(wait))
+        if d is None or local_hit or wait == 0:
+            return answer()
+        return d.addCallback(answer)
+
+    def op_watch(self, conn: APIProtocol, req: dict[str, Any]) -> dict[str, Any]:
+        from discovery.registry import validate_type
+
+        type_ = validate_type(req["type"])
+        services = self.registry.watch(conn.conn_id, type_)
+        self._ensure_browsing(type_, 0)
+        return {"services": [s.to_json() for s in services]}
+
+    def op_unwatch(self, conn: APIProtocol, req: dict[str, Any]) -> dict[str, Any]:
+        self.registry.unwatch(conn.conn_id, req["type"])
+        return {}
+
+    def op_list(self, conn: APIProtocol, req: dict[str, Any]) -> dict[str, Any]:
+        services = []
+        for s in self.registry.lookup():
+            d = s.to_json()
+            svc = self.on_demand.get(s.key)
+            if svc is not None:
+                d["on_demand"] = svc.status()
+            services.append(d)
+        leases = [
+            {"name": n, "type": t, "owner_uid": uid, "expires_in": round(until - self.reactor.seconds(), 1)}
+            for n, t, uid, until in self.registry.leases()
+        ]
+        return {"services": services, "leases": leases, "host": self.config.host}
+
+
+def _gid_of(uid: int) -> int:
+    try:
+        return pwd.getpwuid(uid).pw_gid
+    except KeyError:
+        return uid
+
+
+def install_sighup(reactor: Any, daemon: Daemon) -> None:
+    signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(daemon.reload_static))
+
+
+__all__ = ["APIProtocol", "Daemon", "DaemonConfig", "LOCAL", "install_sighup", "peer_credentials"]

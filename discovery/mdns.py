@@ -1,0 +1,385 @@
+"""The mDNS / DNS-SD adapter: publishes the registry's local services and browses remote ones.
+
+It runs python-zeroconf's ``AsyncZeroconf`` on the reactor's asyncio loop (never the
+blocking API), bound only to the ``--interface`` addresses.
+
+Why python-zeroconf's ``async_register_service`` takes ~1.2-1.6 s before another host can
+see a service: it waits a random 150-250 ms, then sends three probes 500 ms apart
+(``_CHECK_TIME``; RFC 6762 §8.1 says 250 ms), and only then sends the first announcement;
+a browser elsewhere learns nothing before that.
+
+What this adapter does instead ("optimistic announce", after IPv6's Optimistic DAD, RFC
+4429, which lets a node use an address while DAD runs but forbids it to override other
+nodes' caches):
+
+1. at once, one unsolicited response carrying PTR, SRV, TXT and A *without* the cache-flush
+   bit, so it can never evict an existing owner's records from anyone's cache
+   (RFC 6762 §10.2); browsers elsewhere see the service within one packet's time;
+2. meanwhile, RFC 6762 §8.1 probing exactly: a random 0-250 ms delay, three probes 250 ms
+   apart carrying our SRV/TXT in the Authority section, and 250 ms of listening after;
+3. no conflict: the service enters zeroconf's registry (so it answers queries and defends
+   its name) and is announced with the cache-flush bit at least one second after the
+   optimistic packet (§6 one-second rule), then once more a second later (§8.3);
+4. conflict (another host answers for the name with different SRV/TXT data, with the
+   cache-flush bit, i.e. an established owner; or two optimistic claims at once, where the
+   lexicographically later data wins as in §8.2): we send goodbyes for our SRV/TXT only
+   (never the shared PTR, which the owner still uses) and report the conflict.
+
+Probes are sent as QM, not QU: several daemons on one host share port 5353 through
+SO_REUSEPORT and a unicast answer would reach only one of them; a probe's answer is
+multicast immediately by zeroconf anyway (§8.1 says SHOULD, not MUST, for QU).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.logger import Logger
+from zeroconf import (
+    DNSAddress,
+    DNSOutgoing,
+    DNSPointer,
+    DNSQuestion,
+    DNSService,
+    DNSText,
+    IPVersion,
+    RecordUpdateListener,
+    ServiceInfo,
+    ServiceStateChange,
+)
+from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+
+from discovery.registry import Service, normalize_type
+
+log = Logger(namespace="discovery.mdns")
+
+_CLASS_IN = 1
+_CLASS_UNIQUE = 0x8000
+_FLAGS_QR_RESPONSE = 0x8000
+_FLAGS_AA = 0x0400
+_FLAGS_QR_QUERY = 0
+_TYPE_A = 1
+_TYPE_PTR = 12
+_TYPE_TXT = 16
+_TYPE_SRV = 33
+_TYPE_ANY = 255
+
+HOST_TTL = 120  # RFC 6762 §10: 120 s for records with a host name
+OTHER_TTL = 4500  # and 75 min for the others
+
+
+@dataclass
+class Timing:
+    """RFC 6762 §8 timing, in seconds; tests and benchmarks may shorten it."""
+
+    probe_random_delay: float = 0.25
+    probe_interval: float = 0.25
+    announce_gap: float = 1.0
+    goodbye_repeat: float = 0.25
+    resolve_timeout: float = 1.5
+
+
+def fqdn_type(type_: str) -> str:
+    return normalize_type(type_) + ".local."
+
+
+def make_info(service: Service, server: str) -> ServiceInfo:
+    t = fqdn_type(service.type)
+    return ServiceInfo(
+        t,
+        f"{service.name}.{t}",
+        port=service.port,
+        properties=dict(service.txt),
+        server=server,
+        addresses=[socket.inet_aton(a) for a in service.addresses if _is_v4(a)],
+        host_ttl=HOST_TTL,
+        other_ttl=OTHER_TTL,
+    )
+
+
+def _is_v4(a: str) -> bool:
+    try:
+        socket.inet_aton(a)
+        return "." in a
+    except OSError:
+        return False
+
+
+class _Publication:
+    def __init__(self, service: Service, info: ServiceInfo) -> None:
+        self.service = service
+        self.info = info
+        self.task: asyncio.Task[None] | None = None
+        self.registered = False  # in zeroconf's registry: answers queries, defends the name
+        self.optimistic_at = 0.0
+
+
+class _ConflictWatch(RecordUpdateListener):
+    """Sees every record the engine receives; flags SRV/TXT for names we are probing."""
+
+    def __init__(self, adapter: MdnsAdapter) -> None:
+        self.adapter = adapter
+
+    def async_update_records(self, zc: Any, now: float, records: list[Any]) -> None:
+        for update in records:
+            self.adapter._check_conflict(update.new)
+
+    def async_update_records_complete(self) -> None:
+        pass
+
+
+class MdnsAdapter:
+    """Carries out ``Publish``/``Unpublish`` and feeds remote services back through callbacks."""
+
+    def __init__(
+        self,
+        interfaces: list[str],
+        host: str,
+        on_upsert: Callable[[Service], None],
+        on_remove: Callable[[str, str], None],
+        on_conflict: Callable[[Service, str], None],
+        timing: Timing | None = None,
+    ) -> None:
+        self.interfaces = interfaces
+        self.server = host + ".local."
+        self.on_upsert = on_upsert
+        self.on_remove = on_remove
+        self.on_conflict = on_conflict
+        self.timing = timing or Timing()
+        self.azc: AsyncZeroconf | None = None
+        self._pubs: dict[str, _Publication] = {}  # key: lower-case fqdn instance name
+        self._browsers: dict[str, AsyncServiceBrowser] = {}
+        self._conflicts: dict[str, str] = {}
+        self._tasks: set[asyncio.Future[Any]] = set()
+
+    # -- life cycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.azc = AsyncZeroconf(interfaces=self.interfaces, ip_version=IPVersion.V4Only)
+        await self.azc.zeroconf.async_wait_for_start()
+        self.azc.zeroconf.async_add_listener(_ConflictWatch(self), None)
+
+    async def stop(self) -> None:
+        """Goodbyes for everything we published, then close."""
+        if self.azc is None:
+            return
+        for pub in list(self._pubs.values()):
+            if pub.task:
+                pub.task.cancel()
+            self._send_goodbye(pub)
+        self._pubs.clear()
+        for b in self._browsers.values():
+            await b.async_cancel()
+        self._browsers.clear()
+        for t in list(self._tasks):
+            t.cancel()
+        zc = self.azc.zeroconf
+        zc.registry.async_remove(zc.registry.async_get_service_infos())
+        await asyncio.sleep(0.05)  # let the goodbye datagrams leave before the sockets close
+        await self.azc.async_close()
+        self.azc = None
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.failure("mdns task failed", failure=_exc_from(task))
+
+    # -- publishing ----------------------------------------------------------------------
+
+    def publish(self, service: Service) -> None:
+        if self.azc is None:
+            return
+        info = make_info(service, self.server)
+        key = info.key
+        old = self._pubs.get(key)
+        if old is not None and old.registered:
+            old.service, old.info = service, info
+            self._spawn(self.azc.async_update_service(info))
+            return
+        if old is not None and old.task:
+            old.task.cancel()
+        pub = _Publication(service, info)
+        self._pubs[key] = pub
+        pub.task = self._spawn(self._claim(pub))
+
+    def unpublish(self, service: Service) -> None:
+        if self.azc is None:
+            return
+        key = make_info(service, self.server).key
+        pub = self._pubs.pop(key, None)
+        if pub is None:
+            return
+        if pub.task:
+            pub.task.cancel()
+        self._send_goodbye(pub)
+        self._spawn(self._repeat_goodbye(pub))
+
+    def _send_goodbye(self, pub: _Publication) -> None:
+        assert self.azc is not None
+        zc = self.azc.zeroconf
+        if pub.registered:
+            zc.registry.async_remove(pub.info)
+            pub.registered = False
+        # Address records stay: other services of this host still use them, and they
+        # expire on their own 120 s TTL (zeroconf does the same when it shares a server).
+        zc.async_send(zc.generate_service_broadcast(pub.info, 0, broadcast_addresses=False))
+
+    async def _repeat_goodbye(self, pub: _Publication) -> None:
+        # one repeat covers a lost datagram (§10.1 suggests goodbyes may be repeated)
+        await asyncio.sleep(self.timing.goodbye_repeat)
+        if self.azc is not None and pub.info.key not in self._pubs:
+            self.azc.zeroconf.async_send(self.azc.zeroconf.generate_service_broadcast(pub.info, 0, False))
+
+    def _records(self, info: ServiceInfo, unique: bool) -> list[Any]:
+        cls = _CLASS_IN | (_CLASS_UNIQUE if unique else 0)
+        recs: list[Any] = [
+            DNSPointer(info.type, _TYPE_PTR, _CLASS_IN, OTHER_TTL, info.name),
+            DNSService(info.name, _TYPE_SRV, cls, HOST_TTL, 0, 0, info.port or 0, self.server),
+            DNSText(info.name, _TYPE_TXT, cls, OTHER_TTL, info.text),
+        ]
+        for addr in info.addresses:
+            recs.append(DNSAddress(self.server, _TYPE_A, cls, HOST_TTL, addr))
+        return recs
+
+    async def _claim(self, pub: _Publication) -> None:
+        assert self.azc is not None
+        zc = self.azc.zeroconf
+        loop = asyncio.get_running_loop()
+        info = pub.info
+        key = info.key
+        self._conflicts.pop(key, None)
+        out = DNSOutgoing(_FLAGS_QR_RESPONSE | _FLAGS_AA)
+        for rec in self._records(info, unique=False):
+            out.add_answer_at_time(rec, 0)
+        zc.async_send(out)
+        pub.optimistic_at = loop.time()
+
+        t = self.timing
+        await asyncio.sleep(random.uniform(0, t.probe_random_delay))  # noqa: S311 (RFC 6762 §8.1)
+        for i in range(3):
+            if i:
+                await asyncio.sleep(t.probe_interval)
+            if key in self._conflicts:
+                break
+            probe = DNSOutgoing(_FLAGS_QR_QUERY)
+            probe.add_question(DNSQuestion(info.name, _TYPE_ANY, _CLASS_IN))
+            for rec in self._records(info, unique=True)[1:3]:
+                probe.add_authorative_answer(rec)
+            zc.async_send(probe)
+        if key not in self._conflicts:
+            await asyncio.sleep(t.probe_interval)
+        if key in self._conflicts:
+            message = self._conflicts.pop(key)
+            if self._pubs.get(key) is pub:
+                del self._pubs[key]
+            bye = DNSOutgoing(_FLAGS_QR_RESPONSE | _FLAGS_AA)
+            for rec in self._records(info, unique=False)[1:3]:
+                bye.add_answer_at_time(rec.__class__(*_with_ttl0(rec)), 0)
+            zc.async_send(bye)
+            self.on_conflict(pub.service, message)
+            return
+        zc.registry.async_add(info)
+        pub.registered = True
+        wait = pub.optimistic_at + t.announce_gap - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        for i in range(2):
+            if i:
+                await asyncio.sleep(t.announce_gap)
+            zc.async_send(zc.generate_service_broadcast(info, None))
+
+    def _check_conflict(self, rec: Any) -> None:
+        if rec.type not in (_TYPE_SRV, _TYPE_TXT) or rec.ttl == 0:
+            return
+        pub = self._pubs.get(rec.key)
+        if pub is None or pub.registered or pub.task is None or pub.task.done():
+            return
+        info = pub.info
+        if rec.type == _TYPE_SRV:
+            mine: tuple[Any, ...] = (self.server.lower(), info.port)
+            theirs: tuple[Any, ...] = (rec.server.lower(), rec.port)
+        else:
+            mine, theirs = (info.text,), (rec.text,)
+        if mine == theirs:
+            return
+        if not rec.unique and _rdata(mine) > _rdata(theirs):
+            return  # a simultaneous optimistic claim that loses the tie-break (§8.2)
+        holder = rec.server if rec.type == _TYPE_SRV else "another host"
+        self._conflicts[rec.key] = (
+            f"{pub.service.name}.{pub.service.type} is already in use on the network (by {holder})"
+        )
+
+    # -- browsing --------------------------------------------------------------------------
+
+    def browse(self, type_: str) -> bool:
+        """Start browsing a type if not already; returns True when it is new."""
+        if self.azc is None:
+            return False
+        t = fqdn_type(type_)
+        if t.lower() in self._browsers:
+            return False
+        self._browsers[t.lower()] = AsyncServiceBrowser(self.azc.zeroconf, [t], handlers=[self._on_change])
+        return True
+
+    def _on_change(self, zeroconf: Any, service_type: str, name: str, state_change: ServiceStateChange) -> None:
+        inst = name[: -len(service_type) - 1] if name.lower().endswith(service_type.lower()) else name
+        t = normalize_type(service_type)
+        if state_change is ServiceStateChange.Removed:
+            self.on_remove(inst, t)
+            return
+        self._spawn(self._resolve(service_type, name, inst, t))
+
+    async def _resolve(self, service_type: str, name: str, inst: str, t: str) -> None:
+        assert self.azc is not None
+        info = AsyncServiceInfo(service_type, name)
+        zc = self.azc.zeroconf
+        if not info.load_from_cache(zc):
+            if not await info.async_request(zc, int(self.timing.resolve_timeout * 1000)):
+                return
+        if info.port is None:
+            return
+        txt = {}
+        for k, v in (info.properties or {}).items():
+            try:
+                txt[k.decode()] = (v or b"").decode()
+            except UnicodeDecodeError:
+                continue
+        host = (info.server or "").removesuffix(".").removesuffix(".local")
+        self.on_upsert(
+            Service(
+                name=inst,
+                type=t,
+                port=info.port,
+                host=host,
+                addresses=tuple(info.parsed_addresses(IPVersion.V4Only)),
+                txt=tuple(sorted(txt.items())),
+            )
+        )
+
+
+def _rdata(t: tuple[Any, ...]) -> bytes:
+    return repr(t).encode()
+
+
+def _with_ttl0(rec: Any) -> tuple[Any, ...]:
+    if rec.type == _TYPE_SRV:
+        return (rec.name, rec.type, rec.class_, 0, rec.priority, rec.weight, rec.port, rec.server)
+    return (rec.name, rec.type, rec.class_, 0, rec.text)
+
+
+def _exc_from(task: asyncio.Future[Any]) -> Any:
+    from twisted.python.failure import Failure
+
+    exc = task.exception()
+    return Failure(exc, type(exc), exc.__traceback__) if exc else None
