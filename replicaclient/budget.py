@@ -30,8 +30,8 @@ class RetryBudget:
         elapsed = max(0.0, now - self._last)
         self._last = now
         self.reserve = min(self.min_per_second, self.reserve + elapsed * self.min_per_second)
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if self.tokens >= 1.0 - 1e-9:  # ten deposits of 0.1 sum to 0.999…
+            self.tokens = max(0.0, self.tokens - 1.0)
             return True
         if self.reserve >= 1.0:
             self.reserve -= 1.0
