@@ -350,6 +350,8 @@ class _Call:
         self.timer = None
         action = actions[0]
         if isinstance(action, Succeed):
+            if action.replica in client.metrics.replicas:
+                client.metrics.replicas[action.replica].won += 1
             if action.kind == "hedge":
                 client.metrics.replica(action.replica).hedges_won += 1
             payload = action.payload

@@ -14,6 +14,8 @@ class ReplicaMetrics:
     ewma: Ewma = field(default_factory=Ewma)
     sent: int = 0
     answers: int = 0
+    won: int = 0
+    """Calls whose result was this replica's answer."""
     failures: int = 0
     ejections: int = 0
     hedges_sent: int = 0
@@ -22,7 +24,7 @@ class ReplicaMetrics:
 
     def snapshot(self) -> dict[str, Any]:
         return {
-            "sent": self.sent, "answers": self.answers, "failures": self.failures,
+            "sent": self.sent, "answers": self.answers, "won": self.won, "failures": self.failures,
             "ejections": self.ejections, "hedges_sent": self.hedges_sent,
             "hedges_won": self.hedges_won, "outstanding": self.outstanding,
             "latency_count": self.latency.count,
