@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, protocol
+from twisted.internet import defer, interfaces, protocol
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from discovery import wire
 from discovery.config import ConfigError, OnDemand, parse_on_demand, parse_policy, parse_service_file
@@ -70,8 +71,13 @@ def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
     return struct.unpack("3i", creds)
 
 
+@implementer(interfaces.IHalfCloseableProtocol)
 class APIProtocol(protocol.Protocol):
-    """One client connection: JSON lines in, replies and watch events out."""
+    """One client connection: JSON lines in, replies and watch events out.
+
+    Half-closeable, so ``printf '{"op":"list"}\\n' | socat - UNIX:...`` gets its answer before
+    the connection (and with it the client's registrations) goes.
+    """
 
     _ids = itertools.count(1)
 
@@ -105,6 +111,12 @@ class APIProtocol(protocol.Protocol):
                 self.transport.loseConnection()  # type: ignore[union-attr]
                 return
             self.daemon.handle(self, item.body)
+
+    def readConnectionLost(self) -> None:
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def writeConnectionLost(self) -> None:
+        pass
 
     def send(self, data: bytes) -> None:
         if not self.closed:

@@ -275,7 +275,7 @@ class MdnsAdapter:
             probe = DNSOutgoing(_FLAGS_QR_QUERY)
             probe.add_question(DNSQuestion(info.name, _TYPE_ANY, _CLASS_IN))
             for rec in self._records(info, unique=True)[1:3]:
-                probe.add_authorative_answer(rec)
+                probe.authorities.append(rec)  # add_authorative_answer() is typed for PTR only
             zc.async_send(probe)
         if key not in self._conflicts:
             await asyncio.sleep(t.probe_interval)
@@ -300,24 +300,20 @@ class MdnsAdapter:
             zc.async_send(zc.generate_service_broadcast(info, None))
 
     def _check_conflict(self, rec: Any) -> None:
-        if rec.type not in (_TYPE_SRV, _TYPE_TXT) or rec.ttl == 0:
+        # The SRV record names the holder; a TXT alone cannot tell our own echo from a rival.
+        if rec.type != _TYPE_SRV or rec.ttl == 0:
             return
         pub = self._pubs.get(rec.key)
         if pub is None or pub.registered or pub.task is None or pub.task.done():
             return
-        info = pub.info
-        if rec.type == _TYPE_SRV:
-            mine: tuple[Any, ...] = (self.server.lower(), info.port)
-            theirs: tuple[Any, ...] = (rec.server.lower(), rec.port)
-        else:
-            mine, theirs = (info.text,), (rec.text,)
-        if mine == theirs:
-            return
+        mine = (self.server.lower(), pub.info.port)
+        theirs = (rec.server.lower(), rec.port)
+        if theirs[0] == mine[0]:
+            return  # our own records (perhaps an earlier port of an updated registration)
         if not rec.unique and _rdata(mine) > _rdata(theirs):
             return  # a simultaneous optimistic claim that loses the tie-break (§8.2)
-        holder = rec.server if rec.type == _TYPE_SRV else "another host"
         self._conflicts[rec.key] = (
-            f"{pub.service.name}.{pub.service.type} is already in use on the network (by {holder})"
+            f"{pub.service.name}.{pub.service.type} is already in use on the network (by {rec.server})"
         )
 
     # -- browsing --------------------------------------------------------------------------
@@ -347,8 +343,8 @@ class MdnsAdapter:
         if not info.load_from_cache(zc):
             if not await info.async_request(zc, int(self.timing.resolve_timeout * 1000)):
                 return
-        if info.port is None:
-            return
+        if info.port is None or (info.server or "").lower() == self.server.lower():
+            return  # unresolvable, or our own announcement looping back
         txt = {}
         for k, v in (info.properties or {}).items():
             try:

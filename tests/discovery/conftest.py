@@ -1,0 +1,98 @@
+"""Fixtures: real ``discoveryd`` processes on loopback, each test with service types of its own."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+VENV_BIN = Path(sys.executable).parent
+DISCOVERYD = str(VENV_BIN / "discoveryd")
+DISCOVERY = str(VENV_BIN / "discovery")
+
+
+def wait_ready(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    """Block until the daemon prints ``ready`` (or fail with its stderr)."""
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sel.select(0.1):
+            line = proc.stdout.readline()
+            if line.strip() == b"ready":
+                return
+            if not line:
+                break
+        if proc.poll() is not None:
+            break
+    proc.kill()
+    raise AssertionError(f"discoveryd did not become ready: {proc.stderr.read().decode(errors='replace')[-3000:]}")
+
+
+class Daemon:
+    def __init__(self, base: Path, name: str, args: list[str], prefix: list[str] | None = None) -> None:
+        self.name = name
+        self.base = base
+        self.socket = str(base / f"{name}.sock")
+        self.state_dir = str(base / f"{name}-state")
+        self.args = args
+        self.prefix = prefix or []
+        self.proc: subprocess.Popen | None = None
+        self.log = base / f"{name}.log"
+
+    def start(self) -> Daemon:
+        cmd = [*self.prefix, DISCOVERYD, "--socket", self.socket, "--host-name", self.name, "--state-dir", self.state_dir, *self.args]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(self.log, "ab"))
+        self.proc.stderr = open(self.log, "rb")  # for wait_ready's message
+        wait_ready(self.proc)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def cli(self, *args: str, timeout: float = 20) -> subprocess.CompletedProcess:
+        return subprocess.run([DISCOVERY, "--socket", self.socket, *args], capture_output=True, timeout=timeout)
+
+
+@pytest.fixture
+def base_dir() -> Iterator[Path]:
+    # world-readable so tests can connect as another uid too
+    d = Path(tempfile.mkdtemp(prefix="discovery-test-"))
+    os.chmod(d, 0o755)
+    yield d
+    subprocess.run(["rm", "-rf", str(d)])
+
+
+@pytest.fixture
+def daemons(base_dir: Path) -> Iterator:
+    started: list[Daemon] = []
+
+    def make(name: str, *args: str, start: bool = True) -> Daemon:
+        d = Daemon(base_dir, name, ["--interface", "127.0.0.1", *args])
+        started.append(d)
+        return d.start() if start else d
+
+    yield make
+    for d in started:
+        d.stop()
+
+
+@pytest.fixture
+def stype() -> str:
+    """A service type no other test (or stray daemon on loopback) uses: ``_tXXXXXXXX._tcp``."""
+    return f"_t{secrets.token_hex(4)}._tcp"

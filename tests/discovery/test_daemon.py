@@ -1,0 +1,453 @@
+"""Integration on loopback: real ``discoveryd`` processes, the client library and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor, task, utils
+
+from discovery import client
+from discovery.client import DiscoveryError
+
+from .conftest import DISCOVERY
+
+
+async def sleep(s: float) -> None:
+    await task.deferLater(reactor, s, lambda: None)
+
+
+async def eventually(check, timeout: float = 5.0, interval: float = 0.05):
+    """Poll an async ``check`` until it returns something truthy; generous deadline, no timing assert."""
+    deadline = reactor.seconds() + timeout
+    while True:
+        r = await check()
+        if r:
+            return r
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s (last: {r!r})")
+        await sleep(interval)
+
+
+async def cli(d, *args: str) -> tuple[bytes, bytes, int]:
+    return await utils.getProcessOutputAndValue(DISCOVERY, ["--socket", d.socket, *args], env=dict(os.environ))
+
+
+def names(recs) -> list[str]:
+    return sorted(r.name for r in recs)
+
+
+@pytest_twisted.ensureDeferred
+async def test_register_lookup_watch_and_owner_death_across_daemons(daemons, stype) -> None:
+    a, b = daemons("ha"), daemons("hb")
+    w = client.watch(stype, socket=b.socket)
+    await w.ready
+    reg = await client.register("office", stype, 6010, {"screen": "0"}, socket=a.socket)
+    # visible locally at once
+    local = await client.lookup(stype, wait=0, socket=a.socket)
+    assert [(r.name, r.port, r.txt, r.source, r.host) for r in local] == [("office", 6010, {"screen": "0"}, "local", "ha")]
+    ev = await w.next_event(timeout=5)
+    assert (ev.kind, ev.service.name, ev.service.host, ev.service.port) == ("added", "office", "ha", 6010)
+    assert ev.service.addresses == ("127.0.0.1",) and ev.service.txt == {"screen": "0"} and ev.service.source == "remote"
+    remote = await client.lookup(stype, socket=b.socket)
+    assert [(r.name, r.source) for r in remote] == [("office", "remote")]
+    await reg.withdraw()
+    ev = await w.next_event(timeout=5)
+    assert (ev.kind, ev.service.name) == ("removed", "office")
+    assert await client.lookup(stype, wait=0, socket=a.socket) == []
+    await w.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_killed_owner_is_removed_everywhere(daemons, stype) -> None:
+    a, b = daemons("ha"), daemons("hb")
+    w = client.watch(stype, socket=b.socket)
+    await w.ready
+    # the CLI keeps the registration exactly while its command runs
+    owner = subprocess.Popen(
+        [DISCOVERY, "--socket", a.socket, "register", "--name", "victim", "--type", stype, "--port", "7000",
+         "--txt", "k=v", "--json", "--", "sleep", "60"],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        ev = await w.next_event(timeout=10)
+        assert (ev.kind, ev.service.name, ev.service.txt) == ("added", "victim", {"k": "v"})
+        out, err, code = await cli(b, "lookup", stype, "--json")
+        assert code == 0 and [s["name"] for s in json.loads(out)] == ["victim"]
+        assert set(json.loads(out)[0]) >= {"name", "type", "host", "addresses", "port", "txt"}
+        owner.kill()  # SIGKILL: no goodbye from the owner; the daemon sees the connection close
+        ev = await w.next_event(timeout=5)
+        assert (ev.kind, ev.service.name) == ("removed", "victim")
+        assert await client.lookup(stype, wait=0, socket=a.socket) == []
+    finally:
+        owner.kill()
+        owner.wait()
+        await w.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_cli_register_exits_with_command_status_and_withdraws(daemons, stype) -> None:
+    a = daemons("ha")
+    out, err, code = await cli(a, "register", "--name", "x", "--type", stype, "--port", "1", "--json", "--",
+                               sys.executable, "-c", f"import subprocess,sys; r=subprocess.run(['{DISCOVERY}','--socket','{a.socket}','lookup','{stype}','--json','--wait','0'],capture_output=True); sys.stdout.write(r.stdout.decode()); sys.exit(3)")
+    assert code == 3, err
+    lines = out.decode().splitlines()
+    assert json.loads(lines[0])["registered"]["name"] == "x"
+    assert [s["name"] for s in json.loads(lines[1])] == ["x"]  # registered while the command ran
+    assert await client.lookup(stype, wait=0, socket=a.socket) == []  # and not after
+
+
+@pytest_twisted.ensureDeferred
+async def test_conflicts_are_refused_and_owner_or_root_withdraws(daemons, stype) -> None:
+    a = daemons("ha")
+    c1 = await client.connect(a.socket)
+    c2 = await client.connect(a.socket)
+    try:
+        await c1.register("one", stype, 1)
+        with pytest.raises(DiscoveryError) as e:
+            await c2.register("ONE", stype, 2)
+        assert e.value.code == "conflict" and "already registered by uid" in e.value.message
+        with pytest.raises(DiscoveryError) as e:
+            await c1.register("bad.name", stype, 1)
+        assert e.value.code == "bad-name"
+        with pytest.raises(DiscoveryError) as e:
+            await c1.lookup("nonsense")
+        assert e.value.code == "bad-type"
+        await c2.withdraw("one", stype)  # same uid (root here) may
+        await c2.register("one", stype, 2)
+        # cannot withdraw what is not there
+        with pytest.raises(DiscoveryError) as e:
+            await c1.withdraw("nothing", stype)
+        assert e.value.code == "not-found"
+    finally:
+        await c1.close()
+        await c2.close()
+
+
+OTHER_UID_CLIENT = r"""
+import json, os, socket, sys
+os.setgid(65534); os.setuid(65534)
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f = s.makefile("rwb")
+for i, req in enumerate(json.loads(sys.argv[2])):
+    f.write(json.dumps({"id": i, **req}).encode() + b"\n"); f.flush()
+    print(f.readline().decode().strip())
+"""
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to act as a second uid (SO_PEERCRED ownership)")
+def test_ownership_by_peer_credentials_and_policy(daemons, stype, base_dir) -> None:
+    policy = base_dir / "policy.toml"
+    policy.write_text(f'default = "allow"\n[types]\n"{stype}" = ["root"]\n')
+    a = daemons("ha", "--policy", str(policy))
+    reg = a.cli("register", "--name", "mine", "--type", "_own._tcp", "--port", "1", "--", "sleep", "30", timeout=5) if False else None
+    owner = subprocess.Popen([DISCOVERY, "--socket", a.socket, "register", "--name", "mine", "--type", "_o" + stype[2:],
+                              "--port", "1", "--json", "--", "sleep", "30"], stdout=subprocess.PIPE)
+    try:
+        assert b"registered" in owner.stdout.readline()
+        reqs = [
+            {"op": "hello"},
+            {"op": "withdraw", "name": "mine", "type": "_o" + stype[2:]},
+            {"op": "register", "name": "mine", "type": "_o" + stype[2:], "port": 2},
+            {"op": "register", "name": "p", "type": stype, "port": 2},
+            {"op": "register", "name": "free", "type": "_f" + stype[2:], "port": 2},
+        ]
+        out = subprocess.run([sys.executable, "-c", OTHER_UID_CLIENT, a.socket, json.dumps(reqs)],
+                             capture_output=True, timeout=10, check=True).stdout.decode().splitlines()
+        hello, withdraw, steal, denied, free = map(json.loads, out)
+        assert hello["uid"] == 65534 and hello["pid"] > 0
+        assert withdraw["error"]["code"] == "denied" and "owned by uid 0" in withdraw["error"]["message"]
+        assert steal["error"]["code"] == "conflict"
+        assert denied["error"]["code"] == "denied" and "policy" in denied["error"]["message"]
+        assert free["ok"] and free["service"]["owner_uid"] == 65534
+        # root may withdraw anyone's
+        r = a.cli("withdraw", "--name", "mine", "--type", "_o" + stype[2:], "--json")
+        assert r.returncode == 0, r.stderr
+    finally:
+        owner.kill()
+        owner.wait()
+
+
+def _raw(sock_path: str, payload: bytes, timeout: float = 5.0) -> bytes:
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(timeout)
+    s.connect(sock_path)
+    try:
+        s.sendall(payload)
+    except BrokenPipeError:
+        pass
+    chunks = []
+    while True:
+        try:
+            c = s.recv(65536)
+        except ConnectionResetError:
+            break
+        if not c:
+            break
+        chunks.append(c)
+    s.close()
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize(
+    "payload,needle",
+    [
+        (b"garbage\n", "not JSON"),
+        (b"\xff\xfe\n", "not UTF-8"),
+        (b"[1,2]\n", "JSON object"),
+        (b'{"id": 5}\n', "no 'op'"),
+        (b'{"id": 1, "op": "list"}\n{"id": 2, "op": nope}\n{"id": 3, "op": "list"}\n', "not JSON"),
+        (b"x" * 70000, "longer than"),
+        (b'{"id": 1, "op": "hello", "pad": "' + b"y" * 70000 + b'"}\n', "longer than"),
+    ],
+)
+def test_bad_input_gets_an_error_then_close_and_the_daemon_keeps_serving(daemons, stype, payload, needle) -> None:
+    a = daemons("ha", "--no-mdns")
+    holder = subprocess.Popen([DISCOVERY, "--socket", a.socket, "register", "--name", "keep", "--type", stype,
+                               "--port", "1", "--json", "--", "sleep", "30"], stdout=subprocess.PIPE)
+    try:
+        assert b"registered" in holder.stdout.readline()
+        reply = _raw(a.socket, payload)  # returns only once the daemon closed the connection
+        last = json.loads(reply.splitlines()[-1])
+        assert last["ok"] is False and last["error"]["code"] == "bad-request" and needle in last["error"]["message"]
+        r = a.cli("lookup", stype, "--json", "--wait", "0")
+        assert [s["name"] for s in json.loads(r.stdout)] == ["keep"]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_unknown_op_and_bad_fields_keep_the_connection(daemons) -> None:
+    a = daemons("ha", "--no-mdns")
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(5)
+    s.connect(a.socket)
+    f = s.makefile("rwb")
+    for req, code in [({"op": "frobnicate"}, "bad-op"), ({"op": "register", "name": "x"}, "bad-request"),
+                      ({"op": "register", "name": "x", "type": "_a._tcp", "port": "80"}, "bad-port"),
+                      ({"op": "lookup", "type": "_a._tcp", "wait": 1e9}, "bad-request")]:
+        f.write(json.dumps({"id": 9, **req}).encode() + b"\n")
+        f.flush()
+        r = json.loads(f.readline())
+        assert r["id"] == 9 and r["error"]["code"] == code, r
+    f.write(b'{"id": "s", "op": "hello"}\n')
+    f.flush()
+    assert json.loads(f.readline())["ok"] is True
+    s.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_restart_restores_on_demand_and_clients_reregister(daemons, stype, base_dir) -> None:
+    a = daemons("ha")
+    c = await client.connect(a.socket)
+    reconnected = defer.Deferred()
+    c.on_reconnect = lambda: reconnected.called or reconnected.callback(None)
+    try:
+        await c.register("live", stype, 4242)
+        od = await c.register_on_demand("od", stype, 0, [sys.executable, "-c", "pass"])
+        a.stop()
+        assert not c.connected or True
+        # another client cannot steal the name while the owner is away: the journal's lease holds it
+        a.start()
+        await reconnected
+        recs = await c.lookup(stype, wait=0)
+        assert sorted((r.name, r.source, r.port) for r in recs) == [("live", "local", 4242), ("od", "on-demand", od.port)]
+        # the re-registration belongs to the new connection: closing it withdraws
+        await c.close()
+        recs = await eventually(lambda: client.lookup(stype, wait=0, socket=a.socket))
+        assert names(recs) == ["od"]
+    finally:
+        await c.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_lease_keeps_a_name_for_its_owner_after_restart(daemons, stype) -> None:
+    a = daemons("ha", "--no-mdns", "--grace", "30")
+    holder = subprocess.Popen([DISCOVERY, "--socket", a.socket, "register", "--name", "held", "--type", stype,
+                               "--port", "1", "--json", "--", "sleep", "30"], stdout=subprocess.PIPE)
+    try:
+        assert b"registered" in holder.stdout.readline()
+        holder.kill()
+        holder.wait()
+        await eventually(lambda: _async_true(not client_lookup_sync(a, stype)))
+        # a crash (SIGKILL) leaves the journal with the name still standing
+        holder2 = subprocess.Popen([DISCOVERY, "--socket", a.socket, "register", "--name", "held2", "--type", stype,
+                                    "--port", "1", "--json", "--", "sleep", "30"], stdout=subprocess.PIPE)
+        assert b"registered" in holder2.stdout.readline()
+        a.stop(signal.SIGKILL)
+        holder2.kill()
+        holder2.wait()
+        a.start()
+        r = a.cli("list", "--json")
+        leases = json.loads(r.stdout)["leases"]
+        assert [(x["name"], x["owner_uid"]) for x in leases] == [("held2", 0)]
+        # the owner's uid (root here) may take it back; it is then an ordinary registration
+        c = await client.connect(a.socket)
+        await c.register("held2", stype, 1)
+        assert json.loads(a.cli("list", "--json").stdout)["leases"] == []
+        await c.close()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+async def _async_true(v):
+    return v
+
+
+def client_lookup_sync(d, stype):
+    return json.loads(d.cli("lookup", stype, "--json", "--wait", "0").stdout)
+
+
+SERVER = r"""
+import os, socket, sys
+out = sys.argv[1]
+fds, pid, names = os.environ.get("LISTEN_FDS"), os.environ.get("LISTEN_PID"), os.environ.get("LISTEN_FDNAMES")
+s = socket.socket(fileno=3)
+info = dict(fds=fds, pid=pid, mypid=os.getpid(), names=names, listening=s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+c, _ = s.accept()
+c.sendall((repr(info) + "\n").encode())
+c.close()
+with open(out, "a") as f:
+    f.write(repr(info) + "\n")
+"""
+
+
+def _connect_read(port: int, timeout: float = 10.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        return s.makefile("rb").readline()
+
+
+def test_superserver_hands_over_the_socket_systemd_style(daemons, stype, base_dir) -> None:
+    a = daemons("ha")
+    log = base_dir / "server.log"
+    script = base_dir / "server.py"
+    script.write_text(SERVER)
+    r = a.cli("register", "--on-demand", "--name", "od", "--type", stype, "--port", "0", "--json", "--",
+              sys.executable, str(script), str(log))
+    assert r.returncode == 0, r.stderr
+    port = json.loads(r.stdout)["registered"]["port"]
+    assert not log.exists()  # nothing runs before the first connection
+    st = json.loads(a.cli("list", "--json").stdout)["services"][0]["on_demand"]
+    assert st == {"running": 0, "starts": 0, "paused": False}
+    for _ in range(2):  # after the server exits, the daemon takes the socket back
+        info = eval(_connect_read(port))  # noqa: S307 - our own child's repr
+        assert info["fds"] == "1" and info["pid"] == str(info["mypid"]) and info["names"] == "od"
+        assert info["listening"] == 1
+    deadline = time.monotonic() + 10
+    while json.loads(a.cli("list", "--json").stdout)["services"][0]["on_demand"]["running"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    st = json.loads(a.cli("list", "--json").stdout)["services"][0]["on_demand"]
+    assert st["starts"] == 2 and st["running"] == 0
+    assert len(log.read_text().splitlines()) == 2
+
+
+def test_superserver_rate_limit_pauses_the_service(daemons, stype, base_dir) -> None:
+    a = daemons("ha", "--no-mdns")
+    log = base_dir / "server.log"
+    script = base_dir / "server.py"
+    script.write_text(SERVER)
+    r = a.cli("register", "--on-demand", "--name", "od", "--type", stype, "--port", "0", "--rate", "2/30", "--json",
+              "--", sys.executable, str(script), str(log))
+    port = json.loads(r.stdout)["registered"]["port"]
+    for _ in range(2):
+        assert b"fds" in _connect_read(port)
+    with socket.create_connection(("127.0.0.1", port), timeout=1.5) as s:
+        s.settimeout(1.5)
+        with pytest.raises(socket.timeout):
+            s.recv(10)  # queued in the backlog, but nobody is started for it
+    st = json.loads(a.cli("list", "--json").stdout)["services"][0]["on_demand"]
+    assert st["paused"] is True and st["starts"] == 2
+
+
+def test_superserver_max_instances(daemons, stype, base_dir) -> None:
+    """A busy instance (not accepting) gets a second one, but never more than max-instances."""
+    a = daemons("ha", "--no-mdns")
+    script = base_dir / "slow.py"
+    script.write_text("import os, socket, time\ns = socket.socket(fileno=3)\nc, _ = s.accept()\nc.sendall(str(os.getpid()).encode() + b'\\n')\ntime.sleep(30)\n")
+    r = a.cli("register", "--on-demand", "--name", "od", "--type", stype, "--port", "0", "--max-instances", "2",
+              "--json", "--", sys.executable, str(script))
+    port = json.loads(r.stdout)["registered"]["port"]
+    conns = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
+    try:
+        pids = {conns[0].makefile("rb").readline(), conns[1].makefile("rb").readline()}
+        assert len(pids) == 2
+        conns[2].settimeout(1.0)
+        with pytest.raises(socket.timeout):
+            conns[2].recv(10)
+        st = json.loads(a.cli("list", "--json").stdout)["services"][0]["on_demand"]
+        assert st["running"] == 2 and st["starts"] == 2
+    finally:
+        for c in conns:
+            c.close()
+        r = a.cli("withdraw", "--name", "od", "--type", stype)
+        assert r.returncode == 0
+
+
+def test_static_services_and_sighup_reload(daemons, stype, base_dir) -> None:
+    sdir = base_dir / "services"
+    sdir.mkdir()
+    (sdir / "printer.toml").write_text(f'name = "printer"\ntype = "{stype}"\nport = 631\n[txt]\nrp = "q1"\n')
+    (sdir / "broken.toml").write_text("name = \n")
+    a = daemons("ha", "--no-mdns", "--services-dir", str(sdir))
+    got = json.loads(a.cli("lookup", stype, "--json").stdout)
+    assert [(s["name"], s["port"], s["txt"], s["source"]) for s in got] == [("printer", 631, {"rp": "q1"}, "static")]
+    (sdir / "printer.toml").write_text(f'name = "printer"\ntype = "{stype}"\nport = 632\n')
+    (sdir / "scanner.toml").write_text(f'name = "scanner"\ntype = "{stype}"\nport = 6566\n')
+    a.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        got = json.loads(a.cli("lookup", stype, "--json").stdout)
+        if sorted((s["name"], s["port"]) for s in got) == [("printer", 632), ("scanner", 6566)]:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(got)
+    (sdir / "printer.toml").unlink()
+    a.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while [s["name"] for s in json.loads(a.cli("lookup", stype, "--json").stdout)] != ["scanner"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert "broken.toml" in a.log.read_text()
+
+
+@pytest_twisted.ensureDeferred
+async def test_same_name_on_two_hosts_is_a_conflict_for_the_newcomer(daemons, stype) -> None:
+    a, b = daemons("ha"), daemons("hb")
+    first = await client.register("dup", stype, 1000, socket=a.socket)
+    await sleep(1.5)  # let ha finish probing and announcing: it is the established owner
+    second = await client.register("dup", stype, 2000, socket=b.socket)
+    err = await second.lost.addTimeout(10, reactor)
+    assert err.code == "conflict" and "in use on the network" in err.message
+    await eventually(lambda: _async_true(all(r.port == 1000 for r in client_lookup_records(b, stype))))
+    # the established owner is untouched
+    recs = await client.lookup(stype, wait=0, socket=a.socket)
+    assert [(r.name, r.port, r.source) for r in recs] == [("dup", 1000, "local")]
+    await first.withdraw()
+
+
+def client_lookup_records(d, stype):
+    from discovery.client import ServiceRecord
+
+    return [ServiceRecord.from_json(s) for s in json.loads(d.cli("lookup", stype, "--json", "--wait", "0").stdout)]
+
+
+def test_browse_cli_json_lines(daemons, stype) -> None:
+    a = daemons("ha")
+    browse = subprocess.Popen([DISCOVERY, "--socket", a.socket, "browse", stype, "--watch", "--json"], stdout=subprocess.PIPE)
+    try:
+        time.sleep(0.8)  # the subscription is in place (no event is lost either way: see below)
+        r = a.cli("register", "--name", "b1", "--type", stype, "--port", "9", "--", "true")
+        assert r.returncode == 0
+        events = [json.loads(browse.stdout.readline()) for _ in range(2)]
+        assert [(e["event"], e["name"]) for e in events] == [("added", "b1"), ("removed", "b1")]
+    finally:
+        browse.terminate()
+        browse.wait(5)
