@@ -359,14 +359,8 @@ class _Call:
                 client.metrics.failed += 1
                 self.result.errback(Failure(payload))
                 return
-            try:
-                parsed = self.command.parseResponse(payload, None)
-            except BaseException:
-                client.metrics.failed += 1
-                self.result.errback(Failure())
-                return
             client.metrics.succeeded += 1
-            self.result.callback(parsed)
+            self.result.callback(payload)
         elif isinstance(action, Fail):
             client.metrics.failed += 1
             self.result.errback(Failure(action.error))
@@ -522,21 +516,32 @@ class _Call:
         clean = amp.AmpBox({k: v for k, v in wire.strip(box).items() if k != b"_answer"})
         if send.stage == "query":
             return Reply(("tag", tag), None, f"tag {tag}", tag)
-        if send.stage in ("store", "writeback"):
-            return Reply(("ack",), clean, "stored" if wire.STALE not in box else "stale", tag)
-        parsed = self.command.parseResponse(clean, None)  # raises on a malformed answer
-        return Reply(tuple(sorted(clean.items())), clean, repr(parsed), tag, record)
+        if send.stage == "writeback":  # the answer of another command: an ack is enough
+            return Reply(("ack",), None, "written back", tag)
+        # The answer is parsed here, once: a malformed one is that replica's failure.
+        parsed = self.command.parseResponse(clean, None)
+        if send.stage == "store":
+            return Reply(("ack",), parsed, "stored" if wire.STALE not in box else "stale", tag)
+        return Reply(tuple(sorted(clean.items())), parsed, repr(parsed), tag, record)
+
+
+_register_wire_names: dict[tuple[type, str], bytes] = {}
 
 
 def _register_value(command: type[amp.Command], semantics: Semantics,
                     box: amp.AmpBox) -> bytes | None:
     if semantics.register is None:
         return None
-    for wire_name, _ in command.arguments:
-        if amp._wireNameToPythonIdentifier(wire_name) == semantics.register:
-            found: bytes | None = box.get(wire_name)
-            return found
-    raise ValueError(f"{command.__name__} has no argument {semantics.register!r}")
+    wire_name = _register_wire_names.get((command, semantics.register))
+    if wire_name is None:
+        for candidate, _ in command.arguments:
+            if amp._wireNameToPythonIdentifier(candidate) == semantics.register:
+                wire_name = _register_wire_names[(command, semantics.register)] = candidate
+                break
+        else:
+            raise ValueError(f"{command.__name__} has no argument {semantics.register!r}")
+    found: bytes | None = box.get(wire_name)
+    return found
 
 
 def _cancelled() -> BaseException:
