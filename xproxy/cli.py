@@ -76,6 +76,7 @@ async def serve(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-un
     from .protocol.display import DisplayNameError
     from .server import ProxyServer, ServeOptions, StartError
 
+    await running(reactor)
     options = ServeOptions(
         target=args.target, display=args.display, tcp=args.tcp, tcp_interface=args.tcp_interface,
         hide_ext=args.hide_ext, allow_ext=args.allow_ext, untrusted=args.untrusted,
@@ -85,7 +86,7 @@ async def serve(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-un
         name = await server.start()
     except (StartError, DisplayNameError) as err:
         print(f"xproxy: {err}", file=sys.stderr)
-        return 1
+        raise SystemExit(1) from None
     done: defer.Deferred = defer.Deferred()
 
     async def shutdown() -> None:
@@ -99,6 +100,16 @@ async def serve(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-un
     reactor.addSystemEventTrigger("before", "shutdown", lambda: defer.ensureDeferred(shutdown()))
     print(f"ready DISPLAY={name}", flush=True)
     return await done
+
+
+def running(reactor) -> "defer.Deferred[None]":  # type: ignore[no-untyped-def]
+    """Fires once the reactor runs, so its SIGINT/SIGTERM handlers are in place before we
+    announce `ready` (task.react calls main before reactor.run)."""
+    from twisted.internet import defer
+
+    d: defer.Deferred[None] = defer.Deferred()
+    reactor.callWhenRunning(d.callback, None)
+    return d
 
 
 def main(reactor, argv: list[str]):  # type: ignore[no-untyped-def]

@@ -95,7 +95,7 @@ class ProxyServer:
             )
             self.untrusted_id = reply.authid
             self._security_display = d
-            return MIT_MAGIC_COOKIE_1, bytes(reply.data)
+            return MIT_MAGIC_COOKIE_1, bytes(reply.auth_data_return)
         finally:
             os.environ.clear()
             os.environ.update(env)
