@@ -284,6 +284,25 @@ class Registry:
         self._leases: dict[Key, _Lease] = {}
         self._watches: dict[Hashable, set[str]] = {}
         self.last_static_errors: list[str] = []
+        self._by_type: dict[str, set[Key]] = {}  # type -> keys, local and remote: lookups stay O(answer)
+
+    def _set_local(self, key: Key, entry: _Entry) -> None:
+        self._local[key] = entry
+        self._by_type.setdefault(key[1], set()).add(key)
+
+    def _pop_local(self, key: Key) -> _Entry:
+        entry = self._local.pop(key)
+        self._unindex(key)
+        return entry
+
+    def _unindex(self, key: Key) -> None:
+        if key in self._local or key in self._remote:
+            return
+        keys = self._by_type.get(key[1])
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_type[key[1]]
 
     # -- registration ------------------------------------------------------------------
 
@@ -346,13 +365,13 @@ class Registry:
                 )
             if old.service.source != source:
                 raise RegistryError("conflict", f"{name}.{type_} is already registered as {old.service.source}")
-            self._local[key] = entry
+            self._set_local(key, entry)
             if old.service == service and old.extra == entry.extra:
                 return service, []
             effects.append(Publish(service))
             effects.extend(self._notify(Updated(service)))
         else:
-            self._local[key] = entry
+            self._set_local(key, entry)
             self._leases.pop(key, None)
             effects.append(Publish(service))
             hidden = self._remote.get(key)
@@ -386,7 +405,7 @@ class Registry:
         return effects
 
     def _remove(self, key: Key) -> list[Effect]:
-        entry = self._local.pop(key)
+        entry = self._pop_local(key)
         s = entry.service
         effects: list[Effect] = [Unpublish(s)]
         if s.source != STATIC:
@@ -416,7 +435,7 @@ class Registry:
             if old is not None and old.service.source == STATIC:
                 if (old.service.port, old.service.txt, old.extra) == (port, validate_txt(txt), dict(extra)):
                     continue
-                self._local.pop(key)
+                self._pop_local(key)
             elif old is not None:
                 self.last_static_errors.append(f"{name}.{type_}: already registered by uid {old.owner.uid}")
                 continue
@@ -471,6 +490,7 @@ class Registry:
         if old == service:
             return []
         self._remote[key] = service
+        self._by_type.setdefault(key[1], set()).add(key)
         if key in self._local:  # our own announcement coming back, or a conflicting host
             return []
         return self._notify(Updated(service) if old else Added(service))
@@ -478,6 +498,7 @@ class Registry:
     def remote_remove(self, name: str, type_: str) -> list[Effect]:
         key = service_key(name, type_)
         old = self._remote.pop(key, None)
+        self._unindex(key)
         if old is None or key in self._local:
             return []
         return self._notify(Removed(old))
@@ -489,11 +510,17 @@ class Registry:
         t = normalize_type(type_).lower() if type_ else None
         n = name.lower() if name else None
 
-        def match(key: Key) -> bool:
-            return (t is None or key[1] == t) and (n is None or key[0] == n)
-
-        out = [e.service for k, e in self._local.items() if match(k)]
-        out.extend(s for k, s in self._remote.items() if match(k) and k not in self._local)
+        keys: Iterable[Key]
+        if t is not None and n is not None:
+            keys = [(n, t)]
+        elif t is not None:
+            keys = sorted(self._by_type.get(t, ()))
+        else:
+            keys = sorted(set(self._local) | set(self._remote))
+        if n is not None and t is None:
+            keys = [k for k in keys if k[0] == n]
+        out = [self._local[k].service for k in keys if k in self._local]
+        out.extend(self._remote[k] for k in keys if k in self._remote and k not in self._local)
         return out
 
     def local(self, name: str, type_: str) -> tuple[Service, Mapping[str, Any]] | None:
