@@ -1,0 +1,292 @@
+"""The Twisted adapter against in-process servers on loopback: transparency, bad
+replicas, request ids, deduplication, membership changes, close."""
+
+from __future__ import annotations
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, protocol, task
+from twisted.protocols import amp
+
+from demos.kvstore import Get, KVStore, Put
+from replicaclient import (
+    ClientClosed, DeadlineExceeded, MembershipFeed, ReplicatedClient, read, write,
+)
+from replicaclient.server import ReplicaFactory
+
+
+def _reactor():
+    from twisted.internet import reactor
+
+    return reactor
+
+
+class Unlucky(Exception):
+    pass
+
+
+@read()
+class Boom(amp.Command):
+    arguments = [(b"how", amp.Unicode())]
+    response = [(b"ok", amp.Boolean())]
+    errors = {Unlucky: b"UNLUCKY"}
+
+
+@write()
+class Count(amp.Command):
+    arguments: list = []
+    response = [(b"n", amp.Integer())]
+
+
+class Service(KVStore):
+    def __init__(self) -> None:
+        super().__init__(_reactor())
+        self.counted = 0
+        self.request_ids: list[bytes] = []
+
+    @Boom.responder
+    def boom(self, how: str) -> dict:
+        if how == "declared":
+            raise Unlucky("as declared")
+        if how == "undeclared":
+            raise ValueError("a bug")
+        return {"ok": True}
+
+    @Count.responder
+    def count(self) -> dict:
+        self.counted += 1
+        return {"n": self.counted}
+
+    def locateResponder(self, name):  # noqa: N802
+        return super().locateResponder(name)
+
+
+class Recording(ReplicaFactory):
+    def buildProtocol(self, addr):  # noqa: N802
+        proto = super().buildProtocol(addr)
+        original = proto.ampBoxReceived
+
+        def received(box):
+            if b"_rc_id" in box:
+                self.service.request_ids.append(box[b"_rc_id"])
+            original(box)
+
+        proto.ampBoxReceived = received
+        return proto
+
+
+class _Raw(protocol.Protocol):
+    """Bad replicas: what each does when a request arrives."""
+
+    mode = "garbage"
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        if self.mode == "garbage":  # a key longer than AMP allows
+            self.transport.write(b"\x7f\xff" + b"\x01" * 64)
+        elif self.mode == "stalled":  # a value announced 65535 bytes long, never sent
+            self.transport.write(b"\x00\x03abc\xff\xff" + b"\x01" * 64)
+        elif self.mode == "half":
+            self.transport.write(b"\x00\x07_answer\x00\x011\x00\x05va")
+            self.transport.loseConnection()
+        elif self.mode == "unknown-answer":
+            self.transport.write(b"\x00\x07_answer\x00\x03zzz\x00\x00")
+        # "silent": never answers
+
+
+@pytest.fixture
+def listen():
+    ports = []
+
+    def start(factory) -> str:
+        port = _reactor().listenTCP(0, factory, interface="127.0.0.1")
+        ports.append(port)
+        return f"tcp:127.0.0.1:{port.getHost().port}"
+
+    yield start
+    for port in ports:
+        port.stopListening()
+
+
+def raw_factory(mode: str):
+    return protocol.Factory.forProtocol(type(f"Raw_{mode}", (_Raw,), {"mode": mode}))
+
+
+@pytest_twisted.inlineCallbacks
+def test_same_results_and_errors_as_one_plain_amp_connection(listen):
+    endpoint = listen(ReplicaFactory(Service()))
+    plain = yield _plain(endpoint)
+    stub = ReplicatedClient(_reactor(), [endpoint], policy="first")
+    try:
+        for target in (plain, stub):
+            assert (yield target.callRemote(Put, key="a", value="1")) == {}
+            assert (yield target.callRemote(Get, key="a")) == {"value": "1"}
+            assert (yield target.callRemote(Boom, how="fine")) == {"ok": True}
+        outcomes = []
+        for target in (plain, stub):
+            got = []
+            for call in (lambda t: t.callRemote(Boom, how="declared"),
+                         lambda t: t.callRemote(Boom, how="undeclared"),
+                         lambda t: t.callRemote(Boom),
+                         lambda t: t.callRemote(Boom, how="x", extra=1)):
+                try:
+                    yield call(target)
+                    got.append(None)
+                except Exception as error:
+                    got.append((type(error), str(error) if isinstance(error, Unlucky) else ""))
+            outcomes.append(got)
+        assert outcomes[0] == outcomes[1]
+        assert outcomes[0][0] == (Unlucky, "as declared")
+        assert outcomes[0][1][0] is amp.UnknownRemoteError
+    finally:
+        if plain.transport is not None:  # an undeclared error makes the server hang up
+            plain.transport.loseConnection()
+        yield stub.close()
+
+
+def _plain(endpoint: str):
+    from twisted.internet.endpoints import clientFromString, connectProtocol
+
+    return connectProtocol(clientFromString(_reactor(), endpoint), amp.AMP())
+
+
+@pytest.mark.parametrize("mode", ["garbage", "half", "unknown-answer", "unknown-command",
+                                  "stalled"])
+@pytest_twisted.inlineCallbacks
+def test_a_bad_replica_fails_its_part_and_is_outvoted(listen, mode):
+    good = [listen(ReplicaFactory(Service())) for _ in range(2)]
+    bad = listen(protocol.Factory.forProtocol(amp.AMP) if mode == "unknown-command"
+                 else raw_factory(mode))
+    client = ReplicatedClient(_reactor(), [*good, bad], policy="vote", timeout=5)
+    try:
+        yield client.callRemote(Put, key="a", value="1")
+        assert (yield client.callRemote(Get, key="a")) == {"value": "1"}
+    finally:
+        yield client.close()
+
+
+@pytest.mark.parametrize("mode", ["garbage", "half", "unknown-answer", "unknown-command",
+                                  "silent", "stalled"])
+@pytest_twisted.inlineCallbacks
+def test_a_bad_lone_replica_fails_the_call_by_the_deadline(listen, mode):
+    bad = listen(protocol.Factory.forProtocol(amp.AMP) if mode == "unknown-command"
+                 else raw_factory(mode))
+    client = ReplicatedClient(_reactor(), [bad], policy="first", timeout=1.0)
+    try:
+        with pytest.raises(Exception) as caught:
+            yield client.callRemote(Get, key="a")
+        if mode in ("silent", "stalled"):
+            assert isinstance(caught.value, DeadlineExceeded)
+        else:
+            assert client.metrics.replicas[bad].failures >= 1
+        if mode == "unknown-command":
+            assert isinstance(caught.value, amp.UnhandledCommand)
+    finally:
+        yield client.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_every_copy_of_a_call_carries_one_request_id_and_stubs_are_distinct(listen):
+    services = [Service() for _ in range(3)]
+    endpoints = [listen(Recording(s)) for s in services]
+    one = ReplicatedClient(_reactor(), endpoints, policy="vote")
+    two = ReplicatedClient(_reactor(), endpoints, policy="vote")
+    try:
+        yield one.callRemote(Put, key="a", value="1")
+        yield one.callRemote(Get, key="a")
+        yield two.callRemote(Get, key="a")
+        yield task.deferLater(_reactor(), 0.1, lambda: None)
+        ids = [s.request_ids for s in services]
+        assert ids[0] == ids[1] == ids[2]
+        assert ids[0] == [f"{one.client_id}:1".encode(), f"{one.client_id}:2".encode(),
+                          f"{two.client_id}:1".encode()]
+        assert one.client_id != two.client_id
+    finally:
+        yield one.close()
+        yield two.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_replica_helper_answers_a_repeated_request_id_once(listen):
+    service = Service()
+    endpoint = listen(ReplicaFactory(service))
+    conn = yield _plain(endpoint)
+    try:
+        first, second = yield defer.gatherResults([
+            conn.callRemoteString(b"Count", _rc_id=b"c1:1"),
+            conn.callRemoteString(b"Count", _rc_id=b"c1:1"),
+        ])
+        third = yield conn.callRemoteString(b"Count", _rc_id=b"c1:1")
+        other = yield conn.callRemoteString(b"Count", _rc_id=b"c2:1")
+        assert service.counted == 2
+        assert first[b"n"] == second[b"n"] == third[b"n"] == b"1"
+        assert other[b"n"] == b"2"
+    finally:
+        conn.transport.loseConnection()
+
+
+@pytest_twisted.inlineCallbacks
+def test_membership_follows_a_live_source(listen):
+    a, b = Service(), Service()
+    ea, eb = listen(ReplicaFactory(a)), listen(ReplicaFactory(b))
+    feed = MembershipFeed({"a": ea})
+    client = ReplicatedClient(_reactor(), membership=feed, policy="first")
+    try:
+        yield client.callRemote(Put, key="k", value="1")
+        assert a.data == {"k": "1"} and b.data == {}
+        feed.add("b", eb)
+        feed.remove("a")
+        assert client.members == {"b": eb}
+        yield client.callRemote(Put, key="k", value="2")
+        assert b.data == {"k": "2"} and a.data == {"k": "1"}
+        feed.remove("b")
+        with pytest.raises(Exception, match="no replica"):
+            yield client.callRemote(Get, key="k")
+    finally:
+        yield client.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_quorum_calls_between_two_stubs_in_one_process(listen):
+    endpoints = [listen(ReplicaFactory(Service())) for _ in range(3)]
+    one = ReplicatedClient(_reactor(), endpoints, policy="quorum")
+    two = ReplicatedClient(_reactor(), endpoints, policy="quorum")
+    try:
+        yield one.callRemote(Put, key="k", value="from one")
+        assert (yield two.callRemote(Get, key="k")) == {"value": "from one"}
+        yield two.callRemote(Put, key="k", value="from two")
+        assert (yield one.callRemote(Get, key="k")) == {"value": "from two"}
+    finally:
+        yield one.close()
+        yield two.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_dead_replica_is_ejected_and_skipped(listen):
+    from replicaclient import OutlierDetector
+
+    from tests.replicaclient.processes import free_port
+
+    good = [listen(ReplicaFactory(Service())) for _ in range(2)]
+    dead = f"tcp:127.0.0.1:{free_port()}"
+    client = ReplicatedClient(_reactor(), [*good, dead], policy="vote",
+                              ejection=OutlierDetector(consecutive=2, base=60))
+    try:
+        for _ in range(5):
+            yield client.callRemote(Put, key="k", value="v")
+        stats = client.metrics.replicas[dead]
+        assert stats.ejections == 1 and stats.failures == 2 and stats.sent == 2
+    finally:
+        yield client.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_close_fails_pending_calls_and_refuses_new_ones(listen):
+    silent = listen(raw_factory("silent"))
+    client = ReplicatedClient(_reactor(), [silent], policy="first", timeout=30)
+    pending = client.callRemote(Get, key="k")
+    yield task.deferLater(_reactor(), 0.05, lambda: None)
+    yield client.close()
+    with pytest.raises(ClientClosed):
+        yield pending
+    with pytest.raises(ClientClosed):
+        yield client.callRemote(Get, key="k")
