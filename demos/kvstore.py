@@ -107,27 +107,27 @@ async def _serve(reactor: Any, args: argparse.Namespace) -> None:
     signal.signal(signal.SIGUSR1, lambda *a: reactor.callFromThread(toggle))
     endpoint = serverFromString(reactor, f"tcp:{args.port}:interface={args.host}")
     await endpoint.listen(ReplicaFactory(store))
+    registration = None
     if args.register:
-        await _register(reactor, args.register, args.host, args.port)
+        registration = await _register(reactor, args.register, args.host, args.port)
     print("ready", flush=True)
     await defer.Deferred()  # serve until killed
+    del registration
 
 
-async def _register(reactor: Any, name: str, host: str, port: int) -> None:
+async def _register(reactor: Any, name: str, host: str, port: int) -> Any:
+    """Publish this replica as NAME._kv._tcp through discoveryd; serving goes on without
+    it (with a warning) when no daemon runs."""
     try:
-        from discovery import client as discovery_client  # type: ignore[attr-defined]
+        from discovery import client as discovery_client
     except ImportError:
         print("warning: discovery client not available; not registered", file=sys.stderr)
-        return
-    register = getattr(discovery_client, "register", None)
-    if register is None:
-        print("warning: discovery client has no register(); not registered", file=sys.stderr)
-        return
-    result = register("_kv._tcp", name, port, host=host)
-    if hasattr(result, "__await__"):
-        import asyncio
-
-        await defer.Deferred.fromFuture(asyncio.ensure_future(result))
+        return None
+    try:
+        return await discovery_client.register(name, "_kv._tcp", port, reactor=reactor)
+    except Exception as error:
+        print(f"warning: not registered with discoveryd: {error}", file=sys.stderr)
+        return None
 
 
 async def _client(reactor: Any, args: argparse.Namespace) -> int:

@@ -290,3 +290,38 @@ def test_close_fails_pending_calls_and_refuses_new_ones(listen):
         yield pending
     with pytest.raises(ClientClosed):
         yield client.callRemote(Get, key="k")
+
+
+def test_discovered_services_become_membership_events(monkeypatch):
+    from types import SimpleNamespace
+
+    from discovery import client as discovery_client
+    from replicaclient.discover import DiscoveryMembership, endpoint_for
+    from replicaclient.membership import Added, Removed
+
+    callbacks = []
+
+    class FakeWatch:
+        closed = False
+
+        async def close(self):
+            self.closed = True
+
+    fake = FakeWatch()
+
+    def watch(type_, callback, socket=None, reactor=None):
+        assert type_ == "_kv._tcp"
+        callbacks.append(callback)
+        return fake
+
+    monkeypatch.setattr(discovery_client, "watch", watch)
+    events = []
+    unsubscribe = DiscoveryMembership(None, "_kv._tcp").subscribe(events.append)
+    record = SimpleNamespace(name="r1", host="h.local", addresses=("fe80::1", "10.0.0.2"),
+                             port=7001)
+    callbacks[0](SimpleNamespace(kind="added", service=record))
+    callbacks[0](SimpleNamespace(kind="removed", service=record))
+    assert events == [Added("r1", "tcp:10.0.0.2:7001"), Removed("r1")]
+    unsubscribe()
+    assert fake.closed
+    assert endpoint_for("h", ("::1",), 5) == "tcp:\\:\\:1:5"
