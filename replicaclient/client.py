@@ -29,7 +29,16 @@ from .latency import PercentileWindow
 from .membership import Added, Event, MembershipSource, Removed, static
 from .metrics import ClientMetrics, rank
 from .policy import (
-    Action, CallContext, CallMachine, Fail, First, Policy, Reply, Send, Succeed, as_policy,
+    Action,
+    CallContext,
+    CallMachine,
+    Fail,
+    First,
+    Policy,
+    Reply,
+    Send,
+    Succeed,
+    as_policy,
 )
 from .tag import Tag
 
@@ -61,7 +70,7 @@ class _ReplicaAMP(amp.AMP):
         self.owner = owner
         self.lost: Deferred[None] = Deferred()
 
-    def connectionLost(self, reason: Failure) -> None:  # noqa: N802 (Twisted API)
+    def connectionLost(self, reason: Failure) -> None:
         super().connectionLost(reason)
         self.owner.connection_lost(self)
         self.lost.callback(None)
@@ -226,7 +235,7 @@ class ReplicatedClient:
     def policy_for(self, command: type) -> Policy:
         return self.overrides.get(command, self.policy)
 
-    def callRemote(self, command: type[amp.Command], *a: Any, **kw: Any) -> Deferred[Any] | None:  # noqa: N802
+    def callRemote(self, command: type[amp.Command], *a: Any, **kw: Any) -> Deferred[Any] | None:
         """Same arguments, results and errors as ``amp.AMP.callRemote``."""
         if self._closed:
             return fail(ClientClosed("the replicated client is closed"))
@@ -235,7 +244,7 @@ class ReplicatedClient:
             command(*a, **kw)  # validates the signature as AMP does
             box = command.makeArguments(kw, None)
             register = _register_value(command, semantics, box)
-        except BaseException:
+        except BaseException:  # noqa: BLE001 (as amp.AMP.callRemote: any error fails the call)
             return fail()
         self._seq += 1
         seq = self._seq
@@ -267,7 +276,7 @@ class ReplicatedClient:
         )
         try:
             machine = policy.machine(ctx)
-        except BaseException:
+        except BaseException:  # noqa: BLE001 (as amp.AMP.callRemote: any error fails the call)
             return fail()
         self.budget.deposit()
         self.metrics.calls += 1
@@ -429,7 +438,7 @@ class _Call:
         stats.outstanding -= 1
         try:
             reply = self._classify(box, send)
-        except BaseException as error:  # a reply we cannot use counts as a failure
+        except BaseException as error:  # a reply we cannot use counts as a failure  # noqa: BLE001 (as amp.AMP.callRemote: any error fails the call)
             self._count_failure(send, now, started, error)
             self.feed(self.machine.failed(send.replica, send.stage, error, now))
             return

@@ -39,7 +39,7 @@ class ReplicaLocator:
         self.service = service
         self.state = state if state is not None else ReplicaState()
 
-    def locateResponder(self, name: bytes) -> Responder | None:  # noqa: N802 (Twisted API)
+    def locateResponder(self, name: bytes) -> Responder | None:
         if name == wire.TAG_COMMAND:
             return self._tag
         inner = self.service.locateResponder(name)
@@ -152,7 +152,7 @@ class ReplicaFactory(Factory):
         self.service = service
         self.state = state if state is not None else ReplicaState()
 
-    def buildProtocol(self, addr: Any) -> amp.AMP:  # noqa: N802 (Twisted API)
+    def buildProtocol(self, addr: Any) -> amp.AMP:
         proto = amp.AMP(locator=ReplicaLocator(self.service, self.state))
         proto.factory = self
         return proto
