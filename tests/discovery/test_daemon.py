@@ -451,3 +451,20 @@ def test_browse_cli_json_lines(daemons, stype) -> None:
     finally:
         browse.terminate()
         browse.wait(5)
+
+
+@pytest_twisted.ensureDeferred
+async def test_malformed_mdns_packets_are_ignored(daemons, stype) -> None:
+    a, b = daemons("ha"), daemons("hb")
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+    for junk in (b"", b"\x00" * 3, os.urandom(12), b"\x00\x00\x84\x00\x00\x00\x00\x05\x00\x00\x00\x00" + os.urandom(200)):
+        u.sendto(junk, ("224.0.0.251", 5353))
+    u.close()
+    w = client.watch(stype, socket=b.socket)
+    await w.ready
+    reg = await client.register("after-junk", stype, 1, socket=a.socket)
+    ev = await w.next_event(timeout=5)
+    assert (ev.kind, ev.service.name) == ("added", "after-junk")
+    await reg.withdraw()
+    await w.close()
