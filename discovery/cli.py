@@ -27,7 +27,13 @@ def install_reactor() -> Any:
 
 
 def _start_logging(verbose: bool) -> None:
-    from twisted.logger import FilteringLogObserver, LogLevel, LogLevelFilterPredicate, globalLogBeginner, textFileLogObserver
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
 
     pred = LogLevelFilterPredicate(defaultLogLevel=LogLevel.debug if verbose else LogLevel.info)
     globalLogBeginner.beginLoggingTo([FilteringLogObserver(textFileLogObserver(sys.stderr), [pred])], redirectStandardIO=False)
@@ -55,7 +61,7 @@ def daemon_parser() -> argparse.ArgumentParser:
 def daemon_run(argv: list[str] | None = None) -> None:
     """Console script ``discoveryd``."""
     args = daemon_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    reactor = install_reactor()
+    install_reactor()
     from twisted.internet import task
 
     task.react(lambda r: _daemon_main(r, args))
@@ -137,7 +143,7 @@ def run(argv: list[str] | None = None) -> None:
     args = client_parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "register" and args.cmd and args.cmd[0] == "--":
         args.cmd = args.cmd[1:]
-    reactor = install_reactor()
+    install_reactor()
     from twisted.internet import task
 
     task.react(lambda r: _client_main(r, args))

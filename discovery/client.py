@@ -198,7 +198,7 @@ class Watch:
         if self.callback is not None:
             try:
                 self.callback(ev)
-            except Exception:
+            except Exception:  # noqa: BLE001 - a callback bug must not stop the watch
                 log.failure("watch callback failed")
         else:
             self._queue.append(ev)
@@ -453,7 +453,7 @@ class DiscoveryClient:
             except NotConnected:
                 raise
             except DiscoveryError as e:
-                log.warn("could not register {name} again: {e}", name=reg.name, e=e.message)
+                log.warn("could not register {name} again: {e}", name=reg.name, e=e.message)  # noqa: G010 - twisted.logger has warn, not warning
                 reg._fail(e)
         for w in list(self._watches):
             self._subscribe(w)

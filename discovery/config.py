@@ -11,7 +11,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from discovery.registry import Policy, RegistryError, normalize_type, validate_name, validate_port, validate_txt, validate_type
+from discovery.registry import (
+    Policy,
+    RegistryError,
+    normalize_type,
+    validate_name,
+    validate_port,
+    validate_txt,
+    validate_type,
+)
 
 
 class ConfigError(Exception):

@@ -24,7 +24,13 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from discovery import wire
-from discovery.config import ConfigError, OnDemand, parse_on_demand, parse_policy, parse_service_file
+from discovery.config import (
+    ConfigError,
+    OnDemand,
+    parse_on_demand,
+    parse_policy,
+    parse_service_file,
+)
 from discovery.mdns import MdnsAdapter, Timing
 from discovery.registry import (
     LOCAL,
@@ -228,7 +234,7 @@ class Daemon:
         found = self.registry.local(service.name, service.type)
         if found is None:
             return
-        log.warn("{msg}", msg=message)
+        log.warn("{msg}", msg=message)  # noqa: G010 - twisted.logger has warn, not warning
         owner_pid = found[0].owner_pid
         self.apply(self.registry.withdraw(Owner(None, ROOT_UID), service.name, service.type))
         for conn in self.connections.values():
@@ -255,12 +261,11 @@ class Daemon:
         standing = replay(records)
         tmp = path.with_suffix(".tmp")
         with open(tmp, "w") as f:  # compact: one record per standing registration
-            for rec in standing:
-                f.write(json.dumps(rec) + "\n")
+            f.writelines(json.dumps(rec) + "\n" for rec in standing)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        self._journal = open(path, "a", buffering=1)
+        self._journal = open(path, "a", buffering=1)  # noqa: SIM115 - open for the daemon's life
         for rec in self.registry.restore(standing, self.config.grace):
             if rec.get("source") == ON_DEMAND:
                 extra = rec.get("extra", {})
@@ -504,4 +509,4 @@ def install_sighup(reactor: Any, daemon: Daemon) -> None:
     signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(daemon.reload_static))
 
 
-__all__ = ["APIProtocol", "Daemon", "DaemonConfig", "LOCAL", "install_sighup", "peer_credentials"]
+__all__ = ["LOCAL", "APIProtocol", "Daemon", "DaemonConfig", "install_sighup", "peer_credentials"]

@@ -266,7 +266,7 @@ class MdnsAdapter:
         pub.optimistic_at = loop.time()
 
         t = self.timing
-        await asyncio.sleep(random.uniform(0, t.probe_random_delay))  # noqa: S311 (RFC 6762 §8.1)
+        await asyncio.sleep(random.uniform(0, t.probe_random_delay))
         for i in range(3):
             if i:
                 await asyncio.sleep(t.probe_interval)
@@ -340,9 +340,8 @@ class MdnsAdapter:
         assert self.azc is not None
         info = AsyncServiceInfo(service_type, name)
         zc = self.azc.zeroconf
-        if not info.load_from_cache(zc):
-            if not await info.async_request(zc, int(self.timing.resolve_timeout * 1000)):
-                return
+        if not info.load_from_cache(zc) and not await info.async_request(zc, int(self.timing.resolve_timeout * 1000)):
+            return
         if info.port is None or (info.server or "").lower() == self.server.lower():
             return  # unresolvable, or our own announcement looping back
         txt = {}

@@ -58,8 +58,7 @@ def service_key(name: str, type_: str) -> Key:
 def normalize_type(type_: str) -> str:
     """Accept ``_svc._tcp``, ``_svc._tcp.`` and ``_svc._tcp.local.``; return ``_svc._tcp``."""
     t = type_.strip()
-    if t.endswith("."):
-        t = t[:-1]
+    t = t.removesuffix(".")
     if t.lower().endswith(".local"):
         t = t[: -len(".local")]
     return t

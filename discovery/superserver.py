@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import protocol
+from twisted.internet.error import ProcessExitedAlready
 from twisted.logger import Logger
 
 from discovery.config import OnDemand
@@ -122,7 +123,7 @@ class OnDemandService:
         while self.starts and self.starts[0] <= now - period:
             self.starts.popleft()
         if len(self.starts) >= limit:
-            log.warn(
+            log.warn(  # noqa: G010 - twisted.logger has warn, not warning
                 "{name}: {n} starts in {p} s, pausing for {p} s (rate limit)", name=self.name, n=limit, p=period
             )
             self._paused = self.reactor.callLater(period, self._unpause)
@@ -191,9 +192,11 @@ class OnDemandService:
         for child in list(self.children):
             try:
                 child.transport.signalProcess("TERM")  # type: ignore[union-attr]
-            except Exception as e:  # noqa: BLE001 - already gone is fine
-                if getattr(e, "errno", None) not in (None, errno.ESRCH):
-                    log.warn("{name}: {e}", name=self.name, e=e)
+            except ProcessExitedAlready:
+                pass
+            except OSError as e:
+                if e.errno != errno.ESRCH:
+                    log.warn("{name}: {e}", name=self.name, e=e)  # noqa: G010 - twisted.logger has warn, not warning
         self.sock.close()
 
     def status(self) -> dict[str, Any]:

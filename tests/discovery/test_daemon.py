@@ -79,7 +79,7 @@ async def test_killed_owner_is_removed_everywhere(daemons, stype) -> None:
     try:
         ev = await w.next_event(timeout=10)
         assert (ev.kind, ev.service.name, ev.service.txt) == ("added", "victim", {"k": "v"})
-        out, err, code = await cli(b, "lookup", stype, "--json")
+        out, _, code = await cli(b, "lookup", stype, "--json")
         assert code == 0 and [s["name"] for s in json.loads(out)] == ["victim"]
         assert set(json.loads(out)[0]) >= {"name", "type", "host", "addresses", "port", "txt"}
         owner.kill()  # SIGKILL: no goodbye from the owner; the daemon sees the connection close
@@ -146,7 +146,6 @@ def test_ownership_by_peer_credentials_and_policy(daemons, stype, base_dir) -> N
     policy = base_dir / "policy.toml"
     policy.write_text(f'default = "allow"\n[types]\n"{stype}" = ["root"]\n')
     a = daemons("ha", "--policy", str(policy))
-    reg = a.cli("register", "--name", "mine", "--type", "_own._tcp", "--port", "1", "--", "sleep", "30", timeout=5) if False else None
     owner = subprocess.Popen([DISCOVERY, "--socket", a.socket, "register", "--name", "mine", "--type", "_o" + stype[2:],
                               "--port", "1", "--json", "--", "sleep", "30"], stdout=subprocess.PIPE)
     try:
@@ -252,9 +251,7 @@ async def test_restart_restores_on_demand_and_clients_reregister(daemons, stype,
         await c.register("live", stype, 4242)
         od = await c.register_on_demand("od", stype, 0, [sys.executable, "-c", "pass"])
         a.stop()
-        assert not c.connected or True
-        # another client cannot steal the name while the owner is away: the journal's lease holds it
-        a.start()
+        a.start()  # the journal's lease keeps "live" for its owner until the client is back
         await reconnected
         recs = await c.lookup(stype, wait=0)
         assert sorted((r.name, r.source, r.port) for r in recs) == [("live", "local", 4242), ("od", "on-demand", od.port)]
@@ -337,7 +334,7 @@ def test_superserver_hands_over_the_socket_systemd_style(daemons, stype, base_di
     st = json.loads(a.cli("list", "--json").stdout)["services"][0]["on_demand"]
     assert st == {"running": 0, "starts": 0, "paused": False}
     for _ in range(2):  # after the server exits, the daemon takes the socket back
-        info = eval(_connect_read(port))  # noqa: S307 - our own child's repr
+        info = eval(_connect_read(port))
         assert info["fds"] == "1" and info["pid"] == str(info["mypid"]) and info["names"] == "od"
         assert info["listening"] == 1
     deadline = time.monotonic() + 10
