@@ -19,7 +19,9 @@ from twisted.logger import Logger
 from .protocol.connection import AuthPolicy, X11Connection
 from .protocol.errors import X11ProtocolError
 from .protocol.extensions import ExtensionPolicy
+from .protocol.framing import Observer
 from .protocol.setup import endian_of, setup_failed
+from .sockwrite import direct_writer
 
 log = Logger(namespace="xproxy")
 
@@ -64,6 +66,7 @@ class ServerSide(protocol.Protocol):
 
     def connectionMade(self) -> None:
         _nodelay(self.transport)
+        self.write = direct_writer(self.transport)
         self.client.upstream_ready(self)
 
     def dataReceived(self, data: bytes) -> None:
@@ -87,6 +90,7 @@ class ClientSide(protocol.Protocol):
 
     def connectionMade(self) -> None:
         _nodelay(self.transport)
+        self.write = direct_writer(self.transport)
         self.factory.totals.clients += 1
         self.factory.totals.active[self.number] = self
         self.transport.pauseProducing()
@@ -128,7 +132,7 @@ class ClientSide(protocol.Protocol):
             self._close(f"protocol error from client: {err}")
             return
         if out:
-            self.server.transport.write(out)  # type: ignore[union-attr]
+            self.server.write(out)  # type: ignore[union-attr]
         if conn.to_client:
             self.transport.write(conn.take_to_client())
         if conn.closing is not None:
@@ -143,7 +147,7 @@ class ClientSide(protocol.Protocol):
             self._close(f"protocol error from server: {err}")
             return
         if out:
-            self.transport.write(out)
+            self.write(out)
 
     def upstream_lost(self) -> None:
         self._close(None)
@@ -175,6 +179,7 @@ class ProxyFactory(protocol.Factory):
         auth: AuthPolicy | Callable[[], AuthPolicy],
         policy: ExtensionPolicy,
         on_client_done: Callable[[ClientSide], None] | None = None,
+        observers: Callable[[int], Observer | None] | None = None,
     ) -> None:
         self.upstream = upstream
         self.target_name = target_name
@@ -183,13 +188,16 @@ class ProxyFactory(protocol.Factory):
         self.totals = Totals()
         self.numbers = itertools.count(1)
         self.on_client_done = on_client_done
+        self.observers = observers
         self.noisy = False
 
     def auth(self) -> AuthPolicy:
         return self._auth() if callable(self._auth) else self._auth
 
-    def observer_for(self, number: int):  # type: ignore[no-untyped-def]
-        return None
+    def observer_for(self, number: int) -> Observer | None:
+        """What watches client `number`'s messages (a tracer, metrics), or None: with no
+        observer the relay only frames."""
+        return self.observers(number) if self.observers is not None else None
 
     def buildProtocol(self, addr) -> ClientSide:  # type: ignore[no-untyped-def, override]
         return ClientSide(self, next(self.numbers))
