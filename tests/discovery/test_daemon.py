@@ -465,3 +465,25 @@ async def test_malformed_mdns_packets_are_ignored(daemons, stype) -> None:
     assert (ev.kind, ev.service.name) == ("added", "after-junk")
     await reg.withdraw()
     await w.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_watch_resubscribes_after_daemon_restart(daemons, stype) -> None:
+    a = daemons("ha", "--no-mdns")
+    c = await client.connect(a.socket)
+    try:
+        w = c.watch(stype)
+        await w.ready
+        before = await client.register("before", stype, 1, socket=a.socket)
+        assert (await w.next_event(timeout=5)).kind == "added"
+        a.stop()  # "before" goes with the daemon (its owner's client reconnects on its own)
+        a.start()
+        after = await client.register("after", stype, 2, socket=a.socket)
+        seen = set()
+        while ("added", "after") not in seen:
+            ev = await w.next_event(timeout=10)
+            seen.add((ev.kind, ev.service.name))
+        await after.withdraw()
+        await before.withdraw()
+    finally:
+        await c.close()
