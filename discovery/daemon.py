@@ -56,6 +56,7 @@ log = Logger(namespace="discovery.daemon")
 VERSION = 1
 DEFAULT_LOOKUP_WAIT = 0.5  # s a first lookup of a type waits for answers from the LAN
 MAX_LOOKUP_WAIT = 10.0
+COMPACT_AFTER = 1000  # journal lines before a rewrite is considered
 
 
 @dataclass
@@ -152,6 +153,7 @@ class Daemon:
         self.on_demand: dict[tuple[str, str], OnDemandService] = {}
         self.mdns: MdnsAdapter | None = None
         self._journal: Any = None
+        self._journal_lines = 0
         self._expiry: Any = None
         self._port: Any = None
         self._browse_started: dict[str, defer.Deferred[None]] = {}
@@ -259,13 +261,7 @@ class Daemon:
                 except ValueError:
                     continue  # a line cut short by a crash
         standing = replay(records)
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w") as f:  # compact: one record per standing registration
-            f.writelines(json.dumps(rec) + "\n" for rec in standing)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        self._journal = open(path, "a", buffering=1)  # noqa: SIM115 - open for the daemon's life
+        self._rewrite_journal(standing)
         for rec in self.registry.restore(standing, self.config.grace):
             if rec.get("source") == ON_DEMAND:
                 extra = rec.get("extra", {})
@@ -280,9 +276,32 @@ class Daemon:
                     self._journal_write({"op": "remove", "name": rec.get("name"), "type": rec.get("type")})
         self._schedule_expiry()
 
-    def _journal_write(self, record: Any) -> None:
+    def _rewrite_journal(self, records: Iterable[Any]) -> None:
+        """Replace the journal by one record per standing registration (write, fsync, rename)."""
+        path = self._journal_path()
+        assert path is not None
         if self._journal is not None:
-            self._journal.write(json.dumps(record) + "\n")
+            self._journal.close()
+        tmp = path.with_suffix(".tmp")
+        n = 0
+        with open(tmp, "w") as f:
+            for rec in records:
+                f.write(json.dumps(rec) + "\n")
+                n += 1
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        self._journal = open(path, "a", buffering=1)  # noqa: SIM115 - open for the daemon's life
+        self._journal_lines = n
+
+    def _journal_write(self, record: Any) -> None:
+        if self._journal is None:
+            return
+        self._journal.write(json.dumps(record) + "\n")
+        self._journal_lines += 1
+        # churn (register/withdraw cycles) must not grow the file without bound
+        if self._journal_lines > COMPACT_AFTER and self._journal_lines > 4 * len(self.registry.local_services()):
+            self._rewrite_journal(self.registry.journal_snapshot())
 
     def _schedule_expiry(self) -> None:
         nxt = self.registry.next_expiry()

@@ -553,6 +553,14 @@ class Registry:
 
     # -- journal --------------------------------------------------------------------------------
 
+    def journal_snapshot(self) -> list[Mapping[str, Any]]:
+        """The records a compacted journal holds: what ``replay`` of the full journal gives."""
+        recs: list[Mapping[str, Any]] = [
+            self._journal_add(e) for e in self._local.values() if e.service.source != STATIC
+        ]
+        recs.extend(lease.record for lease in self._leases.values())
+        return recs
+
     def _journal_add(self, entry: _Entry) -> dict[str, Any]:
         rec = {"op": "add", **entry.service.to_json()}
         rec.pop("host", None)

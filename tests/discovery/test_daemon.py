@@ -487,3 +487,25 @@ async def test_watch_resubscribes_after_daemon_restart(daemons, stype) -> None:
         await before.withdraw()
     finally:
         await c.close()
+
+
+def test_journal_is_compacted_under_churn(daemons, stype) -> None:
+    a = daemons("ha", "--no-mdns")
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(a.socket)
+    f = s.makefile("rwb")
+    for i in range(1500):
+        f.write(json.dumps({"id": i, "op": "register", "name": "churn", "type": stype, "port": i % 60000 + 1}).encode() + b"\n")
+        f.write(json.dumps({"id": -i, "op": "withdraw", "name": "churn", "type": stype}).encode() + b"\n")
+    f.write(json.dumps({"id": "last", "op": "register", "name": "stays", "type": stype, "port": 1}).encode() + b"\n")
+    f.flush()
+    for _ in range(3001):
+        assert json.loads(f.readline())["ok"]
+    journal = (a.base / "ha-state" / "journal.jsonl").read_text().splitlines()
+    assert len(journal) < 1100
+    a.stop(signal.SIGKILL)  # the compacted journal still says what stands
+    s.close()
+    a.start()
+    leases = json.loads(a.cli("list", "--json").stdout)["leases"]
+    assert [x["name"] for x in leases] == ["stays"]

@@ -240,3 +240,4 @@ def test_journal_replay_matches_live_state(ops) -> None:
             continue
         journal += [e.record for e in eff if isinstance(e, Journal)]
     assert sorted(r["name"] for r in replay(journal)) == sorted(s.name for s in reg.lookup())
+    assert sorted(r["name"] for r in reg.journal_snapshot()) == sorted(s.name for s in reg.lookup())
