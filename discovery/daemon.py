@@ -445,6 +445,9 @@ class Daemon:
             spec = parse_on_demand(req["on_demand"])
             if not isinstance(port, int):
                 raise RegistryError("bad-port", "port must be an integer")
+            if 0 < port < 1024 and conn.uid != ROOT_UID:
+                # the daemon would bind it on the user's behalf: only root may have a privileged port
+                raise RegistryError("denied", f"uid {conn.uid} may not have the daemon bind privileged port {port}")
             service = self._register_on_demand(conn.owner, name, type_, port, txt, spec)
             return {"service": service.to_json()}
         service, effects = self.registry.register(conn.owner, name, type_, port, txt)

@@ -156,10 +156,12 @@ def test_ownership_by_peer_credentials_and_policy(daemons, stype, base_dir) -> N
             {"op": "register", "name": "mine", "type": "_o" + stype[2:], "port": 2},
             {"op": "register", "name": "p", "type": stype, "port": 2},
             {"op": "register", "name": "free", "type": "_f" + stype[2:], "port": 2},
+            {"op": "register", "name": "od", "type": "_f" + stype[2:], "port": 80, "on_demand": {"command": ["true"]}},
         ]
         out = subprocess.run([sys.executable, "-c", OTHER_UID_CLIENT, a.socket, json.dumps(reqs)],
                              capture_output=True, timeout=10, check=True).stdout.decode().splitlines()
-        hello, withdraw, steal, denied, free = map(json.loads, out)
+        hello, withdraw, steal, denied, free, privileged = map(json.loads, out)
+        assert privileged["error"]["code"] == "denied" and "privileged port 80" in privileged["error"]["message"]
         assert hello["uid"] == 65534 and hello["pid"] > 0
         assert withdraw["error"]["code"] == "denied" and "owned by uid 0" in withdraw["error"]["message"]
         assert steal["error"]["code"] == "conflict"
