@@ -26,7 +26,7 @@ def install_reactor():  # type: ignore[no-untyped-def]
     return reactor
 
 
-def start_logging(verbose: bool) -> None:
+def start_logging(verbose: bool, quiet: bool = False) -> None:
     from twisted.logger import (
         FilteringLogObserver,
         LogLevel,
@@ -35,7 +35,8 @@ def start_logging(verbose: bool) -> None:
         textFileLogObserver,
     )
 
-    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.debug if verbose else LogLevel.info)
+    level = LogLevel.debug if verbose else LogLevel.warn if quiet else LogLevel.info
+    predicate = LogLevelFilterPredicate(defaultLogLevel=level)
     globalLogBeginner.beginLoggingTo(
         [FilteringLogObserver(textFileLogObserver(sys.stderr, timeFormat="%H:%M:%S"), [predicate])],
         redirectStandardIO=False,
@@ -59,8 +60,42 @@ def build_parser() -> argparse.ArgumentParser:
                        help="let a default-hidden extension through (MIT-SHM on the same host)")
     serve.add_argument("--untrusted", action="store_true",
                        help="use an untrusted cookie from the SECURITY extension upstream")
+    _add_trace_options(serve, "--trace-format")
+    serve.add_argument("--trace", metavar="FILE", default=None,
+                       help="trace every message to FILE (- for stdout)")
+    serve.add_argument("--stats", action="store_true",
+                       help="print traffic per client on disconnect and totals on exit")
+    serve.add_argument("--metrics", metavar="ENDPOINT", default=None,
+                       help="serve Prometheus metrics on a Twisted endpoint (tcp:9100)")
     serve.add_argument("-v", "--verbose", action="store_true")
+    trace = sub.add_parser("trace", help="run a command on a tracing proxy display, like xtrace")
+    trace.add_argument("-o", "--output", metavar="FILE", default=None,
+                       help="write the trace to FILE (default: stderr; - for stdout)")
+    _add_trace_options(trace, "--format")
+    trace.add_argument("--to", dest="target", default=None, metavar="TARGET",
+                       help="the real display (default: $DISPLAY)")
+    trace.add_argument("--stats", action="store_true",
+                       help="print traffic per client and totals at the end")
+    trace.add_argument("-v", "--verbose", action="store_true")
+    trace.add_argument("program", nargs=argparse.REMAINDER, metavar="-- COMMAND ARGS...")
     return parser
+
+
+def _add_trace_options(parser: argparse.ArgumentParser, format_flag: str) -> None:
+    parser.add_argument(format_flag, dest="trace_format", choices=("text", "json"),
+                        default="text", help="trace lines as text (default) or JSON Lines")
+    parser.add_argument("--only", action="append", default=[], metavar="NAMES",
+                        help="trace only these messages (comma-separated names or patterns)")
+    parser.add_argument("--skip", action="append", default=[], metavar="NAMES",
+                        help="do not trace these messages (comma-separated names or patterns)")
+
+
+def _open_trace(path: str | None, default):  # type: ignore[no-untyped-def]
+    if path is None:
+        return default, False
+    if path == "-":
+        return sys.stdout, False
+    return open(path, "w", buffering=1 << 16), True
 
 
 def _display_number(text: str) -> int:
@@ -76,14 +111,29 @@ async def serve(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-un
     from .protocol.display import DisplayNameError
     from .server import ProxyServer, ServeOptions, StartError
 
+    from .metrics import listen_metrics
+    from .observe import Instruments
+
     await running(reactor)
+    trace_out, close_trace = _open_trace(args.trace, None)
+    inst = Instruments(reactor.seconds, trace_out, args.trace_format, args.only, args.skip,
+                       stats=args.stats, metrics=args.metrics is not None,
+                       close_trace=close_trace)
     options = ServeOptions(
         target=args.target, display=args.display, tcp=args.tcp, tcp_interface=args.tcp_interface,
         hide_ext=args.hide_ext, allow_ext=args.allow_ext, untrusted=args.untrusted,
+        observers=inst.observers, on_client_done=inst.client_done,
     )
     try:
         server = ProxyServer(reactor, options)
         name = await server.start()
+        if args.metrics is not None:
+            assert inst.metrics is not None
+            try:
+                await listen_metrics(reactor, args.metrics, inst.metrics)
+            except Exception as err:
+                await server.stop()
+                raise StartError(f"cannot serve metrics on {args.metrics}: {err}") from err
     except (StartError, DisplayNameError) as err:
         print(f"xproxy: {err}", file=sys.stderr)
         raise SystemExit(1) from None
@@ -91,6 +141,7 @@ async def serve(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-un
 
     async def shutdown() -> None:
         await server.stop()
+        inst.stop()
         assert server.factory is not None
         log.info("xproxy {name} stopped: {summary}", name=name,
                  summary=server.factory.totals.summary())
@@ -100,6 +151,75 @@ async def serve(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-un
     reactor.addSystemEventTrigger("before", "shutdown", lambda: defer.ensureDeferred(shutdown()))
     print(f"ready DISPLAY={name}", flush=True)
     return await done
+
+
+async def trace(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    """`xproxy trace -- COMMAND`: a proxy on a free display, the command run on it with
+    DISPLAY and XAUTHORITY set, the trace written; exits with the command's status."""
+    import os
+
+    from twisted.internet import defer, protocol
+
+    from .observe import Instruments
+    from .protocol.display import DisplayNameError
+    from .server import ProxyServer, ServeOptions, StartError
+
+    command = args.program[1:] if args.program[:1] == ["--"] else args.program
+    if not command:
+        print("xproxy trace: no command given (xproxy trace [options] -- COMMAND ARGS...)",
+              file=sys.stderr)
+        raise SystemExit(2)
+    target = args.target or os.environ.get("DISPLAY")
+    if not target:
+        print("xproxy trace: no display to trace to: set DISPLAY or give --to", file=sys.stderr)
+        raise SystemExit(2)
+    await running(reactor)
+    trace_out, close_trace = _open_trace(args.output, sys.stderr)
+    inst = Instruments(reactor.seconds, trace_out, args.trace_format, args.only, args.skip,
+                       stats=args.stats, close_trace=close_trace)
+    server = ProxyServer(reactor, ServeOptions(target=target, observers=inst.observers,
+                                               on_client_done=inst.client_done))
+    try:
+        name = await server.start()
+    except (StartError, DisplayNameError) as err:
+        print(f"xproxy: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+    ended: defer.Deferred[int] = defer.Deferred()
+
+    class Child(protocol.ProcessProtocol):
+        def processEnded(self, reason) -> None:  # type: ignore[no-untyped-def]
+            code = reason.value.exitCode
+            if code is None:
+                code = 128 + (reason.value.signal or 0)
+            ended.callback(code)
+
+    env = dict(os.environ, DISPLAY=name, XAUTHORITY=server.xauthority)
+    stop_trigger = reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: defer.ensureDeferred(server.stop()))
+    try:
+        reactor.spawnProcess(Child(), command[0], command, env=env,
+                             childFDs={0: 0, 1: 1, 2: 2})
+    except OSError as err:
+        print(f"xproxy trace: cannot run {command[0]}: {err}", file=sys.stderr)
+        code = 127
+    else:
+        code = await ended
+    # the command is gone, but its connections may still be draining through the proxy
+    for _ in range(50):
+        if server.factory is None or not server.factory.totals.active:
+            break
+        await deferLater(reactor, 0.02)
+    reactor.removeSystemEventTrigger(stop_trigger)
+    await server.stop()
+    inst.stop()
+    raise SystemExit(code)
+
+
+def deferLater(reactor, delay: float):  # type: ignore[no-untyped-def]
+    from twisted.internet import task
+
+    return task.deferLater(reactor, delay, lambda: None)
 
 
 def running(reactor) -> "defer.Deferred[None]":  # type: ignore[no-untyped-def]
@@ -116,9 +236,11 @@ def main(reactor, argv: list[str]):  # type: ignore[no-untyped-def]
     from twisted.internet import defer
 
     args = build_parser().parse_args(argv)
-    start_logging(getattr(args, "verbose", False))
+    start_logging(getattr(args, "verbose", False), quiet=args.command == "trace")
     if args.command == "serve":
         return defer.ensureDeferred(serve(reactor, args))
+    if args.command == "trace":
+        return defer.ensureDeferred(trace(reactor, args))
     raise SystemExit(2)
 
 

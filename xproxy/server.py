@@ -8,6 +8,7 @@ import secrets
 import socket
 import sys
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ServerEndpoint, UNIXServerEndpoint, clientFromString
@@ -33,6 +34,9 @@ class ServeOptions:
     allow_ext: list[str] = field(default_factory=list)
     untrusted: bool = False
     xauthority: str | None = None
+    #: ProxyFactory's hooks: what watches each client (tracer, metrics), and client ends
+    observers: Callable[[int], Any] | None = None
+    on_client_done: Callable[[Any], None] | None = None
 
 
 class StartError(RuntimeError):
@@ -107,7 +111,9 @@ class ProxyServer:
         if "MIT-SHM" in self.options.allow_ext and not self.target.is_local:
             log.warn("MIT-SHM allowed for a remote target: clients using it will fail")
         upstream = clientFromString(self.reactor, upstream_endpoint_string(self.target))
-        self.factory = ProxyFactory(upstream, self.options.target, auth, policy)
+        self.factory = ProxyFactory(upstream, self.options.target, auth, policy,
+                                    on_client_done=self.options.on_client_done,
+                                    observers=self.options.observers)
         return defer.ensureDeferred(self._listen())
 
     async def _listen(self) -> str:

@@ -1,0 +1,82 @@
+"""What the relay calls for each message of a client when tracing or metrics are on: decodes
+it once (fields only for the tracer) and hands it to both."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable, Iterable, TextIO
+
+from .metrics import ConnectionMetrics, Metrics
+from .protocol.decode import Decoder
+from .protocol.framing import Observer
+from .trace import NameFilter, Tracer
+
+__all__ = ["ClientObserver", "Instruments", "observers"]
+
+
+class ClientObserver:
+    def __init__(self, number: int, clock: Callable[[], float], tracer: Tracer | None,
+                 metrics: ConnectionMetrics | None) -> None:
+        self.number = number
+        self.clock = clock
+        self.tracer = tracer
+        self.metrics = metrics
+        self.decoder = Decoder()
+        self.fields = tracer is not None
+
+    def __call__(self, direction: str, seq: int, msg: bytes) -> None:
+        now = self.clock()
+        d = self.decoder.decode(direction, seq, msg, now, self.fields)
+        if self.metrics is not None:
+            self.metrics.record(d)
+        if self.tracer is not None:
+            self.tracer.emit(self.number, d, now, self.decoder.atoms)
+
+
+def observers(clock: Callable[[], float], tracer: Tracer | None = None,
+              metrics: Metrics | None = None) -> Callable[[int], Observer | None] | None:
+    """The `observers` argument of ProxyFactory: None when nothing watches, so the relay
+    only frames."""
+    if tracer is None and metrics is None:
+        return None
+
+    def make(number: int) -> Observer:
+        return ClientObserver(number, clock, tracer,
+                              metrics.client(number) if metrics is not None else None)
+
+    return make
+
+
+class Instruments:
+    """The tracer, metrics and `--stats` of one proxy process, from command-line options."""
+
+    def __init__(self, clock: Callable[[], float], trace: TextIO | None = None,
+                 trace_format: str = "text", only: Iterable[str] = (),
+                 skip: Iterable[str] = (), stats: bool = False, metrics: bool = False,
+                 report: TextIO | None = None, close_trace: bool = False) -> None:
+        self.tracer = (Tracer(trace, trace_format, NameFilter(only, skip))
+                       if trace is not None else None)
+        self.metrics = Metrics() if (stats or metrics) else None
+        self.stats = stats
+        self.report = report or sys.stderr
+        self._close_trace = close_trace
+        self.observers = observers(clock, self.tracer, self.metrics)
+
+    def client_done(self, client: Any) -> None:
+        """ProxyFactory's on_client_done: a client went."""
+        if self.metrics is not None:
+            m = self.metrics.client_done(client.number)
+            if self.stats and m is not None:
+                print(f"xproxy: client {client.number}: {m.summary()}", file=self.report,
+                      flush=True)
+        if self.tracer is not None:
+            self.tracer.flush()
+
+    def stop(self) -> None:
+        if self.stats and self.metrics is not None:
+            print(f"xproxy: totals over {self.metrics.clients} clients: "
+                  f"{self.metrics.totals().summary(top=10)}", file=self.report, flush=True)
+        if self.tracer is not None:
+            self.tracer.flush()
+            if self._close_trace:
+                self.tracer.out.close()

@@ -1,0 +1,133 @@
+"""The tracer: one line per X11 message, as text (like xtrace) or JSON Lines.
+
+Text lines read `CCC:D:SSSS: SIZE: Kind Name field=value ...`: client number, `<` for what the
+client sent and `>` for what the server sent, the full sequence number, the message size, the
+kind and name, and the fields; resource ids in hex, atoms with their names where the
+connection has seen them (InternAtom, GetAtomName) or they are predefined. JSON Lines carry
+`client`, `seq`, `dir`, `name`, `fields`, `time`, `size`, and `atoms` (id -> name) when any
+field's atom is known. The server's setup answer is a `reply` named `Setup`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from typing import Any, Callable, Iterable, TextIO
+
+from .protocol.decode import ATOM_FIELDS, RESOURCE_FIELDS, Decoded
+
+__all__ = ["NameFilter", "Tracer", "format_text", "format_json"]
+
+_DIR = {"setup": "setup", "setup-reply": "reply", "request": "request", "reply": "reply",
+        "event": "event", "error": "error"}
+_KIND = {"setup": "Setup", "setup-reply": "Reply", "request": "Request", "reply": "Reply",
+         "event": "Event", "error": "Error"}
+_ARROW = {"setup": "<", "request": "<"}
+
+
+class NameFilter:
+    """`--only` and `--skip`: comma-separated message names or shell patterns (`RENDER:*`)."""
+
+    def __init__(self, only: Iterable[str] = (), skip: Iterable[str] = ()) -> None:
+        self.only = _split(only)
+        self.skip = _split(skip)
+        self._cache: dict[str, bool] = {}
+
+    def __call__(self, name: str) -> bool:
+        hit = self._cache.get(name)
+        if hit is None:
+            hit = (not self.only or _match(name, self.only)) and not _match(name, self.skip)
+            if len(self._cache) < 4096:
+                self._cache[name] = hit
+        return hit
+
+
+def _split(names: Iterable[str]) -> list[str]:
+    return [n.strip() for item in names for n in item.split(",") if n.strip()]
+
+
+def _match(name: str, patterns: list[str]) -> bool:
+    return any(p == name or fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _atoms_in(fields: dict[str, Any], atoms: dict[int, str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+
+    def visit(d: dict[str, Any]) -> None:
+        for k, v in d.items():
+            if isinstance(v, dict):
+                visit(v)
+            elif k in ATOM_FIELDS:
+                for a in v if isinstance(v, list) else (v,):
+                    if isinstance(a, int) and a in atoms:
+                        found[str(a)] = atoms[a]
+
+    visit(fields)
+    return found
+
+
+def format_json(client: int, d: Decoded, time: float, atoms: dict[int, str]) -> str:
+    obj: dict[str, Any] = {"client": client, "seq": d.seq, "dir": _DIR.get(d.direction,
+                           d.direction), "name": d.name, "fields": d.fields, "time": time,
+                           "size": d.size}
+    named = _atoms_in(d.fields, atoms)
+    if named:
+        obj["atoms"] = named
+    return json.dumps(obj, separators=(",", ":"), default=repr)
+
+
+def format_text(client: int, d: Decoded, atoms: dict[int, str]) -> str:
+    arrow = _ARROW.get(d.direction, ">")
+    fields = " ".join(f"{k}={_value(k, v, atoms)}" for k, v in d.fields.items())
+    line = f"{client:03d}:{arrow}:{d.seq:04d}:{d.size:5d}: {_KIND.get(d.direction, d.direction)} {d.name}"
+    return f"{line} {fields}" if fields else line
+
+
+def _value(key: str, v: Any, atoms: dict[int, str]) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, int):
+        if key in ATOM_FIELDS:
+            name = atoms.get(v)
+            return f'{v}("{name}")' if name is not None else str(v)
+        if key in RESOURCE_FIELDS:
+            return f"0x{v:08x}"
+        return str(v)
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, dict):
+        return "{" + " ".join(f"{k}={_value(k, x, atoms)}" for k, x in v.items()) + "}"
+    if isinstance(v, list):
+        return "[" + ",".join(_value(key, x, atoms) for x in v) + "]"
+    return repr(v)
+
+
+class Tracer:
+    """Writes the trace of all clients of a proxy to one file. `clock` gives `time`
+    (the reactor's `seconds`)."""
+
+    def __init__(self, out: TextIO, fmt: str = "text", names: NameFilter | None = None,
+                 clock: Callable[[], float] | None = None) -> None:
+        if fmt not in ("text", "json"):
+            raise ValueError(f"trace format {fmt!r}: text or json")
+        self.out = out
+        self.json = fmt == "json"
+        self.wants = names or NameFilter()
+        self.clock = clock
+        self.lines = 0
+
+    def emit(self, client: int, d: Decoded, now: float, atoms: dict[int, str]) -> None:
+        if not self.wants(d.name):
+            return
+        if self.json:
+            line = format_json(client, d, now, atoms)
+        else:
+            line = format_text(client, d, atoms)
+        self.out.write(line + "\n")
+        self.lines += 1
+
+    def flush(self) -> None:
+        try:
+            self.out.flush()
+        except (OSError, ValueError):
+            pass
