@@ -60,7 +60,8 @@ def start_xvfb(
         check=True, capture_output=True,
     )
     read_fd, write_fd = os.pipe()
-    args = ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", screen, "-auth", server_auth]
+    args = ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", screen, "-auth", server_auth,
+            "-noreset"]
     args += ["-listen", "tcp"] if tcp else ["-nolisten", "tcp"]
     args += list(extra_args)
     process = subprocess.Popen(
