@@ -30,6 +30,7 @@ from Xlib.ext import composite, damage, randr, shape, xfixes, xinput
 from Xlib.protocol import event as xevent
 from Xlib.protocol import request as xrequest
 from Xlib.protocol import rq
+from Xlib.protocol import structs as _structs
 
 __all__ = ["Decoded", "Decoder", "ExtensionSpec", "EXTENSIONS", "PREDEFINED_ATOMS",
            "RESOURCE_FIELDS", "ATOM_FIELDS"]
@@ -164,6 +165,10 @@ _SHM_COMPLETION = rq.Struct(rq.Card8("type"), rq.Pad(1), rq.Card16("sequence_num
                             rq.Drawable("drawable"), rq.Card16("minor_event"),
                             rq.Card8("major_event"), rq.Pad(1), rq.Card32("shmseg"),
                             rq.Card32("offset"), rq.Pad(12))
+_XFIXES_REGION_RECTS = rq.Struct(rq.Card8("opcode"), rq.Card8("minor"), rq.RequestLength(),
+                                 rq.Resource("region"), rq.List("rectangles", _structs.Rectangle))
+_XFIXES_REGION = rq.Struct(rq.Card8("opcode"), rq.Card8("minor"), rq.RequestLength(),
+                           rq.Resource("region"))
 _RENDER_CREATE_PICTURE = rq.Struct(
     rq.Card8("opcode"), rq.Card8("minor"), rq.RequestLength(), rq.Resource("pid"),
     rq.Drawable("drawable"), rq.Card32("format"), rq.Card32("value_mask"))
@@ -228,7 +233,10 @@ def _build_extensions() -> dict[str, ExtensionSpec]:
         ExtensionSpec("SHAPE", _minors("QueryVersion* Rectangles Mask Combine Offset "
                                        "QueryExtents* SelectInput InputSelected* "
                                        "GetRectangles*"),
-                      events={0: "Notify"}, layouts=_xlib_layouts(shape),
+                      events={0: "Notify"},
+                      # python-xlib's SHAPE QueryVersion request lacks its minor opcode
+                      layouts={**_xlib_layouts(shape),
+                               0: (_HEADER_REQUEST, shape.QueryVersion._reply)},
                       event_layouts={0: shape.NotifyEventData._fields}),
         ExtensionSpec("XFIXES", _minors(
             "QueryVersion* ChangeSaveSet SelectSelectionInput SelectCursorInput "
@@ -241,7 +249,8 @@ def _build_extensions() -> dict[str, ExtensionSpec]:
             "CreatePointerBarrier DeletePointerBarrier SetClientDisconnectMode "
             "GetClientDisconnectMode*"),
                       events={0: "SelectionNotify", 1: "CursorNotify"}, errors=["BadRegion"],
-                      layouts=_xlib_layouts(xfixes),
+                      layouts={**_xlib_layouts(xfixes), 5: (_XFIXES_REGION_RECTS, None),
+                               10: (_XFIXES_REGION, None), 11: (_XFIXES_REGION_RECTS, None)},
                       event_layouts={0: xfixes.SelectionNotify._fields,
                                      1: xfixes.DisplayCursorNotify._fields}),
         ExtensionSpec("RENDER", _minors(
@@ -364,6 +373,9 @@ def _build_extensions() -> dict[str, ExtensionSpec]:
 EXTENSIONS: dict[str, ExtensionSpec] = _build_extensions()
 
 _CORE_REQUESTS: dict[int, type] = dict(xrequest.major_codes)
+#: Requests answered by a series of replies (besides ListFontsWithInfo, which marks its last):
+#: kept pending until a later sequence number shows up.
+_MULTI_REPLY = frozenset({"RECORD:EnableContext"})
 _CORE_EVENTS: dict[int, type] = dict(xevent.event_class)
 
 
@@ -511,6 +523,11 @@ class Decoder:
         if not p.replied:
             p.replied = True
             latency = now - p.time
+        if p.name == "ListFontsWithInfo":
+            if size > 1 and msg[1] == 0:  # the last reply has a name of length 0
+                del self.pending[seq]
+        elif p.name not in _MULTI_REPLY:
+            del self.pending[seq]
         out: dict[str, Any] = {}
         name = p.name
         if name == "QueryExtension" and size >= 12:
