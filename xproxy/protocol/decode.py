@@ -49,8 +49,8 @@ PREDEFINED_ATOMS: dict[int, str] = {
     v: k for k, v in vars(Xatom).items() if k.isupper() and isinstance(v, int) and 0 < v < 69
 }
 
-#: Field names that hold resource ids (shown in hex by the text tracer); filled as layouts
-#: are compiled, from python-xlib's Resource field types.
+#: Field names that hold resource ids (shown in hex by the text tracer), from the
+#: Resource field types of every layout known here.
 RESOURCE_FIELDS: set[str] = {"resource_id", "bad_value_resource"}
 #: Field names that hold atoms, resolved to names by the tracer.
 ATOM_FIELDS = frozenset({"atom", "property", "type", "selection", "target", "property_type",
@@ -379,6 +379,31 @@ _MULTI_REPLY = frozenset({"RECORD:EnableContext"})
 _CORE_EVENTS: dict[int, type] = dict(xevent.event_class)
 
 
+def _resource_names(layouts: Any) -> None:
+    seen: set[int] = set()
+
+    def walk(s: Any) -> None:
+        if not isinstance(s, rq.Struct) or id(s) in seen:
+            return
+        seen.add(id(s))
+        for f in s.fields:
+            if isinstance(f, rq.Resource) and f.name:
+                RESOURCE_FIELDS.add(f.name)
+            walk(getattr(f, "type", None))
+
+    for s in layouts:
+        walk(s)
+
+
+_resource_names([*(c._request for c in _CORE_REQUESTS.values()),
+                 *(getattr(c, "_reply", None) for c in _CORE_REQUESTS.values()),
+                 *(c._fields for c in _CORE_EVENTS.values()),
+                 *(s for spec in EXTENSIONS.values() for pair in spec.layouts.values()
+                   for s in pair),
+                 *(s for spec in EXTENSIONS.values() for s in spec.event_layouts.values()),
+                 *(s for spec in EXTENSIONS.values() for s in spec.generic_layouts.values())])
+
+
 @dataclass(slots=True)
 class _Pending:
     name: str
@@ -697,9 +722,6 @@ def _plan(s: Any, e: str) -> tuple[str, int]:
     if plan is None:
         code = e + s.static_codes[1:]
         plan = _plans[key] = (code, struct.calcsize(code))
-        for f in s.static_fields:
-            if isinstance(f, rq.Resource) and f.name:
-                RESOURCE_FIELDS.add(f.name)
     return plan
 
 
