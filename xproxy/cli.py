@@ -108,11 +108,10 @@ def _display_number(text: str) -> int:
 async def serve(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
     from twisted.internet import defer
 
-    from .protocol.display import DisplayNameError
-    from .server import ProxyServer, ServeOptions, StartError
-
     from .metrics import listen_metrics
     from .observe import Instruments
+    from .protocol.display import DisplayNameError
+    from .server import ProxyServer, ServeOptions, StartError
 
     await running(reactor)
     trace_out, close_trace = _open_trace(args.trace, None)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -19,7 +20,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .protocol.decode import Decoded
 
-__all__ = ["ConnectionMetrics", "Metrics", "LATENCY_BUCKETS", "listen_metrics"]
+__all__ = ["LATENCY_BUCKETS", "ConnectionMetrics", "Metrics", "listen_metrics"]
 
 #: Upper bounds (seconds) of the reply latency histogram.
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -58,11 +59,10 @@ class ConnectionMetrics:
         if d.latency is not None:
             self.round_trips += 1
             self.latency_sum += d.latency
-            if d.latency > self.latency_max:
-                self.latency_max = d.latency
+            self.latency_max = max(self.latency_max, d.latency)
             self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS, d.latency)] += 1
 
-    def add(self, other: "ConnectionMetrics") -> None:
+    def add(self, other: ConnectionMetrics) -> None:
         self.bytes_from_client += other.bytes_from_client
         self.bytes_from_server += other.bytes_from_server
         self.messages_from_client += other.messages_from_client

@@ -4,7 +4,8 @@ it once (fields only for the tracer) and hands it to both."""
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, Iterable, TextIO
+from collections.abc import Callable, Iterable
+from typing import Any, TextIO
 
 from .metrics import ConnectionMetrics, Metrics
 from .protocol.decode import Decoder

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import fnmatch
 import json
-from typing import Any, Callable, Iterable, TextIO
+from collections.abc import Callable, Iterable
+from typing import Any, TextIO
 
 from .protocol.decode import ATOM_FIELDS, RESOURCE_FIELDS, Decoded
 
-__all__ = ["NameFilter", "Tracer", "format_text", "format_json"]
+__all__ = ["NameFilter", "Tracer", "format_json", "format_text"]
 
 _DIR = {"setup": "setup", "setup-reply": "reply", "request": "request", "reply": "reply",
         "event": "event", "error": "error"}

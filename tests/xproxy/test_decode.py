@@ -38,9 +38,7 @@ EXTS = {  # name: (major, first_event, first_error)
 def learned(e: str, names=EXTS) -> Decoder:
     """A decoder that learned `names` through QueryExtension round trips, as on a wire."""
     d = Decoder(e)
-    seq = 0
-    for name, (major, event, error) in names.items():
-        seq += 1
+    for seq, (name, (major, event, error)) in enumerate(names.items(), 1):
         d.decode("request", seq, wire.query_extension(e, name.encode()))
         r = d.decode("reply", seq, wire.query_extension_reply(e, seq, True, major, event, error))
         assert r.name == "QueryExtension" and r.fields["major_opcode"] == major

@@ -38,7 +38,7 @@ def check_schema(records: list[dict]) -> None:
 
 def run_trace(xvfb, xauthority, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
     env = dict(xvfb.env, XAUTHORITY=xauthority)
-    return subprocess.run([*XPROXY, "trace", *args], env=env, cwd=ROOT, capture_output=True,
+    return subprocess.run(check=False, args=[*XPROXY, "trace", *args], env=env, cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -46,13 +46,13 @@ def test_json_trace_of_xdpyinfo_and_xlogo(xvfb, xauthority, start_proxy, tmp_pat
     require("xdpyinfo"), require("xlogo"), require("xdotool")
     path = str(tmp_path / "trace.jsonl")
     proxy = start_proxy("--trace", path, "--trace-format", "json")
-    info = subprocess.run(["xdpyinfo"], env=proxy.env, capture_output=True, text=True,
+    info = subprocess.run(check=False, args=["xdpyinfo"], env=proxy.env, capture_output=True, text=True,
                           timeout=30)
     assert info.returncode == 0, info.stderr
     logo = subprocess.Popen(["xlogo"], env=proxy.env)
     try:
         # wait, looking at the real display, until xlogo's window is up
-        found = subprocess.run(["xdotool", "search", "--sync", "--onlyvisible", "--class",
+        found = subprocess.run(check=False, args=["xdotool", "search", "--sync", "--onlyvisible", "--class",
                                 "xlogo"], env=xvfb.env, capture_output=True, timeout=20)
         assert found.returncode == 0
     finally:

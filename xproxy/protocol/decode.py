@@ -32,8 +32,15 @@ from Xlib.protocol import request as xrequest
 from Xlib.protocol import rq
 from Xlib.protocol import structs as _structs
 
-__all__ = ["Decoded", "Decoder", "ExtensionSpec", "EXTENSIONS", "PREDEFINED_ATOMS",
-           "RESOURCE_FIELDS", "ATOM_FIELDS"]
+__all__ = [
+    "ATOM_FIELDS",
+    "EXTENSIONS",
+    "PREDEFINED_ATOMS",
+    "RESOURCE_FIELDS",
+    "Decoded",
+    "Decoder",
+    "ExtensionSpec",
+]
 
 #: How many items of a list are kept in decoded fields; the rest is counted, not listed.
 MAX_ITEMS = 64
@@ -312,11 +319,7 @@ def _build_extensions() -> dict[str, ExtensionSpec]:
             "XIPassiveUngrabDevice XIListProperties* XIChangeProperty XIDeleteProperty "
             "XIGetProperty* XIGetSelectedEvents* XIBarrierReleasePointer", 1),
                       events=dict(enumerate(
-                          "DeviceValuator DeviceKeyPress DeviceKeyRelease DeviceButtonPress "
-                          "DeviceButtonRelease DeviceMotionNotify DeviceFocusIn DeviceFocusOut "
-                          "ProximityIn ProximityOut DeviceStateNotify DeviceMappingNotify "
-                          "ChangeDeviceNotify DeviceKeyStateNotify DeviceButtonStateNotify "
-                          "DevicePresenceNotify DevicePropertyNotify".split())),
+                          ["DeviceValuator", "DeviceKeyPress", "DeviceKeyRelease", "DeviceButtonPress", "DeviceButtonRelease", "DeviceMotionNotify", "DeviceFocusIn", "DeviceFocusOut", "ProximityIn", "ProximityOut", "DeviceStateNotify", "DeviceMappingNotify", "ChangeDeviceNotify", "DeviceKeyStateNotify", "DeviceButtonStateNotify", "DevicePresenceNotify", "DevicePropertyNotify"])),
                       errors=["BadDevice", "BadEvent", "BadMode", "DeviceBusy", "BadClass"],
                       generic=_XI2_EVENTS, layouts=_xlib_layouts(xinput),
                       generic_layouts={
@@ -348,10 +351,7 @@ def _build_extensions() -> dict[str, ExtensionSpec]:
             "GetNames* SetNames - - PerClientFlags* ListComponents* GetKbdByName* "
             "GetDeviceInfo* SetDeviceInfo"), 101: ("SetDebuggingFlags", True)},
                       events={0: dict(enumerate(
-                          "NewKeyboardNotify MapNotify StateNotify ControlsNotify "
-                          "IndicatorStateNotify IndicatorMapNotify NamesNotify "
-                          "CompatMapNotify BellNotify ActionMessage AccessXNotify "
-                          "ExtensionDeviceNotify".split()))},
+                          ["NewKeyboardNotify", "MapNotify", "StateNotify", "ControlsNotify", "IndicatorStateNotify", "IndicatorMapNotify", "NamesNotify", "CompatMapNotify", "BellNotify", "ActionMessage", "AccessXNotify", "ExtensionDeviceNotify"]))},
                       errors=["BadKeyboard"],
                       layouts={0: (_XKB_USE, _XKB_USE_REPLY)},
                       event_layouts={0: _XKB_EVENT}),
@@ -465,7 +465,7 @@ class Decoder:
             if direction == "setup-reply":
                 return self._setup_reply(msg, fields)
             return Decoded(direction, seq, "Unknown", {"length": len(msg)}, len(msg))
-        except Exception as err:  # the decoder must never take the relay down
+        except Exception as err:  # noqa: BLE001 - the decoder must never take the relay down
             return Decoded(direction, seq, "Undecodable",
                            {"error": f"{type(err).__name__}: {err}", "length": len(msg)},
                            len(msg))
@@ -702,7 +702,7 @@ class Decoder:
         out: dict[str, Any] = {}
         try:
             _parse(layout, data, e, self, out)
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - content that does not fit, whatever the way
             out["error"] = f"{kind} does not fit its layout: {type(err).__name__}: {err}"
             out["length"] = len(data)
         return out
