@@ -372,11 +372,11 @@ def _build_extensions() -> dict[str, ExtensionSpec]:
 
 EXTENSIONS: dict[str, ExtensionSpec] = _build_extensions()
 
-_CORE_REQUESTS: dict[int, type] = dict(xrequest.major_codes)
+_CORE_REQUESTS: dict[int, Any] = dict(xrequest.major_codes)
 #: Requests answered by a series of replies (besides ListFontsWithInfo, which marks its last):
 #: kept pending until a later sequence number shows up.
 _MULTI_REPLY = frozenset({"RECORD:EnableContext"})
-_CORE_EVENTS: dict[int, type] = dict(xevent.event_class)
+_CORE_EVENTS: dict[int, Any] = dict(xevent.event_class)
 
 
 def _resource_names(layouts: Any) -> None:
@@ -821,12 +821,13 @@ def _var(f: Any, data: bytes, e: str, length: Any, fmt: int | None,
         (mask,) = struct.unpack_from(e + f.maskcode.decode()[1:], data)
         data = data[f.maskcodelen :]
         values: dict[str, Any] = {}
-        for sub, flag in f.fields:
+        vf: Any
+        for vf, flag in f.fields:
             if mask & flag:
                 if len(data) < 4:
                     raise _Bad("value list shorter than its mask")
                 (word,) = struct.unpack_from(e + "I", data)
-                sc = sub.structcode
+                sc = vf.structcode
                 if sc and sc in "bhl":
                     bits = struct.calcsize(sc) * 8
                     word &= (1 << bits) - 1
@@ -834,7 +835,7 @@ def _var(f: Any, data: bytes, e: str, length: Any, fmt: int | None,
                         word -= 1 << bits
                 elif sc and sc in "BH":
                     word &= (1 << (struct.calcsize(sc) * 8)) - 1
-                values[sub.name] = bool(word) if isinstance(sub, rq.Bool) else word
+                values[vf.name] = bool(word) if isinstance(vf, rq.Bool) else word
                 data = data[4:]
         return values, data
     if isinstance(f, rq.KeyboardMapping):
