@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print traffic per client and totals at the end")
     trace.add_argument("-v", "--verbose", action="store_true")
     trace.add_argument("program", nargs=argparse.REMAINDER, metavar="-- COMMAND ARGS...")
+    from . import cli_remote
+
+    cli_remote.add_parsers(sub, _add_trace_options)
     return parser
 
 
@@ -235,11 +238,18 @@ def main(reactor, argv: list[str]):  # type: ignore[no-untyped-def]
     from twisted.internet import defer
 
     args = build_parser().parse_args(argv)
-    start_logging(getattr(args, "verbose", False), quiet=args.command == "trace")
+    from . import cli_remote
+
+    start_logging(getattr(args, "verbose", False),
+                  quiet=args.command == "trace" or cli_remote.quiet(args))
     if args.command == "serve":
         return defer.ensureDeferred(serve(reactor, args))
     if args.command == "trace":
         return defer.ensureDeferred(trace(reactor, args))
+    from . import cli_remote
+
+    if args.command in cli_remote.COMMANDS:
+        return cli_remote.dispatch(reactor, args, running, _open_trace)
     raise SystemExit(2)
 
 

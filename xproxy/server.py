@@ -37,6 +37,10 @@ class ServeOptions:
     #: ProxyFactory's hooks: what watches each client (tracer, metrics), and client ends
     observers: Callable[[int], Any] | None = None
     on_client_done: Callable[[Any], None] | None = None
+    #: Where to relay instead of the target display (a Twisted client endpoint string, e.g.
+    #: a link agent's socket), and the authorization to present there.
+    upstream_endpoint: str | None = None
+    upstream_auth: tuple[bytes, bytes] | None = None
 
 
 class StartError(RuntimeError):
@@ -56,7 +60,7 @@ class ProxyServer:
     def __init__(self, reactor, options: ServeOptions) -> None:  # type: ignore[no-untyped-def]
         self.reactor = reactor
         self.options = options
-        self.target = parse_display(options.target)
+        self.target = parse_display(options.target) if options.upstream_endpoint is None else None
         self.xauthority = options.xauthority or xauthfile.default_path()
         self.number: int | None = None
         self.cookie = secrets.token_bytes(16)
@@ -70,6 +74,8 @@ class ProxyServer:
         return f":{self.number}"
 
     def _upstream_auth(self) -> tuple[bytes, bytes]:
+        if self.options.upstream_auth is not None:
+            return self.options.upstream_auth
         found = xauthfile.lookup_for_display(self.target, self.xauthority)
         if found is None:
             log.warn("no cookie for {t} in {f}; connecting upstream without one",
@@ -108,9 +114,11 @@ class ProxyServer:
         name, data = self._upstream_auth()
         auth = AuthPolicy(self.cookie, name, data)
         policy = ExtensionPolicy.from_options(self.options.hide_ext, self.options.allow_ext)
-        if "MIT-SHM" in self.options.allow_ext and not self.target.is_local:
+        if "MIT-SHM" in self.options.allow_ext and not (self.target and self.target.is_local):
             log.warn("MIT-SHM allowed for a remote target: clients using it will fail")
-        upstream = clientFromString(self.reactor, upstream_endpoint_string(self.target))
+        upstream = clientFromString(
+            self.reactor, self.options.upstream_endpoint or upstream_endpoint_string(self.target)
+        )
         self.factory = ProxyFactory(upstream, self.options.target, auth, policy,
                                     on_client_done=self.options.on_client_done,
                                     observers=self.options.observers)

@@ -1,0 +1,211 @@
+"""`xproxy run --to TARGET -- COMMAND` and `xproxy displays`: the app host's side.
+
+TARGET is `@NAME` (an exported display found through the local discoveryd), `xproxy://HOST:PORT`
+(an export reached directly), or a plain display name (a local relay, as `xproxy serve`).
+For exports, the link to the display host is a shared agent process (see agent.py), started
+by the first `run` that needs it; each `run` puts a proxy display of its own in front of it,
+with a fresh cookie in a private Xauthority file, so commands never see another's cookie.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from . import xauthfile
+from .agent import agent_socket_path
+from .child import run_command
+from .export import LINK_SERVICE_TYPE
+from .protocol.display import DisplayNameError, parse_display
+from .server import ProxyServer, ServeOptions, StartError
+
+log = Logger(namespace="xproxy.run")
+
+
+class RunError(RuntimeError):
+    """A target that cannot be reached or trusted; the message is for the user."""
+
+
+@dataclass
+class LinkTarget:
+    host: str
+    port: int
+    trust_name: str  # how known_displays remembers it: "@office" or "host:port"
+    fingerprint: str | None  # advertised, when found through discovery
+    label: str
+
+
+def parse_direct(target: str) -> LinkTarget:
+    rest = target[len("xproxy://"):].rstrip("/")
+    host, sep, port = rest.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise RunError(f"{target!r}: expected xproxy://HOST:PORT")
+    host = host.strip("[]")
+    return LinkTarget(host, int(port), f"{host}:{port}", None, target)
+
+
+async def find_display(name: str, reactor, discovery_socket: str | None = None) -> LinkTarget:  # type: ignore[no-untyped-def]
+    from discovery import client as discovery_client
+
+    try:
+        records = await discovery_client.lookup(LINK_SERVICE_TYPE, name=name, wait=1.0,
+                                                socket=discovery_socket, reactor=reactor)
+    except Exception as err:
+        raise RunError(f"cannot ask discoveryd for @{name} "
+                       f"({discovery_client.socket_path(discovery_socket)}): {err}") from err
+    if not records:
+        raise RunError(f"no display named {name!r} is exported on the LAN "
+                       "(`xproxy displays` lists those that are)")
+    rec = records[0]
+    if not rec.addresses:
+        raise RunError(f"display {name!r} was found but has no address")
+    return LinkTarget(rec.addresses[0], rec.port, f"@{name}", rec.txt.get("fp"), f"@{name}")
+
+
+async def ensure_agent(reactor, target: LinkTarget) -> str:  # type: ignore[no-untyped-def]
+    """The socket of the agent holding the link to `target`, started if none runs yet."""
+    path = agent_socket_path(target.host, target.port, target.trust_name)
+    lock = open(path + ".lock", "w")
+    try:
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await task.deferLater(reactor, 0.05, lambda: None)
+        if _agent_alive(path):
+            return path
+        argv = [sys.executable, "-m", "xproxy.cli", "link-agent", "--host", target.host,
+                "--port", str(target.port), "--trust-name", target.trust_name,
+                "--socket", path]
+        if target.fingerprint:
+            argv += ["--fingerprint", target.fingerprint]
+        log_path = path[: -len(".sock")] + ".log"
+        with open(log_path, "a") as agent_log:
+            agent = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=agent_log, start_new_session=True, text=True)
+        from twisted.internet import threads
+
+        line = await threads.deferToThreadPool(reactor, reactor.getThreadPool(),
+                                               agent.stdout.readline)  # type: ignore[union-attr]
+        agent.stdout.close()  # type: ignore[union-attr]
+        if line.startswith("ready"):
+            return path
+        agent.wait()
+        message = line.partition("error: ")[2].strip() or f"the link agent failed (see {log_path})"
+        raise RunError(message)
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
+
+
+def _agent_alive(path: str) -> bool:
+    import socket
+
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+async def run(reactor, target: str, command: list[str],  # type: ignore[no-untyped-def]
+              observers: Callable[[int], Any] | None = None,
+              on_client_done: Callable[[Any], None] | None = None,
+              hide_ext: list[str] | None = None) -> int:
+    workdir = tempfile.mkdtemp(prefix="xproxy-run-")
+    private = os.path.join(workdir, "Xauthority")
+    try:
+        if target.startswith("@") or target.startswith("xproxy://"):
+            link = (await find_display(target[1:], reactor) if target.startswith("@")
+                    else parse_direct(target))
+            socket_path = await ensure_agent(reactor, link)
+            options = ServeOptions(target=link.label, xauthority=private,
+                                   upstream_endpoint=f"unix:path={socket_path}",
+                                   upstream_auth=(b"", b""))
+        else:
+            try:
+                display = parse_display(target)
+            except DisplayNameError as err:
+                raise RunError(str(err)) from err
+            found = xauthfile.lookup_for_display(display)
+            options = ServeOptions(target=target, xauthority=private,
+                                   upstream_auth=(found.name, found.data) if found else (b"", b""))
+        options.observers = observers
+        options.on_client_done = on_client_done
+        options.hide_ext = list(hide_ext or [])
+        server = ProxyServer(reactor, options)
+        try:
+            name = await server.start()
+        except StartError as err:
+            raise RunError(str(err)) from err
+        env = dict(os.environ, DISPLAY=name, XAUTHORITY=private)
+        try:
+            code = await run_command(reactor, command, env)
+            for _ in range(50):  # let the command's last connections drain
+                if server.factory is None or not server.factory.totals.active:
+                    break
+                await task.deferLater(reactor, 0.02, lambda: None)
+        finally:
+            await server.stop()
+        return code
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def displays(reactor, probe: bool = True, discovery_socket: str | None = None) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """The exported displays on the LAN, each probed for whether this host may use it."""
+    from discovery import client as discovery_client
+
+    records = await discovery_client.lookup(LINK_SERVICE_TYPE, wait=1.0,
+                                            socket=discovery_socket, reactor=reactor)
+    found = []
+    for rec in records:
+        entry: dict[str, Any] = {
+            "name": rec.name, "host": rec.host, "addresses": list(rec.addresses),
+            "port": rec.port, "screen": rec.txt.get("screen", ""),
+            "fingerprint": rec.txt.get("fp", ""), "authorized": None, "status": "",
+        }
+        found.append(entry)
+    if probe:
+        await defer.gatherResults([defer.ensureDeferred(_probe(reactor, e)) for e in found])
+    return found
+
+
+async def _probe(reactor, entry: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+    from .agent import AgentError, LinkAgent
+    from .identity import KnownDisplays
+
+    class _Peek(KnownDisplays):
+        def check(self, name: str, fingerprint: str) -> bool:  # do not remember on a probe
+            for e in self.entries():
+                if e.key == name and e.value != fingerprint:
+                    return super().check(name, fingerprint)
+            return True
+
+    if not entry["addresses"]:
+        entry["status"] = "no address"
+        return
+    agent = LinkAgent(reactor, entry["addresses"][0], entry["port"], f"@{entry['name']}",
+                      entry["fingerprint"] or None, socket_path="",
+                      known=_Peek(KnownDisplays.default().path))
+    try:
+        await agent.start_probe()
+        entry["authorized"], entry["status"] = True, "ok"
+    except AgentError as err:
+        text = str(err)
+        entry["authorized"] = False if "not authorized" in text else None
+        entry["status"] = text
