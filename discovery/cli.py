@@ -53,7 +53,10 @@ def daemon_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", help="TOML policy file: which users may register which types")
     p.add_argument("--host-name", default=socket.gethostname(), help="host name to publish as (NAME.local)")
     p.add_argument("--grace", type=float, default=30.0, help="seconds a restarted daemon keeps clients' names for them")
-    p.add_argument("--no-mdns", action="store_true", help="local API only, nothing on the network")
+    p.add_argument("--no-mdns", action="store_true", help="no mDNS (with no --backend: local API only)")
+    p.add_argument("--backend", action="append", default=[], metavar="URL",
+                   help="mdns (the default) or etcd://HOST:PORT[,HOST:PORT...][?ttl=S&prefix=/p/]: also publish "
+                        "and look up through an etcd cluster (answers merged, source 'etcd')")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -73,6 +76,20 @@ async def _daemon_main(reactor: Any, args: argparse.Namespace) -> None:
     from discovery.daemon import Daemon, DaemonConfig, install_sighup
 
     _start_logging(args.verbose)
+    etcd = None
+    for url in args.backend:
+        if url == "mdns":
+            if args.no_mdns:
+                raise SystemExit("discoveryd: --backend mdns contradicts --no-mdns")
+            continue
+        from discovery.etcdkeys import BackendURLError, parse_backend_url
+
+        try:
+            if etcd is not None:
+                raise BackendURLError("give one etcd backend (list every endpoint of the cluster in it)")
+            etcd = parse_backend_url(url)
+        except BackendURLError as e:
+            raise SystemExit(f"discoveryd: {e}") from None
     cfg = DaemonConfig(
         socket_path=args.socket or _daemon_socket_default(),
         interfaces=args.interface or ["127.0.0.1"],
@@ -82,6 +99,7 @@ async def _daemon_main(reactor: Any, args: argparse.Namespace) -> None:
         policy_file=args.policy,
         grace=args.grace,
         mdns=not args.no_mdns,
+        etcd=etcd,
     )
     daemon = Daemon(reactor, cfg)
     await daemon.start()
@@ -281,7 +299,8 @@ async def _cmd_list(reactor: Any, client: Any, args: argparse.Namespace) -> int:
 
     r = await client.list()
     if args.json:
-        print(json.dumps({"host": r["host"], "services": r["services"], "leases": r["leases"]}))
+        print(json.dumps({"host": r["host"], "services": r["services"], "leases": r["leases"],
+                          "backends": r.get("backends", [])}))
     else:
         for s in r["services"]:
             line = _fmt(ServiceRecord.from_json(s))
@@ -291,6 +310,12 @@ async def _cmd_list(reactor: Any, client: Any, args: argparse.Namespace) -> int:
             print(line)
         for lease in r["leases"]:
             print(f"{lease['name']}\t{lease['type']}\t(reserved for uid {lease['owner_uid']}, {lease['expires_in']} s)")
+        for b in r.get("backends", []):
+            where = b.get("endpoint") or ",".join(b.get("interfaces", []))
+            line = f"# backend {b['backend']} {b['state']} ({where})"
+            if b.get("error") and b["state"] != "up":
+                line += f": {b['error']}"
+            print(line, file=sys.stderr if b["state"] != "up" else sys.stdout)
     return 0
 
 

@@ -31,8 +31,11 @@ from discovery.config import (
     parse_policy,
     parse_service_file,
 )
+from discovery.etcd import EtcdAdapter
+from discovery.etcdkeys import EtcdConfig
 from discovery.mdns import MdnsAdapter, Timing
 from discovery.registry import (
+    ETCD,
     LOCAL,
     ON_DEMAND,
     ROOT_UID,
@@ -70,6 +73,8 @@ class DaemonConfig:
     grace: float = 30.0
     timing: Timing = field(default_factory=Timing)
     mdns: bool = True
+    etcd: EtcdConfig | None = None
+    etcd_wait: float = 2.0  # s the start waits for etcd before serving without it
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
@@ -152,6 +157,7 @@ class Daemon:
         self.connections: dict[str, APIProtocol] = {}
         self.on_demand: dict[tuple[str, str], OnDemandService] = {}
         self.mdns: MdnsAdapter | None = None
+        self.etcd: EtcdAdapter | None = None
         self._journal: Any = None
         self._journal_lines = 0
         self._expiry: Any = None
@@ -172,6 +178,16 @@ class Daemon:
                 timing=cfg.timing,
             )
             await defer.Deferred.fromFuture(asyncio.ensure_future(self.mdns.start()))
+        if cfg.etcd is not None:
+            self.etcd = EtcdAdapter(
+                self.reactor,
+                cfg.etcd,
+                cfg.host,
+                on_upsert=lambda s: self.apply(self.registry.remote_upsert(s, ETCD)),
+                on_remove=lambda n, t: self.apply(self.registry.remote_remove(n, t, ETCD)),
+                on_conflict=self._conflict,
+            )
+            await self.etcd.start(cfg.etcd_wait)
         self._restore_journal()
         self.reload_static()
         self._listen()
@@ -203,6 +219,8 @@ class Daemon:
         self.on_demand.clear()
         if self.mdns is not None:
             await defer.Deferred.fromFuture(asyncio.ensure_future(self.mdns.stop()))
+        if self.etcd is not None:
+            await self.etcd.stop()
         if self._journal is not None:
             self._journal.close()
             self._journal = None
@@ -216,9 +234,13 @@ class Daemon:
             if isinstance(eff, Publish):
                 if self.mdns:
                     self.mdns.publish(eff.service)
+                if self.etcd:
+                    self.etcd.publish(eff.service)
             elif isinstance(eff, Unpublish):
                 if self.mdns:
                     self.mdns.unpublish(eff.service)
+                if self.etcd:
+                    self.etcd.unpublish(eff.service)
                 if eff.service.source == ON_DEMAND:
                     svc = self.on_demand.pop(eff.service.key, None)
                     if svc:
@@ -433,8 +455,17 @@ class Daemon:
         else:
             conn.send(wire.ok(id_, **result))
 
+    def backends(self) -> list[dict[str, Any]]:
+        """Each network backend and whether it works now (``up``, ``down`` with the reason)."""
+        out: list[dict[str, Any]] = []
+        if self.mdns is not None:
+            out.append({"backend": "mdns", "state": "up", "interfaces": list(self.config.interfaces)})
+        if self.etcd is not None:
+            out.append(self.etcd.status())
+        return out
+
     def op_hello(self, conn: APIProtocol, req: dict[str, Any]) -> dict[str, Any]:
-        return {"version": VERSION, "host": self.config.host, "uid": conn.uid, "pid": conn.pid}
+        return {"version": VERSION, "host": self.config.host, "uid": conn.uid, "pid": conn.pid, "backends": self.backends()}
 
     op_ping = op_hello
 
@@ -517,7 +548,7 @@ class Daemon:
             {"name": n, "type": t, "owner_uid": uid, "expires_in": round(until - self.reactor.seconds(), 1)}
             for n, t, uid, until in self.registry.leases()
         ]
-        return {"services": services, "leases": leases, "host": self.config.host}
+        return {"services": services, "leases": leases, "host": self.config.host, "backends": self.backends()}
 
 
 def _gid_of(uid: int) -> int:

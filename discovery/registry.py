@@ -10,6 +10,12 @@ does. It comes from one of four sources:
 - ``on-demand``: the superserver owns the listening socket; the entry lives until withdrawn.
 - ``static``: read from the services directory; it lives until the file goes away.
 - ``remote``: learnt from mDNS on the LAN; the mDNS adapter adds and removes it.
+- ``etcd``: learnt from an etcd cluster shared with other daemons; the etcd adapter adds
+  and removes it.
+
+Remote entries are kept per origin (``remote`` for mDNS, ``etcd``): when both backends know a
+name, lookups answer with one entry, the etcd one first (it carries owner information and
+its lifetime is a lease, not a cache TTL), and removing it from one origin leaves the other.
 
 Every mutation returns a list of *effects* (frozen dataclasses): ``Publish``/``Unpublish``
 for the mDNS adapter, ``Notify`` for a watcher, ``Journal`` for the state file. The adapters
@@ -30,8 +36,10 @@ from typing import Any
 LOCAL = "local"
 ON_DEMAND = "on-demand"
 STATIC = "static"
-REMOTE = "remote"
-SOURCES = (LOCAL, ON_DEMAND, STATIC, REMOTE)
+REMOTE = "remote"  # mDNS on the LAN
+ETCD = "etcd"
+SOURCES = (LOCAL, ON_DEMAND, STATIC, REMOTE, ETCD)
+REMOTE_ORIGINS = (ETCD, REMOTE)  # preference order when both know a name
 
 ROOT_UID = 0
 MAX_NAME = 63  # one DNS label (RFC 6763 §4.1.1: instance names up to 63 octets)
@@ -279,7 +287,7 @@ class Registry:
         self.now = now
         self.policy = policy or Policy()
         self._local: dict[Key, _Entry] = {}
-        self._remote: dict[Key, Service] = {}
+        self._remote: dict[Key, dict[str, Service]] = {}  # key -> origin -> service
         self._leases: dict[Key, _Lease] = {}
         self._watches: dict[Hashable, set[str]] = {}
         self.last_static_errors: list[str] = []
@@ -373,7 +381,7 @@ class Registry:
             self._set_local(key, entry)
             self._leases.pop(key, None)
             effects.append(Publish(service))
-            hidden = self._remote.get(key)
+            hidden = self._remote_view(key)
             effects.extend(self._notify(Updated(service) if hidden else Added(service)))
         if source != STATIC:  # static services come back from their files, not the journal
             effects.append(Journal(self._journal_add(entry)))
@@ -409,7 +417,7 @@ class Registry:
         effects: list[Effect] = [Unpublish(s)]
         if s.source != STATIC:
             effects.append(Journal({"op": "remove", "name": s.name, "type": s.type}))
-        hidden = self._remote.get(key)
+        hidden = self._remote_view(key)
         effects.extend(self._notify(Updated(hidden) if hidden else Removed(s)))
         return effects
 
@@ -480,27 +488,51 @@ class Registry:
     def leases(self) -> list[tuple[str, str, int, float]]:
         return [(lease.record["name"], lease.record["type"], lease.uid, lease.until) for lease in self._leases.values()]
 
-    # -- remote services (from the mDNS adapter) ---------------------------------------------
+    # -- remote services (from the mDNS and etcd adapters) -----------------------------------
 
-    def remote_upsert(self, service: Service) -> list[Effect]:
-        service = replace(service, source=REMOTE, type=normalize_type(service.type))
+    def _remote_view(self, key: Key) -> Service | None:
+        by_origin = self._remote.get(key)
+        if not by_origin:
+            return None
+        for origin in REMOTE_ORIGINS:
+            if origin in by_origin:
+                return by_origin[origin]
+        return None
+
+    def remote_upsert(self, service: Service, origin: str = REMOTE) -> list[Effect]:
+        """A service learnt from ``origin`` (``remote`` = mDNS, ``etcd``) appeared or changed."""
+        if origin not in REMOTE_ORIGINS:
+            raise ValueError(f"unknown remote origin {origin!r}")
+        service = replace(service, source=origin, type=normalize_type(service.type))
         key = service.key
-        old = self._remote.get(key)
-        if old == service:
+        by_origin = self._remote.setdefault(key, {})
+        if by_origin.get(origin) == service:
             return []
-        self._remote[key] = service
+        before = self._remote_view(key)
+        by_origin[origin] = service
         self._by_type.setdefault(key[1], set()).add(key)
-        if key in self._local:  # our own announcement coming back, or a conflicting host
+        after = self._remote_view(key)
+        if key in self._local or after == before:  # our own announcement coming back, or shadowed
             return []
-        return self._notify(Updated(service) if old else Added(service))
+        return self._notify(Updated(service) if before else Added(service)) if after is service else []
 
-    def remote_remove(self, name: str, type_: str) -> list[Effect]:
+    def remote_remove(self, name: str, type_: str, origin: str = REMOTE) -> list[Effect]:
         key = service_key(name, type_)
-        old = self._remote.pop(key, None)
-        self._unindex(key)
-        if old is None or key in self._local:
+        by_origin = self._remote.get(key)
+        if not by_origin or origin not in by_origin:
             return []
-        return self._notify(Removed(old))
+        before = self._remote_view(key)
+        del by_origin[origin]
+        if not by_origin:
+            del self._remote[key]
+        self._unindex(key)
+        after = self._remote_view(key)
+        if key in self._local or after == before or before is None:
+            return []
+        return self._notify(Updated(after) if after else Removed(before))
+
+    def remote_services(self, origin: str) -> list[Service]:
+        return [by[origin] for by in self._remote.values() if origin in by]
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -519,7 +551,11 @@ class Registry:
         if n is not None and t is None:
             keys = [k for k in keys if k[0] == n]
         out = [self._local[k].service for k in keys if k in self._local]
-        out.extend(self._remote[k] for k in keys if k in self._remote and k not in self._local)
+        for k in keys:
+            if k not in self._local:
+                view = self._remote_view(k)
+                if view is not None:
+                    out.append(view)
         return out
 
     def local(self, name: str, type_: str) -> tuple[Service, Mapping[str, Any]] | None:
