@@ -175,26 +175,32 @@ class Gateway:
             resp = await self._agent.request(b"POST", (endpoint + path).encode(), _HEADERS, _Body(json.dumps(body).encode()))
             return resp.code, await readBody(resp)
 
-        d = defer.ensureDeferred(go())
-        d.addTimeout(t, self.reactor)
-        try:
-            code, data = await d
-        except defer.TimeoutError:
-            raise EtcdUnavailable(f"{endpoint}: no answer to {path} within {t:g} s") from None
-        except Exception as e:  # noqa: BLE001 - refused, reset, DNS...: all mean "not reachable now"
-            raise EtcdUnavailable(f"{endpoint}: {path}: {_describe(e)}") from None
+        code, data = await self._deadline(defer.ensureDeferred(go()), t, endpoint, path)
         return _answer(endpoint, path, code, data)
+
+    async def _deadline(self, d: Deferred[Any], t: float, endpoint: str, path: str) -> Any:
+        """``d``'s result, or ``EtcdUnavailable`` when it fails or takes longer than ``t``."""
+        late: list[bool] = []
+
+        def expire() -> None:
+            late.append(True)
+            d.cancel()
+
+        timer = self.reactor.callLater(t, expire)
+        try:
+            return await d
+        except Exception as e:  # noqa: BLE001 - refused, reset, DNS...: all mean "not reachable now"
+            if late:  # a cancelled request fails with whatever the agent makes of it
+                raise EtcdUnavailable(f"{endpoint}: no answer to {path} within {t:g} s") from None
+            raise EtcdUnavailable(f"{endpoint}: {path}: {_describe(e)}") from None
+        finally:
+            if timer.active():
+                timer.cancel()
 
     async def watch(self, body: dict[str, Any], on_message: Callable[[dict[str, Any]], None]) -> _Lines:
         endpoint = self.endpoint
         d = self._stream_agent.request(b"POST", (endpoint + "/v3/watch").encode(), _HEADERS, _Body(json.dumps(body).encode()))
-        d.addTimeout(self.timeout, self.reactor)
-        try:
-            resp = await d
-        except defer.TimeoutError:
-            raise EtcdUnavailable(f"{endpoint}: no answer to /v3/watch within {self.timeout:g} s") from None
-        except Exception as e:  # noqa: BLE001 - as in call()
-            raise EtcdUnavailable(f"{endpoint}: /v3/watch: {_describe(e)}") from None
+        resp = await self._deadline(d, self.timeout, endpoint, "/v3/watch")
         if resp.code != 200:
             _answer(endpoint, "/v3/watch", resp.code, await readBody(resp))
         lines = _Lines(on_message)
