@@ -42,7 +42,7 @@ class EtcdConfig:
 
     def url(self) -> str:
         hosts = ",".join(e.removeprefix("http://") for e in self.endpoints)
-        return f"etcd://{hosts}?ttl={self.ttl}&prefix={self.prefix}"
+        return f"etcd://{hosts}?ttl={self.ttl}&timeout={self.timeout:g}&prefix={self.prefix}"
 
 
 def parse_backend_url(url: str) -> EtcdConfig:
