@@ -21,7 +21,7 @@ from .protocol.errors import X11ProtocolError
 from .protocol.extensions import ExtensionPolicy
 from .protocol.framing import Observer
 from .protocol.setup import endian_of, setup_failed
-from .sockwrite import direct_writer
+from .sockwrite import direct_writer, fast_reads
 
 log = Logger(namespace="xproxy")
 
@@ -66,6 +66,7 @@ class ServerSide(protocol.Protocol):
 
     def connectionMade(self) -> None:
         _nodelay(self.transport)
+        fast_reads(self.transport)
         self.write = direct_writer(self.transport)
         self.client.upstream_ready(self)
 
@@ -90,6 +91,7 @@ class ClientSide(protocol.Protocol):
 
     def connectionMade(self) -> None:
         _nodelay(self.transport)
+        fast_reads(self.transport)
         self.write = direct_writer(self.transport)
         self.factory.totals.clients += 1
         self.factory.totals.active[self.number] = self
