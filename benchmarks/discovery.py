@@ -1,5 +1,7 @@
 """discoveryd beside plain python-zeroconf: lookup latency and memory with 10,000 names held,
-time until another host sees a registration, time until a dead owner is gone elsewhere.
+time until another host sees a registration, time until a dead owner is gone elsewhere; and
+discoveryd's two backends side by side for the last two (mDNS vs a three-member etcd cluster,
+``--backend etcd://``), plus how long a killed daemon's names linger elsewhere.
 
 Run: ``.venv/bin/python benchmarks/discovery.py`` (as root the cross-host figures use two
 network namespaces on a private bridge; otherwise two daemons on loopback). Traffic stays on
@@ -33,6 +35,8 @@ N_LOOKUPS = 3_000
 ROUNDS_D = 10
 ROUNDS_ZC = 3
 ZC_GONE_CAP = 10.0
+ETCD = "/usr/bin/etcd"
+ETCD_TTL = 6  # the backend's default lease
 
 
 # -- helpers run as subprocesses (inside a namespace when there is one) --------------------
@@ -137,15 +141,16 @@ class Hosts:
         from tests.support import netns
 
         self.ctx = None
+        # hosts 0 and 1 run the daemons; host 2 runs the etcd cluster
         if netns.available() is None:
-            self.ctx = netns.netns_lan(2, subnet="10.78.0")
+            self.ctx = netns.netns_lan(3, subnet="10.78.0")
             hs = self.ctx.__enter__()
             self.ips = [h.ip for h in hs]
             self.wrap = [h.argv for h in hs]
-            self.where = "2 network namespaces on a bridge"
+            self.where = "2 network namespaces on a bridge (etcd in a third)"
         else:
-            self.ips = ["127.0.0.1", "127.0.0.1"]
-            self.wrap = [lambda a: list(a), lambda a: list(a)]
+            self.ips = ["127.0.0.1"] * 3
+            self.wrap = [lambda a: list(a)] * 3
             self.where = "loopback (not root: no namespaces)"
         self.procs: list[subprocess.Popen] = []
 
@@ -246,11 +251,42 @@ def bench_zc_local() -> dict[str, float]:
         held.wait()
 
 
-def bench_cross_host(hosts: Hosts, tmp: Path) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {"d_seen": [], "d_gone": [], "zc_seen": [], "zc_gone": []}
+def start_etcd(hosts: Hosts, tmp: Path) -> tuple[str, list[subprocess.Popen]]:
+    """Three etcd members on host 2 (its own namespace as root); returns the --backend URL."""
+    from tests.discovery.etcd_cluster import free_ports
+
+    ip = hosts.ips[2]
+    ports = free_ports(6) if ip == "127.0.0.1" else [2379, 2380, 22379, 22380, 32379, 32380]
+    peers = ",".join(f"e{i}=http://{ip}:{ports[2 * i + 1]}" for i in range(3))
+    procs = []
+    for i in range(3):
+        c, p = ports[2 * i], ports[2 * i + 1]
+        procs.append(hosts.popen(2, [ETCD, "--name", f"e{i}", "--data-dir", str(tmp / f"e{i}.etcd"),
+                                     "--listen-client-urls", f"http://{ip}:{c}", "--advertise-client-urls", f"http://{ip}:{c}",
+                                     "--listen-peer-urls", f"http://{ip}:{p}", "--initial-advertise-peer-urls", f"http://{ip}:{p}",
+                                     "--initial-cluster", peers, "--initial-cluster-token", f"bench{os.getpid()}",
+                                     "--logger", "zap", "--log-outputs", "stderr", "--log-level", "error"],
+                                 stdout=subprocess.DEVNULL))
+    url = f"etcd://{','.join(f'{ip}:{ports[2 * i]}' for i in range(3))}?ttl={ETCD_TTL}&prefix=/bench-{secrets.token_hex(3)}/"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        probe = (f"import sys, urllib.request; sys.stdout.write(urllib.request.urlopen("
+                 f"'http://{ip}:{ports[0]}/health', timeout=1).read().decode())")
+        r = hosts.popen(2, [PY, "-c", probe])
+        out, _ = r.communicate()
+        if b'"health":"true"' in out:
+            return url, procs
+        time.sleep(0.2)
+    raise SystemExit("etcd did not become healthy")
+
+
+def bench_daemons(hosts: Hosts, tmp: Path, tag: str, *extra: str) -> dict[str, list[float]]:
+    """Owner registers on host 0, a watcher on host 1 sees it; the owner is killed; then the
+    daemon on host 0 is killed (SIGKILL) with a registration held."""
+    out: dict[str, list[float]] = {"seen": [], "gone": [], "daemon_gone": []}
     type_ = f"_b{secrets.token_hex(3)}._tcp"
-    s0, s1 = str(tmp / "h0.sock"), str(tmp / "h1.sock")
-    d0, d1 = start_daemon(hosts, 0, s0), start_daemon(hosts, 1, s1)
+    s0, s1 = str(tmp / f"{tag}0.sock"), str(tmp / f"{tag}1.sock")
+    d0, d1 = start_daemon(hosts, 0, s0, *extra), start_daemon(hosts, 1, s1, *extra)
     watcher = hosts.popen(1, [str(BIN / "discovery"), "--socket", s1, "browse", type_, "--watch", "--json"])
     time.sleep(1.0)  # the watch is in place and the browser has sent its first queries
     for i in range(ROUNDS_D):
@@ -260,19 +296,45 @@ def bench_cross_host(hosts: Hosts, tmp: Path) -> dict[str, list[float]]:
         owner.stdin.write(b"go\n")
         owner.stdin.flush()
         t = readline_until(watcher, '{"event": "added"', 5)
-        out["d_seen"].append((t - t0) if t else float("inf"))
+        out["seen"].append((t - t0) if t else float("inf"))
         readline_until(owner, "registered", 5)
         time.sleep(0.3)
         t0 = time.monotonic()
         owner.kill()
         t = readline_until(watcher, '{"event": "removed"', 5)
-        out["d_gone"].append((t - t0) if t else float("inf"))
+        out["gone"].append((t - t0) if t else float("inf"))
         owner.wait()
         time.sleep(0.2)
-    d0.terminate()
+    owner = hosts.popen(0, [PY, __file__, "_owner", s0, "last", type_], stdin=subprocess.PIPE)
+    readline_until(owner, "ready", 10)
+    owner.stdin.write(b"go\n")
+    owner.stdin.flush()
+    readline_until(watcher, '{"event": "added"', 5)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    d0.kill()  # no goodbye, no revoke
+    t = readline_until(watcher, '{"event": "removed"', ZC_GONE_CAP)
+    out["daemon_gone"].append((t - t0) if t else float("inf"))
+    owner.kill()
     d1.terminate()
     d0.wait()
     d1.wait()
+    watcher.kill()
+    return out
+
+
+def bench_cross_host(hosts: Hosts, tmp: Path) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {"zc_seen": [], "zc_gone": []}
+    m = bench_daemons(hosts, tmp, "m")
+    out["d_seen"], out["d_gone"], out["d_daemon_gone"] = m["seen"], m["gone"], m["daemon_gone"]
+    url, etcd = start_etcd(hosts, tmp)
+    try:
+        e = bench_daemons(hosts, tmp, "e", "--no-mdns", "--backend", url)
+        out["e_seen"], out["e_gone"], out["e_daemon_gone"] = e["seen"], e["gone"], e["daemon_gone"]
+    finally:
+        for p in etcd:
+            p.kill()
+            p.wait()
 
     ztype = f"_z{secrets.token_hex(3)}._tcp"
     browser = hosts.popen(1, [PY, __file__, "_zc", "browse", hosts.ips[1], ztype])
@@ -337,6 +399,19 @@ def main() -> None:
     targets = [("lookup p99 < 2 ms", loc["p99"] < 2), ("seen elsewhere < 0.3 s", d_seen < 0.3),
                ("dead owner gone elsewhere < 1 s", max(x["d_gone"]) < 1)]
     print("targets: " + ", ".join(f"{n}: {'met' if ok else 'MISSED'}" for n, ok in targets))
+    print()
+    print(f"discoveryd backends: mDNS vs etcd (3 members, lease ttl {ETCD_TTL} s), {ROUNDS_D} rounds each; "
+          "times from the owner's request to the event on the other host's watch")
+    print(f"{'measure':45} {'mDNS':>12} {'etcd':>12}")
+    for name, key, agg in [("another host sees a registration (median)", "seen", statistics.median),
+                           ("another host sees a registration (max)", "seen", max),
+                           ("dead owner gone on another host (median)", "gone", statistics.median),
+                           ("dead owner gone on another host (max)", "gone", max),
+                           ("killed daemon's names gone elsewhere", "daemon_gone", max)]:
+        mv, ev = agg(x["d_" + key]), agg(x["e_" + key])
+        mtxt = fmt_ms(mv) if mv != float("inf") else f"> {ZC_GONE_CAP:.0f} s (TTL)"
+        etxt = fmt_ms(ev) if ev != float("inf") else f"> {ZC_GONE_CAP:.0f} s"
+        print(f"{name:45} {mtxt:>12} {etxt:>12}")
     subprocess.run(["rm", "-rf", str(tmp)])
 
 
