@@ -139,6 +139,7 @@ async def serve(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-un
     except (StartError, DisplayNameError) as err:
         print(f"xproxy: {err}", file=sys.stderr)
         raise SystemExit(1) from None
+    inst.start_flushing(reactor)
     done: defer.Deferred = defer.Deferred()
 
     async def shutdown() -> None:

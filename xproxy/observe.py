@@ -73,7 +73,23 @@ class Instruments:
         if self.tracer is not None:
             self.tracer.flush()
 
+    def flush(self) -> None:
+        if self.tracer is not None:
+            self.tracer.flush()
+
+    def start_flushing(self, reactor: Any, every: float = 1.0) -> None:
+        """Flush the trace file every `every` seconds, so a long session can be followed."""
+        from twisted.internet import task
+
+        if self.tracer is not None:
+            self._flusher = task.LoopingCall(self.flush)
+            self._flusher.clock = reactor
+            self._flusher.start(every, now=False)
+
     def stop(self) -> None:
+        flusher = getattr(self, "_flusher", None)
+        if flusher is not None and flusher.running:
+            flusher.stop()
         if self.stats and self.metrics is not None:
             print(f"xproxy: totals over {self.metrics.clients} clients: "
                   f"{self.metrics.totals().summary(top=10)}", file=self.report, flush=True)

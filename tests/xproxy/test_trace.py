@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -55,6 +56,15 @@ def test_json_trace_of_xdpyinfo_and_xlogo(xvfb, xauthority, start_proxy, tmp_pat
         found = subprocess.run(check=False, args=["xdotool", "search", "--sync", "--onlyvisible", "--class",
                                 "xlogo"], env=xvfb.env, capture_output=True, timeout=20)
         assert found.returncode == 0
+        # the trace is flushed while the session goes on (every second)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with open(path) as f:
+                if '"name":"MapWindow"' in f.read():
+                    break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("MapWindow not in the trace while xlogo runs")
     finally:
         logo.terminate()
         logo.wait(10)
