@@ -83,6 +83,10 @@ class _Body:
         self.data = data
         self.length = len(data)
 
+    @classmethod
+    def of(cls, obj: Any) -> IBodyProducer:
+        return cls(json.dumps(obj).encode())  # type: ignore[return-value]  # zope, not a base class
+
     def startProducing(self, consumer: Any) -> Deferred[None]:
         consumer.write(self.data)
         return defer.succeed(None)
@@ -172,7 +176,7 @@ class Gateway:
         t = self.timeout if timeout is None else timeout
 
         async def go() -> tuple[int, bytes]:
-            resp = await self._agent.request(b"POST", (endpoint + path).encode(), _HEADERS, _Body(json.dumps(body).encode()))
+            resp = await self._agent.request(b"POST", (endpoint + path).encode(), _HEADERS, _Body.of(body))
             return resp.code, await readBody(resp)
 
         code, data = await self._deadline(defer.ensureDeferred(go()), t, endpoint, path)
@@ -199,7 +203,7 @@ class Gateway:
 
     async def watch(self, body: dict[str, Any], on_message: Callable[[dict[str, Any]], None]) -> _Lines:
         endpoint = self.endpoint
-        d = self._stream_agent.request(b"POST", (endpoint + "/v3/watch").encode(), _HEADERS, _Body(json.dumps(body).encode()))
+        d = self._stream_agent.request(b"POST", (endpoint + "/v3/watch").encode(), _HEADERS, _Body.of(body))
         resp = await self._deadline(d, self.timeout, endpoint, "/v3/watch")
         if resp.code != 200:
             _answer(endpoint, "/v3/watch", resp.code, await readBody(resp))
@@ -307,6 +311,7 @@ class EtcdAdapter:
             "published": len(self._held),
             "pending": sum(1 for k, s in self._wanted.items() if k not in self._held),
             "remote": len(self._mirror),
+            "remade": self.remade,
         }
 
     def _settle_first(self) -> None:
