@@ -161,7 +161,7 @@ async def trace(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-un
     DISPLAY and XAUTHORITY set, the trace written; exits with the command's status."""
     import os
 
-    from twisted.internet import defer, protocol
+    from twisted.internet import defer
 
     from .observe import Instruments
     from .protocol.display import DisplayNameError
@@ -188,44 +188,20 @@ async def trace(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-un
         print(f"xproxy: {err}", file=sys.stderr)
         raise SystemExit(1) from None
 
-    ended: defer.Deferred[int] = defer.Deferred()
-
-    class Child(protocol.ProcessProtocol):
-        def processEnded(self, reason) -> None:  # type: ignore[no-untyped-def]
-            code = reason.value.exitCode
-            if code is None:
-                code = 128 + (reason.value.signal or 0)
-            ended.callback(code)
+    from .child import run_command
 
     env = dict(os.environ, DISPLAY=name, XAUTHORITY=server.xauthority)
     stop_trigger = reactor.addSystemEventTrigger(
         "before", "shutdown", lambda: defer.ensureDeferred(server.stop()))
-    try:
-        reactor.spawnProcess(Child(), command[0], command, env=env,
-                             childFDs={0: 0, 1: 1, 2: 2})
-    except OSError as err:
-        print(f"xproxy trace: cannot run {command[0]}: {err}", file=sys.stderr)
-        code = 127
-    else:
-        code = await ended
-    # the command is gone, but its connections may still be draining through the proxy
-    for _ in range(50):
-        if server.factory is None or not server.factory.totals.active:
-            break
-        await deferLater(reactor, 0.02)
+    code = await run_command(reactor, command, env)
+    await server.drain()
     reactor.removeSystemEventTrigger(stop_trigger)
     await server.stop()
     inst.stop()
     raise SystemExit(code)
 
 
-def deferLater(reactor, delay: float):  # type: ignore[no-untyped-def]
-    from twisted.internet import task
-
-    return task.deferLater(reactor, delay, lambda: None)
-
-
-def running(reactor) -> "defer.Deferred[None]":  # type: ignore[no-untyped-def]
+def running(reactor):  # type: ignore[no-untyped-def]
     """Fires once the reactor runs, so its SIGINT/SIGTERM handlers are in place before we
     announce `ready` (task.react calls main before reactor.run)."""
     from twisted.internet import defer

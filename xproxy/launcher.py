@@ -155,10 +155,7 @@ async def run(reactor, target: str, command: list[str],  # type: ignore[no-untyp
         env = dict(os.environ, DISPLAY=name, XAUTHORITY=private)
         try:
             code = await run_command(reactor, command, env)
-            for _ in range(50):  # let the command's last connections drain
-                if server.factory is None or not server.factory.totals.active:
-                    break
-                await task.deferLater(reactor, 0.02, lambda: None)
+            await server.drain()
         finally:
             await server.stop()
         return code

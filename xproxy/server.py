@@ -156,6 +156,16 @@ class ProxyServer:
             raise StartError(f"cannot listen as :{self.number}: {err}") from err
         return self.display_name
 
+    async def drain(self, timeout: float = 1.0) -> None:
+        """Wait (at most `timeout`) for the connections still open to finish: a command that
+        has exited may have left its last bytes on the way through the proxy."""
+        from twisted.internet import task
+
+        for _ in range(int(timeout / 0.02)):
+            if self.factory is None or not self.factory.totals.active:
+                return
+            await task.deferLater(self.reactor, 0.02, lambda: None)
+
     async def stop(self) -> None:
         for port in self.ports:
             await port.stopListening()
