@@ -40,6 +40,8 @@ def add_parsers(sub: Any, add_trace_options: Any) -> None:
     p.add_argument("--trace", metavar="FILE", default=None)
     p.add_argument("--stats", action="store_true")
     p.add_argument("--metrics", metavar="ENDPOINT", default=None)
+    p.add_argument("--compress-level", type=int, default=3, metavar="N",
+                   help="zstandard level for what this end sends on links (default 3; 0: off)")
     p.add_argument("-v", "--verbose", action="store_true")
     p = sub.add_parser("run", help="run an X program on another host's display")
     p.add_argument("--to", dest="target", required=True, metavar="TARGET",
@@ -47,6 +49,12 @@ def add_parsers(sub: Any, add_trace_options: Any) -> None:
     p.add_argument("--trace", metavar="FILE", default=None, help="trace the program's X traffic")
     add_trace_options(p, "--trace-format")
     p.add_argument("--hide-ext", action="append", default=[], metavar="NAME")
+    p.add_argument("--no-suppress", action="store_true",
+                   help="send every request to the display host (no answers from the cache)")
+    p.add_argument("--verify-cache", action="store_true",
+                   help="compare every cached answer with the server's own and report mismatches")
+    p.add_argument("--compress-level", type=int, default=3, metavar="N",
+                   help="zstandard level on the link (default 3; 0: off)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("program", nargs=argparse.REMAINDER, metavar="-- COMMAND ARGS...")
     p = sub.add_parser("displays", help="list the displays exported on the LAN")
@@ -60,6 +68,9 @@ def add_parsers(sub: Any, add_trace_options: Any) -> None:
     p.add_argument("--fingerprint", default=None)
     p.add_argument("--socket", required=True)
     p.add_argument("--linger", type=float, default=5.0)
+    p.add_argument("--no-suppress", action="store_true")
+    p.add_argument("--verify-cache", action="store_true")
+    p.add_argument("--compress-level", type=int, default=3)
 
 
 def quiet(args: argparse.Namespace) -> bool:
@@ -129,7 +140,8 @@ async def export(reactor, args, running, open_trace) -> int:  # type: ignore[no-
     server = ExportServer(reactor, ExportOptions(
         display=display, name=args.name, port=args.port, interface=args.interface,
         hide_ext=args.hide_ext, allow_ext=args.allow_ext, advertise=not args.no_advertise,
-        observers=inst.observers, on_client_done=inst.client_done))
+        observers=inst.observers, on_client_done=inst.client_done,
+        compress_level=args.compress_level or None))
     try:
         port = await server.start()
         if args.metrics is not None:
@@ -152,7 +164,7 @@ async def export(reactor, args, running, open_trace) -> int:  # type: ignore[no-
 
 
 async def run(reactor, args, running, open_trace) -> None:  # type: ignore[no-untyped-def]
-    from .launcher import RunError, run as launch
+    from .launcher import LinkMode, RunError, run as launch
 
     command = args.program[1:] if args.program[:1] == ["--"] else args.program
     if not command:
@@ -163,7 +175,9 @@ async def run(reactor, args, running, open_trace) -> None:  # type: ignore[no-un
         code = await launch(reactor, args.target, command,
                             observers=inst.observers if inst else None,
                             on_client_done=inst.client_done if inst else None,
-                            hide_ext=args.hide_ext)
+                            hide_ext=args.hide_ext,
+                            mode=LinkMode(suppress=not args.no_suppress, verify=args.verify_cache,
+                                          compress_level=max(0, args.compress_level)))
     except RunError as err:
         _fail(str(err))
     finally:
@@ -199,7 +213,8 @@ async def link_agent(reactor, args, running, open_trace) -> None:  # type: ignor
 
     await running(reactor)
     agent = LinkAgent(reactor, args.host, args.port, args.trust_name, args.fingerprint,
-                      args.socket, linger=args.linger)
+                      args.socket, linger=args.linger, suppress=not args.no_suppress,
+                      verify=args.verify_cache, compress_level=args.compress_level or None)
     try:
         await agent.start()
     except AgentError as err:

@@ -6,6 +6,7 @@ through the local discoveryd."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import sys
 from dataclasses import dataclass, field
@@ -52,10 +53,31 @@ class ExportOptions:
     discovery_socket: str | None = None
     observers: Callable[[int], Any] | None = None
     on_client_done: Callable[[Any], None] | None = None
+    compress_level: int | None = 3
 
 
-def screen_size(display: str, xauthority: str) -> str:
-    """WIDTHxHEIGHT of the display's first screen (a short python-xlib connection)."""
+#: A root-window property that says the X server has not reset since it was set (a reset
+#: destroys the root window's properties, and with them every atom an app host remembers).
+EPOCH_PROPERTY = "_XTRANSPARENCY_EPOCH"
+
+
+def screen_size(display: str, xauthority: str, keep: list[Any] | None = None) -> str:
+    """WIDTHxHEIGHT of the display's first screen (a short python-xlib connection). With
+    `keep`, the connection stays open (appended to it): the X server cannot reset while it is."""
+    return _inspect(display, xauthority, keep)[0]
+
+
+def screen_size_and_epoch(display: str, xauthority: str, keep: list[Any]) -> tuple[str, str]:
+    """The screen size and the X server's epoch: a random token kept in a root property,
+    made on first use, so every export of the same server life announces the same one."""
+    return _inspect(display, xauthority, keep, epoch=True)
+
+
+def _inspect(display: str, xauthority: str, keep: list[Any] | None,
+             epoch: bool = False) -> tuple[str, str]:
+    import secrets
+
+    from Xlib import Xatom
     from Xlib import display as xdisplay
 
     old = os.environ.get("XAUTHORITY")
@@ -65,9 +87,24 @@ def screen_size(display: str, xauthority: str) -> str:
             d = xdisplay.Display(display)
         try:
             screen = d.screen()
-            return f"{screen.width_in_pixels}x{screen.height_in_pixels}"
+            size = f"{screen.width_in_pixels}x{screen.height_in_pixels}"
+            token = ""
+            if epoch:
+                atom = d.intern_atom(EPOCH_PROPERTY)
+                prop = screen.root.get_full_property(atom, Xatom.STRING)
+                if prop is not None and prop.value:
+                    value = prop.value
+                    token = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+                else:
+                    token = secrets.token_hex(12)
+                    screen.root.change_property(atom, Xatom.STRING, 8, token.encode())
+                    d.sync()
+            return size, token
         finally:
-            d.close()
+            if keep is None:
+                d.close()
+            else:
+                keep.append(d)
     finally:
         if old is None:
             os.environ.pop("XAUTHORITY", None)
@@ -87,6 +124,8 @@ class ExportServer:
         self.links: set[LinkProtocol] = set()
         self.factory: ProxyFactory | None = None
         self.screen = ""
+        self.epoch = ""
+        self.held_displays: list[Any] = []
 
     @property
     def port(self) -> int:
@@ -96,9 +135,14 @@ class ExportServer:
         target = parse_display(self.options.display)
         xauthority = xauthfile.default_path()
         try:
-            self.screen = screen_size(self.options.display, xauthority)
+            self.screen, token = screen_size_and_epoch(self.options.display, xauthority,
+                                                       self.held_displays)
         except Exception as err:
             raise ExportError(f"cannot open display {self.options.display}: {err}") from err
+        # the answers an app host may remember depend on the server's life and on our policy
+        policy_key = ",".join(sorted(ExtensionPolicy.from_options(
+            self.options.hide_ext, self.options.allow_ext).hidden))
+        self.epoch = f"{token}/{hashlib.sha256(policy_key.encode()).hexdigest()[:8]}"
         found = xauthfile.lookup_for_display(target, xauthority)
         auth = AuthPolicy(None, found.name, found.data) if found else AuthPolicy(None)
         self.factory = ProxyFactory(
@@ -137,7 +181,8 @@ class ExportServer:
             ) from err
 
     def _make_link(self) -> LinkProtocol:
-        link = LinkProtocol(on_handshake=self._check, on_open=self._open, on_lost=self._lost)
+        link = LinkProtocol(on_handshake=self._check, on_open=self._open, on_lost=self._lost,
+                            compress_level=self.options.compress_level)
         return link
 
     def _check(self, link: LinkProtocol) -> dict[str, Any]:
@@ -151,7 +196,8 @@ class ExportServer:
             )
         self.links.add(link)
         log.info("link from app host {fp} ({peer})", fp=fp, peer=link.transport.getPeer())
-        return {"ok": True, "name": self.options.name, "screen": self.screen, "v": 1}
+        return {"ok": True, "name": self.options.name, "screen": self.screen, "v": 1,
+                "epoch": self.epoch}
 
     def _open(self, link: LinkProtocol, channel: ChannelTransport, info: dict[str, Any]) -> None:
         if link not in self.links:  # channels before an accepted handshake
@@ -174,3 +220,7 @@ class ExportServer:
             self.port_object = None
         for link in list(self.links):
             link.transport.loseConnection()
+        for d in self.held_displays:
+            with contextlib.suppress(Exception):
+                d.close()
+        self.held_displays.clear()

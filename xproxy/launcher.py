@@ -72,9 +72,33 @@ async def find_display(name: str, reactor, discovery_socket: str | None = None) 
     return LinkTarget(rec.addresses[0], rec.port, f"@{name}", rec.txt.get("fp"), f"@{name}")
 
 
-async def ensure_agent(reactor, target: LinkTarget) -> str:  # type: ignore[no-untyped-def]
+@dataclass(frozen=True)
+class LinkMode:
+    """How the link agent treats X: round-trip suppression (`verify`: compare every known
+    answer with the server's and give the client the server's), and compression."""
+
+    suppress: bool = True
+    verify: bool = False
+    compress_level: int = 3  # 0: off
+
+    @property
+    def key(self) -> str:
+        if self == LinkMode():
+            return ""  # the default agent keeps issue 6's socket name
+        return f"s{int(self.suppress)}v{int(self.verify)}z{self.compress_level}"
+
+    def argv(self) -> list[str]:
+        out = ["--compress-level", str(self.compress_level)]
+        if not self.suppress:
+            out.append("--no-suppress")
+        if self.verify:
+            out.append("--verify-cache")
+        return out
+
+
+async def ensure_agent(reactor, target: LinkTarget, mode: LinkMode = LinkMode()) -> str:  # type: ignore[no-untyped-def]
     """The socket of the agent holding the link to `target`, started if none runs yet."""
-    path = agent_socket_path(target.host, target.port, target.trust_name)
+    path = agent_socket_path(target.host, target.port, target.trust_name, mode.key)
     lock = open(path + ".lock", "w")
     try:
         while True:
@@ -87,7 +111,7 @@ async def ensure_agent(reactor, target: LinkTarget) -> str:  # type: ignore[no-u
             return path
         argv = [sys.executable, "-m", "xproxy.cli", "link-agent", "--host", target.host,
                 "--port", str(target.port), "--trust-name", target.trust_name,
-                "--socket", path]
+                "--socket", path, *mode.argv()]
         if target.fingerprint:
             argv += ["--fingerprint", target.fingerprint]
         log_path = path[: -len(".sock")] + ".log"
@@ -125,14 +149,14 @@ def _agent_alive(path: str) -> bool:
 async def run(reactor, target: str, command: list[str],  # type: ignore[no-untyped-def]
               observers: Callable[[int], Any] | None = None,
               on_client_done: Callable[[Any], None] | None = None,
-              hide_ext: list[str] | None = None) -> int:
+              hide_ext: list[str] | None = None, mode: LinkMode = LinkMode()) -> int:
     workdir = tempfile.mkdtemp(prefix="xproxy-run-")
     private = os.path.join(workdir, "Xauthority")
     try:
         if target.startswith("@") or target.startswith("xproxy://"):
             link = (await find_display(target[1:], reactor) if target.startswith("@")
                     else parse_direct(target))
-            socket_path = await ensure_agent(reactor, link)
+            socket_path = await ensure_agent(reactor, link, mode)
             options = ServeOptions(target=link.label, xauthority=private,
                                    upstream_endpoint=f"unix:path={socket_path}",
                                    upstream_auth=(b"", b""))
@@ -158,9 +182,29 @@ async def run(reactor, target: str, command: list[str],  # type: ignore[no-untyp
             await server.drain()
         finally:
             await server.stop()
+        if mode.verify and (target.startswith("@") or target.startswith("xproxy://")):
+            report_verify(socket_path + ".stats.json")
         return code
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def report_verify(stats_path: str) -> None:
+    """What `--verify-cache` found: answers compared with the server's, and mismatches."""
+    import json
+
+    try:
+        with open(stats_path) as f:
+            stats = json.load(f)
+    except (OSError, ValueError):
+        print("xproxy: verify-cache: no report from the link agent", file=sys.stderr)
+        return
+    print(f"xproxy: verify-cache: {stats.get('compared', 0)} answers compared with the "
+          f"server's, {stats.get('mismatches', 0)} mismatches (report: {stats_path})",
+          file=sys.stderr)
+    for m in stats.get("mismatch_log", [])[:10]:
+        print(f"xproxy: verify-cache: mismatch in {m['kind']} at sequence {m['seq']}: ours "
+              f"{' '.join(m['ours'])} server {' '.join(m['server'])}", file=sys.stderr)
 
 
 async def displays(reactor, probe: bool = True, discovery_socket: str | None = None) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]

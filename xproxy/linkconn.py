@@ -143,8 +143,9 @@ class LinkProtocol(protocol.Protocol):
         on_hello: Callable[["LinkProtocol", dict[str, Any]], None] | None = None,
         on_open: Callable[["LinkProtocol", ChannelTransport, dict[str, Any]], None] | None = None,
         on_lost: Callable[["LinkProtocol", Failure], None] | None = None,
+        compress_level: int | None = None,
     ) -> None:
-        self.core = Link()
+        self.core = Link(compress_level=compress_level)
         self.channels: dict[int, ChannelTransport] = {}
         self.on_handshake = on_handshake
         self.on_hello = on_hello
@@ -161,6 +162,11 @@ class LinkProtocol(protocol.Protocol):
         if cert is None:
             return None
         return fingerprint_of_certificate(cert.to_cryptography())
+
+    def connectionMade(self) -> None:
+        # frames are small and latency is the point: no Nagle (with delayed ACKs it costs
+        # up to 40 ms per round trip)
+        _nodelay(self.transport)
 
     def handshakeCompleted(self) -> None:
         self.peer_fingerprint = self.peer_certificate_fingerprint()
@@ -229,3 +235,16 @@ class LinkProtocol(protocol.Protocol):
             ch._lost("link lost")
         if self.on_lost is not None:
             self.on_lost(self, reason)
+
+
+def _nodelay(transport: Any) -> None:
+    import socket
+
+    for t in (transport, getattr(transport, "transport", None)):
+        sock = getattr(t, "socket", None)
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+            return
