@@ -31,7 +31,7 @@ from .errors import X11ProtocolError
 try:
     import zstandard
 except ImportError:  # pragma: no cover - a dependency; a link without it just does not compress
-    zstandard = None
+    zstandard = None  # type: ignore[assignment]
 
 HELLO, OPEN, DATA, CREDIT, CLOSE = 1, 2, 3, 4, 5
 HEADER = struct.Struct(">BII")

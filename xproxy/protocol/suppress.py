@@ -33,9 +33,9 @@ QueryExtension/ListExtensions, QueryFont (for a font this connection opened by n
 ListFonts/ListFontsWithInfo, LookupColor, GetKeyboardMapping/GetModifierMapping (while a
 connection that has been open since the answer was learned is still open, so any MappingNotify
 would have been seen, and until one is), and AllocColor/AllocNamedColor on a screen's default
-colormap when its visual is TrueColor, computed as the X.Org server computes it (miResolveColor,
-then the nearest entry of the colormap's ramp in each channel). Everything else goes to the
-server. GetInputFocus is not answered: its reply names the focus window, which other clients
+colormap when its visual is TrueColor, computed as the X.Org server computes it
+(miResolveColor, then the nearest entry of the colormap's ramp in each channel), and
+QueryColors on such a colormap from the same ramps. Everything else goes to the server. GetInputFocus is not answered: its reply names the focus window, which other clients
 change without this client hearing of it.
 """
 
@@ -44,14 +44,15 @@ from __future__ import annotations
 import base64
 import struct
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from .errors import ClientProtocolError, ServerProtocolError
 
 INTERN_ATOM, GET_ATOM_NAME, OPEN_FONT, CLOSE_FONT, QUERY_FONT = 16, 17, 45, 46, 47
 LIST_FONTS, LIST_FONTS_WITH_INFO = 49, 50
-ALLOC_COLOR, ALLOC_NAMED_COLOR, LOOKUP_COLOR = 84, 85, 92
+ALLOC_COLOR, ALLOC_NAMED_COLOR, QUERY_COLORS, LOOKUP_COLOR = 84, 85, 91, 92
 QUERY_EXTENSION, LIST_EXTENSIONS = 98, 99
 GET_KEYBOARD_MAPPING, GET_MODIFIER_MAPPING = 101, 119
 NO_OPERATION = 127
@@ -86,6 +87,7 @@ class Visual:
     green_mask: int
     blue_mask: int
     depth: int
+    entries: int = 256
 
 
 def _shift_of(mask: int) -> int:
@@ -110,6 +112,21 @@ class TrueColorMap:
 
     def resolve(self, value: int) -> int:
         return ((value >> self.shift) * 65535) // self.lim  # miResolveColor
+
+    def query(self, pixel: int) -> tuple[int, int, int] | None:
+        """The r, g, b QueryColors replies for a pixel, or None where the server would
+        answer BadValue (bits outside the masks, or an index past the colormap's entries)."""
+        v = self.v
+        if pixel & ~(v.red_mask | v.green_mask | v.blue_mask):
+            return None
+        out = []
+        for mask, off, ramp in zip((v.red_mask, v.green_mask, v.blue_mask), self.offsets,
+                                   self.ramps):
+            i = (pixel & mask) >> off
+            if i >= v.entries:
+                return None
+            out.append(ramp[i])
+        return out[0], out[1], out[2]
 
     def alloc(self, r: int, g: int, b: int) -> tuple[int, int, int, int]:
         """(pixel, red, green, blue) as AllocColor replies for a requested r, g, b."""
@@ -144,9 +161,9 @@ def parse_screens(setup: bytes, e: str) -> list[tuple[int, Visual | None]]:
             n_vis, = struct.unpack_from(e + "H", setup, pos + 2)
             pos += 8
             for _ in range(n_vis):
-                vid, cls, bits, _entries, rm, gm, bm = struct.unpack_from(e + "IBBHIII", setup, pos)
+                vid, cls, bits, entries, rm, gm, bm = struct.unpack_from(e + "IBBHIII", setup, pos)
                 if vid == root_visual:
-                    found = Visual(vid, cls, bits, rm, gm, bm, depth)
+                    found = Visual(vid, cls, bits, rm, gm, bm, depth, entries)
                 pos += 24
         screens.append((cmap, found))
     return screens
@@ -197,8 +214,10 @@ class DisplayCache:
 
     def connection_closed(self, number: int) -> None:
         self.open_connections.discard(number)
-        for key in [k for k, (_, w) in self.keymaps.items() if not (w.discard(number) or w)]:
-            del self.keymaps[key]
+        for key, (_, witnesses) in list(self.keymaps.items()):
+            witnesses.discard(number)
+            if not witnesses:
+                del self.keymaps[key]
 
     def learn_atom(self, name: bytes, atom: int) -> None:
         if atom and self.atoms.get(name) != atom:
@@ -219,7 +238,7 @@ class DisplayCache:
             self.keymaps.pop((e, kind, arg), None)
         elif kind == "named":
             self.colors.pop(arg[4:], None)
-        elif kind == "color":
+        elif kind in ("color", "qcolors"):
             self.no_color = True
         else:
             self.replies.pop((e, kind, arg), None)
@@ -238,7 +257,7 @@ class DisplayCache:
                 "replies": replies}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "DisplayCache":
+    def from_json(cls, data: dict[str, Any]) -> DisplayCache:
         dec = base64.b64decode
         cache = cls(str(data.get("epoch", "")))
         for k, v in data.get("atoms", {}).items():
@@ -407,8 +426,14 @@ class Suppressor:
         e = self.e
         if opcode == OPEN_FONT:
             fid, n = struct.unpack_from(e + "IH", msg, 4)
-            self.fonts[fid] = msg[12 : 12 + n]
-            self.barrier = seq  # the font may not exist: BadName
+            name = msg[12 : 12 + n]
+            # A name this server has opened before (we hold its QueryFont reply) cannot fail
+            # with BadName; a fresh id cannot fail with BadIDChoice unless the client reuses a
+            # live id, which its own allocator never does. Anything else may fail: a barrier.
+            if not (self.enabled and (e, "font", name) in self.cache.replies
+                    and fid not in self.fonts):
+                self.barrier = seq
+            self.fonts[fid] = name
             return msg
         if opcode == CLOSE_FONT:
             self.fonts.pop(struct.unpack_from(e + "I", msg, 4)[0], None)
@@ -479,6 +504,19 @@ class Suppressor:
                 return None
             pixel, rr, gg, bb = tc.alloc(r, g, b)
             return b"", (struct.pack(e + "BBHIHHHHI12x", 1, 0, 0, 0, rr, gg, bb, 0, pixel),)
+        if kind == "qcolors":
+            cmap, = struct.unpack_from(e + "I", msg, 4)
+            tc = self.colormaps.get(cmap)
+            n = (len(msg) - 8) // 4
+            if tc is None or c.no_color or not 0 < n <= 16000:
+                return None
+            items = []
+            for pixel in struct.unpack_from(e + f"{n}I", msg, 8):
+                rgb = tc.query(pixel)
+                if rgb is None:
+                    return None  # BadValue: let the server say so
+                items.append(struct.pack(e + "HHH2x", *rgb))
+            return b"", (struct.pack(e + "BBHIH22x", 1, 0, 0, 2 * n, n) + b"".join(items),)
         learn = self._learn_key(kind, msg)
         if learn is None:
             return None

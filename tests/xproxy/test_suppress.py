@@ -1,0 +1,288 @@
+"""protocol/suppress.py byte by byte: which answers go at once, which wait, what the client sees
+(every sequence number exact and in order), what is swallowed and compared, and the caches."""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import pytest
+
+from xproxy.protocol.suppress import DisplayCache, Suppressor, TrueColorMap, Visual, parse_screens
+
+E = "<"
+CMAP, ROOT, VISUAL = 0x20, 0x100, 0x21
+
+
+def setup_request() -> bytes:
+    return struct.pack("<BxHHHH2x", 0x6C, 11, 0, 0, 0)
+
+
+def setup_reply(masks=(0xFF0000, 0xFF00, 0xFF), depth=24, bits=8) -> bytes:
+    vendor = b"test"
+    body = struct.pack("<IIIIHHBBBBBBBB4x", 12101007, 0x200000, 0x1FFFFF, 0, len(vendor),
+                       65535, 1, 1, 0, 0, 32, 32, 8, 255) + vendor
+    body += struct.pack("<BBB5x", depth, 32, 32)
+    body += struct.pack("<IIIIIHHHHHHIBBBB", ROOT, CMAP, 0xFFFFFF, 0, 0, 1024, 768, 270, 203,
+                        1, 1, VISUAL, 0, 0, depth, 1)
+    body += struct.pack("<BxH4x", depth, 1)
+    body += struct.pack("<IBBHIII4x", VISUAL, 4, bits, 1 << bits, *masks)
+    return struct.pack("<BxHHH", 1, 11, 0, len(body) // 4) + body
+
+
+def intern(name: bytes, only_if_exists: int = 0) -> bytes:
+    n = len(name)
+    padded = name + b"\0" * (-n % 4)
+    return struct.pack("<BBHH2x", 16, only_if_exists, 2 + len(padded) // 4, n) + padded
+
+
+def intern_reply(seq: int, atom: int) -> bytes:
+    return struct.pack("<BBHII20x", 1, 0, seq & 0xFFFF, 0, atom)
+
+
+def alloc_color(r: int, g: int, b: int, cmap: int = CMAP) -> bytes:
+    return struct.pack("<BxHIHHH2x", 84, 4, cmap, r, g, b)
+
+
+def alloc_reply(seq: int, pixel: int, r: int, g: int, b: int) -> bytes:
+    return struct.pack("<BBHIHHHHI12x", 1, 0, seq & 0xFFFF, 0, r, g, b, 0, pixel)
+
+
+def change_property(window: int = ROOT) -> bytes:
+    return struct.pack("<BBHIIIB3xI", 18, 0, 6, window, 39, 31, 8, 0)
+
+
+def no_op() -> bytes:
+    return struct.pack("<BxH", 127, 1)
+
+
+def event(seq: int, code: int = 28) -> bytes:
+    return struct.pack("<BBH28x", code, 0, seq & 0xFFFF)
+
+
+def error(seq: int, code: int = 3) -> bytes:
+    return struct.pack("<BBHIHB21x", 0, code, seq & 0xFFFF, 0, 0, 18)
+
+
+def messages(data: bytes) -> list[tuple[int, int]]:
+    """(type, 16-bit sequence) of each 32-byte-or-longer server message in `data`."""
+    out, pos = [], 0
+    while pos < len(data):
+        kind = data[pos]
+        size = 32
+        if kind == 1:
+            size += 4 * struct.unpack_from("<I", data, pos + 4)[0]
+        out.append((kind, struct.unpack_from("<H", data, pos + 2)[0]))
+        pos += size
+    return out
+
+
+class Harness:
+    """A Suppressor with its setup done; records what reached each side."""
+
+    def __init__(self, cache: DisplayCache | None = None, verify: bool = False) -> None:
+        self.cache = cache or DisplayCache("epoch")
+        self.s = Suppressor(self.cache, 1, verify=verify)
+        self.to_server = b""
+        self.to_client = b""
+        self.send(setup_request())
+        self.server(setup_reply())
+        self.to_server = self.to_client = b""
+
+    def send(self, *requests: bytes) -> None:
+        out, back = self.s.from_client(b"".join(requests))
+        self.to_server += out
+        self.to_client += back
+
+    def server(self, *msgs: bytes) -> None:
+        self.to_client += self.s.from_server(b"".join(msgs))
+
+    def take(self) -> list[tuple[int, int]]:
+        got = messages(self.to_client)
+        self.to_client = b""
+        return got
+
+
+def warm_atoms(h: Harness, names: dict[bytes, int]) -> None:
+    for name, atom in names.items():
+        h.send(intern(name))
+        h.server(intern_reply(h.s.seq, atom))
+    h.take()
+
+
+def test_known_atom_is_answered_at_once_and_the_servers_reply_swallowed() -> None:
+    h = Harness()
+    warm_atoms(h, {b"WM_PROTOCOLS": 300})
+    before = h.s.seq
+    h.send(intern(b"WM_PROTOCOLS"))
+    assert h.to_server.endswith(intern(b"WM_PROTOCOLS"))  # still sent: same sequence numbers
+    assert h.to_client == intern_reply(before + 1, 300)
+    h.take()
+    h.server(intern_reply(before + 1, 300))
+    assert h.to_client == b""  # swallowed
+    assert h.cache.stats.compared == 1 and h.cache.stats.mismatches == 0
+
+
+def test_an_answer_waits_behind_a_request_that_could_fail_and_follows_its_error() -> None:
+    h = Harness()
+    warm_atoms(h, {b"A": 300})
+    base = h.s.seq
+    h.send(change_property(window=0xDEAD))  # may fail: BadWindow
+    h.send(intern(b"A"))
+    assert h.to_client == b""  # held: the error for base+1, if any, must come first
+    h.server(error(base + 1))
+    assert h.take() == [(0, (base + 1) & 0xFFFF), (1, (base + 2) & 0xFFFF)]
+    h.server(intern_reply(base + 2, 300))
+    assert h.to_client == b""
+
+
+def test_an_event_finishes_the_requests_before_it() -> None:
+    h = Harness()
+    warm_atoms(h, {b"A": 300})
+    base = h.s.seq
+    h.send(change_property(), intern(b"A"))
+    h.server(event(base + 1))  # PropertyNotify caused by base+1: base+1 may still fail
+    assert h.take() == [(28, (base + 1) & 0xFFFF)]
+    h.server(event(base + 2))  # something labelled base+2: base+1 is finished
+    assert h.take() == [(1, (base + 2) & 0xFFFF), (28, (base + 2) & 0xFFFF)]
+
+
+def test_events_of_their_own_behind_an_early_answer_are_relabelled_never_replies() -> None:
+    h = Harness()
+    warm_atoms(h, {b"A": 300, b"B": 301})
+    base = h.s.seq
+    h.send(intern(b"A"), intern(b"B"))  # both answered at once
+    assert h.take() == [(1, (base + 1) & 0xFFFF), (1, (base + 2) & 0xFFFF)]
+    # a pointer event the server labels with base+1 (it had finished only base+1)
+    h.server(intern_reply(base + 1, 300), event(base + 1, code=6), intern_reply(base + 2, 301))
+    assert h.take() == [(6, (base + 2) & 0xFFFF)]
+
+
+def test_truecolor_alloc_color_computed_and_still_sent() -> None:
+    h = Harness()
+    base = h.s.seq
+    h.send(alloc_color(0xFFFF, 0x8000, 0x1234))
+    assert h.to_server.endswith(alloc_color(0xFFFF, 0x8000, 0x1234))
+    assert h.to_client == alloc_reply(base + 1, 0xFF8012, 0xFFFF, 0x8080, 0x1212)
+
+
+def test_alloc_color_on_another_colormap_goes_to_the_server() -> None:
+    h = Harness()
+    h.send(alloc_color(1, 2, 3, cmap=0x400001))
+    assert h.to_client == b""
+    assert h.cache.stats.answered == 0
+
+
+def test_truecolor_565_ramp() -> None:
+    tc = TrueColorMap(Visual(1, 4, 6, 0xF800, 0x07E0, 0x001F, 16, 64))
+    pixel, r, g, b = tc.alloc(0xFFFF, 0xFFFF, 0xFFFF)
+    assert pixel == 0xFFFF and (r, g, b) == (0xFFFF, 0xFFFF, 0xFFFF)
+    pixel, r, g, b = tc.alloc(0, 0, 0)
+    assert pixel == 0 and (r, g, b) == (0, 0, 0)
+    assert tc.query(pixel) == (0, 0, 0)
+    assert tc.query(0x10000) is None
+
+
+def test_mismatch_is_counted_and_the_entry_forgotten() -> None:
+    h = Harness()
+    warm_atoms(h, {b"A": 300})
+    base = h.s.seq
+    h.send(intern(b"A"))
+    h.server(intern_reply(base + 1, 999))
+    assert h.cache.stats.mismatches == 1
+    assert b"A" not in h.cache.atoms
+    assert h.cache.mismatch_log[0]["kind"] == "atom"
+
+
+def test_verify_mode_gives_the_client_the_servers_reply() -> None:
+    cache = DisplayCache("epoch")
+    cache.learn_atom(b"A", 300)
+    h = Harness(cache, verify=True)
+    base = h.s.seq
+    h.send(intern(b"A"))
+    assert h.to_client == b""
+    h.server(intern_reply(base + 1, 301))
+    assert h.to_client == intern_reply(base + 1, 301)
+    assert cache.stats.compared == 1 and cache.stats.mismatches == 1
+
+
+def test_get_atom_name_learned_from_intern_atom_and_cache_persists() -> None:
+    h = Harness()
+    warm_atoms(h, {b"_NET_WM_NAME": 320})
+    again = DisplayCache.from_json(h.cache.to_json())
+    h2 = Harness(again)
+    base = h2.s.seq
+    h2.send(struct.pack("<BxHI", 17, 2, 320))
+    name = b"_NET_WM_NAME"
+    assert h2.to_client == struct.pack("<BBHIH22x", 1, 0, base + 1, 3, len(name)) + name
+    assert again.stats.answered == 1
+
+
+def test_keyboard_mapping_valid_while_a_witness_is_open_and_until_mapping_notify() -> None:
+    cache = DisplayCache("epoch")
+    a = Harness(cache)
+    kbd = struct.pack("<BxHBB2x", 101, 2, 8, 2)
+    a.send(kbd)
+    reply = struct.pack("<BBHI24x", 1, 1, a.s.seq, 2) + b"\1\0\0\0\2\0\0\0"
+    a.server(reply)
+    b = Harness(cache)
+    b.send(kbd)
+    assert messages(b.to_client) == [(1, b.s.seq)]
+    b.server(reply[:2] + struct.pack("<H", b.s.seq) + reply[4:])
+    b.server(event(b.s.seq, code=34))  # MappingNotify
+    b.take()
+    b.send(kbd)
+    assert b.to_client == b""  # no longer known
+    a.s.close()
+
+
+def test_sequence_numbers_wrap() -> None:
+    h = Harness()
+    warm_atoms(h, {b"A": 300})
+    while h.s.seq < 70000:  # as xcb does, the server speaks at least every 65536 requests
+        for _ in range(min(30000, 70000 - h.s.seq)):
+            h.send(no_op())
+        h.server(event(h.s.seq))
+        h.take()
+    h.send(intern(b"A"))
+    assert h.take() == [(1, 70001 & 0xFFFF)]
+    h.server(intern_reply(70001, 300))
+    assert h.to_client == b"" and h.cache.stats.mismatches == 0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_chunking_changes_nothing(seed: int) -> None:
+    rng = random.Random(seed)
+    cache = DisplayCache("epoch")
+    cache.learn_atom(b"A", 300)
+    client = [setup_request(), change_property(), intern(b"A"), alloc_color(1, 2, 3),
+              intern(b"NEW"), no_op(), intern(b"A")]
+    server = [setup_reply(), event(1), intern_reply(2, 300), alloc_reply(3, 0, 0, 0, 0),
+              intern_reply(4, 400), event(5, code=6), intern_reply(6, 300)]
+
+    def run(split: bool) -> tuple[bytes, bytes]:
+        s = Suppressor(DisplayCache.from_json(cache.to_json()), 1)
+        up, down = b"", b""
+        for c, m in zip(client, server):
+            for data, to_server in ((c, True), (m, False)):
+                pieces = [data]
+                if split:
+                    cuts = sorted(rng.sample(range(1, len(data)), min(3, len(data) - 1)))
+                    pieces = [data[i:j] for i, j in zip([0, *cuts], [*cuts, len(data)])]
+                for p in pieces:
+                    if to_server:
+                        out, back = s.from_client(p)
+                        up += out
+                        down += back
+                    else:
+                        down += s.from_server(p)
+        return up, down
+
+    whole, chunked = run(False), run(True)
+    assert whole == chunked
+    assert whole[0] == b"".join(client)
+
+
+def test_parse_screens() -> None:
+    [(cmap, visual)] = parse_screens(setup_reply(), E)
+    assert cmap == CMAP and visual is not None and visual.cls == 4 and visual.depth == 24
