@@ -286,3 +286,14 @@ def test_random_chunking_changes_nothing(seed: int) -> None:
 def test_parse_screens() -> None:
     [(cmap, visual)] = parse_screens(setup_reply(), E)
     assert cmap == CMAP and visual is not None and visual.cls == 4 and visual.depth == 24
+
+
+def test_an_error_teaches_nothing() -> None:
+    h = Harness()
+    base = h.s.seq
+    h.send(struct.pack("<BxHI", 17, 2, 0x7FFFFF0))  # GetAtomName of no atom
+    h.server(error(base + 1, code=5))
+    assert h.take() == [(0, (base + 1) & 0xFFFF)]
+    assert 0x7FFFFF0 not in h.cache.atom_names
+    h.send(struct.pack("<BxHI", 17, 2, 0x7FFFFF0))
+    assert h.to_client == b""  # still asked of the server

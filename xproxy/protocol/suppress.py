@@ -634,7 +634,7 @@ class Suppressor:
             final = self._compare(seq, msg)
             msg = b""
         else:
-            if seq in self.learn:
+            if kind == 1 and seq in self.learn:
                 final = self._learn(seq, msg)
             elif seq in self.partial:
                 final = msg[1] == 0

@@ -1,0 +1,135 @@
+"""X over a slow link, end to end on loopback: export, `run --to xproxy://...` through a delaying
+relay, a real Xvfb and real X programs. Suppression keeps sequence numbers exact (a client that
+checks every one), `--verify-cache` finds no mismatch on real programs, one flooding client does
+not stop another on the same link, and what a link loss does. No timing is asserted here
+(benchmarks/wan.py measures)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ..support.wanlab import ROOT, WanLab
+from ..support.xserver import require
+from .test_serve import normalise_xdpyinfo
+
+pytestmark = pytest.mark.timeout(120)
+
+SEQCHECK = [sys.executable, os.path.join(ROOT, "tests", "xproxy", "seqcheck_client.py")]
+
+
+@pytest.fixture(scope="module")
+def lab():
+    require("Xvfb")
+    with WanLab(delay_ms=1) as lab:
+        yield lab
+
+
+def result(run: subprocess.CompletedProcess) -> dict:
+    assert run.returncode == 0, run.stderr[-2000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def test_every_sequence_number_exact_with_answers_errors_and_events_interleaved(lab) -> None:
+    direct = result(subprocess.run(SEQCHECK, env=lab.display_env, capture_output=True,
+                                   text=True, timeout=60))
+    assert direct["ok"], direct
+    first = result(lab.run(SEQCHECK))  # learns atoms, extension, colours
+    second = result(lab.run(SEQCHECK))  # answered from the cache
+    for r in (first, second):
+        assert r["ok"], r
+        assert (r["replies"], r["errors"], r["events"]) == \
+            (direct["replies"], direct["errors"], direct["events"])
+    stats = lab.agent_stats()
+    assert stats["answered"] > 0 and stats["held"] > 0  # both paths were taken
+    assert stats["mismatches"] == 0, stats["mismatch_log"]
+
+
+def _programs() -> list[tuple[str, list[str]]]:
+    return [
+        ("xdpyinfo", ["xdpyinfo"]),
+        ("xterm", ["xterm", "-e", "true"]),
+        ("xlogo", ["sh", "-c", "xlogo & p=$!; sleep 1.5; kill $p"]),
+        ("x11perf", ["x11perf", "-repeat", "1", "-time", "1", "-prop"]),
+    ]
+
+
+def test_verify_cache_on_real_programs_finds_no_mismatch(lab) -> None:
+    for prog in ("xdpyinfo", "xterm", "xlogo", "x11perf"):
+        require(prog)
+    outputs = {}
+    for name, argv in _programs():  # fills the display host's cache
+        r = lab.run(argv)
+        assert r.returncode == 0, (name, r.stderr[-1000:])
+        outputs[name] = r.stdout
+    for name, argv in _programs():  # every known answer compared with the server's
+        r = lab.run(argv, "--verify-cache")
+        assert r.returncode == 0, (name, r.stderr[-1000:])
+        assert re.search(r"verify-cache: \d+ answers compared with the server's, 0 mismatches",
+                         r.stderr), r.stderr[-1000:]
+        if name == "xdpyinfo":
+            assert r.stdout == outputs[name]
+    stats = lab.agent_stats("--verify-cache")
+    assert stats["compared"] > 200, stats  # xterm alone has 212 AllocColor
+    assert stats["mismatches"] == 0, stats["mismatch_log"]
+    normal = lab.agent_stats()
+    assert normal["mismatches"] == 0, normal["mismatch_log"]
+    assert normal["link_wire_in"] < normal["link_raw_in"]  # compression did something
+
+
+def test_xdpyinfo_same_through_suppression_as_direct(lab) -> None:
+    direct = subprocess.run(["xdpyinfo"], env=lab.display_env, capture_output=True, text=True,
+                            timeout=30).stdout
+    lab.run(["xdpyinfo"])
+    via = lab.run(["xdpyinfo"])
+    assert via.returncode == 0
+    assert normalise_xdpyinfo(via.stdout) == normalise_xdpyinfo(direct)
+
+
+FLOOD = r"""
+import os, socket, struct, sys, time
+sys.path.insert(0, %r)
+from xproxy import xauthfile
+from xproxy.protocol.display import parse_display
+d = parse_display(os.environ["DISPLAY"]); e = xauthfile.lookup_for_display(d)
+s = socket.socket(socket.AF_UNIX); s.connect(d.socket_path)
+pad = lambda b: b + b"\0" * (-len(b) %% 4)
+s.sendall(struct.pack("<BxHHHH2x", 0x6C, 11, 0, len(e.name), len(e.data)) + pad(e.name) + pad(e.data))
+head = s.recv(8, socket.MSG_WAITALL); setup = head + s.recv(4 * struct.unpack_from("<H", head, 6)[0], socket.MSG_WAITALL)
+vl, = struct.unpack_from("<H", setup, 24); root, = struct.unpack_from("<I", setup, 40 + vl + (-vl %% 4) + 8 * setup[29])
+# GetImage of 400x400 of the root, 100 times, never reading the 64 MB of replies
+req = struct.pack("<BBHIhhHHI", 73, 2, 5, root, 0, 0, 400, 400, 0xFFFFFFFF)
+s.setblocking(False)
+sent = 0
+for _ in range(100):
+    try:
+        s.send(req); sent += 1
+    except BlockingIOError:
+        break
+print("flooding", sent, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_flooding_client_does_not_stop_another_on_the_same_link(lab, tmp_path) -> None:
+    script = tmp_path / "flood.py"
+    script.write_text(FLOOD % ROOT)
+    flood = subprocess.Popen(lab.run_argv([sys.executable, str(script)]), env=lab.app_env,
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = flood.stdout.readline()  # type: ignore[union-attr]
+        assert line.startswith("flooding"), flood.stderr.read()  # type: ignore[union-attr]
+        time.sleep(0.5)  # replies pile up: the flooder's channel window is spent
+        r = lab.run(["xdpyinfo"], timeout=60)  # the same agent, the same link
+        assert r.returncode == 0, r.stderr[-1000:]
+        assert "number of screens" in r.stdout
+    finally:
+        flood.send_signal(signal.SIGTERM)
+        flood.wait(10)
