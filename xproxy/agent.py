@@ -73,7 +73,7 @@ def _write_json(path: str, data: Any) -> None:
 class _Bridge(protocol.Protocol):
     """A local connection to the agent's socket, joined to a new channel of the link."""
 
-    def __init__(self, agent: "LinkAgent") -> None:
+    def __init__(self, agent: LinkAgent) -> None:
         self.agent = agent
         self.channel: ChannelTransport | None = None
         self.sup: Suppressor | None = None

@@ -9,10 +9,11 @@ import contextlib
 import hashlib
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from twisted.internet import defer, protocol
+from twisted.internet import protocol
 from twisted.internet.endpoints import SSL4ServerEndpoint, clientFromString
 from twisted.logger import Logger
 
