@@ -38,7 +38,7 @@ class Counters:
 class _Pipe:
     """One direction: delays each chunk, then writes it to `out` in order."""
 
-    def __init__(self, relay: "DelayRelay", upward: bool) -> None:
+    def __init__(self, relay: DelayRelay, upward: bool) -> None:
         self.relay = relay
         self.upward = upward
         self.out: Any = None
@@ -78,7 +78,7 @@ class _Pipe:
 
 
 class _Target(protocol.Protocol):
-    def __init__(self, front: "_Front") -> None:
+    def __init__(self, front: _Front) -> None:
         self.front = front
 
     def connectionMade(self) -> None:
@@ -95,7 +95,7 @@ class _Target(protocol.Protocol):
 
 
 class _Front(protocol.Protocol):
-    def __init__(self, relay: "DelayRelay") -> None:
+    def __init__(self, relay: DelayRelay) -> None:
         self.relay = relay
         self.up = _Pipe(relay, True)
         self.down = _Pipe(relay, False)

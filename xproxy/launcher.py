@@ -9,15 +9,15 @@ with a fresh cookie in a private Xauthority file, so commands never see another'
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from twisted.internet import defer, task
 from twisted.logger import Logger

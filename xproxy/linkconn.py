@@ -9,7 +9,8 @@ local socket is backed up), in which case the credit waits for resumeProducing.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet import protocol
 from twisted.internet.interfaces import IHandshakeListener, IPushProducer, ITransport
@@ -33,7 +34,7 @@ class ChannelTransport:
     disconnecting = False
     connected = True
 
-    def __init__(self, link: "LinkProtocol", channel: int) -> None:
+    def __init__(self, link: LinkProtocol, channel: int) -> None:
         self.link = link
         self.channel = channel
         self.protocol: protocol.Protocol | None = None
@@ -139,10 +140,10 @@ class LinkProtocol(protocol.Protocol):
 
     def __init__(
         self,
-        on_handshake: Callable[["LinkProtocol"], dict[str, Any]],
-        on_hello: Callable[["LinkProtocol", dict[str, Any]], None] | None = None,
-        on_open: Callable[["LinkProtocol", ChannelTransport, dict[str, Any]], None] | None = None,
-        on_lost: Callable[["LinkProtocol", Failure], None] | None = None,
+        on_handshake: Callable[[LinkProtocol], dict[str, Any]],
+        on_hello: Callable[[LinkProtocol, dict[str, Any]], None] | None = None,
+        on_open: Callable[[LinkProtocol, ChannelTransport, dict[str, Any]], None] | None = None,
+        on_lost: Callable[[LinkProtocol, Failure], None] | None = None,
         compress_level: int | None = None,
     ) -> None:
         self.core = Link(compress_level=compress_level)
