@@ -120,8 +120,10 @@ class WanLab:
         self.export_port = int(line.split("port=")[1].split()[0])
         self.link_relay = self.relay(f"127.0.0.1:{self.export_port}", "link")
 
-    def relay(self, target: str, name: str, listen: str = "127.0.0.1:0") -> Relay:
-        r = Relay(target, self.delay_ms, self.work, name, listen, self.rate_kbit)
+    def relay(self, target: str, name: str, listen: str = "127.0.0.1:0",
+              delay_ms: float | None = None) -> Relay:
+        r = Relay(target, self.delay_ms if delay_ms is None else delay_ms, self.work, name, listen,
+                  self.rate_kbit)
         self.relays.append(r)
         return r
 
@@ -129,45 +131,52 @@ class WanLab:
     def target(self) -> str:
         return f"xproxy://127.0.0.1:{self.link_relay.port}"
 
-    def run_argv(self, command: list[str], *flags: str) -> list[str]:
-        return [*XPROXY, "run", "--to", self.target, *flags, "--", *command]
+    def run_argv(self, command: list[str], *flags: str, via: Relay | None = None) -> list[str]:
+        target = f"xproxy://127.0.0.1:{via.port}" if via is not None else self.target
+        return [*XPROXY, "run", "--to", target, *flags, "--", *command]
 
-    def run(self, command: list[str], *flags: str, timeout: float = 120,
+    def run(self, command: list[str], *flags: str, timeout: float = 120, via: Relay | None = None,
             **kw: Any) -> subprocess.CompletedProcess:
         kw.setdefault("capture_output", True)
         kw.setdefault("text", True)
-        return subprocess.run(self.run_argv(command, *flags), env=self.app_env, cwd=ROOT,
+        return subprocess.run(self.run_argv(command, *flags, via=via), env=self.app_env, cwd=ROOT,
                               timeout=timeout, **kw)
 
-    def plain_env(self) -> dict[str, str]:
+    def plain_env(self, delay_ms: float | None = None) -> dict[str, str]:
         """DISPLAY=127.0.0.1:N with the X server's TCP port behind a delaying relay."""
-        if not hasattr(self, "_plain"):
+        return self.plain(delay_ms)[1]
+
+    def plain(self, delay_ms: float | None = None) -> tuple[Relay, dict[str, str]]:
+        key = self.delay_ms if delay_ms is None else delay_ms
+        if not hasattr(self, "_plains"):
+            self._plains: dict[float, tuple[Relay, dict[str, str]]] = {}
+        if key not in self._plains:
             assert self.xvfb is not None
             for number in range(200, 400):
                 try:
-                    relay = self.relay(f"127.0.0.1:{6000 + self.xvfb.display}", "plain",
-                                       listen=f"127.0.0.1:{6000 + number}")
+                    relay = self.relay(f"127.0.0.1:{6000 + self.xvfb.display}", f"plain{number}",
+                                       listen=f"127.0.0.1:{6000 + number}", delay_ms=key)
                     break
                 except RuntimeError:
                     continue
             else:
                 raise RuntimeError("no free TCP display number for the plain relay")
-            auth = os.path.join(self.work, "plain.auth")
+            auth = os.path.join(self.work, f"plain{number}.auth")
             shutil.copy(self.xvfb.xauthority, auth)
             subprocess.run(["xauth", "-f", auth, "add", f"127.0.0.1:{number}",
                             "MIT-MAGIC-COOKIE-1", self.xvfb.cookie.hex()], check=True,
                            capture_output=True)
-            self._plain = (relay, dict(self.app_env, DISPLAY=f"127.0.0.1:{number}",
-                                       XAUTHORITY=auth))
-        return self._plain[1]
+            self._plains[key] = (relay, dict(self.app_env, DISPLAY=f"127.0.0.1:{number}",
+                                             XAUTHORITY=auth))
+        return self._plains[key]
 
     @property
     def plain_relay(self) -> Relay:
-        self.plain_env()
-        return self._plain[0]
+        return self.plain()[0]
 
-    def agent_stats(self, *flags: str) -> dict[str, Any]:
+    def agent_stats(self, *flags: str, via: Relay | None = None) -> dict[str, Any]:
         """The counters of the link agent that `run` with these flags uses."""
+        port = (via or self.link_relay).port
         from xproxy.launcher import LinkMode
 
         mode = LinkMode(suppress="--no-suppress" not in flags, verify="--verify-cache" in flags,
@@ -175,8 +184,8 @@ class WanLab:
                         if "--compress-level" in flags else 3)
         code = (f"import os; os.environ['XDG_RUNTIME_DIR']={self.app_env['XDG_RUNTIME_DIR']!r};"
                 "from xproxy.agent import agent_socket_path; from xproxy.launcher import LinkMode;"
-                f"print(agent_socket_path('127.0.0.1', {self.link_relay.port}, "
-                f"'127.0.0.1:{self.link_relay.port}', {mode.key!r}))")
+                f"print(agent_socket_path('127.0.0.1', {port}, "
+                f"'127.0.0.1:{port}', {mode.key!r}))")
         path = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                               cwd=ROOT, check=True).stdout.strip()
         deadline = time.monotonic() + 5
