@@ -133,3 +133,30 @@ def test_a_flooding_client_does_not_stop_another_on_the_same_link(lab, tmp_path)
     finally:
         flood.send_signal(signal.SIGTERM)
         flood.wait(10)
+
+
+def test_link_loss_ends_its_clients_cleanly_and_the_next_run_starts_warm(lab) -> None:
+    """What a link loss does today (no resumption yet): the X clients on it see their
+    connection close (as with a server that went away) and `run` returns; the agent exits;
+    the next `run` makes a new link, and the display host's cache, kept on disk, answers at
+    once."""
+    lab.run(["xdpyinfo"])  # the cache knows xdpyinfo's answers
+    require("xdotool")
+    long = subprocess.Popen(lab.run_argv(["xlogo"]), env=lab.app_env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while subprocess.run(["xdotool", "search", "--onlyvisible", "--class", "XLogo"],
+                             env=lab.display_env, capture_output=True).returncode != 0:
+            assert time.monotonic() < deadline, "xlogo did not map"
+            time.sleep(0.1)
+        lab.link_relay.drop()
+        assert long.wait(30) != 0  # xlogo: "connection to the X server lost"
+    finally:
+        if long.poll() is None:
+            long.kill()
+            long.wait()
+    r = lab.run(["xdpyinfo"])
+    assert r.returncode == 0, r.stderr[-1000:]
+    stats = lab.agent_stats()
+    assert stats["answered"] > 0 and stats["mismatches"] == 0
