@@ -24,7 +24,6 @@ import argparse
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -139,12 +138,12 @@ def main() -> int:
                 plain_relay, plain_env = lab.plain(one_way)
                 link = lab.relay(f"127.0.0.1:{lab.export_port}", f"link{rtt}", delay_ms=one_way)
                 paths: dict[str, tuple[Relay, Callable[[list[str]], tuple[list[str], dict]]]] = {
-                    "plain X": (plain_relay, lambda argv: (argv, plain_env)),
+                    "plain X": (plain_relay, lambda argv, e=plain_env: (argv, e)),
                 }
                 if not isinstance(ssh, str):
                     sport, wrap = ssh
                     srelay = lab.relay(f"127.0.0.1:{sport}", f"ssh{rtt}", delay_ms=one_way)
-                    paths["ssh -X"] = (srelay, lambda argv, r=srelay: (wrap(r, argv), display_env))
+                    paths["ssh -X"] = (srelay, lambda argv, r=srelay, w=wrap: (w(r, argv), display_env))
                 for name, flags in (("xproxy link", ("--no-suppress",)),
                                     ("xproxy suppress", ())):
                     paths[name] = (link, lambda argv, f=flags, r=link: (
