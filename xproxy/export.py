@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import protocol
-from twisted.internet.endpoints import SSL4ServerEndpoint, clientFromString
+from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.logger import Logger
 
 from . import xauthfile
@@ -24,7 +24,7 @@ from .protocol.connection import AuthPolicy
 from .protocol.display import parse_display
 from .protocol.extensions import ExtensionPolicy
 from .relay import ProxyFactory
-from .server import upstream_endpoint_string
+from .server import client_endpoint
 from .tls import ServerContextFactory
 
 log = Logger(namespace="xproxy.export")
@@ -147,7 +147,7 @@ class ExportServer:
         found = xauthfile.lookup_for_display(target, xauthority)
         auth = AuthPolicy(None, found.name, found.data) if found else AuthPolicy(None)
         self.factory = ProxyFactory(
-            clientFromString(self.reactor, upstream_endpoint_string(target)),
+            client_endpoint(self.reactor, target),
             self.options.display, auth,
             ExtensionPolicy.from_options(self.options.hide_ext, self.options.allow_ext),
             on_client_done=self.options.on_client_done, observers=self.options.observers,

@@ -14,7 +14,7 @@ from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ServerEndpoint, UNIXServerEndpoint, clientFromString
 from twisted.logger import Logger
 
-from . import display_socket, xauthfile
+from . import aiotransport, display_socket, xauthfile
 from .protocol.connection import AuthPolicy
 from .protocol.display import DisplayName, parse_display
 from .protocol.extensions import ExtensionPolicy
@@ -45,6 +45,21 @@ class ServeOptions:
 
 class StartError(RuntimeError):
     """The proxy cannot start; the message says why."""
+
+
+def client_endpoint(reactor, target: DisplayName | None, endpoint: str | None = None):  # type: ignore[no-untyped-def]
+    """Where the relay connects upstream: on the event loop's own transports when the reactor
+    is the asyncio one (see aiotransport.py), else a Twisted endpoint."""
+    loop = aiotransport.event_loop(reactor)
+    if loop is not None:
+        if target is not None and endpoint is None:
+            if target.is_local:
+                return aiotransport.ClientEndpoint(loop, path=target.socket_path)
+            return aiotransport.ClientEndpoint(loop, host=target.host, port=target.tcp_port)
+        if endpoint is not None and endpoint.startswith("unix:path="):
+            return aiotransport.ClientEndpoint(loop, path=endpoint[len("unix:path="):])
+    assert target is not None or endpoint is not None
+    return clientFromString(reactor, endpoint or upstream_endpoint_string(target))  # type: ignore[arg-type]
 
 
 def upstream_endpoint_string(target: DisplayName) -> str:
@@ -116,9 +131,7 @@ class ProxyServer:
         policy = ExtensionPolicy.from_options(self.options.hide_ext, self.options.allow_ext)
         if "MIT-SHM" in self.options.allow_ext and not (self.target and self.target.is_local):
             log.warn("MIT-SHM allowed for a remote target: clients using it will fail")
-        upstream = clientFromString(
-            self.reactor, self.options.upstream_endpoint or upstream_endpoint_string(self.target)
-        )
+        upstream = client_endpoint(self.reactor, self.target, self.options.upstream_endpoint)
         self.factory = ProxyFactory(upstream, self.options.target, auth, policy,
                                     on_client_done=self.options.on_client_done,
                                     observers=self.options.observers)
@@ -140,13 +153,20 @@ class ProxyServer:
             break
         assert self.number is not None
         try:
-            unix = UNIXServerEndpoint(self.reactor, display_socket.socket_path(self.number),
-                                      mode=0o777, wantPID=False)
-            self.ports.append(await unix.listen(self.factory))
-            if self.options.tcp:
-                tcp = TCP4ServerEndpoint(self.reactor, 6000 + self.number,
-                                         interface=self.options.tcp_interface)
-                self.ports.append(await tcp.listen(self.factory))
+            path = display_socket.socket_path(self.number)
+            loop = aiotransport.event_loop(self.reactor)
+            if loop is not None:
+                self.ports.append(await aiotransport.listen_unix(loop, path, self.factory))
+                if self.options.tcp:
+                    self.ports.append(await aiotransport.listen_tcp(
+                        loop, 6000 + self.number, self.factory, self.options.tcp_interface))
+            else:
+                unix = UNIXServerEndpoint(self.reactor, path, mode=0o777, wantPID=False)
+                self.ports.append(await unix.listen(self.factory))
+                if self.options.tcp:
+                    tcp = TCP4ServerEndpoint(self.reactor, 6000 + self.number,
+                                             interface=self.options.tcp_interface)
+                    self.ports.append(await tcp.listen(self.factory))
             self.entry = XauthEntry(FAMILY_LOCAL, socket.gethostname().encode(),
                                     str(self.number).encode(), MIT_MAGIC_COOKIE_1, self.cookie)
             entry = self.entry

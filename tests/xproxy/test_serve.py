@@ -283,3 +283,39 @@ def test_flood_then_disconnect_mid_request(start_proxy):
     sock.close()
     time.sleep(0.2)
     assert run(["xdpyinfo"], proxy.env).returncode == 0
+
+
+def test_a_client_flooding_a_stopped_server_is_held_back(start_proxy, xvfb):
+    """Backpressure: with the X server stopped, the proxy stops reading the flooding client
+    once its buffers are full, instead of buffering the flood; all is delivered on SIGCONT."""
+    proxy = start_proxy()
+    sock = raw_connect(proxy, "<")
+    read_setup_reply(sock, "<")
+    noop = struct.pack("<BBH", 127, 0, 65535) + b"\0" * (65535 * 4 - 4)
+    sock.setblocking(False)
+    sent, pending, stalled_since = 0, memoryview(noop), None
+    os.kill(xvfb.process.pid, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and sent < 256 * 2**20:
+            try:
+                n = sock.send(pending)
+                sent += n
+                pending = pending[n:] or memoryview(noop)
+                stalled_since = None
+            except BlockingIOError:
+                stalled_since = stalled_since or time.monotonic()
+                if time.monotonic() - stalled_since > 1.0:
+                    break
+                time.sleep(0.01)
+        assert stalled_since is not None, f"the proxy kept reading: {sent} bytes accepted"
+        assert sent < 64 * 2**20
+    finally:
+        os.kill(xvfb.process.pid, signal.SIGCONT)
+    sock.setblocking(True)
+    sock.settimeout(30)
+    sock.sendall(pending)
+    sock.sendall(struct.pack("<BBH", 43, 0, 1))  # GetInputFocus
+    reply = recv_exactly(sock, 32)
+    assert reply[0] == 1
+    sock.close()
