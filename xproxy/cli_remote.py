@@ -129,7 +129,7 @@ def _instruments(reactor, args, open_trace):  # type: ignore[no-untyped-def]
 
 
 async def export(reactor, args, running, open_trace) -> int:  # type: ignore[no-untyped-def]
-    from .export import ExportError, ExportOptions, ExportServer
+    from .export import ExportOptions, ExportServer
     from .metrics import listen_metrics
 
     await running(reactor)
