@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,9 @@ from dataclasses import dataclass
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tests.support.wanlab import Relay, WanLab  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sshlab import start_sshd  # noqa: E402
 
 PROGRAMS: dict[str, tuple[list[str], str | None]] = {
     "xterm": (["xterm", "-e", "true"], None),
@@ -78,38 +80,15 @@ def timed(argv: list[str], env: dict[str, str], window_class: str | None,
 
 
 def ssh_setup(lab: WanLab, work: str) -> tuple[int, Callable[[Relay, list[str]], list[str]]] | str:
-    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
-    if not os.path.exists(sshd) or not shutil.which("ssh"):
-        return "openssh is not installed"
-    if os.geteuid() != 0:
-        return "ssh -X needs a private sshd, which this benchmark runs only as root"
-    os.makedirs("/run/sshd", exist_ok=True)
-    hostkey, userkey = os.path.join(work, "hostkey"), os.path.join(work, "userkey")
-    for key in (hostkey, userkey):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
-    shutil.copy(userkey + ".pub", os.path.join(work, "authorized_keys"))
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    config = os.path.join(work, "sshd_config")
-    with open(config, "w") as f:
-        f.write(f"Port {port}\nListenAddress 127.0.0.1\nHostKey {hostkey}\n"
-                f"AuthorizedKeysFile {work}/authorized_keys\nPermitRootLogin yes\n"
-                "PasswordAuthentication no\nUsePAM no\nX11Forwarding yes\nX11UseLocalhost yes\n"
-                f"X11DisplayOffset 300\nXAuthLocation /usr/bin/xauth\nStrictModes no\n"
-                f"PidFile {work}/sshd.pid\n")
-    proc = subprocess.Popen([sshd, "-D", "-e", "-f", config], stderr=subprocess.DEVNULL)
-    lab.extra_procs = [proc]
-    time.sleep(0.5)
-    known = os.path.join(work, "known_hosts")
+    sshd = start_sshd(work)
+    if isinstance(sshd, str):
+        return sshd
+    lab.extra_procs = [sshd.process]
 
     def wrap(relay: Relay, argv: list[str]) -> list[str]:
-        return ["ssh", "-X", "-T", "-p", str(relay.port), "-i", userkey, "-o", "BatchMode=yes",
-                "-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={known}",
-                "-o", "LogLevel=ERROR", "root@127.0.0.1", " ".join(argv)]
+        return sshd.ssh_argv(argv, port=relay.port)
 
-    return port, wrap
+    return sshd.port, wrap
 
 
 def main() -> int:

@@ -31,6 +31,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from xproxy import display_socket, xauthfile  # noqa: E402
 from xproxy.xvfb import Xvfb, start_xvfb  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sshlab import start_sshd  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_TESTS = ["-prop", "-getimage10", "-noop", "-rect10", "-putimage100", "-getimage100"]
 
@@ -98,51 +101,15 @@ def xtrace_path(xvfb: Xvfb, work: str) -> Path | str:
 
 
 def ssh_path(xvfb: Xvfb, work: str) -> Path | str:
-    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
-    if not os.path.exists(sshd) or not shutil.which("ssh"):
-        return "openssh-server/openssh-client are not installed"
-    if os.geteuid() != 0:
-        return "ssh -X needs a private sshd, which this benchmark runs only as root"
-    os.makedirs("/run/sshd", exist_ok=True)
-    hostkey, userkey = os.path.join(work, "hostkey"), os.path.join(work, "userkey")
-    for key in (hostkey, userkey):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
-    shutil.copy(userkey + ".pub", os.path.join(work, "authorized_keys"))
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    config = os.path.join(work, "sshd_config")
-    with open(config, "w") as f:
-        f.write(f"""Port {port}
-ListenAddress 127.0.0.1
-HostKey {hostkey}
-AuthorizedKeysFile {work}/authorized_keys
-PermitRootLogin yes
-PasswordAuthentication no
-UsePAM no
-X11Forwarding yes
-X11UseLocalhost yes
-X11DisplayOffset 300
-XAuthLocation /usr/bin/xauth
-StrictModes no
-PidFile {work}/sshd.pid
-""")
-    p = subprocess.Popen([sshd, "-D", "-e", "-f", config], stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
-    known = os.path.join(work, "known_hosts")
-
-    def wrap(argv: list[str]) -> list[str]:
-        return ["ssh", "-X", "-T", "-p", str(port), "-i", userkey, "-o", "BatchMode=yes",
-                "-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={known}",
-                "-o", "LogLevel=ERROR", "root@127.0.0.1", " ".join(argv)]
-
-    check = subprocess.run(wrap(["xdpyinfo", "-queryExtensions"]), env=xvfb.env,
+    sshd = start_sshd(work)
+    if isinstance(sshd, str):
+        return sshd
+    check = subprocess.run(sshd.ssh_argv(["xdpyinfo", "-queryExtensions"]), env=xvfb.env,
                            capture_output=True, text=True, timeout=30)
     if check.returncode != 0:
-        p.terminate()
+        sshd.process.terminate()
         return f"ssh -X did not work here: {check.stderr.strip()[:200]}"
-    return Path("ssh -X", dict(xvfb.env), wrap=wrap, processes=[p])
+    return Path("ssh -X", dict(xvfb.env), wrap=sshd.ssh_argv, processes=[sshd.process])
 
 
 def xproxy_path(xvfb: Xvfb, work: str, name: str, extra: list[str]) -> Path | str:
