@@ -4,38 +4,21 @@ from __future__ import annotations
 
 import os
 import secrets
-import selectors
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.ready import wait_ready  # noqa: F401 (used by the tests here)
+
 VENV_BIN = Path(sys.executable).parent
 DISCOVERYD = str(VENV_BIN / "discoveryd")
 DISCOVERY = str(VENV_BIN / "discovery")
 
-
-def wait_ready(proc: subprocess.Popen, timeout: float = 15.0) -> None:
-    """Block until the daemon prints ``ready`` (or fail with its stderr)."""
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if sel.select(0.1):
-            line = proc.stdout.readline()
-            if line.strip() == b"ready":
-                return
-            if not line:
-                break
-        if proc.poll() is not None:
-            break
-    proc.kill()
-    raise AssertionError(f"discoveryd did not become ready: {proc.stderr.read().decode(errors='replace')[-3000:]}")
 
 
 class Daemon:

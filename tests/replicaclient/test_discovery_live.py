@@ -10,12 +10,10 @@ and calls follow.
 from __future__ import annotations
 
 import os
-import selectors
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +23,8 @@ from twisted.internet import task
 
 from demos.kvstore import Get, Put
 from replicaclient import ReplicatedClient
+
+from tests.support.ready import wait_ready
 
 from .processes import ROOT, free_port
 
@@ -36,20 +36,6 @@ def _reactor():
 
     return reactor
 
-
-def _read_ready(proc: subprocess.Popen, what: str, timeout: float = 20.0) -> None:
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if sel.select(0.1):
-            line = proc.stdout.readline()
-            if line.strip() == b"ready":
-                return
-            if not line:
-                break
-    proc.kill()
-    raise AssertionError(f"{what} did not become ready")
 
 
 class Live:
@@ -65,7 +51,7 @@ class Live:
                               "--state-dir", str(self.base / "state")],
                              stdout=subprocess.PIPE, stderr=open(self.base / "discoveryd.log", "ab"))  # noqa: SIM115
         self.procs["discoveryd"] = p
-        _read_ready(p, "discoveryd")
+        wait_ready(p, "discoveryd", timeout=20)
 
     def start_replica(self, name: str) -> None:
         port = free_port()
@@ -74,7 +60,7 @@ class Live:
                              stderr=open(self.base / f"{name}.log", "ab"))  # noqa: SIM115
         self.procs[name] = p
         self.ports[name] = port
-        _read_ready(p, f"replica {name}")
+        wait_ready(p, f"replica {name}", timeout=20)
         err = (self.base / f"{name}.log").read_text()
         assert "not registered" not in err, err  # kvstore warns, and serves on, when registering fails
 
