@@ -1,19 +1,28 @@
 """replicaclient against one plain AMP connection, on loopback with real replica processes.
 
-1. Overhead: sequential Get latency through the stub vs one plain ``amp.AMP``.
+1. Overhead: sequential calls through the stub vs one plain ``amp.AMP`` connection to the
+   same kind of replica process (``demos.kvstore serve``), on the same reactor, in the same
+   process. Every path runs once per round, in a rotated order; a round measures wall time
+   per call (median of its calls), this process's CPU time per call, and the replica
+   processes' CPU time per call. The overhead of a path is its figure minus plain AMP's
+   *in the same round*; the table shows the median over rounds (and the range).
 2. Tail: three replicas answering in ~1 ms, one of them 10x slower on 5% of its calls;
    p50/p99/p99.9 with and without hedging, and the extra requests hedging cost.
 3. Throughput: calls per second with 32 calls in flight, stub (3 replicas) vs plain.
 
 Targets (issue 5): overhead < 100 µs per call; hedging cuts p99 by >= 50% for <= 5%
-extra requests. Run: .venv/bin/python benchmarks/replica.py
+extra requests. Run: .venv/bin/python benchmarks/replica.py [--rounds 7] [--calls 2000]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import os
+import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +41,10 @@ from demos.kvstore import Get, Put  # noqa: E402
 from replicaclient import First, ReplicatedClient  # noqa: E402
 from tests.replicaclient import processes  # noqa: E402
 
-SEQUENTIAL = 3000
 TAIL_CALLS = 4000
 THROUGHPUT_CALLS = 6000
 IN_FLIGHT = 32
+TICK = os.sysconf("SC_CLK_TCK")
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -43,18 +52,32 @@ def pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.5) - 1))]
 
 
-CPU: dict[str, float] = {}
+def process_cpu(pids: list[int]) -> float:
+    """User + system CPU seconds of other processes (the replicas), from /proc."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / TICK
 
 
-async def sequential(call: Any, n: int, label: str = "") -> list[float]:
+async def sequential(call: Callable[[], Any], n: int) -> list[float]:
     out = []
-    cpu = time.process_time()
     for _ in range(n):
         start = time.perf_counter()
         await call()
         out.append(time.perf_counter() - start)
-    CPU[label] = (time.process_time() - cpu) / n
     return out
+
+
+async def measure(call: Callable[[], Any], n: int, pids: list[int]) -> dict[str, float]:
+    """One round of one path: wall (median and mean), client CPU and replica CPU per call."""
+    await sequential(call, 100)  # warm up (connections, latency windows, caches)
+    cpu, replicas = time.process_time(), process_cpu(pids)
+    lat = await sequential(call, n)
+    return {"wall": statistics.median(lat), "mean": statistics.fmean(lat),
+            "cpu": (time.process_time() - cpu) / n,
+            "server": (process_cpu(pids) - replicas) / n}
 
 
 async def throughput(call: Any, n: int, in_flight: int) -> float:
@@ -74,60 +97,122 @@ async def plain_connection(reactor: Any, endpoint: str) -> amp.AMP:
     return await connectProtocol(clientFromString(reactor, endpoint), amp.AMP())
 
 
-async def run(reactor: Any) -> None:
+def rotated(items: list[Any], by: int) -> list[Any]:
+    by %= len(items)
+    return items[by:] + items[:by]
+
+
+async def run(reactor: Any, args: argparse.Namespace) -> None:
+    if "overhead" in args.sections or "throughput" in args.sections:
+        await overhead_and_throughput(reactor, args)
+    if "tail" in args.sections:
+        await tail(reactor)
+
+
+async def overhead_and_throughput(reactor: Any, args: argparse.Namespace) -> None:
     fast = processes.start((), (), ())
+    pids = [r.proc.pid for r in fast]
     try:
         plain = await plain_connection(reactor, fast[0].endpoint)
         await plain.callRemote(Put, key="k", value="v")
+        everyone = [r.endpoint for r in fast]
         stubs = {
-            "stub, 1 replica, first (no hedge)": ReplicatedClient(
+            "1 replica, first (no hedge)": ReplicatedClient(
                 reactor, [fast[0].endpoint], policy=First(hedge=False)),
-            "stub, 3 replicas, first": ReplicatedClient(
-                reactor, [r.endpoint for r in fast], policy="first"),
-            "stub, 3 replicas, vote": ReplicatedClient(
-                reactor, [r.endpoint for r in fast], policy="vote"),
-            "stub, 3 replicas, quorum": ReplicatedClient(
-                reactor, [r.endpoint for r in fast], policy="quorum"),
+            "3 replicas, first": ReplicatedClient(reactor, everyone, policy="first"),
+            "3 replicas, vote": ReplicatedClient(reactor, everyone, policy="vote"),
+            "3 replicas, quorum": ReplicatedClient(reactor, everyone, policy="quorum"),
         }
         for stub in stubs.values():
             await stub.callRemote(Put, key="k", value="v")
-            await sequential(lambda s=stub: s.callRemote(Get, key="k"), 200)  # warm up
-        await sequential(lambda: plain.callRemote(Get, key="k"), 200)
-        base = await sequential(lambda: plain.callRemote(Get, key="k"), SEQUENTIAL, "plain")
-        base_mean = sum(base) / len(base)
-        print(f"\n1. sequential Get, mean of {SEQUENTIAL} (one plain AMP connection = 1.00)")
-        print("   (client CPU: CPU time of this process per call; its overhead is the stub's"
-              " own cost, free of scheduling noise)")
-        print(f"   {'path':40} {'mean µs':>9} {'p50 µs':>8} {'overhead µs':>12} {'ratio':>6}"
-              f" {'client CPU µs':>14} {'CPU overhead':>13}")
-        print(f"   {'plain amp.AMP':40} {base_mean * 1e6:9.0f} {pct(base, .5) * 1e6:8.0f}"
-              f" {'':>12} {1.0:6.2f} {CPU['plain'] * 1e6:14.0f}")
+        # (label, command, call): Put under quorum takes two phases (query, store); a
+        # quorum Get takes one (read; the write-back runs only when tags disagree).
+        paths: list[tuple[str, str, Callable[[], Any]]] = [
+            ("plain amp.AMP", "Get", lambda: plain.callRemote(Get, key="k")),
+            ("plain amp.AMP", "Put", lambda: plain.callRemote(Put, key="k", value="v")),
+        ]
         for name, stub in stubs.items():
-            lat = await sequential(lambda s=stub: s.callRemote(Get, key="k"), SEQUENTIAL, name)
-            mean = sum(lat) / len(lat)
-            print(f"   {name:40} {mean * 1e6:9.0f} {pct(lat, .5) * 1e6:8.0f}"
-                  f" {(mean - base_mean) * 1e6:12.0f} {mean / base_mean:6.2f}"
-                  f" {CPU[name] * 1e6:14.0f} {(CPU[name] - CPU['plain']) * 1e6:13.0f}")
+            paths.append((name, "Get", lambda s=stub: s.callRemote(Get, key="k")))
+        quorum = stubs["3 replicas, quorum"]
+        paths.append(("3 replicas, quorum", "Put",
+                      lambda: quorum.callRemote(Put, key="k", value="v")))
+        first = stubs["3 replicas, first"]
+        before_calls, before_requests = first.metrics.calls, first.metrics.requests
 
-        print(f"\n3. throughput, {IN_FLIGHT} calls in flight, {THROUGHPUT_CALLS} Gets"
-              " (plain = 1.00)")
-        plain_rate = await throughput(lambda: plain.callRemote(Get, key="k"),
-                                      THROUGHPUT_CALLS, IN_FLIGHT)
-        print(f"   {'plain amp.AMP':40} {plain_rate:9.0f} calls/s {1.0:6.2f}")
-        for name, stub in stubs.items():
-            if "1 replica" in name:
-                continue
-            rate = await throughput(lambda s=stub: s.callRemote(Get, key="k"),
-                                    THROUGHPUT_CALLS, IN_FLIGHT)
-            print(f"   {name:40} {rate:9.0f} calls/s {rate / plain_rate:6.2f}")
+        rounds: list[dict[tuple[str, str], dict[str, float]]] = []
+        if "overhead" in args.sections:
+            for i in range(args.rounds):
+                got = {}
+                for label, command, call in rotated(paths, i):
+                    got[(label, command)] = await measure(call, args.calls, pids)
+                rounds.append(got)
+            report_overhead(rounds, args)
+            calls = first.metrics.calls - before_calls
+            extra = (first.metrics.requests - before_requests - calls) / max(1, calls)
+            print(f"   (3 replicas, first: {extra * 100:.1f}% of calls were hedged or retried)")
+
+        if "throughput" in args.sections:
+            print(f"\n3. throughput, {IN_FLIGHT} calls in flight, {THROUGHPUT_CALLS} Gets,"
+                  f" median of {args.rounds} rounds (plain = 1.00)")
+            rates: dict[str, list[float]] = {}
+            contenders = [("plain amp.AMP", plain)] + [
+                (name, stub) for name, stub in stubs.items() if "1 replica" not in name]
+            for i in range(args.rounds):
+                for name, target in rotated(contenders, i):
+                    rates.setdefault(name, []).append(await throughput(
+                        lambda t=target: t.callRemote(Get, key="k"), THROUGHPUT_CALLS,
+                        IN_FLIGHT))
+            plain_rate = statistics.median(rates["plain amp.AMP"])
+            for name, got in rates.items():
+                rate = statistics.median(got)
+                print(f"   {name:34} {rate:9.0f} calls/s {rate / plain_rate:6.2f}")
         for stub in stubs.values():
             await stub.close()
         plain.transport.loseConnection()
     finally:
         processes.stop(fast)
 
+
+def report_overhead(rounds: list[dict[tuple[str, str], dict[str, float]]],
+                    args: argparse.Namespace) -> None:
+    print(f"\n1. sequential calls: {args.rounds} rounds x {args.calls} calls per path, order"
+          " rotating per round;")
+    print("   wall = median latency of a round's calls; CPU = this process's CPU time per"
+          " call;")
+    print("   replica CPU = all replica processes' CPU per call (/proc, 10 ms ticks);"
+          " overhead = path - plain")
+    print("   AMP (same command) in the same round. Figures: median over rounds [min-max],"
+          " µs per call.")
+    print(f"   {'path':34} {'cmd':4} {'wall':>5} {'wall overhead':>17} {'CPU':>5}"
+          f" {'CPU overhead':>16} {'replica CPU':>11}")
+
+    def cell(values: list[float]) -> str:
+        return (f"{statistics.median(values) * 1e6:5.0f} [{min(values) * 1e6:3.0f}-"
+                f"{max(values) * 1e6:3.0f}]")
+
+    for label, command in rounds[0]:
+        if label != "plain amp.AMP":
+            continue
+        got = [r[(label, command)] for r in rounds]
+        print(f"   {label:34} {command:4} {statistics.median(g['wall'] for g in got) * 1e6:5.0f}"
+              f" {'':17} {statistics.median(g['cpu'] for g in got) * 1e6:5.0f} {'':16}"
+              f" {statistics.median(g['server'] for g in got) * 1e6:11.0f}")
+    for label, command in sorted(rounds[0], key=lambda k: (k[1], k[0])):
+        if label == "plain amp.AMP":
+            continue
+        got = [r[(label, command)] for r in rounds]
+        base = [r[("plain amp.AMP", command)] for r in rounds]
+        wall_over = [g["wall"] - b["wall"] for g, b in zip(got, base, strict=True)]
+        cpu_over = [g["cpu"] - b["cpu"] for g, b in zip(got, base, strict=True)]
+        print(f"   {'stub, ' + label:34} {command:4}"
+              f" {statistics.median(g['wall'] for g in got) * 1e6:5.0f} {cell(wall_over):>17}"
+              f" {statistics.median(g['cpu'] for g in got) * 1e6:5.0f} {cell(cpu_over):>16}"
+              f" {statistics.median(g['server'] for g in got) * 1e6:11.0f}")
+
+
+async def tail(reactor: Any) -> None:
     slow_flags = ("--delay-ms", "1", "--slow-percent", "5", "--slow-ms", "10", "--seed", "1")
-    tail = processes.start(("--delay-ms", "1"), ("--delay-ms", "1"), slow_flags)
+    slow = processes.start(("--delay-ms", "1"), ("--delay-ms", "1"), slow_flags)
     try:
         print(f"\n2. tail: 3 replicas ~1 ms, one 10x slower on 5% of its answers;"
               f" {TAIL_CALLS} sequential Gets")
@@ -136,7 +221,7 @@ async def run(reactor: Any) -> None:
         for name, policy in (("first, no hedging", First(hedge=False)),
                              ("first, hedged at p95", First()),
                              ("first, hedged at p97", First(percentile=0.97))):
-            stub = ReplicatedClient(reactor, [r.endpoint for r in tail], policy=policy)
+            stub = ReplicatedClient(reactor, [r.endpoint for r in slow], policy=policy)
             await stub.callRemote(Put, key="k", value="v")
             await sequential(lambda s=stub: s.callRemote(Get, key="k"), 300)  # learn latency
             before_calls, before_req = stub.metrics.calls, stub.metrics.requests
@@ -152,13 +237,21 @@ async def run(reactor: Any) -> None:
             cut = 1 - pct(results[name], .99) / base99
             print(f"   p99 {name}: {cut * 100:.0f}% lower than without hedging")
     finally:
-        processes.stop(tail)
+        processes.stop(slow)
 
 
-def main(reactor: Any) -> Any:
-    return defer.ensureDeferred(run(reactor))
+def main(reactor: Any, argv: list[str]) -> Any:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=7, help="rounds of the overhead and"
+                        " throughput sections (default 7); figures are medians over rounds")
+    parser.add_argument("--calls", type=int, default=2000,
+                        help="sequential calls per path per round (default 2000)")
+    parser.add_argument("--sections", default="overhead,throughput,tail",
+                        help="comma-separated: overhead, throughput, tail")
+    args = parser.parse_args(argv)
+    args.sections = set(args.sections.split(","))
+    return defer.ensureDeferred(run(reactor, args))
 
 
 if __name__ == "__main__":
-    started = time.perf_counter()
-    task.react(main)
+    task.react(main, [sys.argv[1:]])
