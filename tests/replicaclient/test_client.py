@@ -1,5 +1,7 @@
 """The Twisted adapter against in-process servers on loopback: transparency, bad
-replicas, request ids, deduplication, membership changes, close."""
+replicas, request ids, deduplication, membership changes, close; its own AMP plumbing
+(entries encoded once per call, answers through AMP's public box interfaces) and its one
+reactor timer per client for hedges and deadlines."""
 
 from __future__ import annotations
 
@@ -7,11 +9,13 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, protocol, task
 from twisted.protocols import amp
+from zope.interface.verify import verifyObject
 
 from demos.kvstore import Get, KVStore, Put
 from replicaclient import (
-    ClientClosed, DeadlineExceeded, MembershipFeed, ReplicatedClient, read, write,
+    ClientClosed, DeadlineExceeded, First, MembershipFeed, ReplicatedClient, read, write,
 )
+from replicaclient.client import _ReplicaAMP, _Wakeups, encode_pairs
 from replicaclient.server import ReplicaFactory
 
 
@@ -325,3 +329,143 @@ def test_discovered_services_become_membership_events(monkeypatch):
     unsubscribe()
     assert fake.closed
     assert endpoint_for("h", ("::1",), 5) == "tcp:\\:\\:1:5"
+
+
+# -- the stub's own AMP plumbing and timers
+
+
+def test_encode_pairs_is_amps_own_encoding():
+    assert encode_pairs([(b"k", b"v1"), (b"_ask", b"")]) == b"\x00\x01k\x00\x02v1\x00\x04_ask\x00\x00"
+    box = amp.AmpBox({b"key": b"k" * 300, b"_rc_id": b"abc:1", b"_command": b"Get",
+                      b"_ask": b"r1", b"empty": b""})
+    assert encode_pairs(sorted(box.items())) + b"\x00\x00" == box.serialize()
+    # any order: AMP's parser builds the same box
+    assert amp.parseString(encode_pairs(box.items()) + b"\x00\x00") == [box]
+
+
+def test_encode_pairs_refuses_what_amp_refuses():
+    with pytest.raises(amp.TooLong) as key:
+        encode_pairs([(b"k" * 256, b"v")])
+    assert key.value.isKey and key.value.isLocal
+    with pytest.raises(amp.TooLong) as value:
+        encode_pairs([(b"k", b"v" * 65536)])
+    assert not value.value.isKey and value.value.keyName == b"k"
+    encode_pairs([(b"k" * 255, b"v" * 65535)])  # the limits themselves are allowed
+
+
+def test_the_replica_connection_relies_only_on_amps_public_box_interfaces():
+    """What ``_ReplicaAMP`` builds on; if Twisted changed any of it, this says which."""
+    proto = _ReplicaAMP(owner=None)  # type: ignore[arg-type]
+    verifyObject(amp.IBoxReceiver, proto)  # ampBoxReceived, stopReceivingBoxes
+    assert (amp.ASK, amp.ANSWER, amp.ERROR, amp.COMMAND) == (
+        b"_ask", b"_answer", b"_error", b"_command")
+    assert (amp.ERROR_CODE, amp.ERROR_DESCRIPTION) == (b"_error_code", b"_error_description")
+    assert (amp.MAX_KEY_LENGTH, amp.MAX_VALUE_LENGTH) == (0xFF, 0xFFFF)
+    assert amp.PROTOCOL_ERRORS == {amp.UNHANDLED_ERROR_CODE: amp.UnhandledCommand}
+
+
+class _Sleeper:
+    """Stands for a call: what ``_Wakeups`` reads (seq, wake_at) and calls (wake)."""
+
+    def __init__(self, seq: int, woken: list) -> None:
+        self.seq = seq
+        self.wake_at: float | None = None
+        self.woken = woken
+
+    def at(self, wakeups: _Wakeups, when: float) -> None:
+        if self.wake_at is not None:
+            wakeups.forget()
+        self.wake_at = when
+        wakeups.at(when, self)  # type: ignore[arg-type]
+
+    def finish(self, wakeups: _Wakeups) -> None:
+        self.wake_at = None
+        wakeups.forget()
+
+    def wake(self, now: float) -> None:
+        self.woken.append((self.seq, now))
+
+
+def test_wakeups_wake_live_calls_in_time_order_with_one_reactor_timer():
+    clock = task.Clock()
+    wakeups = _Wakeups(clock)
+    woken: list = []
+    a, b, c, d = (_Sleeper(i, woken) for i in range(4))
+    a.at(wakeups, 3.0)
+    b.at(wakeups, 1.0)
+    c.at(wakeups, 2.0)
+    d.at(wakeups, 2.5)
+    assert len(clock.getDelayedCalls()) == 1
+    c.finish(wakeups)  # finished: never woken
+    d.at(wakeups, 4.0)  # moved: woken once, at its new time
+    clock.advance(1.0)
+    assert woken == [(1, 1.0)]
+    clock.advance(1.0)  # c's old entry: the timer fires, nobody is due
+    assert woken == [(1, 1.0)]
+    clock.advance(1.0)
+    assert woken == [(1, 1.0), (0, 3.0)]
+    clock.advance(1.0)
+    assert woken == [(1, 1.0), (0, 3.0), (3, 4.0)]
+    assert clock.getDelayedCalls() == [] and wakeups.heap == []
+
+
+def test_wakeups_stay_small_when_calls_finish_before_their_time():
+    clock = task.Clock()
+    wakeups = _Wakeups(clock)
+    woken: list = []
+    for seq in range(10000):
+        call = _Sleeper(seq, woken)
+        call.at(wakeups, 10.0 + seq * 0.001)  # a deadline far ahead, as every call has
+        call.finish(wakeups)
+    assert len(wakeups.heap) <= 200
+    assert len(clock.getDelayedCalls()) == 1
+    late = _Sleeper(-1, woken)
+    late.at(wakeups, 5.0)
+    clock.advance(30.0)
+    assert woken == [(-1, 30.0)]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_hedge_answers_for_a_silent_replica(listen):
+    # Unmeasured replicas rank first; the first call (seq 1) goes to the good one, which
+    # then has a measured cost, so every later call goes to the silent one first and
+    # only a hedge (after initial_delay: warmup is never reached) can answer it.
+    silent = listen(raw_factory("silent"))
+    good = listen(ReplicaFactory(Service()))
+    hedged = ReplicatedClient(_reactor(), [silent, good], timeout=10,
+                              policy=First(initial_delay=0.02, warmup=10**6))
+    unhedged = ReplicatedClient(_reactor(), [silent, good], timeout=0.3,
+                                policy=First(hedge=False))
+    try:
+        assert (yield hedged.callRemote(Put, key="k", value="v")) == {}
+        for _ in range(3):
+            assert (yield hedged.callRemote(Get, key="k")) == {"value": "v"}
+        stats = hedged.metrics.replicas
+        assert stats[silent].sent == 3 and stats[silent].answers == 0
+        assert stats[good].hedges_sent == 3 and stats[good].hedges_won == 3
+        # Without hedging the same call waits for the deadline.
+        assert (yield unhedged.callRemote(Get, key="k")) == {"value": "v"}
+        with pytest.raises(DeadlineExceeded):
+            yield unhedged.callRemote(Get, key="k")
+        assert unhedged.metrics.replicas[silent].sent == 1
+    finally:
+        yield defer.gatherResults([hedged.close(), unhedged.close()])
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_value_amp_cannot_carry_fails_the_call_and_sends_nothing(listen):
+    endpoint = listen(ReplicaFactory(Service()))
+    plain = yield _plain(endpoint)
+    stub = ReplicatedClient(_reactor(), [endpoint], policy="first")
+    try:
+        with pytest.raises(amp.TooLong):  # one AMP connection raises at once
+            plain.callRemote(Put, key="k", value="x" * 70000)
+        with pytest.raises(amp.TooLong):  # the stub fails the call
+            yield stub.callRemote(Put, key="k", value="x" * 70000)
+        assert stub._calls == set()
+        assert (yield stub.callRemote(Put, key="k", value="fits")) == {}
+        assert (yield stub.callRemote(Get, key="k")) == {"value": "fits"}
+        assert stub.metrics.replicas[endpoint].sent == 2
+    finally:
+        plain.transport.loseConnection()
+        yield stub.close()
