@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
-
-from twisted.logger import Logger
-
-log = Logger(namespace="xproxy")
 
 
 def install_reactor(loop_name: str = "asyncio"):  # type: ignore[no-untyped-def]
     """The asyncio reactor (DESIGN.md), so zeroconf's asyncio API shares the loop; on
     uvloop's event loop when asked (the relays), which costs less per reactor turn."""
+    import asyncio
     import os
 
     from twisted.internet import asyncioreactor
@@ -119,6 +115,7 @@ def _display_number(text: str) -> int:
 
 async def serve(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
     from twisted.internet import defer
+    from twisted.logger import Logger
 
     from .metrics import listen_metrics
     from .observe import Instruments
@@ -155,8 +152,8 @@ async def serve(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-un
         await server.stop()
         inst.stop()
         assert server.factory is not None
-        log.info("xproxy {name} stopped: {summary}", name=name,
-                 summary=server.factory.totals.summary())
+        Logger(namespace="xproxy").info("xproxy {name} stopped: {summary}", name=name,
+                                        summary=server.factory.totals.summary())
         if not done.called:
             done.callback(0)
 
@@ -242,6 +239,13 @@ def main(reactor, argv: list[str]):  # type: ignore[no-untyped-def]
 def run() -> None:
     argv = sys.argv[1:]
     args = build_parser().parse_args(argv)  # usage errors before the reactor starts
+    if args.command == "run":  # through a link agent, without the reactor when one runs
+        from . import quickrun
+
+        code = quickrun.main(args)
+        if code is not None:
+            sys.stdout.flush()
+            raise SystemExit(code)
     install_reactor("uvloop" if args.command in ("serve", "export") else "asyncio")
     from twisted.internet import task
 

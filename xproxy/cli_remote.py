@@ -7,12 +7,12 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from twisted.internet import defer
-from twisted.logger import Logger
+from .paths import DEFAULT_LINGER
 
-log = Logger(namespace="xproxy")
+if TYPE_CHECKING:
+    from twisted.internet import defer
 
 COMMANDS = ("id", "authorize", "revoke", "export", "run", "displays", "link-agent")
 
@@ -55,6 +55,9 @@ def add_parsers(sub: Any, add_trace_options: Any) -> None:
                    help="compare every cached answer with the server's own and report mismatches")
     p.add_argument("--compress-level", type=int, default=3, metavar="N",
                    help="zstandard level on the link (default 3; 0: off)")
+    p.add_argument("--linger", type=float, default=DEFAULT_LINGER, metavar="SECONDS",
+                   help="when this run starts the link, keep it this long after its last "
+                        f"user (as ssh's ControlPersist; default {DEFAULT_LINGER:g})")
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("program", nargs=argparse.REMAINDER, metavar="-- COMMAND ARGS...")
     p = sub.add_parser("displays", help="list the displays exported on the LAN")
@@ -67,7 +70,7 @@ def add_parsers(sub: Any, add_trace_options: Any) -> None:
     p.add_argument("--trust-name", required=True)
     p.add_argument("--fingerprint", default=None)
     p.add_argument("--socket", required=True)
-    p.add_argument("--linger", type=float, default=5.0)
+    p.add_argument("--linger", type=float, default=DEFAULT_LINGER)
     p.add_argument("--no-suppress", action="store_true")
     p.add_argument("--verify-cache", action="store_true")
     p.add_argument("--compress-level", type=int, default=3)
@@ -78,6 +81,8 @@ def quiet(args: argparse.Namespace) -> bool:
 
 
 def dispatch(reactor, args: argparse.Namespace, running, open_trace) -> defer.Deferred:  # type: ignore[no-untyped-def]
+    from twisted.internet import defer
+
     handler = {"id": ident, "authorize": authorize, "revoke": revoke, "export": export,
                "run": run, "displays": displays, "link-agent": link_agent}[args.command]
     return defer.ensureDeferred(handler(reactor, args, running, open_trace))
@@ -149,6 +154,8 @@ async def export(reactor, args, running, open_trace) -> int:  # type: ignore[no-
     except Exception as err:
         await server.stop()
         _fail(str(err))
+    from twisted.internet import defer
+
     done: defer.Deferred[int] = defer.Deferred()
 
     async def shutdown() -> None:
@@ -164,7 +171,9 @@ async def export(reactor, args, running, open_trace) -> int:  # type: ignore[no-
 
 
 async def run(reactor, args, running, open_trace) -> None:  # type: ignore[no-untyped-def]
-    from .launcher import LinkMode, RunError, run as launch
+    """`run` to a display of this host (exports go through quickrun.py, before the reactor)."""
+    from .launcher import RunError
+    from .launcher import run as launch
 
     command = args.program[1:] if args.program[:1] == ["--"] else args.program
     if not command:
@@ -175,9 +184,7 @@ async def run(reactor, args, running, open_trace) -> None:  # type: ignore[no-un
         code = await launch(reactor, args.target, command,
                             observers=inst.observers if inst else None,
                             on_client_done=inst.client_done if inst else None,
-                            hide_ext=args.hide_ext,
-                            mode=LinkMode(suppress=not args.no_suppress, verify=args.verify_cache,
-                                          compress_level=max(0, args.compress_level)))
+                            hide_ext=args.hide_ext)
     except RunError as err:
         _fail(str(err))
     finally:
@@ -209,20 +216,49 @@ async def displays(reactor, args, running, open_trace) -> None:  # type: ignore[
 
 
 async def link_agent(reactor, args, running, open_trace) -> None:  # type: ignore[no-untyped-def]
+    from twisted.logger import Logger
+
     from .agent import AgentError, LinkAgent
+    from .paths import LinkMode, control_path, name_alias_path
+    from .runservice import RunService
 
     await running(reactor)
     agent = LinkAgent(reactor, args.host, args.port, args.trust_name, args.fingerprint,
                       args.socket, linger=args.linger, suppress=not args.no_suppress,
                       verify=args.verify_cache, compress_level=args.compress_level or None)
+
+    def hold() -> None:  # a run connected: it uses the link even with no X connection open
+        agent.active += 1
+        agent.cancel_linger()
+
+    def release() -> None:
+        agent.active -= 1
+        agent.maybe_linger()
+
+    service = RunService(reactor, args.socket, control_path(args.socket), hold, release,
+                         after_run=agent.save)
+    mode = LinkMode(suppress=not args.no_suppress, verify=args.verify_cache,
+                    compress_level=args.compress_level)
+    alias = name_alias_path(args.trust_name, mode.key) if args.trust_name.startswith("@") else None
     try:
         await agent.start()
+        await service.start()
+        if alias is not None:  # later runs of @NAME find this agent without a lookup
+            tmp = f"{alias}.{os.getpid()}"
+            os.symlink(service.control, tmp)
+            os.replace(tmp, alias)
     except AgentError as err:
+        await service.stop()
         print(f"error: {err}", flush=True)
         raise SystemExit(1) from None
     except Exception as err:
+        await service.stop()
         print(f"error: the link agent failed: {err}", flush=True)
         raise SystemExit(1) from None
     print("ready", flush=True)
     why = await agent.done
-    log.info("link agent for {name} exits: {why}", name=args.trust_name, why=why)
+    if alias is not None and os.path.realpath(alias) == service.control:
+        os.unlink(alias)
+    await service.stop()
+    Logger(namespace="xproxy").info("link agent for {name} exits: {why}",
+                                    name=args.trust_name, why=why)

@@ -3,8 +3,9 @@
 TARGET is `@NAME` (an exported display found through the local discoveryd), `xproxy://HOST:PORT`
 (an export reached directly), or a plain display name (a local relay, as `xproxy serve`).
 For exports, the link to the display host is a shared agent process (see agent.py), started
-by the first `run` that needs it; each `run` puts a proxy display of its own in front of it,
-with a fresh cookie in a private Xauthority file, so commands never see another's cookie.
+by the first `run` that needs it; each `run` gets a proxy display of its own from it (see
+runservice.py and quickrun.py), with a fresh cookie in a private Xauthority file, so commands
+never see another's cookie.
 """
 
 from __future__ import annotations
@@ -16,42 +17,19 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from . import xauthfile
-from .agent import agent_socket_path
 from .child import run_command
 from .export import LINK_SERVICE_TYPE
+from .paths import LinkMode, LinkTarget, RunError, agent_socket_path, control_path, parse_direct
 from .protocol.display import DisplayNameError, parse_display
 from .server import ProxyServer, ServeOptions, StartError
 
 log = Logger(namespace="xproxy.run")
-
-
-class RunError(RuntimeError):
-    """A target that cannot be reached or trusted; the message is for the user."""
-
-
-@dataclass
-class LinkTarget:
-    host: str
-    port: int
-    trust_name: str  # how known_displays remembers it: "@office" or "host:port"
-    fingerprint: str | None  # advertised, when found through discovery
-    label: str
-
-
-def parse_direct(target: str) -> LinkTarget:
-    rest = target[len("xproxy://"):].rstrip("/")
-    host, sep, port = rest.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise RunError(f"{target!r}: expected xproxy://HOST:PORT")
-    host = host.strip("[]")
-    return LinkTarget(host, int(port), f"{host}:{port}", None, target)
 
 
 async def find_display(name: str, reactor, discovery_socket: str | None = None) -> LinkTarget:  # type: ignore[no-untyped-def]
@@ -72,31 +50,8 @@ async def find_display(name: str, reactor, discovery_socket: str | None = None) 
     return LinkTarget(rec.addresses[0], rec.port, f"@{name}", rec.txt.get("fp"), f"@{name}")
 
 
-@dataclass(frozen=True)
-class LinkMode:
-    """How the link agent treats X: round-trip suppression (`verify`: compare every known
-    answer with the server's and give the client the server's), and compression."""
-
-    suppress: bool = True
-    verify: bool = False
-    compress_level: int = 3  # 0: off
-
-    @property
-    def key(self) -> str:
-        if self == LinkMode():
-            return ""  # the default agent keeps issue 6's socket name
-        return f"s{int(self.suppress)}v{int(self.verify)}z{self.compress_level}"
-
-    def argv(self) -> list[str]:
-        out = ["--compress-level", str(self.compress_level)]
-        if not self.suppress:
-            out.append("--no-suppress")
-        if self.verify:
-            out.append("--verify-cache")
-        return out
-
-
-async def ensure_agent(reactor, target: LinkTarget, mode: LinkMode = LinkMode()) -> str:  # type: ignore[no-untyped-def]
+async def ensure_agent(reactor, target: LinkTarget, mode: LinkMode = LinkMode(),  # type: ignore[no-untyped-def]
+                       linger: float | None = None) -> str:
     """The socket of the agent holding the link to `target`, started if none runs yet."""
     path = agent_socket_path(target.host, target.port, target.trust_name, mode.key)
     lock = open(path + ".lock", "w")
@@ -112,6 +67,8 @@ async def ensure_agent(reactor, target: LinkTarget, mode: LinkMode = LinkMode())
         argv = [sys.executable, "-m", "xproxy.cli", "link-agent", "--host", target.host,
                 "--port", str(target.port), "--trust-name", target.trust_name,
                 "--socket", path, *mode.argv()]
+        if linger is not None:
+            argv += ["--linger", str(linger)]
         if target.fingerprint:
             argv += ["--fingerprint", target.fingerprint]
         log_path = path[: -len(".sock")] + ".log"
@@ -146,28 +103,31 @@ def _agent_alive(path: str) -> bool:
         s.close()
 
 
+async def prepare_link(reactor, target: str, mode: LinkMode = LinkMode(),  # type: ignore[no-untyped-def]
+                       linger: float | None = None) -> str:
+    """The control socket of the link agent for `target` (@NAME or xproxy://HOST:PORT),
+    found on the LAN and started if need be: where `xproxy run` asks for its display."""
+    link = (await find_display(target[1:], reactor) if target.startswith("@")
+            else parse_direct(target))
+    return control_path(await ensure_agent(reactor, link, mode, linger))
+
+
 async def run(reactor, target: str, command: list[str],  # type: ignore[no-untyped-def]
               observers: Callable[[int], Any] | None = None,
               on_client_done: Callable[[Any], None] | None = None,
-              hide_ext: list[str] | None = None, mode: LinkMode = LinkMode()) -> int:
+              hide_ext: list[str] | None = None) -> int:
+    """`xproxy run` to a display of this host (a local relay with a cookie of its own);
+    exports are reached through their link agent instead (quickrun.py)."""
     workdir = tempfile.mkdtemp(prefix="xproxy-run-")
     private = os.path.join(workdir, "Xauthority")
     try:
-        if target.startswith("@") or target.startswith("xproxy://"):
-            link = (await find_display(target[1:], reactor) if target.startswith("@")
-                    else parse_direct(target))
-            socket_path = await ensure_agent(reactor, link, mode)
-            options = ServeOptions(target=link.label, xauthority=private,
-                                   upstream_endpoint=f"unix:path={socket_path}",
-                                   upstream_auth=(b"", b""))
-        else:
-            try:
-                display = parse_display(target)
-            except DisplayNameError as err:
-                raise RunError(str(err)) from err
-            found = xauthfile.lookup_for_display(display)
-            options = ServeOptions(target=target, xauthority=private,
-                                   upstream_auth=(found.name, found.data) if found else (b"", b""))
+        try:
+            display = parse_display(target)
+        except DisplayNameError as err:
+            raise RunError(str(err)) from err
+        found = xauthfile.lookup_for_display(display)
+        options = ServeOptions(target=target, xauthority=private,
+                               upstream_auth=(found.name, found.data) if found else (b"", b""))
         options.observers = observers
         options.on_client_done = on_client_done
         options.hide_ext = list(hide_ext or [])
@@ -182,29 +142,9 @@ async def run(reactor, target: str, command: list[str],  # type: ignore[no-untyp
             await server.drain()
         finally:
             await server.stop()
-        if mode.verify and (target.startswith("@") or target.startswith("xproxy://")):
-            report_verify(socket_path + ".stats.json")
         return code
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def report_verify(stats_path: str) -> None:
-    """What `--verify-cache` found: answers compared with the server's, and mismatches."""
-    import json
-
-    try:
-        with open(stats_path) as f:
-            stats = json.load(f)
-    except (OSError, ValueError):
-        print("xproxy: verify-cache: no report from the link agent", file=sys.stderr)
-        return
-    print(f"xproxy: verify-cache: {stats.get('compared', 0)} answers compared with the "
-          f"server's, {stats.get('mismatches', 0)} mismatches (report: {stats_path})",
-          file=sys.stderr)
-    for m in stats.get("mismatch_log", [])[:10]:
-        print(f"xproxy: verify-cache: mismatch in {m['kind']} at sequence {m['seq']}: ours "
-              f"{' '.join(m['ours'])} server {' '.join(m['server'])}", file=sys.stderr)
 
 
 async def displays(reactor, probe: bool = True, discovery_socket: str | None = None) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
