@@ -297,3 +297,105 @@ def test_an_error_teaches_nothing() -> None:
     assert 0x7FFFFF0 not in h.cache.atom_names
     h.send(struct.pack("<BxHI", 17, 2, 0x7FFFFF0))
     assert h.to_client == b""  # still asked of the server
+
+
+def query_extension(name: bytes) -> bytes:
+    n = len(name)
+    padded = name + b"\0" * (-n % 4)
+    return struct.pack("<BxHH2x", 98, 2 + len(padded) // 4, n) + padded
+
+
+def query_extension_reply(seq: int, major: int) -> bytes:
+    return struct.pack("<BBHIBBBB20x", 1, 0, seq & 0xFFFF, 0, 1, major, 0, 0)
+
+
+def ext_request(major: int, minor: int, body: bytes = b"") -> bytes:
+    return struct.pack("<BBH", major, minor, 1 + len(body) // 4) + body
+
+
+def ext_reply(seq: int, payload: bytes = b"") -> bytes:
+    return struct.pack("<BBHI", 1, 0, seq & 0xFFFF, 0) + payload.ljust(24, b"\0")
+
+
+def render_session(h: Harness, client_version: tuple[int, int]) -> tuple[list, int]:
+    """QueryExtension RENDER, QueryVersion, QueryPictFormats: what the client got at once,
+    and the sequence number of QueryPictFormats."""
+    h.send(query_extension(b"RENDER"))
+    if h.to_client == b"":
+        h.server(query_extension_reply(h.s.seq, 139))
+    h.send(ext_request(139, 0, struct.pack("<II", *client_version)))
+    version_seq = h.s.seq
+    h.send(ext_request(139, 1))
+    return h.take(), version_seq
+
+
+def test_extension_versions_and_constant_lists_are_learned_then_answered() -> None:
+    h = Harness()
+    got, v = render_session(h, (0, 11))
+    assert got == [(1, v - 1)]  # only the QueryExtension reply: the rest was not known
+    h.server(ext_reply(v, struct.pack("<II", 0, 11)), ext_reply(v + 1, b"formats"))
+    assert h.take() == [(1, v), (1, v + 1)]
+    h2 = Harness(h.cache)  # another connection: all three answered, nothing waited for
+    got, v2 = render_session(h2, (0, 11))
+    assert got == [(1, v2 - 1), (1, v2), (1, v2 + 1)]
+    assert h2.to_server.count(bytes([139])) >= 2  # still sent, replies swallowed
+    h2.server(query_extension_reply(v2 - 1, 139), ext_reply(v2, struct.pack("<II", 0, 11)),
+              ext_reply(v2 + 1, b"formats"))
+    assert h2.to_client == b"" and h2.cache.stats.mismatches == 0
+
+
+def test_an_extension_answer_depends_on_the_version_the_connection_announced() -> None:
+    h = Harness()
+    _, v = render_session(h, (0, 11))
+    h.server(ext_reply(v, struct.pack("<II", 0, 11)), ext_reply(v + 1, b"formats"))
+    h.take()
+    h2 = Harness(h.cache)
+    got, v = render_session(h2, (0, 5))  # an older client: its own question, its own answer
+    assert got == [(1, v - 1)]
+    h2.server(ext_reply(v, struct.pack("<II", 0, 5)), ext_reply(v + 1, b"no-subpixel"))
+    assert h2.take() == [(1, v), (1, v + 1)]
+
+
+def test_other_extension_requests_go_to_the_server_and_are_barriers() -> None:
+    h = Harness()
+    _, v = render_session(h, (0, 11))
+    h.server(ext_reply(v, struct.pack("<II", 0, 11)), ext_reply(v + 1, b"formats"))
+    warm_atoms(h, {b"A": 300})
+    base = h.s.seq
+    h.send(ext_request(139, 4, struct.pack("<IIII", 1, 2, 3, 4)))  # CreatePicture: may fail
+    h.send(intern(b"A"))
+    assert h.to_client == b""  # held behind it
+    h.server(error(base + 1, 143))
+    assert h.take() == [(0, (base + 1) & 0xFFFF), (1, (base + 2) & 0xFFFF)]
+
+
+def test_an_extension_error_teaches_nothing() -> None:
+    h = Harness()
+    _, v = render_session(h, (0, 11))
+    h.server(error(v, 1), ext_reply(v + 1, b"formats"))
+    h.take()
+    h2 = Harness(h.cache)
+    got, v = render_session(h2, (0, 11))
+    assert got == [(1, v - 1)]  # QueryVersion unknown, and so the list after it waits
+
+
+def open_font(fid: int, name: bytes) -> bytes:
+    n = len(name)
+    padded = name + b"\0" * (-n % 4)
+    return struct.pack("<BxHIH2x", 45, 3 + len(padded) // 4, fid, n) + padded
+
+
+def test_a_font_name_that_opened_once_is_no_barrier_on_the_next_connection() -> None:
+    h = Harness()
+    warm_atoms(h, {b"A": 300})
+    base = h.s.seq
+    h.send(open_font(0x400001, b"cursor"), open_font(0x400002, b"nosuchfont"))
+    h.server(error(base + 2, 7))  # BadName for the second; the first finished before it
+    h.take()
+    assert h.cache.fonts_ok == {b"cursor"}
+    h2 = Harness(DisplayCache.from_json(h.cache.to_json()))
+    base = h2.s.seq
+    h2.send(open_font(0x400001, b"cursor"), intern(b"A"))
+    assert h2.take() == [(1, base + 2)]  # answered at once: the OpenFont cannot fail
+    h2.send(open_font(0x400002, b"nosuchfont"), intern(b"A"))
+    assert h2.to_client == b""  # still a barrier: it failed before

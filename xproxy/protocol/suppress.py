@@ -35,7 +35,10 @@ connection that has been open since the answer was learned is still open, so any
 would have been seen, and until one is), and AllocColor/AllocNamedColor on a screen's default
 colormap when its visual is TrueColor, computed as the X.Org server computes it
 (miResolveColor, then the nearest entry of the colormap's ramp in each channel), and
-QueryColors on such a colormap from the same ramps. Everything else goes to the server. GetInputFocus is not answered: its reply names the focus window, which other clients
+QueryColors on such a colormap from the same ramps; and the extension requests of
+`EXT_ANSWERS` (versions, RENDER's picture formats, BIG-REQUESTS' length), whose opcodes come
+from this connection's own QueryExtension answers. An OpenFont of a name that opened once is
+not a barrier. Everything else goes to the server. GetInputFocus is not answered: its reply names the focus window, which other clients
 change without this client hearing of it.
 """
 
@@ -58,6 +61,22 @@ GET_KEYBOARD_MAPPING, GET_MODIFIER_MAPPING = 101, 119
 NO_OPERATION = 127
 KEYMAP_NOTIFY, MAPPING_NOTIFY, GENERIC_EVENT = 11, 34, 35
 TRUE_COLOR = 4
+
+#: Extension requests whose replies are a function of the request and of the X server alone
+#: (versions, constant lists), by extension name and minor opcode. They cannot fail but with
+#: BadLength, which a request identical to one the server accepted does not get. A reply may
+#: also depend on the version the same connection announced first (QueryPictFormats leaves
+#: out sub-pixel orders for RENDER clients below 0.6), so the connection's own minor-0
+#: request to the extension is part of the key. XInput is not here: XIQueryVersion fails
+#: for a client that announced another version before.
+EXT_ANSWERS: dict[bytes, frozenset[int]] = {
+    b"BIG-REQUESTS": frozenset({0}),  # Enable: the maximum request length
+    b"RENDER": frozenset({0, 1}),  # QueryVersion, QueryPictFormats
+    b"XKEYBOARD": frozenset({0}),  # UseExtension
+    b"XFIXES": frozenset({0}), b"RANDR": frozenset({0}), b"SHAPE": frozenset({0}),
+    b"Composite": frozenset({0}), b"DAMAGE": frozenset({0}), b"Present": frozenset({0}),
+    b"XC-MISC": frozenset({0}), b"SYNC": frozenset({0}),
+}
 
 #: Requests this module may answer; the value names the cache kind.
 _KINDS = {
@@ -197,6 +216,7 @@ class DisplayCache:
         self.mismatch_log: list[dict[str, Any]] = []
         self.changed = False
         self.no_color = False  # set if a computed AllocColor ever differed from the server's
+        self.fonts_ok: set[bytes] = set()  # names an OpenFont has opened without error
 
     # keyboard mappings: valid while a connection that has seen every MappingNotify since
     def keymap(self, key: tuple[str, str, bytes]) -> bytes | None:
@@ -254,7 +274,7 @@ class DisplayCache:
         return {"epoch": self.epoch,
                 "atoms": {enc(k): v for k, v in self.atoms.items()},
                 "colors": {enc(k): list(v) for k, v in self.colors.items()},
-                "replies": replies}
+                "replies": replies, "fonts": sorted(enc(f) for f in self.fonts_ok)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DisplayCache:
@@ -268,6 +288,7 @@ class DisplayCache:
             e, kind, arg = key.split("|", 2)
             cache.replies[(e, kind, dec(arg))] = (tuple(dec(v) for v in value)
                                                   if isinstance(value, list) else dec(value))
+        cache.fonts_ok = {dec(f) for f in data.get("fonts", [])}
         cache.changed = False
         return cache
 
@@ -368,10 +389,11 @@ class Suppressor:
         self.done = 0  # full number of the last request the server has finished
         self.last_read = 0  # widened sequence number of the last server message
         self.delivered = 0  # highest sequence number the client has been given
-        self.bigreq_opcode = -1
-        self.big = False
+        self.ext_names: dict[int, bytes] = {}  # major opcode -> extension, from its replies
+        self.ext_version: dict[bytes, bytes] = {}  # extension -> our minor-0 request's body
         self.colormaps: dict[int, TrueColorMap] = {}
         self.fonts: dict[int, bytes] = {}
+        self.opening: dict[int, bytes] = {}  # seq -> name of an OpenFont not yet finished
         self.learn: dict[int, tuple[str, bytes]] = {}  # seq -> what its reply teaches
         self.partial: dict[int, list[bytes]] = {}  # ListFontsWithInfo replies so far
         self.swallow: dict[int, tuple[str, bytes, tuple[bytes, ...]]] = {}
@@ -411,8 +433,12 @@ class Suppressor:
             if length < 2:
                 raise ClientProtocolError("BIG-REQUESTS length below 2 words")
         self.seq += 1
-        if opcode in _KINDS or opcode in (OPEN_FONT, CLOSE_FONT) or opcode == self.bigreq_opcode:
+        if opcode in _KINDS or opcode in (OPEN_FONT, CLOSE_FONT):
             return length * 4, True
+        if opcode >= 128:
+            answers = EXT_ANSWERS.get(self.ext_names.get(opcode, b""))
+            if answers is not None and buf[pos + 1] in answers:
+                return length * 4, True
         if opcode != NO_OPERATION:
             self.barrier = self.seq
         return length * 4, False
@@ -427,23 +453,40 @@ class Suppressor:
         if opcode == OPEN_FONT:
             fid, n = struct.unpack_from(e + "IH", msg, 4)
             name = msg[12 : 12 + n]
-            # A name this server has opened before (we hold its QueryFont reply) cannot fail
-            # with BadName; a fresh id cannot fail with BadIDChoice unless the client reuses a
-            # live id, which its own allocator never does. Anything else may fail: a barrier.
-            if not (self.enabled and (e, "font", name) in self.cache.replies
+            # A name this server has opened before (an OpenFont of it finished without an
+            # error, or we hold its QueryFont reply) cannot fail with BadName; a fresh id
+            # cannot fail with BadIDChoice unless the client reuses a live id, which its own
+            # allocator never does. Anything else may fail: a barrier, and if it succeeds,
+            # the name is known to open from then on.
+            c = self.cache
+            if not (self.enabled and (name in c.fonts_ok or (e, "font", name) in c.replies)
                     and fid not in self.fonts):
                 self.barrier = seq
+                if name not in c.fonts_ok:
+                    self.opening[seq] = name
             self.fonts[fid] = name
             return msg
         if opcode == CLOSE_FONT:
             self.fonts.pop(struct.unpack_from(e + "I", msg, 4)[0], None)
             self.barrier = seq
             return msg
-        if opcode == self.bigreq_opcode:
-            self.barrier = seq
-            return msg
-        kind = _KINDS[opcode]
-        known = self._answer(kind, msg) if self.enabled else None
+        known: tuple[bytes, tuple[bytes, ...]] | None
+        if opcode >= 128:
+            kind = "xreq"
+            name, minor = self.ext_names[opcode], msg[1]
+            context = self.ext_version.get(name, b"")
+            arg = name + struct.pack(">BBH", 0, minor, len(context)) + context + msg[4:]
+            if minor == 0:
+                self.ext_version[name] = msg[4:]
+            value = self.cache.replies.get((e, kind, arg)) if self.enabled else None
+            if not isinstance(value, bytes):
+                self.barrier = seq
+                self.learn[seq] = (kind, arg)
+                return msg
+            known = (arg, (value,))
+        else:
+            kind = _KINDS[opcode]
+            known = self._answer(kind, msg) if self.enabled else None
         if known is None:
             self.barrier = seq
             learn = self._learn_key(kind, msg)
@@ -451,9 +494,8 @@ class Suppressor:
                 self.learn[seq] = learn
             return msg
         key, replies = known
-        if opcode == QUERY_EXTENSION and msg[8 : 8 + struct.unpack_from(e + "H", msg, 4)[0]] \
-                == b"BIG-REQUESTS" and replies[0][8]:
-            self.bigreq_opcode = replies[0][9]
+        if opcode == QUERY_EXTENSION and replies[0][8]:
+            self.ext_names[replies[0][9]] = key
         stamped = tuple(_stamp(r, e, seq) for r in replies)
         self.swallow[seq] = (kind, key, stamped)
         if self.verify:
@@ -554,11 +596,20 @@ class Suppressor:
 
     def from_server(self, data: bytes) -> bytes:
         parts = self.server.feed(data)
+        if self.opening:
+            self._opened()
         if self.server.at_boundary:
             self._release(self.done)
             if self.to_client:
                 parts.append(self._take_answers())
         return b"".join(parts)
+
+    def _opened(self) -> None:
+        """Fonts whose OpenFont the server has finished: without an error (an error would
+        have come first and taken it out of `opening`), so the name opens."""
+        for seq in [s for s in self.opening if s <= self.done]:
+            self.cache.fonts_ok.add(self.opening.pop(seq))
+            self.cache.changed = True
 
     def _take_answers(self) -> bytes:
         out = b"".join(self.to_client)
@@ -598,6 +649,8 @@ class Suppressor:
         if seq < 0:
             raise ServerProtocolError(f"sequence number {seq16} of a request not sent")
         self.last_read = seq
+        if kind == 0 and self.opening:
+            self.opening.pop(seq, None)  # that font did not open
         # whole: to drop or relabel it, to learn from it, or to put answers before or after it
         whole = (kind <= 1 and (seq in self.swallow or seq in self.learn)) \
             or kind & 0x7F == MAPPING_NOTIFY or seq < self.delivered \
@@ -703,8 +756,8 @@ class Suppressor:
         else:
             if kind == "lookup":
                 c.colors[arg[4:]] = struct.unpack_from(e + "3H", msg, 8)
-            if kind == "ext" and arg == b"BIG-REQUESTS" and msg[8]:
-                self.bigreq_opcode = msg[9]
+            if kind == "ext" and msg[8]:
+                self.ext_names[msg[9]] = arg
             c.replies[(e, kind, arg)] = _unstamp(msg)
             c.changed = True
         return True
