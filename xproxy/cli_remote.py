@@ -42,6 +42,8 @@ def add_parsers(sub: Any, add_trace_options: Any) -> None:
     p.add_argument("--metrics", metavar="ENDPOINT", default=None)
     p.add_argument("--compress-level", type=int, default=3, metavar="N",
                    help="zstandard level for what this end sends on links (default 3; 0: off)")
+    p.add_argument("--link-grace", type=float, default=60.0, metavar="SECONDS",
+                   help="keep a lost link's X connections this long for it to resume (default 60)")
     p.add_argument("-v", "--verbose", action="store_true")
     p = sub.add_parser("run", help="run an X program on another host's display")
     p.add_argument("--to", dest="target", required=True, metavar="TARGET",
@@ -74,6 +76,7 @@ def add_parsers(sub: Any, add_trace_options: Any) -> None:
     p.add_argument("--no-suppress", action="store_true")
     p.add_argument("--verify-cache", action="store_true")
     p.add_argument("--compress-level", type=int, default=3)
+    p.add_argument("--grace", type=float, default=60.0)
 
 
 def quiet(args: argparse.Namespace) -> bool:
@@ -146,7 +149,7 @@ async def export(reactor, args, running, open_trace) -> int:  # type: ignore[no-
         display=display, name=args.name, port=args.port, interface=args.interface,
         hide_ext=args.hide_ext, allow_ext=args.allow_ext, advertise=not args.no_advertise,
         observers=inst.observers, on_client_done=inst.client_done,
-        compress_level=args.compress_level or None))
+        compress_level=args.compress_level or None, link_grace=args.link_grace))
     try:
         port = await server.start()
         if args.metrics is not None:
@@ -225,7 +228,8 @@ async def link_agent(reactor, args, running, open_trace) -> None:  # type: ignor
     await running(reactor)
     agent = LinkAgent(reactor, args.host, args.port, args.trust_name, args.fingerprint,
                       args.socket, linger=args.linger, suppress=not args.no_suppress,
-                      verify=args.verify_cache, compress_level=args.compress_level or None)
+                      verify=args.verify_cache, compress_level=args.compress_level or None,
+                      grace=args.grace)
 
     def hold() -> None:  # a run connected: it uses the link even with no X connection open
         agent.active += 1

@@ -1,7 +1,14 @@
 """`xproxy export`: the display host's end. App hosts connect over mutually authenticated TLS;
 each X connection they carry is relayed to the display with everything `serve` does (cookie
 substitution, extension policy, tracing, metrics), and the display is advertised on the LAN
-through the local discoveryd."""
+through the local discoveryd.
+
+Link sessions outlive their connections (linkconn.py): when an app host's connection drops,
+its X connections to the display stay open for `link_grace` seconds (60 by default, said in
+our HELLO so the app host does not try longer), and an app host that reconnects with the same
+key and the session's secret id resumes it, its programs none the wiser. After the grace
+period, or if this process restarts, the session is gone and its X connections are closed
+(a resumption is then refused, and the app host closes its clients)."""
 
 from __future__ import annotations
 
@@ -19,10 +26,11 @@ from twisted.logger import Logger
 
 from . import xauthfile
 from .identity import AuthorizedHosts, Identity
-from .linkconn import ChannelTransport, LinkProtocol
+from .linkconn import ChannelTransport, LinkProtocol, LinkSession
 from .protocol.connection import AuthPolicy
 from .protocol.display import parse_display
 from .protocol.extensions import ExtensionPolicy
+from .protocol.link import LinkProtocolError, ResumeRefused, SessionTable
 from .relay import ProxyFactory
 from .server import client_endpoint
 from .tls import ServerContextFactory
@@ -55,6 +63,7 @@ class ExportOptions:
     observers: Callable[[int], Any] | None = None
     on_client_done: Callable[[Any], None] | None = None
     compress_level: int | None = 3
+    link_grace: float = 60.0  # seconds a lost link session keeps its X connections
 
 
 #: A root-window property that says the X server has not reset since it was set (a reset
@@ -122,7 +131,9 @@ class ExportServer:
         self.authorized = authorized or AuthorizedHosts.default()
         self.port_object: Any = None
         self.registration: Any = None
-        self.links: set[LinkProtocol] = set()
+        self.links: set[LinkProtocol] = set()  # connections up (accepted or not yet)
+        self.sessions: SessionTable[LinkSession] = SessionTable(options.link_grace)
+        self.plain_sessions: set[LinkSession] = set()  # with peers that cannot resume
         self.factory: ProxyFactory | None = None
         self.screen = ""
         self.epoch = ""
@@ -182,11 +193,10 @@ class ExportServer:
             ) from err
 
     def _make_link(self) -> LinkProtocol:
-        link = LinkProtocol(on_handshake=self._check, on_open=self._open, on_lost=self._lost,
-                            compress_level=self.options.compress_level)
-        return link
+        return LinkProtocol(self.reactor, on_handshake=self._check, on_hello=self._hello,
+                            on_lost=self._lost, compress_level=self.options.compress_level)
 
-    def _check(self, link: LinkProtocol) -> dict[str, Any]:
+    def _check(self, link: LinkProtocol) -> None:
         fp = link.peer_fingerprint or "(no certificate)"
         if not self.authorized.is_authorized(fp):
             log.warn("refused app host {fp} from {peer}: not authorized", fp=fp,
@@ -195,21 +205,77 @@ class ExportServer:
                 f"this app host ({fp}) is not authorized to use display {self.options.name!r}; "
                 f"on the display host run: xproxy authorize {fp}"
             )
-        self.links.add(link)
-        log.info("link from app host {fp} ({peer})", fp=fp, peer=link.transport.getPeer())
-        return {"ok": True, "name": self.options.name, "screen": self.screen, "v": 1,
-                "epoch": self.epoch}
+        self.links.add(link)  # no HELLO yet: we answer the app host's, which may resume
 
-    def _open(self, link: LinkProtocol, channel: ChannelTransport, info: dict[str, Any]) -> None:
-        if link not in self.links:  # channels before an accepted handshake
-            link.core.close(channel.channel, "not authorized")
-            link.channels.pop(channel.channel, None)
+    def _hello(self, link: LinkProtocol, info: dict[str, Any]) -> None:
+        if link not in self.links or link.session is not None:
+            return  # refused at the handshake (the refusal is on its way), or a stray HELLO
+        fp = link.peer_fingerprint or "(no certificate)"
+        reply = {"ok": True, "name": self.options.name, "screen": self.screen, "v": 1,
+                 "epoch": self.epoch}
+        resume = info.get("resume")
+        if resume is not None:
+            if not isinstance(resume, dict):
+                raise LinkProtocolError("a HELLO whose resume is not an object")
+            try:
+                session = self.sessions.claim(resume.get("session"), fp, self.reactor.seconds())
+            except ResumeRefused as err:
+                log.info("app host {fp} ({peer}) cannot resume: {err}", fp=fp,
+                         peer=link.transport.getPeer(), err=err)
+                link.refuse(err.code, str(err))
+                return
+            old = session.conn
+            again = session.take_over(link, reply, info.get("received"))
+            if old is not None:  # its end of the old connection had not noticed yet
+                old.transport.abortConnection()
+            if session.expiry is not None and session.expiry.active():
+                session.expiry.cancel()
+            session.expiry = None
+            log.info("link session of {fp} resumed from {peer}: {again} frames sent again, "
+                     "{n} X connections kept", fp=fp, peer=link.transport.getPeer(),
+                     again=again, n=len(session.channels))
             return
+        session = LinkSession(link.core, on_open=self._open)
+        session.peer_fingerprint = fp
+        if link.core.peer_recon:
+            session.session_id = self.sessions.new(session, fp)
+            reply.update(session=session.session_id, grace=self.options.link_grace)
+        else:
+            self.plain_sessions.add(session)
+        session.attach(link)
+        link.core.hello(reply)
+        log.info("link from app host {fp} ({peer})", fp=fp, peer=link.transport.getPeer())
+
+    def _open(self, session: LinkSession, channel: ChannelTransport, info: dict[str, Any]) -> None:
         assert self.factory is not None
         channel.attach(self.factory.buildProtocol(None))
 
     def _lost(self, link: LinkProtocol, reason: Any) -> None:
         self.links.discard(link)
+        session = link.session
+        if session is None or session.conn is not None:
+            return  # carried no session, or was replaced by a newer connection
+        sid = session.session_id
+        if session.ended is not None or sid is None or \
+                not self.sessions.lost(sid, self.reactor.seconds()):
+            session.end("link lost")
+            self.plain_sessions.discard(session)
+            if sid is not None:
+                self.sessions.remove(sid)
+            return
+        grace = self.options.link_grace
+        session.expiry = self.reactor.callLater(grace, self._expire)
+        log.info("link from app host {fp} lost ({why}); keeping its {n} X connections for "
+                 "{g:g} s", fp=session.peer_fingerprint, n=len(session.channels), g=grace,
+                 why=link.failure or reason.getErrorMessage())
+
+    def _expire(self) -> None:
+        for session in self.sessions.expired(self.reactor.seconds()):
+            log.warn("link session of {fp} not resumed within {g:g} s; closing its {n} X "
+                     "connections", fp=session.peer_fingerprint, g=self.options.link_grace,
+                     n=len(session.channels))
+            session.expiry = None
+            session.end("link lost and not resumed")
 
     async def stop(self) -> None:
         if self.registration is not None:
@@ -219,6 +285,8 @@ class ExportServer:
         if self.port_object is not None:
             await self.port_object.stopListening()
             self.port_object = None
+        for session in [*self.sessions.values(), *self.plain_sessions]:
+            session.end("the export stops")
         for link in list(self.links):
             link.transport.loseConnection()
         for d in self.held_displays:

@@ -35,7 +35,7 @@ def pump(a: Link, b: Link, split: int | None = None) -> list:
 def test_hello_open_data_credit_close():
     app, disp = Link(window=100), Link(window=100)
     app.hello({"v": 1})
-    assert pump(app, disp) == [Hello({"v": 1})]
+    assert pump(app, disp) == [Hello({"v": 1, "recon": 1, "received": 0})]
     app.open(1, {"x": 2})
     app.send(1, b"a" * 60)
     assert pump(app, disp, split=1) == [Opened(1, {"x": 2}), Data(1, b"a" * 60)]
@@ -105,10 +105,10 @@ def test_garbage_raises_only_link_protocol_errors(data):
 
 # -- the Twisted channel transport ----------------------------------------------------------
 
-from twisted.internet import protocol  # noqa: E402
+from twisted.internet import protocol, task  # noqa: E402
 from twisted.internet.testing import StringTransport  # noqa: E402
 
-from xproxy.linkconn import LinkProtocol  # noqa: E402
+from xproxy.linkconn import LinkProtocol, LinkSession  # noqa: E402
 
 
 class Recorder(protocol.Protocol):
@@ -135,10 +135,11 @@ class Producer:
 
 
 def linked_pair():
-    a = LinkProtocol(on_handshake=lambda link: {})
+    clock = task.Clock()
     b_opened = []
-    b = LinkProtocol(on_handshake=lambda link: {},
-                     on_open=lambda link, ch, info: (b_opened.append(ch), ch.attach(Recorder())))
+    a = LinkProtocol(clock, on_handshake=lambda link: {}, session=LinkSession(Link()))
+    b = LinkProtocol(clock, on_handshake=lambda link: {}, session=LinkSession(
+        Link(), on_open=lambda session, ch, info: (b_opened.append(ch), ch.attach(Recorder()))))
     ta, tb = StringTransport(), StringTransport()
     a.makeConnection(ta)
     b.makeConnection(tb)

@@ -34,7 +34,7 @@ def test_compressed_round_trip_in_any_chunking(seed) -> None:
         app.send(1, p)
         wire += app.data_to_send()  # one compressed block per flush
     events = feed(disp, wire, rng)
-    assert events[0] == Hello({"v": 1, "z": "zstd"})
+    assert events[0] == Hello({"v": 1, "z": "zstd", "recon": 1, "received": 0})
     assert events[1] == Opened(1, {})
     got = b"".join(e.data for e in events[2:] if isinstance(e, Data))
     assert got == b"".join(payloads)
@@ -44,8 +44,9 @@ def test_compressed_round_trip_in_any_chunking(seed) -> None:
     disp.hello({"v": 1})
     disp.send(1, b"reply" * 1000)
     back = feed(app, disp.data_to_send(), rng)
-    assert back[0] == Hello({"v": 1, "z": "zstd"})
+    assert back[0] == Hello({"v": 1, "z": "zstd", "recon": 1, "received": 7})  # OPEN, 6 DATA
     assert b"".join(e.data for e in back[1:]) == b"reply" * 1000
+    assert app.acked == 7 and app.replay_bytes == 0  # over 256 KB arrived: disp ACKed
 
 
 def test_frames_queued_before_hello_follow_it_uncompressed_and_each_flush_stands_alone() -> None:
@@ -55,7 +56,7 @@ def test_frames_queued_before_hello_follow_it_uncompressed_and_each_flush_stands
     app.open(1)
     app.send(1, b"abc")
     second = app.data_to_send()
-    assert feed(disp, first) == [Hello({"z": "zstd"})]
+    assert feed(disp, first) == [Hello({"z": "zstd", "recon": 1, "received": 0})]
     # nothing waits for more input: the second flush decodes completely on its own
     assert feed(disp, second) == [Opened(1, {}), Data(1, b"abc")]
 
@@ -65,7 +66,8 @@ def test_an_uncompressed_peer_is_understood() -> None:
     plain.hello({"v": 1})
     plain.open(2)
     plain.send(2, b"hello")
-    assert feed(z, plain.data_to_send()) == [Hello({"v": 1}), Opened(2, {}), Data(2, b"hello")]
+    assert feed(z, plain.data_to_send()) == [Hello({"v": 1, "recon": 1, "received": 0}),
+                                             Opened(2, {}), Data(2, b"hello")]
 
 
 def test_corrupt_compressed_data_is_a_protocol_error() -> None:

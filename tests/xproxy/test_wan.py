@@ -135,11 +135,10 @@ def test_a_flooding_client_does_not_stop_another_on_the_same_link(lab, tmp_path)
         flood.wait(10)
 
 
-def test_link_loss_ends_its_clients_cleanly_and_the_next_run_starts_warm(lab) -> None:
-    """What a link loss does today (no resumption yet): the X clients on it see their
-    connection close (as with a server that went away) and `run` returns; the agent exits;
-    the next `run` makes a new link, and the display host's cache, kept on disk, answers at
-    once."""
+def test_a_link_loss_is_survived_and_the_cache_still_answers(lab) -> None:
+    """A dropped link connection is resumed (issue 7; tests/xproxy/test_reconnect.py has the
+    details): the X client on it lives on, and the same link serves the next `run` with the
+    display host's cache answering."""
     lab.run(["xdpyinfo"])  # the cache knows xdpyinfo's answers
     require("xdotool")
     long = subprocess.Popen(lab.run_argv(["xlogo"]), env=lab.app_env, cwd=ROOT,
@@ -151,7 +150,11 @@ def test_link_loss_ends_its_clients_cleanly_and_the_next_run_starts_warm(lab) ->
             assert time.monotonic() < deadline, "xlogo did not map"
             time.sleep(0.1)
         lab.link_relay.drop()
-        assert long.wait(30) != 0  # xlogo: "connection to the X server lost"
+        with pytest.raises(subprocess.TimeoutExpired):
+            long.wait(2)  # xlogo does not notice
+        r = lab.run(["xdpyinfo"])
+        assert r.returncode == 0, r.stderr[-1000:]
+        assert long.poll() is None
     finally:
         if long.poll() is None:
             long.kill()
