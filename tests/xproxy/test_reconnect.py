@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -141,3 +142,44 @@ def test_a_link_down_longer_than_the_grace_ends_its_clients_with_the_reason(lab)
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def test_an_export_that_restarted_refuses_to_resume_and_the_clients_end(lab) -> None:
+    """The session lives in the export's memory: a new export process on the same port (same
+    key) does not know it, says so, and the agent closes its clients at once."""
+    require("xdotool")
+    require("xlogo")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def export() -> subprocess.Popen:
+        p = subprocess.Popen(
+            [*XPROXY, "export", lab.xvfb.name, "--name", "again", "--port", str(port),  # type: ignore[union-attr]
+             "--interface", "127.0.0.1", "--no-advertise"],
+            env=lab.display_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            text=True)
+        line = p.stdout.readline()  # type: ignore[union-attr]
+        assert line.startswith("ready"), line
+        return p
+
+    first = export()
+    relay = lab.relay(f"127.0.0.1:{port}", "restart", delay_ms=1)
+    xlogo = subprocess.Popen(lab.run_argv(["xlogo"], via=relay), env=lab.app_env, cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = None
+    try:
+        wait_for(lambda: windows(lab, "XLogo"), 30, step=0.1)
+        first.terminate()
+        assert first.wait(10) == 0
+        second = export()
+        assert xlogo.wait(20) != 0
+        log = agent_log(lab, relay)
+        assert "the display host refused to resume the link: the display host does not know " \
+               "this link session" in log, log[-3000:]
+        assert "closing its 1 X clients" in log
+    finally:
+        for p in (xlogo, first, second):
+            if p is not None and p.poll() is None:
+                p.terminate()
+                p.wait(10)
