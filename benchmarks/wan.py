@@ -7,7 +7,12 @@ the RTT each way) on loopback:
 - ssh -X (a private sshd on loopback, the relay in front of it; only as root);
 - xproxy run over the link (TLS, zstd), without suppression (--no-suppress);
 - xproxy run over the link with suppression, cache warm (the same programs ran once before);
-  and, once, xterm with a cold cache.
+  and, once, xterm with no link agent yet (the first run after 60 s idle: the agent starts and
+  makes the link), and once with that and an empty cache too.
+
+The xproxy paths are measured with their link up, as when in use: an untimed `run -- true`
+before each measured run (the link agent lingers 60 s after its last user, and the plain and
+ssh runs at 100 ms take longer than that).
 
 "Start" is the wall time of `xterm -e true` and `xdpyinfo` to their exit, and of xlogo and
 xclock until their window is mapped (seen with xdotool on the display host); it includes what
@@ -133,13 +138,19 @@ def main() -> int:
                         argv, cls = PROGRAMS[prog]
                         timed(lab.run_argv(argv, via=link), lab.app_env, cls, display_env)
                 if rtt == 20.0 or (20.0 not in rtts and rtt == rtts[-1]):
+                    no_agent = cold_xterm(lab, link, display_env, empty_cache=False)
+                    notes.append(f"xterm with no link agent yet at {rtt:g} ms (the agent starts, "
+                                 f"TLS handshake): {no_agent:.2f} s")
                     cold = cold_xterm(lab, link, display_env)
-                    notes.append(f"xterm with an empty cache at {rtt:g} ms: {cold:.2f} s")
+                    notes.append(f"xterm with no link agent and an empty cache at {rtt:g} ms: "
+                                 f"{cold:.2f} s")
                 for prog in programs:
                     argv, cls = PROGRAMS[prog]
                     for path, (relay, make) in paths.items():
                         cells = []
                         for _ in range(args.rounds):
+                            if path.startswith("xproxy"):  # the link up, untimed
+                                lab.run(["true"], *_flags(path), via=relay)
                             before = relay.stats()
                             agent_before = lab.agent_stats(*_flags(path), via=relay) \
                                 if path.startswith("xproxy") else {}
@@ -173,15 +184,17 @@ def _flags(path: str) -> tuple[str, ...]:
     return ("--no-suppress",) if path == "xproxy link" else ()
 
 
-def cold_xterm(lab: WanLab, link: Relay, display_env: dict[str, str]) -> float:
-    """xterm with suppression but nothing cached: the cache file moved aside for one run."""
+def cold_xterm(lab: WanLab, link: Relay, display_env: dict[str, str],
+               empty_cache: bool = True) -> float:
+    """xterm with no link agent running; with `empty_cache`, also with nothing cached (the
+    cache file moved aside for one run)."""
     import glob
 
     cache = os.path.join(lab.app_env["XDG_CACHE_HOME"], "xtransparency")
     lab.stop_agents()
     time.sleep(0.5)
     saved = {}
-    for f in glob.glob(os.path.join(cache, "xcache-*.json")):
+    for f in glob.glob(os.path.join(cache, "xcache-*.json")) if empty_cache else ():
         saved[f] = f + ".aside"
         os.replace(f, saved[f])
     secs = timed(lab.run_argv(["xterm", "-e", "true"], via=link), lab.app_env, None, display_env)
