@@ -267,13 +267,13 @@ def test_ping_is_answered_with_pong() -> None:
     ],
 )
 def test_bad_link_frames_are_protocol_errors(frame, match) -> None:
-    app, disp = hello_pair()
+    app, _ = hello_pair()
     with pytest.raises(LinkProtocolError, match=match):
         app.receive_data(frame)
 
 
 def test_an_ack_beyond_what_was_sent_or_going_backwards_is_a_protocol_error() -> None:
-    app, disp = hello_pair()
+    app, _ = hello_pair()
     app.open(1)
     app.send(1, b"x")
     app.send(1, b"y")  # queued, not yet on the wire: it cannot have been received
@@ -293,7 +293,7 @@ def test_an_ack_beyond_what_was_sent_or_going_backwards_is_a_protocol_error() ->
 
 @pytest.mark.parametrize("claim", [-1, 3, 10, "5", None, True])
 def test_a_resumption_claiming_impossible_counts_is_a_protocol_error(claim) -> None:
-    app, disp = hello_pair()
+    app, _ = hello_pair()
     app.open(1)
     for _ in range(8):
         app.send(1, b"x")
@@ -306,7 +306,7 @@ def test_a_resumption_claiming_impossible_counts_is_a_protocol_error(claim) -> N
 
 
 def test_frames_before_the_resumption_is_answered_are_a_protocol_error() -> None:
-    app, disp = hello_pair()
+    _, disp = hello_pair()
     rogue = Link()
     rogue.hello({"resume": {"session": "x"}})
     rogue.open(1)

@@ -91,7 +91,7 @@ def test_link_loss_and_reconnect_keep_a_client_doing_round_trips(lab) -> None:
     try:
         seen = 0
         for _ in range(3):  # cut the link three times while the client is busy
-            wait_for(lambda: relay.stats()["down"] > seen + 20_000, 30, step=0.01)
+            wait_for(lambda seen=seen: relay.stats()["down"] > seen + 20_000, 30, step=0.01)
             assert client.poll() is None, "the client finished before the cut"
             relay.drop()
             seen = relay.stats()["down"]
