@@ -11,7 +11,7 @@
 3. Throughput: calls per second with 32 calls in flight, stub (3 replicas) vs plain.
 
 Targets (issue 5): overhead < 100 µs per call; hedging cuts p99 by >= 50% for <= 5%
-extra requests. Run: .venv/bin/python benchmarks/replica.py [--rounds 7] [--calls 2000]
+extra requests. Run: .venv/bin/python benchmarks/replica.py [--rounds 15] [--calls 500]
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ async def sequential(call: Callable[[], Any], n: int) -> list[float]:
 
 async def measure(call: Callable[[], Any], n: int, pids: list[int]) -> dict[str, float]:
     """One round of one path: wall (median and mean), client CPU and replica CPU per call."""
-    await sequential(call, 100)  # warm up (connections, latency windows, caches)
+    await sequential(call, 50)  # warm up (connections, latency windows, caches)
     cpu, replicas = time.process_time(), process_cpu(pids)
     lat = await sequential(call, n)
     return {"wall": statistics.median(lat), "mean": statistics.fmean(lat),
@@ -242,10 +242,10 @@ async def tail(reactor: Any) -> None:
 
 def main(reactor: Any, argv: list[str]) -> Any:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=7, help="rounds of the overhead and"
-                        " throughput sections (default 7); figures are medians over rounds")
-    parser.add_argument("--calls", type=int, default=2000,
-                        help="sequential calls per path per round (default 2000)")
+    parser.add_argument("--rounds", type=int, default=15, help="rounds of the overhead and"
+                        " throughput sections (default 15); figures are medians over rounds")
+    parser.add_argument("--calls", type=int, default=500,
+                        help="sequential calls per path per round (default 500)")
     parser.add_argument("--sections", default="overhead,throughput,tail",
                         help="comma-separated: overhead, throughput, tail")
     args = parser.parse_args(argv)

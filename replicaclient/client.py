@@ -390,13 +390,16 @@ class ReplicatedClient:
             command(*a, **kw)  # validates the signature as AMP does
             box = command.makeArguments(kw, None)
             register = _register_value(command, semantics, box)
-            head = encode_pairs(box.items())
+            entries = list(box.items())
+            entries.append((wire.REQUEST_ID, rid))
+            if register is not None:
+                entries.append((wire.REGISTER, register))
+            head = encode_pairs(entries)
         except BaseException:  # noqa: BLE001 (as amp.AMP.callRemote: any error fails the call)
             return fail()
         name: bytes = command.commandName
         if not command.requiresAnswer:
-            head += encode_pairs([(wire.REQUEST_ID, rid)])
-            command_entry = encode_pairs([(amp.COMMAND, name)])
+            command_entry = _command_entry(name)
             for replica in self.replicas.values():
                 replica.send_only(head, command_entry)
             return None
@@ -464,7 +467,16 @@ class ReplicatedClient:
 _Waiter = tuple["_Call", Send, float]
 """Who waits for an answer: the call, what it sent, and when."""
 
-_STAGE_FLAGS = {"read": ((wire.READ, b"1"),)}
+_READ_ENTRY = encode_pairs([(wire.READ, b"1")])
+_command_entries: dict[bytes, bytes] = {}
+
+
+def _command_entry(name: bytes) -> bytes:
+    """The encoded ``_command`` entry naming a command (a name is at most 255 bytes)."""
+    found = _command_entries.get(name)
+    if found is None:
+        found = _command_entries[name] = encode_pairs([(amp.COMMAND, name)])
+    return found
 
 
 class _Call:
@@ -478,7 +490,7 @@ class _Call:
         self.command = command
         self.register = register
         self.head = head
-        """The call's own arguments, encoded."""
+        """The call's arguments, request id and register, encoded."""
         self.rid = rid
         self.machine = machine
         self.result: Deferred[Any] = Deferred(self._cancel)
@@ -561,25 +573,30 @@ class _Call:
     def _message(self, send: Send) -> tuple[bytes, bytes]:
         """The encoded entries and ``_command`` entry of one stage's message, made
         once per stage and shared by every replica it goes to."""
-        key = (send.stage, send.tag)
+        stage = send.stage
+        if stage == "call":
+            return self.head, _command_entry(self.command.commandName)
+        key = (stage, send.tag)
         found = self._messages.get(key)
         if found is not None:
             return found
         name: bytes = self.command.commandName
         head = self.head
-        if send.stage == "writeback":
-            name, args = send.record
-            head = encode_pairs(args.items())
-        elif send.stage == "query":
-            name, head = wire.TAG_COMMAND, b""
-        extra = [(wire.REQUEST_ID, self.rid)]
-        if self.register is not None:
-            extra.append((wire.REGISTER, self.register))
+        if stage == "writeback" or stage == "query":
+            # another command: the arguments of the write read back, or none
+            ours = [(wire.REQUEST_ID, self.rid)]
+            if self.register is not None:
+                ours.append((wire.REGISTER, self.register))
+            if stage == "writeback":
+                name, args = send.record
+                head = encode_pairs([*args.items(), *ours])
+            else:
+                name, head = wire.TAG_COMMAND, encode_pairs(ours)
         if send.tag is not None:
-            extra.append((wire.TAG, send.tag.encode()))
-        extra += _STAGE_FLAGS.get(send.stage, ())
-        found = self._messages[key] = (head + encode_pairs(extra),
-                                       encode_pairs([(amp.COMMAND, name)]))
+            head += encode_pairs([(wire.TAG, send.tag.encode())])
+        if stage == "read":
+            head += _READ_ENTRY
+        found = self._messages[key] = (head, _command_entry(name))
         return found
 
     def _send(self, send: Send) -> None:
@@ -715,19 +732,22 @@ class _Call:
             if isinstance(found, BaseException):
                 return found
             return Reply(found.value, found.payload, found.text, tag)
+        stage = send.stage
+        if stage == "query":
+            return Reply(("tag", tag), None, f"tag {tag}", tag)
+        if stage == "writeback":  # the answer of another command: an ack is enough
+            return Reply(("ack",), None, "written back", tag)
         record = None
         if wire.WRITE_COMMAND in box:
             prefix = len(wire.WRITE_ARG)
             record = (box[wire.WRITE_COMMAND],
                       {k[prefix:]: v for k, v in box.items() if k.startswith(wire.WRITE_ARG)})
-        clean = amp.AmpBox({k: v for k, v in wire.strip(box).items() if k != b"_answer"})
-        if send.stage == "query":
-            return Reply(("tag", tag), None, f"tag {tag}", tag)
-        if send.stage == "writeback":  # the answer of another command: an ack is enough
-            return Reply(("ack",), None, "written back", tag)
+        # The service's own entries (a plain dict does for parseResponse, which copies)
+        clean = {k: v for k, v in box.items()
+                 if k != amp.ANSWER and not k.startswith(wire.PREFIX)}
         # The answer is parsed here, once: a malformed one is that replica's failure.
         parsed = self.command.parseResponse(clean, None)
-        if send.stage == "store":
+        if stage == "store":
             return Reply(("ack",), parsed, "stored" if wire.STALE not in box else "stale", tag)
         return Reply(tuple(sorted(clean.items())), parsed, repr(parsed), tag, record)
 

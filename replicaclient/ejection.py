@@ -33,12 +33,16 @@ class OutlierDetector:
         self.maximum = maximum
         self.max_fraction = max_fraction
         self._health: dict[str, _Health] = {}
+        self._out: set[str] = set()
+        """Replicas ejected or probing (``until`` set): when none are, every call can
+        skip looking at each replica's health."""
 
     def add(self, replica: str) -> None:
         self._health.setdefault(replica, _Health())
 
     def remove(self, replica: str) -> None:
         self._health.pop(replica, None)
+        self._out.discard(replica)
 
     def state(self, replica: str, now: float) -> State:
         h = self._health.get(replica)
@@ -47,11 +51,13 @@ class OutlierDetector:
         return "ejected" if now < h.until else "probing"
 
     def ejected_count(self, now: float) -> int:
-        return sum(1 for r in self._health if self.state(r, now) != "healthy")
+        return sum(1 for r in self._out if self.state(r, now) != "healthy")
 
     def split(self, replicas: list[str], now: float) -> tuple[list[str], list[str], list[str]]:
         """Partition into (healthy, ready to probe, ejected). A replica whose probe is
         still out counts as ejected, so it gets one request at a time."""
+        if not self._out:
+            return list(replicas), [], []
         healthy, probes, ejected = [], [], []
         for r in replicas:
             state = self.state(r, now)
@@ -78,6 +84,7 @@ class OutlierDetector:
         if h.until is not None and now >= h.until:
             h.until = None
             h.healthy_since = now
+            self._out.discard(replica)
             return True
         if h.until is None and h.times and now - h.healthy_since >= self.maximum:
             h.times = 0  # healthy long enough: forget past ejections
@@ -101,4 +108,5 @@ class OutlierDetector:
                 return False
         h.times += 1
         h.until = now + min(self.maximum, self.base * h.times)
+        self._out.add(replica)
         return True

@@ -8,34 +8,31 @@ from collections import deque
 
 
 class PercentileWindow:
-    """The last ``size`` latencies; ``percentile(q)`` is recomputed every ``every`` new
-    samples so a call costs O(1) amortised, not a sort."""
+    """The last ``size`` latencies, also kept in order, so ``percentile(q)`` is an
+    index: each ``add`` inserts one sample and drops the oldest by bisection (two
+    memmoves of at most ``size`` pointers), where sorting the window again would cost
+    about 20 µs per 512 samples."""
 
-    def __init__(self, size: int = 512, every: int = 16) -> None:
-        self._samples: deque[float] = deque(maxlen=size)
-        self._every = every
-        self._since = 0
-        self._cache: dict[float, float] = {}
+    def __init__(self, size: int = 512) -> None:
+        self._samples: deque[float] = deque()
+        self._sorted: list[float] = []
+        self._size = size
 
     def __len__(self) -> int:
         return len(self._samples)
 
     def add(self, seconds: float) -> None:
         self._samples.append(seconds)
-        self._since += 1
-        if self._since >= self._every:
-            self._since = 0
-            self._cache.clear()
+        bisect.insort(self._sorted, seconds)
+        if len(self._samples) > self._size:
+            oldest = self._samples.popleft()
+            del self._sorted[bisect.bisect_left(self._sorted, oldest)]
 
     def percentile(self, q: float) -> float | None:
-        if not self._samples:
+        ordered = self._sorted
+        if not ordered:
             return None
-        found = self._cache.get(q)
-        if found is None:
-            ordered = sorted(self._samples)
-            index = min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.5) - 1))
-            found = self._cache[q] = ordered[index]
-        return found
+        return ordered[min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.5) - 1))]
 
 
 # Bucket upper bounds in seconds, as Prometheus' default latency buckets but finer at

@@ -74,12 +74,15 @@ def rank(replicas: list[str], metrics: ClientMetrics, tiebreak: int = 0) -> list
     "peak EWMA"-style cost Finagle's balancers use. Unmeasured replicas cost nothing, so
     new ones get tried. ``tiebreak`` rotates equal-cost replicas to spread load."""
     n = len(replicas)
-
-    def cost(item: tuple[int, str]) -> tuple[float, int]:
-        index, name = item
-        m = metrics.replicas.get(name)
-        if m is None or m.ewma.value is None:
-            return (0.0, (index - tiebreak) % n)
-        return (m.ewma.value * (m.outstanding + 1), (index - tiebreak) % n)
-
-    return [name for _, name in sorted(enumerate(replicas), key=cost)]
+    if n < 2:
+        return list(replicas)
+    stats = metrics.replicas
+    keyed = []
+    for index, name in enumerate(replicas):
+        m = stats.get(name)
+        value = None if m is None else m.ewma.value
+        # (cost, rotated position) is unique per replica, so names are never compared
+        keyed.append((0.0 if value is None else value * (m.outstanding + 1),  # type: ignore[union-attr]
+                      (index - tiebreak) % n, name))
+    keyed.sort()
+    return [name for _, _, name in keyed]

@@ -198,7 +198,7 @@ class FirstCall(CallMachine):
         self.last_error: BaseException | None = None
 
     def start(self) -> list[Action]:
-        probes = [p for p in self.ctx.probes if p not in self.queue]
+        probes = [p for p in self.ctx.probes if p not in self.queue] if self.ctx.probes else []
         if not self.queue:
             if not (probes and self.ctx.semantics.hedgeable):
                 return self._fail(NoReplicas(f"{self.ctx.command}: no replica available"))

@@ -50,3 +50,18 @@ def test_never_ejects_more_than_the_allowed_fraction_nor_a_lone_replica():
     assert not d.failure("c", 0)
     lone = detector(n=1, consecutive=1)
     assert not lone.failure("a", 0)
+
+
+def test_a_replica_back_or_removed_no_longer_counts_as_ejected():
+    d = detector(n=3, consecutive=1, base=1.0)
+    assert d.failure("a", 0)
+    assert not d.failure("b", 0)  # one of three may be out at a time
+    assert d.success("a", 1.5)
+    assert d.split(list("abc"), 1.5) == (list("abc"), [], [])
+    assert d.failure("b", 2.0)  # a is back, so b may go
+    assert d.split(list("abc"), 2.5) == (["a", "c"], [], ["b"])
+    d.remove("b")
+    d.add("b")
+    assert d.ejected_count(2.5) == 0
+    assert d.split(list("abc"), 2.5) == (list("abc"), [], [])
+    assert d.failure("c", 2.5)

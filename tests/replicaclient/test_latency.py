@@ -6,7 +6,7 @@ from replicaclient.metrics import ClientMetrics, rank
 
 
 def test_percentile_of_a_known_window():
-    w = PercentileWindow(size=100, every=1)
+    w = PercentileWindow(size=100)
     for i in range(1, 101):
         w.add(i / 1000)
     assert w.percentile(0.5) == 0.05
@@ -15,7 +15,7 @@ def test_percentile_of_a_known_window():
 
 
 def test_window_forgets_old_samples():
-    w = PercentileWindow(size=10, every=1)
+    w = PercentileWindow(size=10)
     for _ in range(10):
         w.add(1.0)
     for _ in range(10):
@@ -26,12 +26,25 @@ def test_window_forgets_old_samples():
 @given(st.lists(st.floats(min_value=0, max_value=10), min_size=1, max_size=200),
        st.floats(min_value=0, max_value=1))
 def test_percentile_is_one_of_the_samples_and_monotone(samples, q):
-    w = PercentileWindow(size=500, every=1)
+    w = PercentileWindow(size=500)
     for s in samples:
         w.add(s)
     p = w.percentile(q)
     assert p in samples
     assert w.percentile(0.0) <= p <= w.percentile(1.0)
+
+
+@given(st.lists(st.floats(min_value=0, max_value=1), max_size=120),
+       st.integers(min_value=1, max_value=20), st.floats(min_value=0, max_value=1))
+def test_percentile_is_that_of_the_last_size_samples(samples, size, q):
+    w = PercentileWindow(size=size)
+    for s in samples:
+        w.add(s)
+    window = sorted(samples[-size:])
+    assert len(w) == len(window)
+    expected = window[min(len(window) - 1, max(0, int(q * len(window) + 0.5) - 1))] \
+        if window else None
+    assert w.percentile(q) == expected
 
 
 def test_histogram_buckets_are_cumulative():
@@ -50,3 +63,13 @@ def test_rank_prefers_fast_idle_replicas_and_tries_unmeasured_ones():
     m.replica("busy").outstanding = 20
     assert rank(["slow", "busy", "fast"], m) == ["fast", "slow", "busy"]
     assert rank(["slow", "new"], m)[0] == "new"
+
+
+def test_rank_rotates_replicas_of_equal_cost_by_the_tiebreak():
+    m = ClientMetrics()
+    assert [rank(["a", "b", "c"], m, t) for t in range(4)] == [
+        ["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
+    for name in "abc":
+        m.replica(name).ewma.add(0.001)
+    assert rank(["a", "b", "c"], m, 2) == ["c", "a", "b"]
+    assert rank(["a"], m, 5) == ["a"] and rank([], m) == []
