@@ -54,21 +54,6 @@ class AgentError(Exception):
     """The link cannot be made; the message says why and what to do."""
 
 
-def runtime_dir() -> str:
-    base = os.environ.get("XDG_RUNTIME_DIR")
-    path = os.path.join(base, "xtransparency") if base else f"/tmp/xtransparency-{os.getuid()}"
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    os.chmod(path, 0o700)
-    return path
-
-
-def agent_socket_path(host: str, port: int, trust_name: str, mode: str = "") -> str:
-    """One agent per display host and mode (suppression on/off/verify, compression)."""
-    key = f"{trust_name}\0{host}\0{port}" + (f"\0{mode}" if mode else "")
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return os.path.join(runtime_dir(), f"link-{digest}.sock")
-
-
 def cache_dir() -> str:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     path = os.path.join(base, "xtransparency")
