@@ -277,6 +277,7 @@ class _Wakeups:
                 self.stale = max(0, self.stale - 1)
         for call in due:
             call.wake(now)
+        heap = self.heap  # a wake may have rebuilt it (forget)
         while heap and heap[0][2].wake_at != heap[0][0]:
             heapq.heappop(heap)
             self.stale = max(0, self.stale - 1)

@@ -425,6 +425,29 @@ def test_wakeups_stay_small_when_calls_finish_before_their_time():
     assert woken == [(-1, 30.0)]
 
 
+def test_wakeups_survive_a_wake_that_finishes_many_calls():
+    clock = task.Clock()
+    wakeups = _Wakeups(clock)
+    woken: list = []
+    others = [_Sleeper(i, woken) for i in range(1, 200)]
+    for call in others:
+        call.at(wakeups, 2.0 + call.seq)
+
+    class Closer(_Sleeper):
+        def wake(self, now: float) -> None:
+            super().wake(now)
+            for call in others[:-1]:  # finishing these rebuilds the heap mid-wake
+                call.finish(wakeups)
+
+    Closer(0, woken).at(wakeups, 1.0)
+    clock.advance(1.0)
+    assert woken == [(0, 1.0)]
+    assert [entry[2] for entry in wakeups.heap] == [others[-1]]
+    assert [c.getTime() for c in clock.getDelayedCalls()] == [201.0]
+    clock.advance(200.0)
+    assert woken == [(0, 1.0), (199, 201.0)]
+
+
 @pytest_twisted.inlineCallbacks
 def test_a_hedge_answers_for_a_silent_replica(listen):
     # Unmeasured replicas rank first; the first call (seq 1) goes to the good one, which
