@@ -13,7 +13,7 @@ import secrets
 import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.internet.endpoints import clientFromString, connectProtocol
@@ -87,6 +87,10 @@ def encode_pairs(pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
 _ASK = encode_pairs([(amp.ASK, b"")])[:-2]  # the key and the length field of its value
 
 
+def _not_connected(data: bytes) -> None:
+    raise RuntimeError("a replica connection was used before it was made")
+
+
 class _ReplicaAMP(amp.AMP):
     """The stub's side of one replica connection.
 
@@ -108,6 +112,11 @@ class _ReplicaAMP(amp.AMP):
         self.waiting: dict[bytes, _Waiter] = {}
         self.gone: BaseException | None = None
         self._tags = 0
+        self._write: Callable[[bytes], None] = _not_connected
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._write = cast(Any, self.transport).write
 
     def send(self, head: bytes, command: bytes, waiter: _Waiter | None) -> None:
         """Send a request: ``head`` is its encoded entries, ``command`` its encoded
@@ -117,12 +126,12 @@ class _ReplicaAMP(amp.AMP):
                 waiter[0].lost(self.gone, waiter[1], waiter[2])
             return
         if waiter is None:
-            self.transport.write(head + command + _END)
+            self._write(head + command + _END)
             return
         self._tags += 1
         tag = b"r%x" % self._tags
         self.waiting[tag] = waiter
-        self.transport.write(b"".join((head, command, _ASK, _U16(len(tag)), tag, _END)))
+        self._write(b"".join((head, command, _ASK, _U16(len(tag)), tag, _END)))
 
     def ampBoxReceived(self, box: amp.AmpBox) -> None:
         tag = box.get(amp.ANSWER)
