@@ -125,6 +125,12 @@ class StreamFramer:
         return b"".join(out)
 
     @property
+    def unfinished(self) -> int:
+        """Bytes still to come of a message whose start has been passed on (0 at a message
+        boundary, or while a held message or header is being collected)."""
+        return self._stream
+
+    @property
     def pending_bytes(self) -> int:
         """Bytes held back, waiting for the rest of their message."""
         return len(self._held)
