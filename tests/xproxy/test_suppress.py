@@ -399,3 +399,24 @@ def test_a_font_name_that_opened_once_is_no_barrier_on_the_next_connection() -> 
     assert h2.take() == [(1, base + 2)]  # answered at once: the OpenFont cannot fail
     h2.send(open_font(0x400002, b"nosuchfont"), intern(b"A"))
     assert h2.to_client == b""  # still a barrier: it failed before
+
+
+def test_an_answer_is_not_let_out_between_the_replies_of_a_multi_reply_request() -> None:
+    """RECORD's EnableContext answers with replies until EndOfData, all with its sequence
+    number; an answer for a later request waits for the last of them."""
+    h = Harness()
+    warm_atoms(h, {b"A": 300})
+    h.send(query_extension(b"RECORD"))
+    h.server(query_extension_reply(h.s.seq, 146))
+    h.take()
+    h.send(ext_request(146, 5, struct.pack("<I", 0x400001)))  # EnableContext
+    enable = h.s.seq
+    h.send(intern(b"A"))
+    assert h.to_client == b""  # held behind a request that may fail
+    start = struct.pack("<BBHI", 1, 4, enable & 0xFFFF, 0) + bytes(24)  # StartOfData
+    data = struct.pack("<BBHI", 1, 0, enable & 0xFFFF, 2) + bytes(24) + b"\1" * 8
+    end = struct.pack("<BBHI", 1, 5, enable & 0xFFFF, 0) + bytes(24)  # EndOfData
+    h.server(start, data)
+    assert h.take() == [(1, enable), (1, enable)]  # still held: more replies may come
+    h.server(end)
+    assert h.take() == [(1, enable), (1, enable + 1)]  # then the answer

@@ -78,6 +78,14 @@ EXT_ANSWERS: dict[bytes, frozenset[int]] = {
     b"XC-MISC": frozenset({0}), b"SYNC": frozenset({0}),
 }
 
+#: Extension requests answered by a series of replies with one sequence number, and how to
+#: tell the last one: RECORD's EnableContext sends replies until EndOfData (category 5).
+#: The request is finished only by its last reply (as ListFontsWithInfo's), so an answer held
+#: behind it is not let out between them.
+MULTI_REPLY: dict[tuple[bytes, int], Callable[[int], bool]] = {
+    (b"RECORD", 5): lambda category: category == 5,
+}
+
 #: Requests this module may answer; the value names the cache kind.
 _KINDS = {
     INTERN_ATOM: "atom", GET_ATOM_NAME: "name", QUERY_FONT: "font", LIST_FONTS: "lf",
@@ -391,6 +399,7 @@ class Suppressor:
         self.delivered = 0  # highest sequence number the client has been given
         self.ext_names: dict[int, bytes] = {}  # major opcode -> extension, from its replies
         self.ext_version: dict[bytes, bytes] = {}  # extension -> our minor-0 request's body
+        self.multi: dict[int, Callable[[int], bool]] = {}  # seq -> "is this its last reply"
         self.colormaps: dict[int, TrueColorMap] = {}
         self.fonts: dict[int, bytes] = {}
         self.opening: dict[int, bytes] = {}  # seq -> name of an OpenFont not yet finished
@@ -436,9 +445,13 @@ class Suppressor:
         if opcode in _KINDS or opcode in (OPEN_FONT, CLOSE_FONT):
             return length * 4, True
         if opcode >= 128:
-            answers = EXT_ANSWERS.get(self.ext_names.get(opcode, b""))
+            name = self.ext_names.get(opcode, b"")
+            answers = EXT_ANSWERS.get(name)
             if answers is not None and buf[pos + 1] in answers:
                 return length * 4, True
+            last = MULTI_REPLY.get((name, buf[pos + 1]))
+            if last is not None:
+                self.multi[self.seq] = last
         if opcode != NO_OPERATION:
             self.barrier = self.seq
         return length * 4, False
@@ -656,7 +669,13 @@ class Suppressor:
             or kind & 0x7F == MAPPING_NOTIFY or seq < self.delivered \
             or bool(self.held) or bool(self.to_client)
         if not whole:  # passes through as it is
-            self.done = max(self.done, seq if kind <= 1 else seq - 1)
+            if kind == 1 and seq in self.multi and not self.multi[seq](buf[pos + 1]):
+                finished = seq - 1  # more replies to come for it
+            else:
+                finished = seq if kind <= 1 else seq - 1
+                if kind <= 1:
+                    self.multi.pop(seq, None)
+            self.done = max(self.done, finished)
             self.delivered = max(self.delivered, seq)
             if kind == 1:
                 self.cache.stats.forwarded_replies += 1
@@ -691,6 +710,10 @@ class Suppressor:
                 final = self._learn(seq, msg)
             elif seq in self.partial:
                 final = msg[1] == 0
+            if seq in self.multi:
+                final = kind == 0 or self.multi[seq](msg[1])
+                if final:
+                    del self.multi[seq]
             if kind == 0:
                 self.learn.pop(seq, None)
                 self.partial.pop(seq, None)
