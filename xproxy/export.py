@@ -277,6 +277,14 @@ class ExportServer:
             session.expiry = None
             session.end("link lost and not resumed")
 
+    async def _links_gone(self, timeout: float) -> None:
+        from twisted.internet import task
+
+        for _ in range(int(timeout / 0.02)):
+            if all(link.gone for link in self.links):
+                return
+            await task.deferLater(self.reactor, 0.02, lambda: None)
+
     async def stop(self) -> None:
         if self.registration is not None:
             with contextlib.suppress(Exception):
@@ -286,9 +294,10 @@ class ExportServer:
             await self.port_object.stopListening()
             self.port_object = None
         for session in [*self.sessions.values(), *self.plain_sessions]:
-            session.end("the export stops")
+            session.end("the export stops")  # a CLOSE per channel: app hosts end them now
         for link in list(self.links):
             link.transport.loseConnection()
+        await self._links_gone(timeout=1.0)  # (the reactor's shutdown would drop unsent bytes)
         for d in self.held_displays:
             with contextlib.suppress(Exception):
                 d.close()

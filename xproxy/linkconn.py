@@ -268,8 +268,10 @@ class LinkSession:
             self.expiry.cancel()
         self.expiry = None
         for ch in list(self.channels.values()):
+            self.core.close(ch.channel, reason)  # the peer's clients end now, not at its grace
             ch._lost(reason)
         if self.conn is not None:
+            self.flush()
             transport: Any = self.conn.transport
             transport.loseConnection()
 

@@ -146,7 +146,8 @@ def test_a_link_down_longer_than_the_grace_ends_its_clients_with_the_reason(lab)
 
 def test_an_export_that_restarted_refuses_to_resume_and_the_clients_end(lab) -> None:
     """The session lives in the export's memory: a new export process on the same port (same
-    key) does not know it, says so, and the agent closes its clients at once."""
+    key), after the first one crashed, does not know it, says so, and the agent closes its
+    clients at once."""
     require("xdotool")
     require("xlogo")
     with socket.socket() as s:
@@ -170,8 +171,8 @@ def test_an_export_that_restarted_refuses_to_resume_and_the_clients_end(lab) -> 
     second = None
     try:
         wait_for(lambda: windows(lab, "XLogo"), 30, step=0.1)
-        first.terminate()
-        assert first.wait(10) == 0
+        first.kill()  # a crash: it says nothing to the agent
+        first.wait(10)
         second = export()
         assert xlogo.wait(20) != 0
         log = agent_log(lab, relay)
@@ -182,4 +183,33 @@ def test_an_export_that_restarted_refuses_to_resume_and_the_clients_end(lab) -> 
         for p in (xlogo, first, second):
             if p is not None and p.poll() is None:
                 p.terminate()
+                p.wait(10)
+
+
+def test_an_export_that_stops_ends_its_clients_at_once_not_after_the_grace(lab) -> None:
+    """A clean stop (SIGTERM) closes every channel with a reason before the link goes, so
+    the app host's X clients end now rather than after the agent's 60 s of reconnecting."""
+    require("xdotool")
+    require("xlogo")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    export = subprocess.Popen(
+        [*XPROXY, "export", lab.xvfb.name, "--name", "stops", "--port", str(port),  # type: ignore[union-attr]
+         "--interface", "127.0.0.1", "--no-advertise"],
+        env=lab.display_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        text=True)
+    assert export.stdout.readline().startswith("ready")  # type: ignore[union-attr]
+    xlogo = subprocess.Popen([*XPROXY, "run", "--to", f"xproxy://127.0.0.1:{port}", "--", "xlogo"],
+                             env=lab.app_env, cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: windows(lab, "XLogo"), 30, step=0.1)
+        export.terminate()
+        assert export.wait(10) == 0
+        assert xlogo.wait(20) != 0  # the agent's grace is 60 s: this is the CLOSE, not it
+    finally:
+        for p in (xlogo, export):
+            if p.poll() is None:
+                p.kill()
                 p.wait(10)
