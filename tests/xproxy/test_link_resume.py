@@ -429,3 +429,19 @@ def test_the_idle_timer_acknowledges_what_came_since_the_last_ack() -> None:
     _move(ta, b)
     _move(tb, a)
     assert a.core.replay_bytes == 0 and b.core.replay_bytes == 0
+
+
+def test_a_peer_that_credits_but_never_acknowledges_is_a_protocol_error() -> None:
+    """Credit without acknowledgement would let our replay queue grow without end: past
+    MAX_UNACKED the link is closed instead."""
+    from xproxy.protocol.link import CREDIT, MAX_UNACKED
+
+    app, disp = hello_pair()
+    app.open(1)
+    disp.receive_data(app.data_to_send())
+    chunk = b"d" * 200_000
+    with pytest.raises(LinkProtocolError, match="unacknowledged"):
+        for _ in range(MAX_UNACKED // len(chunk) + 10):
+            app.send(1, chunk)
+            app.data_to_send()  # on the wire, never acknowledged
+            app.receive_data(HEADER.pack(CREDIT, 1, 4) + len(chunk).to_bytes(4, "big"))

@@ -42,7 +42,8 @@ the channel windows (a sender stops at the window; credit comes back only for da
 received, and the peer ACKs within 64 frames or 256 KB of receiving) — about one window per
 channel in flight plus one window not yet acknowledged, plus 256 KB. CREDIT, OPEN and CLOSE are
 small and follow from DATA and channels. While no connection is up, writes still queue here,
-and the windows stop the sources as they do on a slow connection.
+and the windows stop the sources as they do on a slow connection. A peer that gives credit but
+never acknowledges is a protocol error once MAX_UNACKED bytes wait.
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ INITIAL_WINDOW = 1024 * 1024
 MAX_CHANNELS = 4096
 #: ACK once this many sequenced frames, or bytes of them, arrived since the last ACK.
 ACK_FRAMES = 64
+#: A peer that leaves this much of what we sent unacknowledged (it would have to give credit
+#: for data it never acknowledges) is broken or hostile: the link is closed, not our memory.
+MAX_UNACKED = 64 * 1024 * 1024
 ACK_BYTES = 256 * 1024
 
 
@@ -333,6 +337,9 @@ class Link:
         del buf[:pos]
         if self.received - self._ack_sent >= ACK_FRAMES or self._bytes_since_ack >= ACK_BYTES:
             self.ack()
+        if self.replay_bytes > MAX_UNACKED:
+            raise LinkProtocolError(f"the peer left {self.replay_bytes} bytes unacknowledged "
+                                    f"(more than {MAX_UNACKED})")
         return events
 
     def _decompress(self, data: bytes) -> bytes:
