@@ -6,6 +6,7 @@
 ``write``; replicas wrap their responder with ``replicaclient.server``.
 """
 
+from .balancer import Balancer
 from .budget import RetryBudget
 from .client import ReplicatedClient
 from .declare import Semantics, declare, read, semantics_of, write
@@ -17,8 +18,8 @@ from .policy import First, Policy, Quorum, Vote, as_policy
 from .tag import Tag
 
 __all__ = [
-    "Added", "ClientClosed", "ClientMetrics", "DeadlineExceeded", "First", "MembershipFeed",
-    "NoQuorum", "NoReplicas", "OutlierDetector", "Policy", "Quorum", "Removed",
+    "Added", "Balancer", "ClientClosed", "ClientMetrics", "DeadlineExceeded", "First",
+    "MembershipFeed", "NoQuorum", "NoReplicas", "OutlierDetector", "Policy", "Quorum", "Removed",
     "ReplicaMetrics", "ReplicatedClient", "ReplicationError", "RetryBudget", "Semantics",
     "Tag", "Vote", "as_policy", "declare", "read", "semantics_of", "static", "write",
 ]

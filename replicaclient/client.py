@@ -23,13 +23,14 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from . import wire
+from .balancer import Balancer
 from .budget import RetryBudget
 from .declare import Semantics, semantics_of
 from .ejection import OutlierDetector
 from .errors import ClientClosed, NoReplicas
 from .latency import PercentileWindow
 from .membership import Added, Event, MembershipSource, Removed, static
-from .metrics import ClientMetrics, rank
+from .metrics import ClientMetrics
 from .policy import (
     Action,
     CallContext,
@@ -305,6 +306,8 @@ class ReplicatedClient:
     ``policy``: ``"first"``, ``"vote"``, ``"quorum"`` or a policy object;
     ``overrides`` maps command classes to the policy to use for them instead.
     ``timeout``: one deadline, in seconds, covering every attempt of a call.
+    ``balancer`` picks the replica of a ``first`` call (power of two choices over
+    peak-EWMA cost, ``replicaclient.balancer``).
     """
 
     def __init__(
@@ -319,6 +322,7 @@ class ReplicatedClient:
         timeout: float = 10.0,
         budget: RetryBudget | None = None,
         ejection: OutlierDetector | None = None,
+        balancer: Balancer | None = None,
         client_id: str | None = None,
     ) -> None:
         given = [x is not None for x in (endpoints, discover, membership)]
@@ -333,6 +337,7 @@ class ReplicatedClient:
         self.timeout = timeout
         self.budget = budget or RetryBudget(now=reactor.seconds())
         self.ejection = ejection or OutlierDetector()
+        self.balancer = balancer or Balancer()
         self.metrics = ClientMetrics()
         self.replicas: dict[str, _Replica] = {}
         self._seq = 0
@@ -365,6 +370,7 @@ class ReplicatedClient:
             replica = self.replicas[event.name] = _Replica(self.reactor, event.name,
                                                            event.endpoint)
             self.ejection.add(event.name)
+            self.balancer.add(event.name)
             self.metrics.replica(event.name)
             replica.connect()
             _log.info("replica {name} at {endpoint} joined", name=event.name,
@@ -373,6 +379,7 @@ class ReplicatedClient:
             gone = self.replicas.pop(event.name, None)
             if gone is not None:
                 self.ejection.remove(event.name)
+                self.balancer.remove(event.name)
                 gone.close()
                 _log.info("replica {name} left", name=event.name)
 
@@ -421,7 +428,7 @@ class ReplicatedClient:
         ctx = CallContext(
             command=name.decode("ascii", "replace"),
             semantics=semantics,
-            candidates=rank(healthy, self.metrics, seq) if first else healthy,
+            candidates=self.balancer.order(healthy, now) if first else healthy,
             members=len(names),
             now=now,
             deadline=now + self.timeout,
@@ -620,6 +627,7 @@ class _Call:
         stats = client.metrics.replica(send.replica)
         stats.sent += 1
         stats.outstanding += 1
+        client.balancer.sent(send.replica, client.reactor.seconds())
         kind = send.kind
         if kind != "primary" and kind != "fanout":
             if kind == "hedge":
@@ -676,7 +684,7 @@ class _Call:
             self._tell(send, "answer", reply.text, elapsed)
         stats.answers += 1
         stats.latency.observe(elapsed)
-        stats.ewma.add(elapsed)
+        client.balancer.answered(send.replica, elapsed, now)
         if send.stage == "call" or send.stage == "read":
             client._observe(self.command.commandName, elapsed)
         if client.ejection.success(send.replica, now):
@@ -703,6 +711,7 @@ class _Call:
             self._tell(send, "answer", found.text, now - started)
         stats.answers += 1
         stats.latency.observe(now - started)
+        client.balancer.answered(send.replica, now - started, now)
         client.ejection.success(send.replica, now)
         self.feed(self.machine.answered(send.replica, send.stage, found, now))
 
@@ -719,6 +728,7 @@ class _Call:
                        error: BaseException) -> None:
         self._tell(send, "failure", f"{type(error).__name__}: {error}", now - started)
         client = self.client
+        client.balancer.failed(send.replica, now - started, now)
         client.metrics.replica(send.replica).failures += 1
         if client.ejection.failure(send.replica, now):
             client.metrics.replica(send.replica).ejections += 1

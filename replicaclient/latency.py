@@ -63,16 +63,3 @@ class Histogram:
             out.append((bound, running))
         return out
 
-
-class Ewma:
-    """Exponentially weighted moving average of latency, for ranking replicas."""
-
-    def __init__(self, weight: float = 0.2) -> None:
-        self.weight = weight
-        self.value: float | None = None
-
-    def add(self, seconds: float) -> None:
-        if self.value is None:
-            self.value = seconds
-        else:
-            self.value += self.weight * (seconds - self.value)

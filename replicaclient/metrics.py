@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .latency import Ewma, Histogram
+from .latency import Histogram
 
 
 @dataclass
 class ReplicaMetrics:
     latency: Histogram = field(default_factory=Histogram)
-    ewma: Ewma = field(default_factory=Ewma)
     sent: int = 0
     answers: int = 0
     won: int = 0
@@ -68,21 +67,3 @@ class ClientMetrics:
             "replicas": {name: r.snapshot() for name, r in sorted(self.replicas.items())},
         }
 
-
-def rank(replicas: list[str], metrics: ClientMetrics, tiebreak: int = 0) -> list[str]:
-    """Order replicas cheapest first: expected latency times (outstanding + 1), the
-    "peak EWMA"-style cost Finagle's balancers use. Unmeasured replicas cost nothing, so
-    new ones get tried. ``tiebreak`` rotates equal-cost replicas to spread load."""
-    n = len(replicas)
-    if n < 2:
-        return list(replicas)
-    stats = metrics.replicas
-    keyed = []
-    for index, name in enumerate(replicas):
-        m = stats.get(name)
-        value = None if m is None else m.ewma.value
-        # (cost, rotated position) is unique per replica, so names are never compared
-        keyed.append((0.0 if value is None else value * (m.outstanding + 1),  # type: ignore[union-attr]
-                      (index - tiebreak) % n, name))
-    keyed.sort()
-    return [name for _, _, name in keyed]

@@ -13,7 +13,7 @@ from zope.interface.verify import verifyObject
 
 from demos.kvstore import Get, KVStore, Put
 from replicaclient import (
-    ClientClosed, DeadlineExceeded, First, MembershipFeed, ReplicatedClient, read, write,
+    Balancer, ClientClosed, DeadlineExceeded, First, MembershipFeed, ReplicatedClient, read, write,
 )
 from replicaclient.client import _ReplicaAMP, _Wakeups, encode_pairs
 from replicaclient.server import ReplicaFactory
@@ -448,31 +448,63 @@ def test_wakeups_survive_a_wake_that_finishes_many_calls():
     assert woken == [(0, 1.0), (199, 201.0)]
 
 
+class _SilentFirst(Balancer):
+    """Always puts the replica named ``first`` first: a call's primary goes there."""
+
+    def __init__(self, first: str) -> None:
+        super().__init__()
+        self.first = first
+
+    def order(self, candidates, now):
+        return sorted(candidates, key=lambda name: name != self.first)
+
+
 @pytest_twisted.inlineCallbacks
 def test_a_hedge_answers_for_a_silent_replica(listen):
-    # Unmeasured replicas rank first; the first call (seq 1) goes to the good one, which
-    # then has a measured cost, so every later call goes to the silent one first and
-    # only a hedge (after initial_delay: warmup is never reached) can answer it.
+    # Every call goes to the silent replica first (warmup is never reached, so the
+    # hedge waits initial_delay); only the hedge can answer it.
     silent = listen(raw_factory("silent"))
     good = listen(ReplicaFactory(Service()))
     hedged = ReplicatedClient(_reactor(), [silent, good], timeout=10,
-                              policy=First(initial_delay=0.02, warmup=10**6))
+                              policy=First(initial_delay=0.02, warmup=10**6),
+                              balancer=_SilentFirst(silent))
     unhedged = ReplicatedClient(_reactor(), [silent, good], timeout=0.3,
-                                policy=First(hedge=False))
+                                policy=First(hedge=False), balancer=_SilentFirst(silent))
     try:
         assert (yield hedged.callRemote(Put, key="k", value="v")) == {}
         for _ in range(3):
             assert (yield hedged.callRemote(Get, key="k")) == {"value": "v"}
         stats = hedged.metrics.replicas
-        assert stats[silent].sent == 3 and stats[silent].answers == 0
-        assert stats[good].hedges_sent == 3 and stats[good].hedges_won == 3
+        assert stats[silent].sent == 4 and stats[silent].answers == 0
+        assert stats[good].hedges_sent == 4 and stats[good].hedges_won == 4
         # Without hedging the same call waits for the deadline.
-        assert (yield unhedged.callRemote(Get, key="k")) == {"value": "v"}
         with pytest.raises(DeadlineExceeded):
             yield unhedged.callRemote(Get, key="k")
         assert unhedged.metrics.replicas[silent].sent == 1
     finally:
         yield defer.gatherResults([hedged.close(), unhedged.close()])
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_silent_replica_takes_one_request_not_every_call(listen):
+    # With the default balancer a replica with a request out and no answer ever costs
+    # PENALTY, so after its first request every call goes to the good one: one call
+    # is hedged, the others are not.
+    silent = listen(raw_factory("silent"))
+    good = listen(ReplicaFactory(Service()))
+    stub = ReplicatedClient(_reactor(), [silent, good], timeout=10,
+                            policy=First(initial_delay=0.02, warmup=10**6))
+    try:
+        assert (yield stub.callRemote(Put, key="k", value="v")) == {}
+        for _ in range(20):
+            assert (yield stub.callRemote(Get, key="k")) == {"value": "v"}
+        stats = stub.metrics.replicas
+        assert stats[silent].sent == 1 and stats[silent].answers == 0
+        assert stats[good].sent == 21 and stats[good].hedges_sent == 1
+        assert stub.balancer.loads[silent].outstanding == 1
+        assert stub.balancer.loads[good].outstanding == 0
+    finally:
+        yield stub.close()
 
 
 @pytest_twisted.inlineCallbacks

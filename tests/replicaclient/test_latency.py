@@ -2,7 +2,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from replicaclient.latency import Histogram, PercentileWindow
-from replicaclient.metrics import ClientMetrics, rank
 
 
 def test_percentile_of_a_known_window():
@@ -54,22 +53,3 @@ def test_histogram_buckets_are_cumulative():
     assert h.cumulative() == [(0.001, 1), (0.01, 3), (float("inf"), 4)]
     assert h.count == 4
 
-
-def test_rank_prefers_fast_idle_replicas_and_tries_unmeasured_ones():
-    m = ClientMetrics()
-    m.replica("slow").ewma.add(0.010)
-    m.replica("fast").ewma.add(0.001)
-    m.replica("busy").ewma.add(0.001)
-    m.replica("busy").outstanding = 20
-    assert rank(["slow", "busy", "fast"], m) == ["fast", "slow", "busy"]
-    assert rank(["slow", "new"], m)[0] == "new"
-
-
-def test_rank_rotates_replicas_of_equal_cost_by_the_tiebreak():
-    m = ClientMetrics()
-    assert [rank(["a", "b", "c"], m, t) for t in range(4)] == [
-        ["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
-    for name in "abc":
-        m.replica(name).ewma.add(0.001)
-    assert rank(["a", "b", "c"], m, 2) == ["c", "a", "b"]
-    assert rank(["a"], m, 5) == ["a"] and rank([], m) == []
