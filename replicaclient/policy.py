@@ -11,8 +11,10 @@ wall clock; ``now`` is always an argument. A message is identified by
 replies from an earlier stage are recognised and ignored.
 
 ``First`` (hedged requests, after Finagle's backup requests and "The Tail at Scale"):
-one replica, the cheapest by the adapter's ranking, gets the call; if it has not
-answered by the hedge delay (a percentile of observed latency) another one gets a copy.
+one replica, the first of the candidates (the adapter orders them with
+``replicaclient.balancer``: power of two choices, then cheapest first), gets the call; if
+it has not answered by the hedge delay (a percentile of observed latency) the next one
+gets a copy.
 The first answer wins. Hedges and retries happen only for idempotent commands and only
 while the retry budget has a token.
 
@@ -89,7 +91,7 @@ class CallContext:
     command: str
     semantics: Semantics
     candidates: Sequence[str]
-    """Replicas to use, best first (not ejected)."""
+    """Replicas to use, in the order to use them (not ejected)."""
     members: int
     """Size of the membership: thresholds count replicas that are down or ejected too."""
     now: float
