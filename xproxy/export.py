@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from . import xauthfile
 from .identity import AuthorizedHosts, Identity
 from .linkconn import ChannelTransport, LinkProtocol, LinkSession
+from .paths import LINK_SERVICE_TYPE
 from .protocol.connection import AuthPolicy
 from .protocol.display import parse_display
 from .protocol.extensions import ExtensionPolicy
@@ -37,8 +38,6 @@ from .tls import ServerContextFactory
 
 log = Logger(namespace="xproxy.export")
 
-#: DNS-SD service type of an exported display (the link protocol, not raw X11).
-LINK_SERVICE_TYPE = "_xproxy._tcp"
 DEFAULT_PORT = 7010
 
 

@@ -10,106 +10,22 @@ never see another's cookie.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from . import xauthfile
 from .child import run_command
-from .export import LINK_SERVICE_TYPE
-from .paths import LinkMode, LinkTarget, RunError, agent_socket_path, control_path, parse_direct
+from .paths import LINK_SERVICE_TYPE, RunError
 from .protocol.display import DisplayNameError, parse_display
 from .server import ProxyServer, ServeOptions, StartError
 
 log = Logger(namespace="xproxy.run")
-
-
-async def find_display(name: str, reactor, discovery_socket: str | None = None) -> LinkTarget:  # type: ignore[no-untyped-def]
-    from discovery import client as discovery_client
-
-    try:
-        records = await discovery_client.lookup(LINK_SERVICE_TYPE, name=name, wait=1.0,
-                                                socket=discovery_socket, reactor=reactor)
-    except Exception as err:
-        raise RunError(f"cannot ask discoveryd for @{name} "
-                       f"({discovery_client.socket_path(discovery_socket)}): {err}") from err
-    if not records:
-        raise RunError(f"no display named {name!r} is exported on the LAN "
-                       "(`xproxy displays` lists those that are)")
-    rec = records[0]
-    if not rec.addresses:
-        raise RunError(f"display {name!r} was found but has no address")
-    return LinkTarget(rec.addresses[0], rec.port, f"@{name}", rec.txt.get("fp"), f"@{name}")
-
-
-async def ensure_agent(reactor, target: LinkTarget, mode: LinkMode = LinkMode(),  # type: ignore[no-untyped-def]
-                       linger: float | None = None) -> str:
-    """The socket of the agent holding the link to `target`, started if none runs yet."""
-    path = agent_socket_path(target.host, target.port, target.trust_name, mode.key)
-    lock = open(path + ".lock", "w")
-    try:
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                await task.deferLater(reactor, 0.05, lambda: None)
-        if _agent_alive(path):
-            return path
-        argv = [sys.executable, "-m", "xproxy.cli", "link-agent", "--host", target.host,
-                "--port", str(target.port), "--trust-name", target.trust_name,
-                "--socket", path, *mode.argv()]
-        if linger is not None:
-            argv += ["--linger", str(linger)]
-        if target.fingerprint:
-            argv += ["--fingerprint", target.fingerprint]
-        log_path = path[: -len(".sock")] + ".log"
-        with open(log_path, "a") as agent_log:
-            agent = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=agent_log, start_new_session=True, text=True)
-        from twisted.internet import threads
-
-        line = await threads.deferToThreadPool(reactor, reactor.getThreadPool(),
-                                               agent.stdout.readline)  # type: ignore[union-attr]
-        agent.stdout.close()  # type: ignore[union-attr]
-        if line.startswith("ready"):
-            return path
-        agent.wait()
-        message = line.partition("error: ")[2].strip() or f"the link agent failed (see {log_path})"
-        raise RunError(message)
-    finally:
-        fcntl.flock(lock, fcntl.LOCK_UN)
-        lock.close()
-
-
-def _agent_alive(path: str) -> bool:
-    import socket
-
-    s = socket.socket(socket.AF_UNIX)
-    try:
-        s.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
-async def prepare_link(reactor, target: str, mode: LinkMode = LinkMode(),  # type: ignore[no-untyped-def]
-                       linger: float | None = None) -> str:
-    """The control socket of the link agent for `target` (@NAME or xproxy://HOST:PORT),
-    found on the LAN and started if need be: where `xproxy run` asks for its display."""
-    link = (await find_display(target[1:], reactor) if target.startswith("@")
-            else parse_direct(target))
-    return control_path(await ensure_agent(reactor, link, mode, linger))
 
 
 async def run(reactor, target: str, command: list[str],  # type: ignore[no-untyped-def]

@@ -17,6 +17,9 @@ import hashlib
 import os
 from dataclasses import dataclass
 
+#: DNS-SD service type of an exported display (the link protocol, not raw X11).
+LINK_SERVICE_TYPE = "_xproxy._tcp"
+
 #: How long an idle link agent keeps its link (as ssh's ControlPersist): the next program
 #: shown on the same display host then starts without a TLS handshake or a process start.
 DEFAULT_LINGER = 60.0

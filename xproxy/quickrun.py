@@ -2,16 +2,17 @@
 
 The display a program uses is served by the link agent (runservice.py), which already holds the
 link, the X cache and a warm reactor; this process only asks it for a display, runs the
-command, and says when the command is done. With an agent running that takes the standard
-library and a few milliseconds, where importing Twisted alone takes a quarter of a second: on
-a warm link, time to the first X request is the program's own. Only when no agent runs yet
-(the first run, or after it lingered out) does this process start the reactor, to find the
-display on the LAN and start the agent (launcher.prepare_link), then go on the same way.
+command, and says when the command is done, with the standard library only (importing
+Twisted alone takes a quarter of a second): on a warm link, time to the first X request is
+the program's own. When no agent runs yet (the first run, or after it lingered out), it asks
+discoveryd where the display is (a blocking lookup on its socket, discovery/blocking.py) and
+starts the agent first.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import shutil
@@ -23,7 +24,9 @@ import tempfile
 from typing import IO, Any
 
 from .paths import (
+    LINK_SERVICE_TYPE,
     LinkMode,
+    LinkTarget,
     RunError,
     agent_socket_path,
     control_path,
@@ -82,7 +85,7 @@ def main(args: argparse.Namespace) -> int | None:
             try:
                 sock, display = ask(ctl, request, trace_file)
             except _NoAgent:
-                ctl = prepare(args, mode)
+                ctl = control_path(ensure_agent(resolve(args.target), mode, args.linger))
                 sock, display = ask(ctl, request, trace_file)
         except _NoAgent as err:
             return _fail(f"the link agent did not answer: {err}")
@@ -182,32 +185,68 @@ def run_command(argv: list[str], env: dict[str, str]) -> int:
     return 128 - code if code < 0 else code
 
 
-def prepare(args: argparse.Namespace, mode: LinkMode) -> str:
-    """Find the display and start its link agent, on the reactor: the control socket."""
-    from twisted.internet import defer
+def resolve(target: str, discovery_socket: str | None = None) -> LinkTarget:
+    """Where `target` is: xproxy://HOST:PORT as written, @NAME from the local discoveryd."""
+    if not target.startswith("@"):
+        return parse_direct(target)
+    from discovery.blocking import LookupFailed, lookup
 
-    from .cli import install_reactor, start_logging
+    name = target[1:]
+    try:
+        records = lookup(LINK_SERVICE_TYPE, name=name, wait=1.0, socket=discovery_socket)
+    except LookupFailed as err:
+        raise RunError(f"cannot ask discoveryd for @{name}: {err}") from None
+    if not records:
+        raise RunError(f"no display named {name!r} is exported on the LAN "
+                       "(`xproxy displays` lists those that are)")
+    rec = records[0]
+    addresses = rec.get("addresses") or []
+    if not addresses:
+        raise RunError(f"display {name!r} was found but has no address")
+    fingerprint = (rec.get("txt") or {}).get("fp")
+    return LinkTarget(str(addresses[0]), int(rec["port"]), target, fingerprint, target)
 
-    reactor = install_reactor("asyncio")
-    start_logging(args.verbose, quiet=True)
-    result: dict[str, Any] = {}
 
-    def go() -> None:
-        from .launcher import prepare_link
+def ensure_agent(target: LinkTarget, mode: LinkMode = LinkMode(),
+                 linger: float | None = None) -> str:
+    """The X socket of the agent holding the link to `target`, started if none runs yet
+    (under a lock, so runs started together share one)."""
+    path = agent_socket_path(target.host, target.port, target.trust_name, mode.key)
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if _alive(path):
+                return path
+            argv = [sys.executable, "-m", "xproxy.cli", "link-agent", "--host", target.host,
+                    "--port", str(target.port), "--trust-name", target.trust_name,
+                    "--socket", path, *mode.argv()]
+            if linger is not None:
+                argv += ["--linger", str(linger)]
+            if target.fingerprint:
+                argv += ["--fingerprint", target.fingerprint]
+            log_path = path[: -len(".sock")] + ".log"
+            with open(log_path, "a") as agent_log:
+                agent = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=agent_log, start_new_session=True, text=True)
+            assert agent.stdout is not None
+            line = agent.stdout.readline()
+            agent.stdout.close()
+            if line.startswith("ready"):
+                return path
+            agent.wait()
+            raise RunError(line.partition("error: ")[2].strip()
+                           or f"the link agent failed (see {log_path})")
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
-        d = defer.ensureDeferred(prepare_link(reactor, args.target, mode, args.linger))
-        d.addCallbacks(lambda ctl: result.setdefault("ctl", ctl),
-                       lambda failure: result.setdefault("error", failure))
-        d.addBoth(lambda _: reactor.stop())
 
-    reactor.callWhenRunning(go)
-    reactor.run()
-    if "ctl" in result:
-        return str(result["ctl"])
-    error = result.get("error")
-    if error is not None and error.check(RunError):
-        raise error.value
-    raise RunError(f"cannot start the link agent: {error.value if error else 'interrupted'}")
+def _alive(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX) as s:
+        try:
+            s.connect(path)
+            return True
+        except OSError:
+            return False
 
 
 def report_verify(stats_path: str) -> None:

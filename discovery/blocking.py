@@ -1,0 +1,70 @@
+"""A lookup on discoveryd's local API with the standard library only, blocking: for short-lived
+commands that must not pay a quarter of a second to import Twisted first (`xproxy run`).
+Everything else uses the Twisted client (client.py), which also registers and watches."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket as _socket
+from typing import Any
+
+from discovery.config import default_socket_path
+from discovery.wire import MAX_LINE, encode
+
+
+class LookupFailed(Exception):
+    """The daemon could not be asked, or refused; the message says which and why."""
+
+    def __init__(self, message: str, code: str = "unavailable") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def lookup(type: str, name: str | None = None, *, wait: float | None = None,
+           socket: str | None = None, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The services of `type` (named `name`) the daemon knows, as it reports them (`name`,
+    `host`, `addresses`, `port`, `txt`, `source`); waits up to `wait` seconds for the LAN
+    on a type the daemon is not browsing yet."""
+    path = socket or default_socket_path(os.environ, os.getuid())
+    request: dict[str, Any] = {"id": 1, "op": "lookup", "type": type}
+    if name is not None:
+        request["name"] = name
+    if wait is not None:
+        request["wait"] = wait
+    with _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM) as s:
+        s.settimeout(timeout + (wait or 0.0))
+        try:
+            s.connect(path)
+            s.sendall(encode(request))
+            buf = b""
+            while True:
+                while b"\n" in buf:
+                    line, _, buf = buf.partition(b"\n")
+                    reply = _reply(line)
+                    if reply is not None:
+                        return reply
+                if len(buf) > MAX_LINE:
+                    raise LookupFailed(f"discoveryd sent a line longer than {MAX_LINE} bytes")
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise LookupFailed("discoveryd closed the connection without an answer")
+                buf += chunk
+        except OSError as err:
+            raise LookupFailed(f"{path}: {err}") from None
+
+
+def _reply(line: bytes) -> list[dict[str, Any]] | None:
+    try:
+        body = json.loads(line)
+    except ValueError:
+        raise LookupFailed("discoveryd sent a line that is not JSON") from None
+    if not isinstance(body, dict) or body.get("id") != 1:
+        return None  # not the answer to our request (an event)
+    if not body.get("ok"):
+        err = body.get("error") or {}
+        raise LookupFailed(str(err.get("message", "refused")), str(err.get("code", "error")))
+    services = body.get("services")
+    if not isinstance(services, list):
+        raise LookupFailed("discoveryd's answer has no list of services")
+    return [s for s in services if isinstance(s, dict)]
