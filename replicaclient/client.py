@@ -134,6 +134,11 @@ class _ReplicaAMP(amp.AMP):
         self.waiting[tag] = waiter
         self._write(b"".join((head, command, _ASK, _U16(len(tag)), tag, _END)))
 
+    def forget(self, call: _Call) -> list[tuple[Send, float]]:
+        """Stop waiting for ``call``'s answers; what it had sent here, and when."""
+        found = [tag for tag, waiter in self.waiting.items() if waiter[0] is call]
+        return [self.waiting.pop(tag)[1:] for tag in found]  # type: ignore[misc]
+
     def ampBoxReceived(self, box: amp.AmpBox) -> None:
         tag = box.get(amp.ANSWER)
         if tag is None:
@@ -205,6 +210,15 @@ class _Replica:
         else:
             self.waiting.append((head, command, waiter))
             self.connect()
+
+    def forget(self, call: _Call) -> list[tuple[Send, float]]:
+        """Stop waiting for ``call``'s answers here (sent, or queued for the connection)."""
+        found = [(w[1], w[2]) for _, _, w in self.waiting if w[0] is call]
+        if found:
+            self.waiting = [entry for entry in self.waiting if entry[2][0] is not call]
+        if self.proto is not None:
+            found += self.proto.forget(call)
+        return found
 
     def send_only(self, head: bytes, command: bytes) -> None:
         if self.proto is not None:
@@ -446,6 +460,7 @@ class ReplicatedClient:
         self.budget.deposit()
         self.metrics.calls += 1
         call = _Call(self, command, register, head, rid, machine, seq)
+        call.deadline = ctx.deadline
         self._calls.add(call)
         call.feed(machine.start())
         return call.result
@@ -512,6 +527,10 @@ class _Call:
         self.machine = machine
         self.result: Deferred[Any] = Deferred(self._cancel)
         self.wake_at: float | None = None
+        self.deadline = float("inf")
+        self.pending = 0
+        """Requests sent and neither answered nor lost: after the call has finished, those
+        still unanswered at its deadline are abandoned (`_abandon`)."""
         self._queue: list[Action] = []
         self._running = False
         self._messages: dict[tuple[str, Tag | None], tuple[bytes, bytes]] = {}
@@ -551,6 +570,12 @@ class _Call:
         if self.wake_at is not None:
             self.wake_at = None
             client._wakeups.forget()
+        if self.pending:  # losers may still answer (and teach latency) until the deadline
+            now = client.reactor.seconds()
+            if now >= self.deadline:
+                self._abandon(now)
+            elif not self._running:
+                self._rearm()  # (else feed does, when it is done)
         action = actions[0]
         metrics = client.metrics
         if isinstance(action, Succeed):
@@ -572,6 +597,8 @@ class _Call:
 
     def _rearm(self) -> None:
         when = self.machine.next_wake()
+        if when is None and self.pending and self.machine.done and self.deadline < float("inf"):
+            when = self.deadline  # to abandon what is still unanswered then
         if when == self.wake_at:
             return
         wakeups = self.client._wakeups
@@ -582,8 +609,28 @@ class _Call:
             wakeups.at(when, self)
 
     def wake(self, now: float) -> None:
-        """The time the machine asked for has come (``wake_at`` is cleared)."""
+        """The time the machine asked for has come (``wake_at`` is cleared); for a
+        finished call, its deadline, when what is still unanswered is abandoned."""
+        if self.machine.done:
+            self._abandon(now)
+            return
         self.feed(self.machine.wake(now))
+
+    def _abandon(self, now: float) -> None:
+        """Requests of this call no answer came for by its deadline (a replica that is
+        silent, or dropped them): forgotten by their connections, counted as failures of
+        their replicas (so a silent replica is ejected and costs more to the balancer,
+        rather than keeping a request "in flight" for ever)."""
+        client = self.client
+        for replica in client.replicas.values():
+            found = replica.forget(self)
+            for send, started in found:
+                self.pending -= 1
+                client.metrics.replica(send.replica).outstanding -= 1
+                self._count_failure(send, now, started, TimeoutError(
+                    f"{send.replica} did not answer within the call's deadline"))
+            if not self.pending:
+                return
 
     # -- messages
 
@@ -645,10 +692,12 @@ class _Call:
             self.feed(self.machine.failed(send.replica, send.stage, error,
                                           client.reactor.seconds()))
             return
+        self.pending += 1
         replica.request(head, command, (self, send, client.reactor.seconds()))
 
     def received(self, box: amp.AmpBox, send: Send, started: float) -> None:
         """A replica's answer or error box for ``send``."""
+        self.pending -= 1
         if amp.ERROR in box:
             code = box.get(amp.ERROR_CODE, amp.UNKNOWN_ERROR_CODE)
             description = box.get(amp.ERROR_DESCRIPTION, b"")
@@ -658,6 +707,7 @@ class _Call:
 
     def lost(self, error: BaseException, send: Send, started: float) -> None:
         """``send`` will get no answer: the connection failed, was lost or closed."""
+        self.pending -= 1
         client = self.client
         now = client.reactor.seconds()
         client.metrics.replica(send.replica).outstanding -= 1

@@ -524,3 +524,28 @@ def test_a_value_amp_cannot_carry_fails_the_call_and_sends_nothing(listen):
     finally:
         plain.transport.loseConnection()
         yield stub.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_requests_a_silent_replica_never_answers_are_abandoned_at_the_deadline(listen):
+    # The hedge wins at once; the silent primary's request is kept until the call's
+    # deadline (an answer could still come and teach its latency), then forgotten and
+    # counted as that replica's failure: nothing stays "in flight" for ever.
+    silent = listen(raw_factory("silent"))
+    good = listen(ReplicaFactory(Service()))
+    stub = ReplicatedClient(_reactor(), [silent, good], timeout=0.3,
+                            policy=First(initial_delay=0.02, warmup=10**6),
+                            balancer=_SilentFirst(silent))
+    try:
+        yield stub.callRemote(Put, key="k", value="v")
+        for _ in range(3):
+            assert (yield stub.callRemote(Get, key="k")) == {"value": "v"}
+        stats = stub.metrics.replicas[silent]
+        assert stats.sent == 4 and stats.outstanding == 4 and stats.failures == 0
+        yield task.deferLater(_reactor(), 0.5, lambda: None)
+        assert stats.outstanding == 0 and stats.failures == 4
+        assert stub.balancer.loads[silent].outstanding == 0
+        proto = stub.replicas[silent].proto
+        assert proto is not None and proto.waiting == {}
+    finally:
+        yield stub.close()
