@@ -69,7 +69,11 @@ class _Outbox:
     reads), and writing each piece on wakes the X server for a request it cannot act on until
     the last piece is there. So pieces of an unfinished message wait (up to COALESCE_MAX, so
     a huge request still streams) and go out with the piece that finishes it: one write and
-    one wake-up of the other side per message. Nothing waits that the other side could use."""
+    one wake-up of the other side per message. Nothing waits that the other side could use.
+
+    Only requests are held so (x11perf -putimage100: proxy CPU per request 47 -> 29 µs). The
+    server's messages are not: holding the header of a small reply for its last bytes cost
+    -prop round trips about a tenth of their rate, measured side by side."""
 
     __slots__ = ("write", "parts", "size")
 
@@ -134,7 +138,6 @@ class ClientSide(protocol.Protocol):
         _nodelay(self.transport)
         fast_reads(self.transport)
         self.write = direct_writer(self.transport)
-        self.outbox = _Outbox(self.write)
         self.factory.totals.clients += 1
         self.factory.totals.active[self.number] = self
         self.transport.pauseProducing()
@@ -191,7 +194,7 @@ class ClientSide(protocol.Protocol):
             self._close(f"protocol error from server: {err}")
             return
         if out:
-            self.outbox.send(out, self.conn.server.unfinished)
+            self.write(out)  # (replies are not held: see _Outbox)
 
     def upstream_lost(self) -> None:
         self._close(None)
@@ -208,7 +211,6 @@ class ClientSide(protocol.Protocol):
         if self.closed:
             return
         self.closed = True
-        self.outbox.flush()
         self.transport.loseConnection()
         if self.server is not None:
             self.server.outbox.flush()
