@@ -82,8 +82,7 @@ class _Bridge(protocol.Protocol):
         self.sup: Suppressor | None = None
 
     def connectionMade(self) -> None:
-        self.agent.active += 1
-        self.agent.cancel_linger()
+        self.agent.hold()
 
     def dataReceived(self, data: bytes) -> None:
         if self.sup is None and self.agent.cache is not None:
@@ -132,9 +131,8 @@ class _Bridge(protocol.Protocol):
             self.channel.loseConnection()
         if self.sup is not None:
             self.sup.close()
-        self.agent.active -= 1
         self.agent.save()
-        self.agent.maybe_linger()
+        self.agent.release()
 
 
 class _BridgeBack(protocol.Protocol):
@@ -420,6 +418,16 @@ class LinkAgent:
                   host=self.host, port=self.port, why=why, n=len(session.channels))
         session.end(f"link lost: {why}")
         self._finish("link lost")
+
+    def hold(self) -> None:
+        """Someone uses the link (an X connection, or a run waiting to open one): no
+        lingering out until it lets go."""
+        self.active += 1
+        self.cancel_linger()
+
+    def release(self) -> None:
+        self.active -= 1
+        self.maybe_linger()
 
     def cancel_linger(self) -> None:
         if self._linger_call is not None and self._linger_call.active():

@@ -230,17 +230,9 @@ async def link_agent(reactor, args, running, open_trace) -> None:  # type: ignor
                       args.socket, linger=args.linger, suppress=not args.no_suppress,
                       verify=args.verify_cache, compress_level=args.compress_level or None,
                       grace=args.grace)
-
-    def hold() -> None:  # a run connected: it uses the link even with no X connection open
-        agent.active += 1
-        agent.cancel_linger()
-
-    def release() -> None:
-        agent.active -= 1
-        agent.maybe_linger()
-
-    service = RunService(reactor, args.socket, control_path(args.socket), hold, release,
-                         after_run=agent.save)
+    # a run holds the link even while its program has no X connection open
+    service = RunService(reactor, args.socket, control_path(args.socket), agent.hold,
+                         agent.release, after_run=agent.save)
     mode = LinkMode(suppress=not args.no_suppress, verify=args.verify_cache,
                     compress_level=args.compress_level)
     alias = name_alias_path(args.trust_name, mode.key) if args.trust_name.startswith("@") else None
