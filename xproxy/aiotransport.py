@@ -38,7 +38,9 @@ class TransportShim:
         self.t = transport
         self.proto = proto
         self.paused = False
-        self.held: list[bytes] = []  # read before a pause took effect (uvloop may deliver it)
+        #: The transport's own write, for callers that stop writing once they have closed
+        #: the connection themselves (the relay); `write` checks that for everyone else.
+        self.raw_write = transport.write
         self.producer: Any = None
         self.connected = True
         self.disconnecting = False
@@ -67,9 +69,7 @@ class TransportShim:
 
     def resumeProducing(self) -> None:
         self.paused = False
-        while self.held and not self.paused:
-            self.proto.dataReceived(self.held.pop(0))
-        if not self.paused and not self.t.is_closing():
+        if not self.t.is_closing():
             self.t.resume_reading()
 
     def stopProducing(self) -> None:
@@ -89,22 +89,20 @@ class TransportShim:
 
 
 class ProtocolAdapter(asyncio.Protocol):
-    """Runs a Twisted protocol on an asyncio transport."""
+    """Runs a Twisted protocol on an asyncio transport.
+
+    Received bytes go straight to the protocol's dataReceived (bound here, before the loop
+    looks up data_received). asyncio delivers nothing between pause_reading and
+    resume_reading, so pausing needs no buffer of its own."""
 
     def __init__(self, proto: protocol.Protocol) -> None:
         self.proto = proto
         self.shim: TransportShim | None = None
+        self.data_received = proto.dataReceived  # type: ignore[method-assign]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.shim = TransportShim(transport, self.proto)  # type: ignore[arg-type]
         self.proto.makeConnection(self.shim)  # type: ignore[arg-type]
-
-    def data_received(self, data: bytes) -> None:
-        shim = self.shim
-        if shim is not None and (shim.paused or shim.held):
-            shim.held.append(data)
-        else:
-            self.proto.dataReceived(data)
 
     def eof_received(self) -> bool:
         return False  # close: X has no half-closed connections

@@ -192,7 +192,7 @@ class ProxyServer:
         self.ports.clear()
         if self.factory is not None:
             for client in list(self.factory.totals.active.values()):
-                client.transport.loseConnection()
+                client.disconnect()
         if self.entry is not None:
             entry = self.entry
             try:

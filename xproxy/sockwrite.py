@@ -31,7 +31,11 @@ def _plain_socket_transport(transport) -> bool:  # type: ignore[no-untyped-def]
 
 def direct_writer(transport) -> Callable[[bytes], None]:  # type: ignore[no-untyped-def]
     """A write function for `transport`: direct when it is a plain socket transport with an
-    empty queue, else `transport.write`."""
+    empty queue, else `transport.write`. The caller must not write once it has closed the
+    transport (an asyncio transport's own write, which this returns for one, would raise)."""
+    raw = getattr(transport, "raw_write", None)
+    if raw is not None:
+        return raw  # type: ignore[no-any-return]
     if not _plain_socket_transport(transport):
         return transport.write
     send = transport.socket.send

@@ -1,5 +1,5 @@
 """relay._Outbox with the framer's `unfinished` count: the pieces of a large request go to the
-server in one write, with the piece that finishes it; small messages and message boundaries
+server in one (gathering) write, with the piece that finishes it; small messages and message boundaries
 are never held; a request larger than the cap still streams."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from .test_connection import connected
 
 def relay(conn, stream: bytes, sizes: list[int]) -> list[bytes]:
     writes: list[bytes] = []
-    box = _Outbox(writes.append)
+    box = _Outbox(writes.append, lambda parts: writes.append(b"".join(parts)))  # one writev
     pos = 0
     for size in [*sizes, len(stream)]:
         out = conn.client_data(stream[pos : pos + size])

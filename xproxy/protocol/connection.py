@@ -83,7 +83,6 @@ class X11Connection:
         self.auth = auth
         self.policy = policy or ExtensionPolicy()
         self.observer = observer
-        self.stats = Stats()
         self.endian = "<"
         self.setup: SetupRequest | None = None
         self.setup_reply: SetupReply | None = None
@@ -103,6 +102,12 @@ class X11Connection:
         """Bytes from the server; returns bytes for the client. Raises ServerProtocolError."""
         return self.server.feed(data)
 
+    @property
+    def stats(self) -> Stats:
+        """Messages so far: requests, and the server's replies, events and errors."""
+        kinds = self.server.kinds
+        return Stats(self.client.seq, kinds[1], sum(kinds) - kinds[0] - kinds[1], kinds[0])
+
     def take_to_client(self) -> bytes:
         out = b"".join(self.to_client)
         self.to_client.clear()
@@ -118,6 +123,10 @@ class X11Connection:
         self.client.dead = True
 
 
+_U16 = {e: struct.Struct(e + "H").unpack_from for e in "<>"}
+_U32 = {e: struct.Struct(e + "I").unpack_from for e in "<>"}
+
+
 class _ClientFramer(StreamFramer):
     def __init__(self, conn: X11Connection) -> None:
         super().__init__()
@@ -128,23 +137,42 @@ class _ClientFramer(StreamFramer):
         self.bigreq_opcode = -1
         self.max_big_request = DEFAULT_MAX_BIG_REQUEST
         self.endian = "<"
+        self._u16 = _U16["<"]
+        self._u32 = _U32["<"]
+        self._holds = self._hold_table()
+
+    def _hold_table(self) -> bytes:
+        """Per opcode: whether requests with it are held whole (the proxy reads them)."""
+        if self.conn.observer is not None:
+            return b"\1" * 256
+        table = bytearray(256)
+        table[QUERY_EXTENSION] = table[LIST_EXTENSIONS] = 1
+        if self.bigreq_opcode >= 0:
+            table[self.bigreq_opcode] = 1
+        return bytes(table)
+
+    def learned_bigreq_opcode(self, opcode: int) -> None:
+        self.bigreq_opcode = opcode
+        self._holds = self._hold_table()
 
     def _frame(self, buf, pos, avail):  # type: ignore[no-untyped-def]
         if self.in_setup:
             if avail < 12:
                 return None
             self.endian = self.conn.endian = endian_of(buf[pos])
+            self._u16 = _U16[self.endian]
+            self._u32 = _U32[self.endian]
             return setup_request_size(bytes(buf[pos : pos + 12])), True
         if avail < 4:
             return None
         opcode = buf[pos]
-        (length,) = struct.unpack_from(self.endian + "H", buf, pos + 2)
+        length = self._u16(buf, pos + 2)[0]
         if length == 0:
             if not self.big_requests:
                 raise ClientProtocolError("request of length 0 without BIG-REQUESTS enabled")
             if avail < 8:
                 return None
-            (length,) = struct.unpack_from(self.endian + "I", buf, pos + 4)
+            length = self._u32(buf, pos + 4)[0]
             if length < 2:
                 raise ClientProtocolError(f"BIG-REQUESTS length {length} is less than 2 words")
             if length * 4 > self.max_big_request:
@@ -153,14 +181,7 @@ class _ClientFramer(StreamFramer):
                     f"of {self.max_big_request}"
                 )
         self.seq += 1
-        self.conn.stats.requests += 1
-        hold = (
-            opcode == QUERY_EXTENSION
-            or opcode == LIST_EXTENSIONS
-            or opcode == self.bigreq_opcode
-            or self.conn.observer is not None
-        )
-        return length * 4, hold
+        return length * 4, self._holds[opcode]
 
     def _message(self, msg: bytes) -> bytes:
         conn = self.conn
@@ -206,9 +227,15 @@ class _ServerFramer(StreamFramer):
         self.in_setup = True
         self.endian = "<"
         self.last_seq = 0  # full sequence number of the last server message that had one
+        self.kinds = [0] * 256  # messages by their first byte: 0 error, 1 reply, else events
+        self.hold_all = conn.observer is not None
+        self._u16 = _U16["<"]
+        self._u32 = _U32["<"]
 
     def expect_setup(self, endian: str) -> None:
         self.endian = endian
+        self._u16 = _U16[endian]
+        self._u32 = _U32[endian]
 
     def _frame(self, buf, pos, avail):  # type: ignore[no-untyped-def]
         if self.in_setup:
@@ -218,20 +245,17 @@ class _ServerFramer(StreamFramer):
         if avail < 32:
             return None
         kind = buf[pos]
-        conn = self.conn
-        stats = conn.stats
         size = 32
         if kind == 1 or kind & 0x7F == GENERIC_EVENT:
-            (length,) = struct.unpack_from(self.endian + "I", buf, pos + 4)
-            size = 32 + 4 * length
+            size = 32 + 4 * self._u32(buf, pos + 4)[0]
             if size > MAX_SERVER_MESSAGE:
                 raise ServerProtocolError(f"server message of {size} bytes")
-        hold = conn.observer is not None
+        hold = self.hold_all
+        self.kinds[kind] += 1
         if kind != KEYMAP_NOTIFY:
-            (seq16,) = struct.unpack_from(self.endian + "H", buf, pos + 2)
             last = self.last_seq
-            self.last_seq = seq = last + ((seq16 - last) & 0xFFFF)
-            pending = conn.pending
+            self.last_seq = seq = last + ((self._u16(buf, pos + 2)[0] - last) & 0xFFFF)
+            pending = self.conn.pending
             if pending and kind <= 1:
                 while pending and pending[0][0] < seq:
                     pending.popleft()
@@ -240,12 +264,6 @@ class _ServerFramer(StreamFramer):
                         hold = True
                     else:
                         pending.popleft()  # an error instead of the reply
-        if kind == 1:
-            stats.replies += 1
-        elif kind == 0:
-            stats.errors += 1
-        else:
-            stats.events += 1
         return size, hold
 
     def _message(self, msg: bytes) -> bytes:
@@ -272,7 +290,7 @@ class _ServerFramer(StreamFramer):
             if msg[8]:
                 conn.extensions[name] = ExtensionInfo(name, msg[9], msg[10], msg[11])
                 if name == "BIG-REQUESTS":
-                    conn.client.bigreq_opcode = msg[9]
+                    conn.client.learned_bigreq_opcode(msg[9])
             if policy.is_hidden(name):
                 return hide_query_extension_reply(msg)
         elif what == "ListExtensions":

@@ -47,6 +47,21 @@ class StreamFramer:
         """Consume `data`; return the bytes to send on (possibly `data` itself)."""
         n = len(data)
         self.bytes += n
+        if self._stream or self._held or self.dead:
+            return self._feed(data, n, _UNFRAMED)
+        # The common case, first: data starts at a message boundary and holds one message
+        # that passes, or the start of one.
+        framed = self._frame(data, 0, n)
+        if framed is not None and not framed[1]:
+            size = framed[0]
+            if size >= n:
+                self._stream = size - n
+                return data
+        return self._feed(data, n, framed)
+
+    def _feed(self, data: bytes, n: int, first: object) -> bytes:
+        """The general case; `first` is _frame's answer for a message at data[0] when feed
+        already asked (_frame is asked exactly once per message), else _UNFRAMED."""
         if self.dead:
             return b""
         out: list[bytes] = []
@@ -92,7 +107,10 @@ class StreamFramer:
                 pos += advance
                 self._stream = size - had - advance
                 continue
-            framed = self._frame(data, pos, n - pos)
+            if first is not _UNFRAMED:
+                framed, first = first, _UNFRAMED  # type: ignore[assignment]
+            else:
+                framed = self._frame(data, pos, n - pos)
             if framed is None:
                 if start < pos:
                     out.append(data[start:pos])
@@ -137,3 +155,5 @@ class StreamFramer:
 
 
 Observer = Callable[[str, int, bytes], None]
+
+_UNFRAMED = object()
