@@ -3,8 +3,10 @@
 Paths: direct (unix socket), socat (a C relay), xtrace (a C relay decoding everything),
 ssh -X over loopback, xproxy, and xproxy writing a JSON trace. Each x11perf test runs on every
 path in turn, several rounds (the order rotates each round, so drift cancels); the table shows
-medians of x11perf's rate and the ratio to direct. Then the proxy's resident memory with 50
-idle clients, and while one client floods an X server stopped with SIGSTOP.
+direct's median rate and, for each other path, the median of its per-round ratio to direct
+with the range (a round runs a test on every path within some ten seconds, so a slow spell
+of the machine moves both sides of a ratio). Then the proxy's resident memory with 50 idle
+clients, and while one client floods an X server stopped with SIGSTOP.
 
     .venv/bin/python benchmarks/xrelay.py [--rounds N] [--time S] [--tests -prop,...]
 """
@@ -244,32 +246,34 @@ def main() -> int:
                 skipped.append(f"{name}: {built}")
             else:
                 paths.append(built)
-        rates: dict[tuple[str, str], list[float]] = {}
+        # rates[(path, test)][round]: None when x11perf failed
+        rates: dict[tuple[str, str], list[float | None]] = {}
         for r in range(args.rounds):
             order = paths[r % len(paths):] + paths[: r % len(paths)]
             for test in tests:
                 for path in order:
-                    rate = x11perf(path, test, args.time)
-                    if rate is not None:
-                        rates.setdefault((path.name, test), []).append(rate)
+                    rates.setdefault((path.name, test), []).append(
+                        x11perf(path, test, args.time))
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
-        print(f"x11perf rate / direct, median of {args.rounds} rounds, -time {args.time}, "
-              f"order rotating per round; machine: {os.cpu_count()} cores, "
-              f"{os.uname().sysname} {os.uname().release}")
+        print(f"x11perf rate / direct: median over {args.rounds} rounds of each round's ratio "
+              f"(the lowest and highest in brackets), -time {args.time}, order rotating per "
+              f"round; machine: {os.cpu_count()} cores, {os.uname().sysname} "
+              f"{os.uname().release}")
         header = "| test | " + " | ".join(p.name for p in paths) + " |"
         print(header)
         print("|" + "---|" * (len(paths) + 1))
         for test in tests:
-            direct = statistics.median(rates.get(("direct", test), [0]))
+            direct = rates.get(("direct", test), [])
             cells = []
             for p in paths:
-                values = rates.get((p.name, test))
-                if not values:
-                    cells.append("failed")
+                values = rates.get((p.name, test), [])
+                if p.name == "direct":
+                    ok = [v for v in values if v]
+                    cells.append(f"{statistics.median(ok):,.0f}/s" if ok else "failed")
                     continue
-                med = statistics.median(values)
-                cells.append(f"{med:,.0f}/s" if p.name == "direct"
-                             else f"{med / direct:.2f}" if direct else "?")
+                ratios = [v / d for v, d in zip(values, direct) if v and d]
+                cells.append(f"{statistics.median(ratios):.2f} ({min(ratios):.2f}–"
+                             f"{max(ratios):.2f})" if ratios else "failed")
             print(f"| {test} | " + " | ".join(cells) + " |")
         for note in skipped:
             print(f"skipped: {note}")

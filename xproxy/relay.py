@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import fcntl
 import itertools
-import termios
 import socket
 import sys
+import termios
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from twisted.internet import protocol
 from twisted.internet.interfaces import IStreamClientEndpoint
@@ -42,7 +42,7 @@ class Totals:
     replies: int = 0
     events: int = 0
     errors: int = 0
-    active: dict[int, "ClientSide"] = field(default_factory=dict)
+    active: dict[int, ClientSide] = field(default_factory=dict)
 
     def add(self, conn: X11Connection) -> None:
         self.bytes_from_clients += conn.client.bytes
@@ -88,7 +88,7 @@ class _Outbox:
     event loop's next turn. The server's messages are not held: holding the header of a
     small reply for its last bytes cost -prop round trips about a tenth of their rate."""
 
-    __slots__ = ("write", "writelines", "queued", "parts", "size")
+    __slots__ = ("parts", "queued", "size", "write", "writelines")
 
     def __init__(self, write: Callable[[bytes], None],
                  writelines: Callable[[list[bytes]], None],
@@ -128,7 +128,7 @@ class _Outbox:
 class ServerSide(protocol.Protocol):
     """The upstream connection to the real X server."""
 
-    def __init__(self, client: "ClientSide") -> None:
+    def __init__(self, client: ClientSide) -> None:
         self.client = client
 
     def connectionMade(self) -> None:
@@ -147,7 +147,7 @@ class ServerSide(protocol.Protocol):
 class ClientSide(protocol.Protocol):
     """One accepted X client."""
 
-    def __init__(self, factory: "ProxyFactory", number: int) -> None:
+    def __init__(self, factory: ProxyFactory, number: int) -> None:
         self.factory = factory
         self.number = number
         self.conn = X11Connection(factory.auth(), factory.policy, factory.observer_for(number))

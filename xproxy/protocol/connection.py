@@ -27,6 +27,7 @@ from .extensions import (
 from .framing import Observer, StreamFramer
 from .setup import (
     STATUS_SUCCESS,
+    SetupReply,
     SetupRequest,
     endian_of,
     parse_setup_reply,
@@ -34,7 +35,6 @@ from .setup import (
     setup_failed,
     setup_reply_size,
     setup_request_size,
-    SetupReply,
 )
 from .xauth import MIT_MAGIC_COOKIE_1
 

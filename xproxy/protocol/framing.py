@@ -16,7 +16,7 @@ Sizes (X11 protocol, sections 8 and 5; BIG-REQUESTS extension):
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 
 class StreamFramer:
