@@ -65,6 +65,8 @@ class Totals:
 COALESCE_MAX = 256 * 1024
 #: A client counts as ahead of the proxy when this much more of its data is already queued.
 AHEAD_MIN = 4096
+#: At most this many bytes of finished requests wait for a client that is ahead.
+AHEAD_MAX = 64 * 1024
 
 
 class _Outbox:
@@ -80,7 +82,11 @@ class _Outbox:
       the finished request waits for the next read too, and both leave in one write: one
       wake-up of the X server for several requests, as a C client's own output buffer does.
       Only finished bulk (at least AHEAD_MIN bytes) asks the kernel; a small request, the
-      usual round trip, is never held.
+      usual round trip, is never held. At most AHEAD_MAX wait so: longer batches keep the
+      server idle while the proxy collects them. And not at all when an observer (a tracer,
+      metrics) watches the connection: then the proxy is the slow stage, and holding only
+      starves the server (measured: -putimage100 with a JSON trace 0.33 -> 0.26 without this
+      rule).
 
     Everything held leaves in one gathering write (writev, no copy into one buffer), and at
     most COALESCE_MAX bytes are held, so a huge request still streams. Nothing waits for
@@ -103,7 +109,8 @@ class _Outbox:
         size = self.size + len(data)
         if size < COALESCE_MAX and (
             unfinished
-            or (size >= AHEAD_MIN and self.queued is not None and self.queued() >= AHEAD_MIN)
+            or (AHEAD_MIN <= size < AHEAD_MAX and self.queued is not None
+                and self.queued() >= AHEAD_MIN)
         ):
             self.parts.append(data)
             self.size = size
@@ -187,7 +194,8 @@ class ClientSide(protocol.Protocol):
             server.transport.loseConnection()
             return
         self.outbox = server.outbox
-        self.outbox.queued = _queued_bytes(self.transport)
+        if self.conn.observer is None:
+            self.outbox.queued = _queued_bytes(self.transport)
         self.ready = True
         self.transport.registerProducer(server.transport, True)
         server.transport.registerProducer(self.transport, True)
