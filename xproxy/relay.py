@@ -7,11 +7,8 @@ flooding a slow server is paused instead of growing the proxy's memory.
 
 from __future__ import annotations
 
-import fcntl
 import itertools
 import socket
-import sys
-import termios
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -61,59 +58,37 @@ class Totals:
         )
 
 
-#: At most this many bytes wait in an _Outbox for the rest of a message or for the client.
+#: At most this many bytes of an unfinished message wait for the rest of it (see _Outbox).
 COALESCE_MAX = 256 * 1024
-#: A client counts as ahead of the proxy when this much more of its data is already queued.
-AHEAD_MIN = 4096
-#: At most this many bytes of finished requests wait for a client that is ahead.
-AHEAD_MAX = 64 * 1024
 
 
 class _Outbox:
-    """Writes requests to the server, holding back bytes while more are about to follow.
+    """Writes to one side, holding back the bytes of a message that has not all arrived yet.
 
-    - The kernel hands a large request over in pieces (a 40 KB PutImage arrives as two or
-      three reads), and writing each piece on wakes the X server for a request it cannot act
-      on until the last piece is there. So the pieces of an unfinished request wait and go
-      out with the piece that finishes it (proxy CPU per request under x11perf -putimage100:
-      47 -> 29 µs).
-    - A client streaming large requests is often ahead of the proxy: its next request is
-      already queued on the socket (`queued()`, FIONREAD) when the last one is finished. Then
-      the finished request waits for the next read too, and both leave in one write: one
-      wake-up of the X server for several requests, as a C client's own output buffer does.
-      Only finished bulk (at least AHEAD_MIN bytes) asks the kernel; a small request, the
-      usual round trip, is never held. At most AHEAD_MAX wait so: longer batches keep the
-      server idle while the proxy collects them. And not at all when an observer (a tracer,
-      metrics) watches the connection: then the proxy is the slow stage, and holding only
-      starves the server (measured: -putimage100 with a JSON trace 0.33 -> 0.26 without this
-      rule).
+    The kernel hands a large request over in pieces (a 40 KB PutImage arrives as two or three
+    reads), and writing each piece on wakes the X server for a request it cannot act on until
+    the last piece is there. So pieces of an unfinished message wait (up to COALESCE_MAX, so
+    a huge request still streams) and go out with the piece that finishes it, in one
+    gathering write (writev, no copy into one buffer): one write and one wake-up of the other
+    side per message. Nothing waits that the other side could use.
 
-    Everything held leaves in one gathering write (writev, no copy into one buffer), and at
-    most COALESCE_MAX bytes are held, so a huge request still streams. Nothing waits for
-    bytes that are not already on their way: the client's queued bytes are read on the
-    event loop's next turn. The server's messages are not held: holding the header of a
-    small reply for its last bytes cost -prop round trips about a tenth of their rate."""
+    Only requests are held so (x11perf -putimage100: proxy CPU per request 47 -> 29 µs). The
+    server's messages are not: holding the header of a small reply for its last bytes cost
+    -prop round trips about a tenth of their rate, measured side by side."""
 
-    __slots__ = ("parts", "queued", "size", "write", "writelines")
+    __slots__ = ("parts", "size", "write", "writelines")
 
     def __init__(self, write: Callable[[bytes], None],
-                 writelines: Callable[[list[bytes]], None],
-                 queued: Callable[[], int] | None = None) -> None:
+                 writelines: Callable[[list[bytes]], None]) -> None:
         self.write = write
         self.writelines = writelines
-        self.queued = queued  # bytes the client has sent that the proxy has not read yet
         self.parts: list[bytes] = []
         self.size = 0
 
     def send(self, data: bytes, unfinished: int) -> None:
-        size = self.size + len(data)
-        if size < COALESCE_MAX and (
-            unfinished
-            or (AHEAD_MIN <= size < AHEAD_MAX and self.queued is not None
-                and self.queued() >= AHEAD_MIN)
-        ):
+        if unfinished and self.size + len(data) < COALESCE_MAX:
             self.parts.append(data)
-            self.size = size
+            self.size += len(data)
             return
         if self.parts:
             parts = self.parts
@@ -194,8 +169,6 @@ class ClientSide(protocol.Protocol):
             server.transport.loseConnection()
             return
         self.outbox = server.outbox
-        if self.conn.observer is None:
-            self.outbox.queued = _queued_bytes(self.transport)
         self.ready = True
         self.transport.registerProducer(server.transport, True)
         server.transport.registerProducer(self.transport, True)
@@ -320,25 +293,6 @@ class ProxyFactory(protocol.Factory):
         )
         if self.on_client_done is not None:
             self.on_client_done(client)
-
-
-def _queued_bytes(transport) -> Callable[[], int] | None:  # type: ignore[no-untyped-def]
-    """A function telling how many bytes wait unread on `transport`'s socket (FIONREAD), or
-    None when it has no socket of its own (a channel of a link)."""
-    sock = getattr(transport, "socket", None)
-    if sock is None:
-        return None
-    fd = sock.fileno()
-    buf = bytearray(4)
-
-    def queued() -> int:
-        try:
-            fcntl.ioctl(fd, termios.FIONREAD, buf)
-        except OSError:
-            return 0
-        return int.from_bytes(buf, sys.byteorder)
-
-    return queued
 
 
 def _nodelay(transport) -> None:  # type: ignore[no-untyped-def]

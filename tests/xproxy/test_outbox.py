@@ -1,25 +1,21 @@
 """relay._Outbox with the framer's `unfinished` count: the pieces of a large request go to the
 server in one (gathering) write, with the piece that finishes it; small messages and message boundaries
-are never held; a request larger than the cap still streams; finished bulk waits only while
-the client's next bytes are already queued."""
+are never held; a request larger than the cap still streams."""
 
 from __future__ import annotations
 
 import random
 import struct
 
-from xproxy.relay import AHEAD_MAX, COALESCE_MAX, _Outbox
+from xproxy.relay import COALESCE_MAX, _Outbox
 
 from . import wire
 from .test_connection import connected
 
 
-def relay(conn, stream: bytes, sizes: list[int], queued=None) -> list[bytes]:
-    """Feeds `stream` in pieces of `sizes`; `queued(pos)` says how many bytes the client has
-    queued beyond `pos` (default: none)."""
+def relay(conn, stream: bytes, sizes: list[int]) -> list[bytes]:
     writes: list[bytes] = []
-    box = _Outbox(writes.append, lambda parts: writes.append(b"".join(parts)),  # one writev
-                  None if queued is None else lambda: queued(pos))
+    box = _Outbox(writes.append, lambda parts: writes.append(b"".join(parts)))  # one writev
     pos = 0
     for size in [*sizes, len(stream)]:
         out = conn.client_data(stream[pos : pos + size])
@@ -58,34 +54,3 @@ def test_a_request_beyond_the_cap_streams() -> None:
     writes = relay(conn, huge, sizes)
     assert b"".join(writes) == huge
     assert len(writes) >= 3 and all(len(w) <= COALESCE_MAX + 70000 for w in writes)
-
-
-def test_finished_bulk_waits_while_the_client_is_ahead() -> None:
-    conn = connected("<")
-    put = wire.request("<", 72, 2, body=b"\x55" * 40000)
-    stream = put * 4
-    # the client has written everything: a finished request waits for the next read, up to
-    # AHEAD_MAX
-    writes = relay(conn, stream, [len(put)] * 3, queued=lambda pos: len(stream) - pos)
-    assert writes == [put * 2, put * 2]
-    # nothing queued: each leaves when finished
-    conn = connected("<")
-    assert relay(conn, stream, [len(put)] * 3) == [put] * 4
-
-
-def test_small_requests_are_never_held_for_the_client() -> None:
-    conn = connected("<")
-    small = wire.request("<", 20, body=b"\1" * 20)
-    asked = []
-    writes = relay(conn, small * 3, [len(small)] * 2,
-                   queued=lambda pos: asked.append(pos) or 1 << 20)
-    assert writes == [small] * 3 and asked == []
-
-
-def test_bulk_held_for_the_client_stops_at_the_cap() -> None:
-    conn = connected("<")
-    put = wire.request("<", 72, 2, body=b"\x55" * 20000)
-    stream = put * 12
-    writes = relay(conn, stream, [len(put)] * 11, queued=lambda pos: len(stream) - pos)
-    assert b"".join(writes) == stream
-    assert all(len(w) < AHEAD_MAX + len(put) for w in writes) and len(writes) == 3
