@@ -92,8 +92,9 @@ class ProtocolAdapter(asyncio.Protocol):
     """Runs a Twisted protocol on an asyncio transport.
 
     Received bytes go straight to the protocol's dataReceived (bound here, before the loop
-    looks up data_received). asyncio delivers nothing between pause_reading and
-    resume_reading, so pausing needs no buffer of its own."""
+    looks up data_received), paused or not: a read can race a pause, and the protocol keeps
+    what it cannot use yet (relay.ClientSide.early; a paused ServerSide's one late read is
+    simply relayed, flow control bounds it)."""
 
     def __init__(self, proto: protocol.Protocol) -> None:
         self.proto = proto
