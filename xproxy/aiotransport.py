@@ -37,7 +37,6 @@ class TransportShim:
     def __init__(self, transport: asyncio.Transport, proto: protocol.Protocol) -> None:
         self.t = transport
         self.proto = proto
-        self.paused = False
         #: The transport's own write, for callers that stop writing once they have closed
         #: the connection themselves (the relay); `write` checks that for everyone else.
         self.raw_write = transport.write
@@ -51,7 +50,8 @@ class TransportShim:
             self.t.write(data)
 
     def writeSequence(self, data: list[bytes]) -> None:
-        self.write(b"".join(data))
+        if not self.disconnecting:
+            self.t.writelines(data)  # one writev on uvloop, no join
 
     def loseConnection(self) -> None:
         if not self.disconnecting:
@@ -63,12 +63,10 @@ class TransportShim:
         self.t.abort()
 
     def pauseProducing(self) -> None:
-        self.paused = True
         if not self.t.is_closing():
             self.t.pause_reading()
 
     def resumeProducing(self) -> None:
-        self.paused = False
         if not self.t.is_closing():
             self.t.resume_reading()
 

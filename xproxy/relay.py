@@ -91,11 +91,8 @@ class _Outbox:
             self.size += len(data)
             return
         if self.parts:
-            parts = self.parts
-            parts.append(data)
-            self.parts = []
-            self.size = 0
-            self.writelines(parts)
+            self.parts.append(data)
+            self.flush()
         else:
             self.write(data)
 

@@ -459,12 +459,16 @@ class _SilentFirst(Balancer):
         return sorted(candidates, key=lambda name: name != self.first)
 
 
+def _silent_and_good(listen):
+    """Two replicas: one that accepts calls and never answers, and a working one."""
+    return listen(raw_factory("silent")), listen(ReplicaFactory(Service()))
+
+
 @pytest_twisted.inlineCallbacks
 def test_a_hedge_answers_for_a_silent_replica(listen):
     # Every call goes to the silent replica first (warmup is never reached, so the
     # hedge waits initial_delay); only the hedge can answer it.
-    silent = listen(raw_factory("silent"))
-    good = listen(ReplicaFactory(Service()))
+    silent, good = _silent_and_good(listen)
     hedged = ReplicatedClient(_reactor(), [silent, good], timeout=10,
                               policy=First(initial_delay=0.02, warmup=10**6),
                               balancer=_SilentFirst(silent))
@@ -490,8 +494,7 @@ def test_a_silent_replica_takes_one_request_not_every_call(listen):
     # With the default balancer a replica with a request out and no answer ever costs
     # PENALTY, so after its first request every call goes to the good one: one call
     # is hedged, the others are not.
-    silent = listen(raw_factory("silent"))
-    good = listen(ReplicaFactory(Service()))
+    silent, good = _silent_and_good(listen)
     stub = ReplicatedClient(_reactor(), [silent, good], timeout=10,
                             policy=First(initial_delay=0.02, warmup=10**6))
     try:
@@ -531,8 +534,7 @@ def test_requests_a_silent_replica_never_answers_are_abandoned_at_the_deadline(l
     # The hedge wins at once; the silent primary's request is kept until the call's
     # deadline (an answer could still come and teach its latency), then forgotten and
     # counted as that replica's failure: nothing stays "in flight" for ever.
-    silent = listen(raw_factory("silent"))
-    good = listen(ReplicaFactory(Service()))
+    silent, good = _silent_and_good(listen)
     stub = ReplicatedClient(_reactor(), [silent, good], timeout=0.3,
                             policy=First(initial_delay=0.02, warmup=10**6),
                             balancer=_SilentFirst(silent))
