@@ -9,7 +9,8 @@ while everything else (TLS links, discovery, timers) stays Twisted's on the same
 
 The relay's protocols (relay.ClientSide / ServerSide) are Twisted protocols; `TransportShim`
 gives them the Twisted transport and producer/consumer interface over an asyncio transport, so
-they run unchanged on either kind of socket.
+they run unchanged on either kind of socket. On these transports they also read into buffers
+of their own (asyncio's BufferedProtocol, see relay.ReadBuffers) and write slices of them on.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ class TransportShim:
         #: The transport's own write, for callers that stop writing once they have closed
         #: the connection themselves (the relay); `write` checks that for everyone else.
         self.raw_write = transport.write
+        #: Bytes written and not yet sent. A memoryview written while any are pending (or
+        #: not all sent at once) is kept by the transport as a view, not copied.
+        self.backlog = transport.get_write_buffer_size
         self.producer: Any = None
         self.connected = True
         self.disconnecting = False
@@ -86,18 +90,17 @@ class TransportShim:
         return self.t.get_extra_info("sockname")
 
 
-class ProtocolAdapter(asyncio.Protocol):
+class _Adapter(asyncio.BaseProtocol):
     """Runs a Twisted protocol on an asyncio transport.
 
-    Received bytes go straight to the protocol's dataReceived (bound here, before the loop
-    looks up data_received), paused or not: a read can race a pause, and the protocol keeps
-    what it cannot use yet (relay.ClientSide.early; a paused ServerSide's one late read is
-    simply relayed, flow control bounds it)."""
+    Received bytes go straight to the protocol (bound in the subclasses, before the loop
+    looks up its read callbacks), paused or not: a read can race a pause, and the protocol
+    keeps what it cannot use yet (relay.ClientSide.early; a paused ServerSide's one late read
+    is simply relayed, flow control bounds it)."""
 
     def __init__(self, proto: protocol.Protocol) -> None:
         self.proto = proto
         self.shim: TransportShim | None = None
-        self.data_received = proto.dataReceived  # type: ignore[method-assign]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.shim = TransportShim(transport, self.proto)  # type: ignore[arg-type]
@@ -121,6 +124,31 @@ class ProtocolAdapter(asyncio.Protocol):
             self.shim.producer.resumeProducing()
 
 
+class ProtocolAdapter(_Adapter, asyncio.Protocol):
+    """Reads arrive as bytes, in the protocol's dataReceived."""
+
+    def __init__(self, proto: protocol.Protocol) -> None:
+        super().__init__(proto)
+        self.data_received = proto.dataReceived  # type: ignore[method-assign]
+
+
+class BufferedAdapter(_Adapter, asyncio.BufferedProtocol):
+    """Reads go into the protocol's own buffer (its get_buffer / buffer_updated): the
+    kernel copies straight into it, with no bytes object made per read."""
+
+    def __init__(self, proto: protocol.Protocol) -> None:
+        super().__init__(proto)
+        self.get_buffer = proto.get_buffer  # type: ignore[attr-defined, method-assign]
+        self.buffer_updated = proto.buffer_updated  # type: ignore[attr-defined, method-assign]
+
+
+def adapter_for(proto: protocol.Protocol) -> _Adapter:
+    """The adapter for `proto`: buffered reads when it has get_buffer and buffer_updated."""
+    if hasattr(proto, "buffer_updated"):
+        return BufferedAdapter(proto)
+    return ProtocolAdapter(proto)
+
+
 class ClientEndpoint:
     """Like a Twisted client endpoint (`connect(factory) -> Deferred[protocol]`), for a unix
     path or a TCP host and port, on the loop's own transports."""
@@ -131,7 +159,7 @@ class ClientEndpoint:
 
     def connect(self, factory: protocol.Factory) -> defer.Deferred:
         proto = factory.buildProtocol(None)
-        adapter = ProtocolAdapter(proto)  # type: ignore[arg-type]
+        adapter = adapter_for(proto)  # type: ignore[arg-type]
 
         async def go() -> protocol.Protocol:
             if self.path is not None:
@@ -168,7 +196,7 @@ def listen_unix(loop: asyncio.AbstractEventLoop, path: str, factory: protocol.Fa
 
     async def go() -> ListeningPort:
         server = await loop.create_unix_server(
-            lambda: ProtocolAdapter(factory.buildProtocol(None)), path)  # type: ignore[arg-type]
+            lambda: adapter_for(factory.buildProtocol(None)), path)  # type: ignore[arg-type]
         os.chmod(path, mode)
         return ListeningPort(server, path)
 
@@ -179,7 +207,7 @@ def listen_tcp(loop: asyncio.AbstractEventLoop, port: int, factory: protocol.Fac
                interface: str) -> defer.Deferred:
     async def go() -> ListeningPort:
         server = await loop.create_server(
-            lambda: ProtocolAdapter(factory.buildProtocol(None)),  # type: ignore[arg-type]
+            lambda: adapter_for(factory.buildProtocol(None)),  # type: ignore[arg-type]
             interface or None, port, family=socket.AF_INET, reuse_address=True)
         return ListeningPort(server, None)
 

@@ -258,6 +258,51 @@ def test_any_request_stream_passes_through_in_any_split(kinds, sizes, e):
     assert conn.client.seq == len(kinds)
 
 
+def feed_views(feed, data: bytes, sizes) -> bytes:
+    """As the relay's buffered reads do: each chunk arrives as a view of one buffer, which
+    is overwritten as soon as the feed returns."""
+    buf = bytearray(max(len(data), 1))
+    out = []
+    pos = 0
+    for size in [*sizes, len(data)]:
+        chunk = data[pos : pos + size]
+        pos += len(chunk)
+        buf[: len(chunk)] = chunk
+        out.append(bytes(feed(memoryview(buf)[: len(chunk)])))
+        buf[: len(chunk)] = b"\xee" * len(chunk)
+        if pos >= len(data):
+            break
+    return b"".join(out)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["noop", "qe-shm", "qe-render", "put", "le"]), max_size=30),
+       st.lists(st.integers(1, 97), max_size=40), st.sampled_from("<>"))
+def test_views_of_a_reused_buffer_frame_like_bytes(kinds, sizes, e):
+    build = {
+        "noop": wire.request(e, 127),
+        "qe-shm": wire.query_extension(e, b"MIT-SHM"),
+        "qe-render": wire.query_extension(e, b"RENDER"),
+        "put": wire.request(e, 72, 2, b"\x42" * 100),
+        "le": wire.request(e, 99),
+    }
+    stream = b"".join(build[k] for k in kinds)
+    conn = connected(e)
+    assert feed_views(conn.client_data, stream, sizes) == stream
+    assert conn.client.seq == len(kinds)
+
+
+@ORDERS
+def test_held_messages_read_from_views_are_copies(e):
+    conn = connected(e)
+    queries = wire.query_extension(e, b"MIT-SHM") + wire.query_extension(e, b"RENDER")
+    assert feed_views(conn.client_data, queries, [3, 9, 20]) == queries
+    replies = wire.query_extension_reply(e, 1, True, 130) + wire.query_extension_reply(e, 2, True, 139)
+    out = feed_views(conn.server_data, replies, [5, 40])
+    assert out == wire.query_extension_reply(e, 1, False, 0) + replies[32:]  # MIT-SHM hidden
+    assert conn.extensions["RENDER"].major_opcode == 139
+
+
 def test_golden_bytes_agree_with_python_xlib():
     from Xlib.protocol import request
 

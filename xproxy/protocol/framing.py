@@ -43,8 +43,10 @@ class StreamFramer:
         """A held message, complete: returns the bytes to send on in its place."""
         raise NotImplementedError
 
-    def feed(self, data: bytes) -> bytes:
-        """Consume `data`; return the bytes to send on (possibly `data` itself)."""
+    def feed(self, data: bytes | memoryview) -> bytes | memoryview:
+        """Consume `data`; return the bytes to send on: `data` itself when it all passes,
+        else new bytes. `data` may be a memoryview of a buffer that is reused once this
+        returns (the relay's buffered reads): nothing keeps a reference to it."""
         n = len(data)
         self.bytes += n
         if self._stream or self._held or self.dead:
@@ -59,7 +61,7 @@ class StreamFramer:
                 return data
         return self._feed(data, n, framed)
 
-    def _feed(self, data: bytes, n: int, first: object) -> bytes:
+    def _feed(self, data: bytes | memoryview, n: int, first: object) -> bytes | memoryview:
         """The general case; `first` is _frame's answer for a message at data[0] when feed
         already asked (_frame is asked exactly once per message), else _UNFRAMED."""
         if self.dead:
@@ -127,7 +129,7 @@ class StreamFramer:
             if start < pos:
                 out.append(data[start:pos])
             if pos + size <= n:
-                out.append(self._message(data[pos : pos + size]))
+                out.append(self._message(bytes(data[pos : pos + size])))
                 pos += size
                 start = pos
                 if self.dead:
