@@ -51,30 +51,35 @@ def _match(name: str, patterns: list[str]) -> bool:
     return any(p == name or fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-def _atoms_in(fields: dict[str, Any], atoms: dict[int, str]) -> dict[str, str]:
-    found: dict[str, str] = {}
-
-    def visit(d: dict[str, Any]) -> None:
-        for k, v in d.items():
-            if isinstance(v, dict):
-                visit(v)
-            elif k in ATOM_FIELDS:
-                for a in v if isinstance(v, list) else (v,):
-                    if isinstance(a, int) and a in atoms:
-                        found[str(a)] = atoms[a]
-
-    visit(fields)
+def _atoms_in(fields: dict[str, Any], atoms: dict[int, str],
+              found: dict[str, str] | None = None) -> dict[str, str] | None:
+    """The names of the atoms in `fields` (nested dicts too) that `atoms` knows, or None."""
+    for k, v in fields.items():
+        if type(v) is dict:
+            found = _atoms_in(v, atoms, found)
+        elif k in ATOM_FIELDS:
+            for a in v if type(v) is list else (v,):
+                name = atoms.get(a) if type(a) is int else None
+                if name is not None:
+                    if found is None:
+                        found = {}
+                    found[str(a)] = name
     return found
 
 
+#: One encoder for every line (json.dumps with options builds a new one per call).
+_encode = json.JSONEncoder(separators=(",", ":"), default=repr, check_circular=False).encode
+
+
 def format_json(client: int, d: Decoded, time: float, atoms: dict[int, str]) -> str:
+    fields = d.fields
     obj: dict[str, Any] = {"client": client, "seq": d.seq, "dir": _DIR.get(d.direction,
-                           d.direction), "name": d.name, "fields": d.fields, "time": time,
+                           d.direction), "name": d.name, "fields": fields, "time": time,
                            "size": d.size}
-    named = _atoms_in(d.fields, atoms)
+    named = _atoms_in(fields, atoms)
     if named:
         obj["atoms"] = named
-    return json.dumps(obj, separators=(",", ":"), default=repr)
+    return _encode(obj)
 
 
 def format_text(client: int, d: Decoded, atoms: dict[int, str]) -> str:

@@ -191,3 +191,13 @@ def test_text_and_json_lines():
 def test_tracer_rejects_unknown_format():
     with pytest.raises(ValueError):
         Tracer(sys.stderr, "xml")
+
+
+def test_json_names_atoms_in_nested_fields_and_lists():
+    atoms = {39: "WM_NAME", 31: "STRING", 68: "WM_PROTOCOLS"}
+    d = Decoded("event", 7, "ClientMessage",
+                {"window": 5, "data": {"type": 68, "atoms": [39, 31, 12345]}, "target": True}, 32)
+    obj = json.loads(format_json(1, d, 0.0, atoms))
+    assert obj["atoms"] == {"68": "WM_PROTOCOLS", "39": "WM_NAME", "31": "STRING"}
+    plain = Decoded("request", 8, "MapWindow", {"window": 39}, 8)  # 39 here is no atom
+    assert "atoms" not in json.loads(format_json(1, plain, 0.0, atoms))
