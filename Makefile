@@ -12,7 +12,7 @@ install: debs $(STAMP)
 debs:
 	@sh scripts/ensure-debs $(DEBS)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py xproxy/_speedups.c
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'

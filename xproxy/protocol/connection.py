@@ -24,7 +24,7 @@ from .extensions import (
     filter_list_extensions_reply,
     hide_query_extension_reply,
 )
-from .framing import Observer, StreamFramer
+from .framing import Observer, StreamFramer, skip_requests
 from .setup import (
     STATUS_SUCCESS,
     SetupReply,
@@ -182,6 +182,14 @@ class _ClientFramer(StreamFramer):
                 )
         self.seq += 1
         return length * 4, self._holds[opcode]
+
+    def _skip(self, data, pos, n):  # type: ignore[no-untyped-def]
+        end, count = skip_requests(data, pos, n, self._holds, self.endian == "<")
+        self.seq += count
+        if end > n:
+            self._stream = end - n
+            return n
+        return end
 
     def _message(self, msg: bytes) -> bytes:
         conn = self.conn

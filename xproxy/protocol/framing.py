@@ -16,6 +16,7 @@ Sizes (X11 protocol, sections 8 and 5; BIG-REQUESTS extension):
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 
 
@@ -122,6 +123,8 @@ class StreamFramer:
             if not hold:
                 if pos + size <= n:
                     pos += size
+                    if pos < n:
+                        pos = self._skip(data, pos, n)  # the plain ones after it, in one go
                 else:
                     self._stream = pos + size - n
                     pos = n
@@ -144,6 +147,13 @@ class StreamFramer:
             out.append(data[start:n])
         return b"".join(out)
 
+    def _skip(self, data: bytes | memoryview, pos: int, n: int) -> int:
+        """Pass the messages from data[pos] on that need no holding, without framing each
+        in Python: returns where the first message that needs `_frame` starts, or n (and
+        sets `_stream`) when the last one passed is not all there. The base class skips
+        nothing."""
+        return pos
+
     @property
     def unfinished(self) -> int:
         """Bytes still to come of a message whose start has been passed on (0 at a message
@@ -159,3 +169,28 @@ class StreamFramer:
 Observer = Callable[[str, int, bytes], None]
 
 _UNFRAMED = object()
+
+
+_U16_AT = {True: struct.Struct("<H").unpack_from, False: struct.Struct(">H").unpack_from}
+
+
+def py_skip_requests(buf: bytes | memoryview, pos: int, end: int, holds: bytes,
+                     little: bool) -> tuple[int, int]:
+    """What xproxy._speedups.skip_requests does (its docstring says what), in Python."""
+    if len(holds) != 256 or pos < 0 or end < pos or end > len(buf):
+        raise ValueError("skip_requests: holds must be 256 bytes and pos <= end <= len(buf)")
+    u16 = _U16_AT[little]
+    count = 0
+    while end - pos >= 4:
+        length = u16(buf, pos + 2)[0]
+        if not length or holds[buf[pos]]:
+            break
+        count += 1
+        pos += length * 4
+    return pos, count
+
+
+try:
+    from xproxy._speedups import skip_requests
+except ImportError:  # not built (no C compiler where it was installed): the same, slower
+    skip_requests = py_skip_requests
