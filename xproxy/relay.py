@@ -151,7 +151,7 @@ class _ViewWriter:
     X server busy with PutImage leaves its socket full often enough that a fresh buffer
     each time cost -putimage100 a seventh of its rate.)"""
 
-    __slots__ = ("write", "backlog", "closing", "fd")
+    __slots__ = ("backlog", "closing", "fd", "write")
 
     def __init__(self, shim) -> None:  # type: ignore[no-untyped-def]
         self.write = shim.raw_write

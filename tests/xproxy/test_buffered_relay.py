@@ -243,7 +243,7 @@ def test_every_byte_arrives_once_and_in_order_through_full_sockets() -> None:
 
 def test_a_protocol_error_in_a_kept_request_closes_only_that_client() -> None:
     client, to_client, to_server = relay()
-    other, other_client, other_server = relay()
+    other, _, other_server = relay()
     put = wire.request("<", 72, 2, body=bytes(40000))
     read(client, put[:20000])
     read(other, put[:20000])

@@ -21,8 +21,9 @@ from collections.abc import Callable
 
 
 class StreamFramer:
-    """Base: streams data through `feed`, calling `_frame` once per message header and
-    `_message` for each message that `_frame` asked to hold."""
+    """Base: streams data through `feed`, calling `_frame` once per message header (or
+    `_skip` once over a run of messages that need no holding) and `_message` for each
+    message that `_frame` asked to hold."""
 
     #: Bytes enough for any header this framer reads.
     HEADER_MAX = 32
@@ -36,8 +37,8 @@ class StreamFramer:
 
     def _frame(self, buf: bytes | bytearray, pos: int, avail: int) -> tuple[int, bool] | None:
         """The message starting at buf[pos] (avail bytes there): (size, hold), or None when
-        the header is incomplete. Called exactly once per message; must not change state
-        when it returns None."""
+        the header is incomplete. Called at most once per message (not for those that
+        `_skip` passes); must not change state when it returns None."""
         raise NotImplementedError
 
     def _message(self, msg: bytes) -> bytes:
@@ -64,7 +65,7 @@ class StreamFramer:
 
     def _feed(self, data: bytes | memoryview, n: int, first: object) -> bytes | memoryview:
         """The general case; `first` is _frame's answer for a message at data[0] when feed
-        already asked (_frame is asked exactly once per message), else _UNFRAMED."""
+        already asked (_frame is asked at most once per message), else _UNFRAMED."""
         if self.dead:
             return b""
         out: list[bytes] = []
