@@ -1,12 +1,12 @@
 """xproxy beside the alternatives, in one run: x11perf through each path, and memory.
 
-Paths: direct (unix socket), socat (a C relay), xtrace (a C relay decoding everything),
-ssh -X over loopback, xproxy, and xproxy writing a JSON trace. Each x11perf test runs on every
-path in turn, several rounds (the order rotates each round, so drift cancels); the table shows
-direct's median rate and, for each other path, the median of its per-round ratio to direct
-with the range (a round runs a test on every path within some ten seconds, so a slow spell
-of the machine moves both sides of a ratio). Then the proxy's resident memory with 50 idle
-clients, and while one client floods an X server stopped with SIGSTOP.
+Paths: direct (unix socket), socat (a C relay; also with a 256 KB buffer), xtrace (a C relay
+decoding everything), ssh -X over loopback, xproxy, and xproxy writing a JSON trace. Each
+x11perf test runs on every path in turn, several rounds (the order rotates each round, so drift
+cancels); the table shows direct's median rate and, for each other path, the median of its
+per-round ratio to direct with the range (a round runs a test on every path within some ten
+seconds, so a slow spell of the machine moves both sides of a ratio). Then the proxy's resident
+memory with 50 idle clients, and while one client floods an X server stopped with SIGSTOP.
 
     .venv/bin/python benchmarks/xrelay.py [--rounds N] [--time S] [--tests -prop,...]
 """
@@ -71,18 +71,23 @@ def wait_for_socket(number: int, timeout: float = 10) -> None:
         time.sleep(0.05)
 
 
-def socat_path(xvfb: Xvfb, work: str) -> Path | str:
+def socat_path(xvfb: Xvfb, work: str, buffer: int | None = None) -> Path | str:
+    """socat as a relay: with its default 8 KB buffer, or with `buffer` bytes (-b), which is
+    how one would run it for bulk X traffic."""
     if not shutil.which("socat"):
         return "socat is not installed"
+    name = "socat" if buffer is None else f"socat -b {buffer // 1024}K"
     number = display_socket.find_free(200)
-    auth = os.path.join(work, "socat.auth")
+    auth = os.path.join(work, f"socat{number}.auth")
     shutil.copy(xvfb.xauthority, auth)
     add_cookie(auth, number, xvfb.cookie)
-    p = subprocess.Popen(["socat", f"UNIX-LISTEN:{display_socket.socket_path(number)},fork,mode=777",
+    size = [] if buffer is None else ["-b", str(buffer)]
+    p = subprocess.Popen(["socat", *size,
+                          f"UNIX-LISTEN:{display_socket.socket_path(number)},fork,mode=777",
                           f"UNIX-CONNECT:{display_socket.socket_path(xvfb.display)}"],
                          stderr=subprocess.DEVNULL)
     wait_for_socket(number)
-    return Path("socat", dict(xvfb.env, DISPLAY=f":{number}", XAUTHORITY=auth), processes=[p],
+    return Path(name, dict(xvfb.env, DISPLAY=f":{number}", XAUTHORITY=auth), processes=[p],
                 pid=p.pid)
 
 
@@ -228,6 +233,7 @@ def main() -> int:
     trace_file = os.path.join(work, "trace.jsonl")
     builders: list[tuple[str, Callable[[], Path | str]]] = [
         ("socat", lambda: socat_path(xvfb, work)),
+        ("socat -b 256K", lambda: socat_path(xvfb, work, 256 * 1024)),
         ("xtrace", lambda: xtrace_path(xvfb, work)),
         ("ssh -X", lambda: ssh_path(xvfb, work)),
         ("xproxy", lambda: xproxy_path(xvfb, work, "xproxy", [])),
