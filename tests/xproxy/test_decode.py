@@ -223,6 +223,9 @@ def test_big_requests_length_is_removed_before_the_layout(e):
     assert m.name == "PutImage" and m.fields["big_request"] is True
     assert (m.fields["drawable"], m.fields["width"], m.fields["depth"]) == (0x200001, 2, 24)
     assert m.fields["data"] == "00" * 16
+    big = struct.pack(e + "IIHHhhBB2x", 0x200001, 0x200002, 100, 100, 0, 0, 0, 24)
+    m = d.decode("request", 4, wire.request(e, 72, 2, big + bytes(range(256)) * 156 + bytes(64)))
+    assert m.fields["data"] == bytes(range(32)).hex() + "...(40000 bytes)"
 
 
 # -- extensions --------------------------------------------------------------------------------

@@ -774,10 +774,13 @@ def _parse(s: Any, data: bytes, e: str, dec: Decoder, out: dict[str, Any]) -> by
             else:
                 out[f.name] = _static(f, vals[i] if n == 1 else tuple(vals[i : i + n]), e)
         i += n
-    data = data[size:]
+    if len(s.var_fields) == 1 and type(s.var_fields[0]) is rq.Binary:
+        data = memoryview(data)[size:]  # image data and the like: no copy of the bulk
+    else:
+        data = data[size:]
     for f in s.var_fields:
         out[f.name], data = _var(f, data, e, lengths.get(f.name), formats.get(f.name), dec)
-    return data
+    return bytes(data) if type(data) is memoryview else data  # what follows, for the caller
 
 
 def _var(f: Any, data: bytes, e: str, length: Any, fmt: int | None,
@@ -953,7 +956,7 @@ def _plain(v: Any) -> Any:
     if isinstance(v, (int, float, str, bool)) or v is None:
         return v
     if isinstance(v, (bytes, bytearray, memoryview)):
-        return _bytes(bytes(v))
+        return _bytes(v)
     if isinstance(v, rq.DictWrapper):
         return {k: _plain(x) for k, x in v._data.items()}
     if isinstance(v, dict):
