@@ -308,3 +308,40 @@ def test_golden_bytes_agree_with_python_xlib():
 
     built = request.QueryExtension._request.to_binary(name="MIT-SHM")
     assert built == wire.query_extension("<", b"MIT-SHM")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["noop", "qe-shm", "qe-render", "put", "le", "big"]), max_size=25),
+       st.lists(st.sampled_from(["event", "reply", "generic", "error"]), max_size=25),
+       st.lists(st.integers(1, 97), max_size=40), st.sampled_from("<>"))
+def test_an_observer_sees_each_message_once_and_the_bytes_pass_unchanged(kinds, down, sizes, e):
+    """With an observer, requests and server messages are watched (passed on as they come,
+    a copy shown once whole) except those the policy may rewrite, which are held."""
+    seen: list[tuple[str, int, bytes]] = []
+    conn = X11Connection(AuthPolicy(COOKIE, MIT, REAL), None,
+                         lambda d, seq, msg: seen.append((d, seq, msg)))
+    conn.client_data(wire.setup_request(e))
+    conn.server_data(wire.setup_success(e))
+    seen.clear()
+    build = {
+        "noop": wire.request(e, 127),
+        "qe-shm": wire.query_extension(e, b"MIT-SHM"),
+        "qe-render": wire.query_extension(e, b"RENDER"),
+        "put": wire.request(e, 72, 2, b"\x42" * 100),
+        "le": wire.request(e, 99),
+        "big": wire.request(e, 72, 2, bytes(range(200)) * 30),
+    }
+    requests = [build[k] for k in kinds]
+    stream = b"".join(requests)
+    assert feed_chunks(conn.client_data, stream, sizes) == stream
+    assert seen == [("request", i + 1, r) for i, r in enumerate(requests)]
+    seen.clear()
+    # what the server sends back, none of it an answer the proxy reads (seq 0 is long gone)
+    msgs = {"event": ("event", wire.event(e, 0)), "error": ("error", wire.error(e, 0)),
+            "reply": ("reply", wire.reply(e, 0, extra=b"\x07" * 300)),
+            "generic": ("event", wire.generic_event(e, 0, 131, 5))}
+    replies = [msgs[k] for k in down]
+    stream = b"".join(m for _, m in replies)
+    conn.pending.clear()
+    assert feed_chunks(conn.server_data, stream, sizes) == stream
+    assert [(d, m) for d, _, m in seen] == replies

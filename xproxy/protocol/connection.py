@@ -24,7 +24,7 @@ from .extensions import (
     filter_list_extensions_reply,
     hide_query_extension_reply,
 )
-from .framing import Observer, StreamFramer, skip_requests
+from .framing import HOLD, PASS, WATCH, Observer, StreamFramer, skip_requests
 from .setup import (
     STATUS_SUCCESS,
     SetupReply,
@@ -142,13 +142,12 @@ class _ClientFramer(StreamFramer):
         self._holds = self._hold_table()
 
     def _hold_table(self) -> bytes:
-        """Per opcode: whether requests with it are held whole (the proxy reads them)."""
-        if self.conn.observer is not None:
-            return b"\1" * 256
-        table = bytearray(256)
-        table[QUERY_EXTENSION] = table[LIST_EXTENSIONS] = 1
+        """Per opcode: whether requests with it pass, are held whole (the proxy reads them)
+        or are watched (an observer sees a copy)."""
+        table = bytearray([WATCH if self.conn.observer is not None else PASS]) * 256
+        table[QUERY_EXTENSION] = table[LIST_EXTENSIONS] = HOLD
         if self.bigreq_opcode >= 0:
-            table[self.bigreq_opcode] = 1
+            table[self.bigreq_opcode] = HOLD
         return bytes(table)
 
     def learned_bigreq_opcode(self, opcode: int) -> None:
@@ -190,6 +189,9 @@ class _ClientFramer(StreamFramer):
             self._stream = end - n
             return n
         return end
+
+    def _watched(self, msg: bytes) -> None:
+        self.conn.observer("request", self.seq, msg)  # type: ignore[misc]
 
     def _message(self, msg: bytes) -> bytes:
         conn = self.conn
@@ -236,7 +238,7 @@ class _ServerFramer(StreamFramer):
         self.endian = "<"
         self.last_seq = 0  # full sequence number of the last server message that had one
         self.kinds = [0] * 256  # messages by their first byte: 0 error, 1 reply, else events
-        self.hold_all = conn.observer is not None
+        self.watch_all = WATCH if conn.observer is not None else PASS
         self._u16 = _U16["<"]
         self._u32 = _U32["<"]
 
@@ -258,7 +260,7 @@ class _ServerFramer(StreamFramer):
             size = 32 + 4 * self._u32(buf, pos + 4)[0]
             if size > MAX_SERVER_MESSAGE:
                 raise ServerProtocolError(f"server message of {size} bytes")
-        hold = self.hold_all
+        hold = self.watch_all
         self.kinds[kind] += 1
         if kind != KEYMAP_NOTIFY:
             last = self.last_seq
@@ -269,10 +271,15 @@ class _ServerFramer(StreamFramer):
                     pending.popleft()
                 if pending and pending[0][0] == seq:
                     if kind == 1:
-                        hold = True
+                        hold = HOLD
                     else:
                         pending.popleft()  # an error instead of the reply
         return size, hold
+
+    def _watched(self, msg: bytes) -> None:
+        kind = msg[0]
+        self.conn.observer("reply" if kind == 1 else "error" if kind == 0 else "event",  # type: ignore[misc]
+                           self.last_seq, msg)
 
     def _message(self, msg: bytes) -> bytes:
         conn = self.conn

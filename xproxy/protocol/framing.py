@@ -1,10 +1,12 @@
 """Cutting the two X11 byte streams into messages without holding them back.
 
 Theory of operation: a framer sees each message's header, decides from it alone whether the
-message must be held whole (because a policy may rewrite it, or an observer wants it), and
-otherwise lets the bytes stream through untouched: the bytes that leave are the bytes that came
-in, in the same chunks where possible, and a PutImage of megabytes is never buffered. Only a
-partial header (at most 32 bytes) or a held message waits for more input.
+message must be held whole (because a policy may rewrite it), and otherwise lets the bytes
+stream through untouched: the bytes that leave are the bytes that came in, in the same chunks
+where possible, and a PutImage of megabytes is never held back. Only a partial header (at most
+32 bytes) or a held message waits for more input. A message an observer wants (a tracer,
+metrics) is watched: its bytes pass on as they come, and the observer gets a copy once it is
+all there.
 
 Sizes (X11 protocol, sections 8 and 5; BIG-REQUESTS extension):
 - setup request: 12 + pad(n) + pad(d); setup reply: 8 + 4 * length.
@@ -20,10 +22,15 @@ import struct
 from collections.abc import Callable
 
 
+#: What `_frame` says to do with a message: let it pass, hold it whole (it may be
+#: rewritten), or let it pass and show a copy to `_watched` once it is all there.
+PASS, HOLD, WATCH = 0, 1, 2
+
+
 class StreamFramer:
     """Base: streams data through `feed`, calling `_frame` once per message header (or
-    `_skip` once over a run of messages that need no holding) and `_message` for each
-    message that `_frame` asked to hold."""
+    `_skip` once over a run of messages that need no holding), `_message` for each message
+    that `_frame` asked to hold and `_watched` for each it asked to watch."""
 
     #: Bytes enough for any header this framer reads.
     HEADER_MAX = 32
@@ -32,11 +39,13 @@ class StreamFramer:
         self._held = bytearray()  # a partial header, or the part of a held message seen so far
         self._need = 0  # when holding a whole message: its size; 0 while holding a header
         self._stream = 0  # bytes of a passing message still to come
+        self._watch: bytearray | None = None  # a watched message's bytes so far
         self.bytes = 0
         self.dead = False
 
-    def _frame(self, buf: bytes | bytearray, pos: int, avail: int) -> tuple[int, bool] | None:
-        """The message starting at buf[pos] (avail bytes there): (size, hold), or None when
+    def _frame(self, buf: bytes | bytearray, pos: int, avail: int) -> tuple[int, int] | None:
+        """The message starting at buf[pos] (avail bytes there): (size, PASS, HOLD or WATCH;
+        a bool means PASS or HOLD), or None when
         the header is incomplete. Called at most once per message (not for those that
         `_skip` passes); must not change state when it returns None."""
         raise NotImplementedError
@@ -44,6 +53,9 @@ class StreamFramer:
     def _message(self, msg: bytes) -> bytes:
         """A held message, complete: returns the bytes to send on in its place."""
         raise NotImplementedError
+
+    def _watched(self, msg: bytes) -> None:
+        """A watched message, complete (its bytes have been passed on already)."""
 
     def feed(self, data: bytes | memoryview) -> bytes | memoryview:
         """Consume `data`; return the bytes to send on: `data` itself when it all passes,
@@ -75,6 +87,10 @@ class StreamFramer:
             if self._stream:
                 take = min(self._stream, n - pos)
                 self._stream -= take
+                if self._watch is not None:
+                    self._watch += data[pos : pos + take]
+                    if not self._stream:
+                        self._end_watch()
                 pos += take
                 continue
             if self._held:
@@ -101,15 +117,16 @@ class StreamFramer:
                     start = pos
                     continue
                 size, hold = framed
-                if hold:
+                if hold == HOLD:
                     self._need = size
                     continue  # the branch above copies the rest of it
                 out.append(bytes(self._held))
+                if hold == WATCH:
+                    self._watch = bytearray(self._held)
                 self._held.clear()
                 start = pos
-                advance = min(size - had, n - pos)
-                pos += advance
-                self._stream = size - had - advance
+                # the rest of it passes, as the continuation of a message (branch at the top)
+                self._stream = size - had
                 continue
             if first is not _UNFRAMED:
                 framed, first = first, _UNFRAMED  # type: ignore[assignment]
@@ -130,6 +147,15 @@ class StreamFramer:
                     self._stream = pos + size - n
                     pos = n
                 continue
+            if hold == WATCH:
+                if pos + size <= n:
+                    self._watched(bytes(data[pos : pos + size]))
+                    pos += size
+                else:
+                    self._watch = bytearray(data[pos:])
+                    self._stream = pos + size - n
+                    pos = n
+                continue
             if start < pos:
                 out.append(data[start:pos])
             if pos + size <= n:
@@ -147,6 +173,11 @@ class StreamFramer:
         if start < n:
             out.append(data[start:n])
         return b"".join(out)
+
+    def _end_watch(self) -> None:
+        msg = bytes(self._watch)  # type: ignore[arg-type]
+        self._watch = None
+        self._watched(msg)
 
     def _skip(self, data: bytes | memoryview, pos: int, n: int) -> int:
         """Pass the messages from data[pos] on that need no holding, without framing each
