@@ -21,7 +21,6 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
-
 #: What `_frame` says to do with a message: let it pass, hold it whole (it may be
 #: rewritten), or let it pass and show a copy to `_watched` once it is all there.
 PASS, HOLD, WATCH = 0, 1, 2
