@@ -241,17 +241,23 @@ def test_garbage_setup_is_refused_or_framed_never_crashes(data, e):
         pass
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.sampled_from(["noop", "qe-shm", "qe-render", "put", "le"]), max_size=30),
-       st.lists(st.integers(1, 97), max_size=40), st.sampled_from("<>"))
-def test_any_request_stream_passes_through_in_any_split(kinds, sizes, e):
-    build = {
+def request_kinds(e: str) -> dict[str, bytes]:
+    """Requests by the names the stream tests draw from."""
+    return {
         "noop": wire.request(e, 127),
         "qe-shm": wire.query_extension(e, b"MIT-SHM"),
         "qe-render": wire.query_extension(e, b"RENDER"),
         "put": wire.request(e, 72, 2, b"\x42" * 100),
         "le": wire.request(e, 99),
+        "big": wire.request(e, 72, 2, bytes(range(200)) * 30),
     }
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["noop", "qe-shm", "qe-render", "put", "le"]), max_size=30),
+       st.lists(st.integers(1, 97), max_size=40), st.sampled_from("<>"))
+def test_any_request_stream_passes_through_in_any_split(kinds, sizes, e):
+    build = request_kinds(e)
     stream = b"".join(build[k] for k in kinds)
     conn = connected(e)
     assert feed_chunks(conn.client_data, stream, sizes) == stream
@@ -279,13 +285,7 @@ def feed_views(feed, data: bytes, sizes) -> bytes:
 @given(st.lists(st.sampled_from(["noop", "qe-shm", "qe-render", "put", "le"]), max_size=30),
        st.lists(st.integers(1, 97), max_size=40), st.sampled_from("<>"))
 def test_views_of_a_reused_buffer_frame_like_bytes(kinds, sizes, e):
-    build = {
-        "noop": wire.request(e, 127),
-        "qe-shm": wire.query_extension(e, b"MIT-SHM"),
-        "qe-render": wire.query_extension(e, b"RENDER"),
-        "put": wire.request(e, 72, 2, b"\x42" * 100),
-        "le": wire.request(e, 99),
-    }
+    build = request_kinds(e)
     stream = b"".join(build[k] for k in kinds)
     conn = connected(e)
     assert feed_views(conn.client_data, stream, sizes) == stream
@@ -323,14 +323,7 @@ def test_an_observer_sees_each_message_once_and_the_bytes_pass_unchanged(kinds, 
     conn.client_data(wire.setup_request(e))
     conn.server_data(wire.setup_success(e))
     seen.clear()
-    build = {
-        "noop": wire.request(e, 127),
-        "qe-shm": wire.query_extension(e, b"MIT-SHM"),
-        "qe-render": wire.query_extension(e, b"RENDER"),
-        "put": wire.request(e, 72, 2, b"\x42" * 100),
-        "le": wire.request(e, 99),
-        "big": wire.request(e, 72, 2, bytes(range(200)) * 30),
-    }
+    build = request_kinds(e)
     requests = [build[k] for k in kinds]
     stream = b"".join(requests)
     assert feed_chunks(conn.client_data, stream, sizes) == stream

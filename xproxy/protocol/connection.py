@@ -24,7 +24,7 @@ from .extensions import (
     filter_list_extensions_reply,
     hide_query_extension_reply,
 )
-from .framing import HOLD, PASS, WATCH, Observer, StreamFramer, skip_requests
+from .framing import HOLD, PASS, U16, U32, WATCH, Observer, StreamFramer, skip_requests
 from .setup import (
     STATUS_SUCCESS,
     SetupReply,
@@ -123,8 +123,6 @@ class X11Connection:
         self.client.dead = True
 
 
-_U16 = {e: struct.Struct(e + "H").unpack_from for e in "<>"}
-_U32 = {e: struct.Struct(e + "I").unpack_from for e in "<>"}
 
 
 class _ClientFramer(StreamFramer):
@@ -137,8 +135,8 @@ class _ClientFramer(StreamFramer):
         self.bigreq_opcode = -1
         self.max_big_request = DEFAULT_MAX_BIG_REQUEST
         self.endian = "<"
-        self._u16 = _U16["<"]
-        self._u32 = _U32["<"]
+        self._u16 = U16["<"]
+        self._u32 = U32["<"]
         self._holds = self._hold_table()
 
     def _hold_table(self) -> bytes:
@@ -159,8 +157,8 @@ class _ClientFramer(StreamFramer):
             if avail < 12:
                 return None
             self.endian = self.conn.endian = endian_of(buf[pos])
-            self._u16 = _U16[self.endian]
-            self._u32 = _U32[self.endian]
+            self._u16 = U16[self.endian]
+            self._u32 = U32[self.endian]
             return setup_request_size(bytes(buf[pos : pos + 12])), True
         if avail < 4:
             return None
@@ -239,13 +237,13 @@ class _ServerFramer(StreamFramer):
         self.last_seq = 0  # full sequence number of the last server message that had one
         self.kinds = [0] * 256  # messages by their first byte: 0 error, 1 reply, else events
         self.watch_all = WATCH if conn.observer is not None else PASS
-        self._u16 = _U16["<"]
-        self._u32 = _U32["<"]
+        self._u16 = U16["<"]
+        self._u32 = U32["<"]
 
     def expect_setup(self, endian: str) -> None:
         self.endian = endian
-        self._u16 = _U16[endian]
-        self._u32 = _U32[endian]
+        self._u16 = U16[endian]
+        self._u32 = U32[endian]
 
     def _frame(self, buf, pos, avail):  # type: ignore[no-untyped-def]
         if self.in_setup:

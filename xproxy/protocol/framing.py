@@ -21,6 +21,10 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
+#: 16- and 32-bit readers (`unpack_from`) per byte order ("<" or ">").
+U16 = {e: struct.Struct(e + "H").unpack_from for e in "<>"}
+U32 = {e: struct.Struct(e + "I").unpack_from for e in "<>"}
+
 #: What `_frame` says to do with a message: let it pass, hold it whole (it may be
 #: rewritten), or let it pass and show a copy to `_watched` once it is all there.
 PASS, HOLD, WATCH = 0, 1, 2
@@ -202,7 +206,6 @@ Observer = Callable[[str, int, bytes], None]
 _UNFRAMED = object()
 
 
-_U16_AT = {True: struct.Struct("<H").unpack_from, False: struct.Struct(">H").unpack_from}
 
 
 def py_skip_requests(buf: bytes | memoryview, pos: int, end: int, holds: bytes,
@@ -210,7 +213,7 @@ def py_skip_requests(buf: bytes | memoryview, pos: int, end: int, holds: bytes,
     """What xproxy._speedups.skip_requests does (its docstring says what), in Python."""
     if len(holds) != 256 or pos < 0 or end < pos or end > len(buf):
         raise ValueError("skip_requests: holds must be 256 bytes and pos <= end <= len(buf)")
-    u16 = _U16_AT[little]
+    u16 = U16["<" if little else ">"]
     count = 0
     while end - pos >= 4:
         length = u16(buf, pos + 2)[0]
