@@ -201,6 +201,8 @@ class ServerSide(protocol.Protocol):
         out = client.framed_from_server(data)
         if out:
             client.write(out)  # (replies are not held: see _Outbox)
+        if client.conn.observed:
+            client.conn.deliver()
 
     # Buffered reads (aiotransport.BufferedAdapter): see ReadBuffers.
     def get_buffer(self, hint: int) -> memoryview:
@@ -216,6 +218,8 @@ class ServerSide(protocol.Protocol):
         out = client.framed_from_server(chunk)
         if out:
             sink.send(out)
+        if client.conn.observed:
+            client.conn.deliver()
 
     def connectionLost(self, reason) -> None:  # type: ignore[no-untyped-def]
         self.client.upstream_lost()
@@ -286,6 +290,8 @@ class ClientSide(protocol.Protocol):
         out = self._framed(data)
         if out:
             self.outbox.send(out, self.framer._stream)  # type: ignore[union-attr]
+        if self.conn.observed:
+            self.conn.deliver()
         if self.conn.closing is not None:
             self._refused()
 
@@ -297,6 +303,13 @@ class ClientSide(protocol.Protocol):
         return own[self.fill :] if own is not None else self.buffers.shared
 
     def buffer_updated(self, n: int) -> None:
+        try:
+            self._relay_read(n)
+        finally:
+            if self.conn.observed:
+                self.conn.deliver()  # after the bytes have gone on (see X11Connection)
+
+    def _relay_read(self, n: int) -> None:
         own = self.own
         view = own if own is not None else self.buffers.shared
         start = self.fill

@@ -101,10 +101,10 @@ class FakeUpstream:
         return defer.succeed(proto)
 
 
-def relay(e: str = "<") -> tuple[ClientSide, FakeShim, FakeShim]:
+def relay(e: str = "<", observers=None) -> tuple[ClientSide, FakeShim, FakeShim]:  # type: ignore[no-untyped-def]
     to_client, to_server = FakeShim(), FakeShim()
     factory = ProxyFactory(FakeUpstream(to_server), ":0", AuthPolicy(COOKIE, MIT, REAL),  # type: ignore[arg-type]
-                           ExtensionPolicy())
+                           ExtensionPolicy(), observers=observers)
     client = factory.buildProtocol(None)
     client.makeConnection(to_client)  # type: ignore[arg-type]
     assert client.ready and not to_client.paused
@@ -253,3 +253,38 @@ def test_a_protocol_error_in_a_kept_request_closes_only_that_client() -> None:
     assert client.own is None and client.fill == 0
     read(other, put[20000:])
     assert not other.closed and other_server.sent() == put
+
+
+def test_the_observer_sees_each_message_after_its_bytes_have_gone_on() -> None:
+    """Decoding and tracing never stand between a request and the server, or a reply and
+    the client: the observer is called once the bytes it is shown have been sent."""
+    shims: dict[str, FakeShim] = {}
+    shown = {"up": 0, "down": 0}  # bytes shown to the observer, each way
+    seen: list[tuple[str, bytes]] = []
+
+    def observer(direction: str, seq: int, msg: bytes) -> None:
+        if direction in ("setup", "setup-reply"):
+            return
+        way = "up" if direction == "request" else "down"
+        shim = shims[way]
+        shim._read_peer()
+        at = shown[way]
+        assert shim.received[at : at + len(msg)] == msg, (direction, seq)  # sent already
+        shown[way] = at + len(msg)
+        seen.append((direction, msg))
+
+    client, to_client, to_server = relay(observers=lambda number: observer)
+    shims.update(up=to_server, down=to_client)
+    to_server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    to_client.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    noop = wire.request("<", 127)
+    get = wire.request("<", 20, 0, body=bytes(20))  # GetProperty
+    put = wire.request("<", 72, 2, body=bytes(range(256)) * 156)
+    read(client, noop + get)
+    for piece in (put[:16000], put[16000:32000], put[32000:]):  # kept, then sent whole
+        read(client, piece)
+    reply = wire.reply("<", 2, extra=bytes(64))
+    read(client.server, reply[:40])
+    read(client.server, reply[40:] + wire.event("<", 3))
+    assert seen == [("request", noop), ("request", get), ("request", put),
+                    ("reply", reply), ("event", wire.event("<", 3))]

@@ -5,6 +5,11 @@
 `to_client` collects what the proxy itself answers the client (a setup failure); `closing`
 becomes a reason string when the connection must be closed after writing that.
 
+An observer (tracer, metrics) is shown each message after the bytes it came in have been
+handled: `client_data` and `server_data` show it before they return, and the relay, which
+feeds the framers itself, calls `deliver()` once it has sent the bytes on, so decoding and
+tracing are never between a request and the server or a reply and the client.
+
 Authentication follows OpenSSH's X11 forwarding: the client must present the proxy's own
 MIT-MAGIC-COOKIE-1 (compared in constant time), and the setup is rewritten to carry the
 target's real authorization, which the client never sees.
@@ -83,6 +88,8 @@ class X11Connection:
         self.auth = auth
         self.policy = policy or ExtensionPolicy()
         self.observer = observer
+        #: messages framed and not yet shown to the observer: (direction, seq, bytes)
+        self.observed: list[tuple[str, int, bytes]] = []
         self.endian = "<"
         self.setup: SetupRequest | None = None
         self.setup_reply: SetupReply | None = None
@@ -96,11 +103,26 @@ class X11Connection:
 
     def client_data(self, data: bytes) -> bytes:
         """Bytes from the client; returns bytes for the server. Raises ClientProtocolError."""
-        return self.client.feed(data)
+        try:
+            return self.client.feed(data)
+        finally:
+            self.deliver()
 
     def server_data(self, data: bytes) -> bytes:
         """Bytes from the server; returns bytes for the client. Raises ServerProtocolError."""
-        return self.server.feed(data)
+        try:
+            return self.server.feed(data)
+        finally:
+            self.deliver()
+
+    def deliver(self) -> None:
+        """Show the observer the messages framed since the last call, in order."""
+        observed = self.observed
+        if observed:
+            self.observed = []
+            observer = self.observer
+            for direction, seq, msg in observed:
+                observer(direction, seq, msg)  # type: ignore[misc]
 
     @property
     def stats(self) -> Stats:
@@ -189,7 +211,7 @@ class _ClientFramer(StreamFramer):
         return end
 
     def _watched(self, msg: bytes) -> None:
-        self.conn.observer("request", self.seq, msg)  # type: ignore[misc]
+        self.conn.observed.append(("request", self.seq, msg))
 
     def _message(self, msg: bytes) -> bytes:
         conn = self.conn
@@ -208,7 +230,7 @@ class _ClientFramer(StreamFramer):
             self.big_requests = True
             conn.pending.append((self.seq, "BigReqEnable", ""))
         if conn.observer is not None:
-            conn.observer("request", self.seq, msg)
+            conn.observed.append(("request", self.seq, msg))
         return msg
 
     def _setup(self, msg: bytes) -> bytes:
@@ -221,7 +243,7 @@ class _ClientFramer(StreamFramer):
             conn._refuse(refusal)
             return b""
         if conn.observer is not None:
-            conn.observer("setup", 0, msg)
+            conn.observed.append(("setup", 0, msg))
         upstream = SetupRequest(setup.byte_order, setup.major, setup.minor,
                                 conn.auth.upstream_name, conn.auth.upstream_data)
         conn.server.expect_setup(self.endian)
@@ -276,8 +298,8 @@ class _ServerFramer(StreamFramer):
 
     def _watched(self, msg: bytes) -> None:
         kind = msg[0]
-        self.conn.observer("reply" if kind == 1 else "error" if kind == 0 else "event",  # type: ignore[misc]
-                           self.last_seq, msg)
+        self.conn.observed.append(
+            ("reply" if kind == 1 else "error" if kind == 0 else "event", self.last_seq, msg))
 
     def _message(self, msg: bytes) -> bytes:
         conn = self.conn
@@ -285,15 +307,15 @@ class _ServerFramer(StreamFramer):
             self.in_setup = False
             conn.setup_reply = parse_setup_reply(msg, self.endian)
             if conn.observer is not None:
-                conn.observer("setup-reply", 0, msg)
+                conn.observed.append(("setup-reply", 0, msg))
             return msg
         kind = msg[0]
         if kind == 1 and conn.pending and conn.pending[0][0] == self.last_seq:
             _, what, detail = conn.pending.popleft()
             msg = self._reply(what, detail, msg)
         if conn.observer is not None:
-            conn.observer("reply" if kind == 1 else "error" if kind == 0 else "event",
-                          self.last_seq, msg)
+            conn.observed.append(
+                ("reply" if kind == 1 else "error" if kind == 0 else "event", self.last_seq, msg))
         return msg
 
     def _reply(self, what: str, name: str, msg: bytes) -> bytes:
