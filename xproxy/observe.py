@@ -23,7 +23,7 @@ class ClientObserver:
         self.tracer = tracer
         self.metrics = metrics
         self.decoder = Decoder()
-        self.fields = tracer is not None
+        self.fields = tracer.fields if tracer is not None else False
 
     def __call__(self, direction: str, seq: int, msg: bytes) -> None:
         now = self.clock()

@@ -34,6 +34,11 @@ class NameFilter:
         self.skip = _split(skip)
         self._cache: dict[str, bool] = {}
 
+    @property
+    def everything(self) -> bool:
+        """True when no name is filtered out."""
+        return not self.only and not self.skip
+
     def __call__(self, name: str) -> bool:
         hit = self._cache.get(name)
         if hit is None:
@@ -119,11 +124,13 @@ class Tracer:
         self.out = out
         self.json = fmt == "json"
         self.wants = names or NameFilter()
+        #: what the decoder is told about fields: all, or only for the names the filter keeps
+        self.fields: bool | Callable[[str], bool] = self.wants.everything or self.wants
         self.clock = clock
         self.lines = 0
 
     def emit(self, client: int, d: Decoded, now: float, atoms: dict[int, str]) -> None:
-        if not self.wants(d.name):
+        if self.fields is not True and not self.wants(d.name):
             return
         if self.json:
             line = format_json(client, d, now, atoms)

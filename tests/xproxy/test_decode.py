@@ -449,6 +449,39 @@ def test_names_only_decodes_no_fields():
                     fields=False).name == "RENDER:CreatePicture"
 
 
+def test_fields_only_for_the_names_a_filter_keeps():
+    """A trace filtered by name (--only, --skip) decodes the fields of only what it keeps;
+    every message still gets its name, and atoms and extensions are still learned."""
+    asked: list[str] = []
+
+    def keep(name: str) -> bool:
+        asked.append(name)
+        return name in ("GetProperty", "Expose", "BadValue", "RENDER:CreatePicture")
+
+    d = Decoder("<")
+    d.decode("setup", 0, wire.setup_request("<"), fields=keep)
+    d.decode("request", 1, wire.request("<", 16, 0, struct.pack("<H2x", 7) + b"MY_ATOM\0"),
+             fields=keep)
+    intern = d.decode("reply", 1, wire.reply("<", 1, 0, struct.pack("<I", 301)), fields=keep)
+    assert intern.name == "InternAtom" and d.atoms[301] == "MY_ATOM"
+    d.decode("request", 2, wire.query_extension("<", b"RENDER"), fields=keep)
+    d.decode("reply", 2, wire.query_extension_reply("<", 2, True, 139, 0, 142), fields=keep)
+    get = d.decode("request", 3, wire.request("<", 20, 0, struct.pack("<IIIII", 5, 301, 0, 0, 9)),
+                   fields=keep)
+    assert get.name == "GetProperty" and get.fields["property"] == 301
+    assert d.decode("request", 4, wire.request("<", 8, 0, struct.pack("<I", 5)),
+                    fields=keep).fields == {}
+    assert d.decode("request", 5, ext_request("<", 139, 4, bytes(16)),
+                    fields=keep).fields != {}
+    assert d.decode("event", 5, ev("<", 12, 5, "I", 5), fields=keep).fields["window"] == 5
+    assert d.decode("event", 5, ev("<", 19, 5, "I", 5), fields=keep).fields == {}  # MapNotify
+    err = d.decode("error", 5, wire.error("<", 5, code=2), fields=keep)
+    assert err.name == "BadValue" and err.fields["code"] == 2
+    assert asked == ["Setup", "InternAtom", "InternAtom", "QueryExtension", "QueryExtension",
+                     "GetProperty", "MapWindow", "RENDER:CreatePicture", "Expose", "MapNotify",
+                     "BadValue"]
+
+
 def test_no_observer_without_tracer_or_metrics():
     """Nothing watching: the relay only frames (no decoder is made, nothing is held)."""
     assert observers(lambda: 0.0) is None
@@ -463,6 +496,8 @@ def test_observer_on_a_connection_sees_decoded_messages():
     seen = []
 
     class Trace:
+        fields = True
+
         def emit(self, client, d, now, atoms):
             seen.append((client, d.direction, d.seq, d.name))
 

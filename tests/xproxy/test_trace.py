@@ -163,6 +163,24 @@ def test_trace_filters_only_and_skip(xvfb, xauthority, tmp_path):
     assert "RENDER:QueryPictFormats" in names
 
 
+def test_a_filtered_trace_still_names_atoms_interned_in_what_it_leaves_out(xvfb, xauthority,
+                                                                           tmp_path):
+    """--only decodes only the messages it keeps, but atom names are learned from all."""
+    require("xprop")
+    path = str(tmp_path / "only.jsonl")
+    done = run_trace(xvfb, xauthority, "-o", path, "--format", "json", "--only", "GetProperty",
+                     "--", "sh", "-c", "xprop -root -f XTR_FILTERED 8s -set XTR_FILTERED hi"
+                     " && xprop -root XTR_FILTERED")
+    assert done.returncode == 0, done.stderr
+    assert 'XTR_FILTERED(STRING) = "hi"' in done.stdout
+    records = read_jsonl(path)
+    check_schema(records)
+    assert {r["name"] for r in records} == {"GetProperty"}
+    asks = [r for r in records if r["dir"] == "request"]
+    assert any(r.get("atoms", {}).get(str(r["fields"]["property"])) == "XTR_FILTERED"
+               for r in asks), asks
+
+
 def test_name_filter():
     f = NameFilter(only=["MapWindow,RENDER:*"], skip=["RENDER:Composite"])
     assert f("MapWindow") and f("RENDER:FillRectangles")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import struct
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -404,6 +405,10 @@ _resource_names([*(c._request for c in _CORE_REQUESTS.values()),
                  *(s for spec in EXTENSIONS.values() for s in spec.generic_layouts.values())])
 
 
+#: Whether to decode a message's fields: always, never, or as a filter on its name says.
+Want = bool | Callable[[str], bool]
+
+
 @dataclass(slots=True)
 class _Pending:
     name: str
@@ -449,8 +454,9 @@ class Decoder:
                 (e for e in self.extensions.values() if e.first_error), key=lambda e: -e.first_error)
 
     def decode(self, direction: str, seq: int, msg: bytes, now: float = 0.0,
-               fields: bool = True) -> Decoded:
-        """Name and (when `fields`) fields of one whole message. Never raises."""
+               fields: bool | Callable[[str], bool] = True) -> Decoded:
+        """Name and (when `fields`, or when `fields(name)` says so) fields of one whole
+        message. Never raises."""
         try:
             if direction == "request":
                 return self._request(seq, msg, now, fields)
@@ -484,11 +490,14 @@ class Decoder:
 
     # -- messages ----------------------------------------------------------------------------
 
-    def _request(self, seq: int, msg: bytes, now: float, want: bool) -> Decoded:
+    def _request(self, seq: int, msg: bytes, now: float, want: Want) -> Decoded:
         e = self.endian
         op = msg[0]
         size = len(msg)
         name = self.request_name(msg)
+        tracing = want is not False  # (atom names are learned for any trace, filtered or not)
+        if type(want) is not bool:
+            want = want(name)
         layout: rq.Struct | None = None
         reply: rq.Struct | None = None
         has_reply = False
@@ -514,7 +523,7 @@ class Decoder:
             body = msg[:4] + msg[8:]  # BIG-REQUESTS: drop the extended length
             if want:
                 out["big_request"] = True
-        if op == 98 or op == 17 or (op == 16 and want):  # QueryExtension, GetAtomName, InternAtom
+        if op == 98 or op == 17 or (op == 16 and tracing):  # QueryExtension, GetAtomName, InternAtom
             parsed = self._fields(xrequest.major_codes[op]._request, body, e, "request")
             detail = parsed.get("name") if op != 17 else parsed.get("atom")
             if want:
@@ -538,11 +547,12 @@ class Decoder:
                 break
             del pending[first]
 
-    def _reply(self, seq: int, msg: bytes, now: float, want: bool) -> Decoded:
+    def _reply(self, seq: int, msg: bytes, now: float, want: Want) -> Decoded:
         self._prune(seq)
         p = self.pending.get(seq)
         size = len(msg)
         if p is None:
+            want = want if type(want) is bool else want("UnknownReply")
             return Decoded("reply", seq, "UnknownReply", {"length": size} if want else {}, size)
         latency = None
         if not p.replied:
@@ -555,6 +565,8 @@ class Decoder:
             del self.pending[seq]
         out: dict[str, Any] = {}
         name = p.name
+        if type(want) is not bool:
+            want = want(name)
         if name == "QueryExtension" and size >= 12:
             present, major, first_event, first_error = msg[8], msg[9], msg[10], msg[11]
             if present:
@@ -576,7 +588,7 @@ class Decoder:
                 self.atoms[p.detail] = out["name"]
         return Decoded("reply", seq, name, out, size, latency)
 
-    def _event(self, seq: int, msg: bytes, want: bool) -> Decoded:
+    def _event(self, seq: int, msg: bytes, want: Want) -> Decoded:
         self._prune(seq)
         e = self.endian
         code = msg[0] & 0x7F
@@ -589,6 +601,8 @@ class Decoder:
             ename = spec.generic.get(evtype) if spec is not None else None
             extname = ext.name if ext is not None else f"Extension{msg[1]}"
             name = f"{extname}:{ename or evtype}"
+            if type(want) is not bool:
+                want = want(name)
             if want:
                 out["evtype"] = evtype
                 layout = spec.generic_layouts.get(evtype) if spec is not None else None
@@ -599,10 +613,14 @@ class Decoder:
         elif code in _CORE_EVENTS:
             cls = _CORE_EVENTS[code]
             name = cls.__name__
+            if type(want) is not bool:
+                want = want(name)
             if want:
                 out = self._fields(cls._fields, msg, e, "event")
         else:
             name, layout = self._ext_event(code, msg)
+            if type(want) is not bool:
+                want = want(name)
             if want:
                 if layout is not None:
                     out = self._fields(layout, msg, e, "event")
@@ -632,7 +650,7 @@ class Decoder:
                 return f"{ext.name}:{ename}", spec.event_layouts.get(offset)
         return f"Event{code}", None
 
-    def _error(self, seq: int, msg: bytes, want: bool) -> Decoded:
+    def _error(self, seq: int, msg: bytes, want: Want) -> Decoded:
         self._prune(seq)
         self.pending.pop(seq, None)
         code = msg[1]
@@ -652,6 +670,8 @@ class Decoder:
                         break
             if name is None:
                 name = f"Error{code}"
+        if type(want) is not bool:
+            want = want(name)
         out: dict[str, Any] = {}
         if want:
             f = self._fields(_EXT_ERROR, msg, self.endian, "error")
@@ -663,12 +683,14 @@ class Decoder:
                 out["request"] = self.request_name(bytes((major, minor & 0xFF)))
         return Decoded("error", seq, name, out, len(msg))
 
-    def _setup(self, msg: bytes, want: bool) -> Decoded:
+    def _setup(self, msg: bytes, want: Want) -> Decoded:
         if msg[:1] == b"B":
             self.endian = ">"
         elif msg[:1] == b"l":
             self.endian = "<"
         out: dict[str, Any] = {}
+        if type(want) is not bool:
+            want = want("Setup")
         if want and len(msg) >= 12:
             e = self.endian
             major, minor, n, d = struct.unpack_from(e + "HHHH", msg, 2)
@@ -678,10 +700,12 @@ class Decoder:
                    "auth_data_length": d}  # never the cookie itself
         return Decoded("setup", 0, "Setup", out, len(msg))
 
-    def _setup_reply(self, msg: bytes, want: bool) -> Decoded:
+    def _setup_reply(self, msg: bytes, want: Want) -> Decoded:
         from .setup import parse_setup_reply
 
         out: dict[str, Any] = {}
+        if type(want) is not bool:
+            want = want("Setup")
         if want:
             r = parse_setup_reply(msg, self.endian)
             out = {"status": r.status, "protocol_major": r.major, "protocol_minor": r.minor}
