@@ -735,74 +735,110 @@ class Decoder:
 # --------------------------------------------------------------------------------------------
 # The interpreter of python-xlib layouts, in either byte order.
 
-_plans: dict[tuple[int, str], tuple[str, int]] = {}
 _ORDER_FREE = (rq.String8, rq.String16, rq.Binary, rq.ModifierMapping, rq.TextElements8,
                xinput.ButtonState)
+_INT_CODES = frozenset("bBhHiIlLqQ")
 
 
-def _plan(s: Any, e: str) -> tuple[str, int]:
+class _Plan:
+    """A layout's fixed part, worked out once per layout and byte order: the struct that
+    reads it, and per named field where its values are and how to turn them into JSON-ready
+    values, so that decoding a message is one unpack and a loop with no type tests."""
+
+    __slots__ = ("formats", "lengths", "size", "tail_is_binary", "unpack", "values", "var")
+
+    def __init__(self, s: Any, e: str) -> None:
+        code = e + s.static_codes[1:]
+        self.unpack = struct.Struct(code).unpack_from
+        self.size = struct.calcsize(code)
+        values = []
+        lengths = []
+        formats = []
+        i = 0
+        for f in s.static_fields:
+            n = f.structvalues
+            if f.name:
+                if isinstance(f, rq.LengthField):
+                    lengths.append((i, f.parse_value, (f.name, *(f.other_fields or ()))))
+                elif isinstance(f, rq.FormatField):
+                    formats.append((f.name, i))
+                else:
+                    values.append((f.name, i, n, _converter(f)))
+            i += n
+        self.values = tuple(values)
+        self.lengths = tuple(lengths)
+        self.formats = tuple(formats)
+        self.var = tuple(s.var_fields)
+        self.tail_is_binary = len(self.var) == 1 and type(self.var[0]) is rq.Binary
+
+
+def _converter(f: Any) -> Callable[[Any], Any] | None:
+    """How a fixed field's value (one int, or a tuple of them, or bytes) becomes JSON-ready;
+    None when it already is."""
+    if isinstance(f, rq.Resource):
+        return None
+    if isinstance(f, rq.Bool):
+        return bool
+    if isinstance(f, rq.Object):
+        t = f.type
+        return lambda v: _static_struct(t, v if isinstance(v, tuple) else (v,))
+    code = f.structcode or ""
+    if "s" in code:
+        return _bytes
+    if f.parse_value is not None:
+        pv = f.parse_value
+        return lambda v: pv(v, None)
+    if code and all(c in _INT_CODES or c.isdigit() for c in code):
+        return None
+    return _static_value  # anything else: decided by the value, as python-xlib would
+
+
+def _static_value(v: Any) -> Any:
+    return _bytes(v) if isinstance(v, bytes) else v
+
+
+_plans: dict[tuple[int, str], _Plan] = {}
+
+
+def _plan(s: Any, e: str) -> _Plan:
     key = (id(s), e)
     plan = _plans.get(key)
     if plan is None:
-        code = e + s.static_codes[1:]
-        plan = _plans[key] = (code, struct.calcsize(code))
+        plan = _plans[key] = _Plan(s, e)
     return plan
-
-
-def _static(f: Any, v: Any, e: str) -> Any:
-    if isinstance(f, rq.Resource):
-        return v
-    if isinstance(f, rq.Bool):
-        return bool(v)
-    if isinstance(f, rq.Object):
-        return _static_struct(f.type, v if isinstance(v, tuple) else (v,))
-    if isinstance(v, bytes):
-        return _bytes(v)
-    if f.parse_value is not None:
-        return f.parse_value(v, None)
-    return v
 
 
 def _static_struct(s: Any, vals: tuple) -> dict[str, Any]:
     out = {}
-    i = 0
-    for f in s.static_fields:
-        n = f.structvalues
-        v = vals[i] if n == 1 else tuple(vals[i : i + n])
-        i += n
-        if f.name and not isinstance(f, (rq.LengthField, rq.FormatField)):
-            out[f.name] = _static(f, v, "")
+    for name, i, n, conv in _plan(s, "<").values:  # (the values are read already)
+        v = vals[i] if n == 1 else vals[i : i + n]
+        out[name] = v if conv is None else conv(v)
     return out
 
 
 def _parse(s: Any, data: bytes, e: str, dec: Decoder, out: dict[str, Any]) -> bytes:
-    code, size = _plan(s, e)
+    plan = _plan(s, e)
+    size = plan.size
     if len(data) < size:
         raise _Bad(f"{len(data)} bytes, layout needs {size}")
-    vals = struct.unpack_from(code, data)
+    vals = plan.unpack(data)
+    for name, i, n, conv in plan.values:
+        v = vals[i] if n == 1 else vals[i : i + n]
+        out[name] = v if conv is None else conv(v)
+    if not plan.var:
+        rest = data[size:]
+        return bytes(rest) if type(rest) is memoryview else rest
     lengths: dict[str, Any] = {}
-    formats: dict[str, int] = {}
-    i = 0
-    for f in s.static_fields:
-        n = f.structvalues
-        if f.name:
-            if isinstance(f, rq.LengthField):
-                v = vals[i]
-                if f.parse_value is not None:
-                    v = f.parse_value(v, None)
-                lengths[f.name] = v
-                for other in f.other_fields or ():
-                    lengths[other] = v
-            elif isinstance(f, rq.FormatField):
-                formats[f.name] = vals[i]
-            else:
-                out[f.name] = _static(f, vals[i] if n == 1 else tuple(vals[i : i + n]), e)
-        i += n
-    if len(s.var_fields) == 1 and type(s.var_fields[0]) is rq.Binary:
+    for i, parse_value, names in plan.lengths:
+        v = vals[i] if parse_value is None else parse_value(vals[i], None)
+        for name in names:
+            lengths[name] = v
+    formats = {name: vals[i] for name, i in plan.formats}
+    if plan.tail_is_binary:
         data = memoryview(data)[size:]  # image data and the like: no copy of the bulk
     else:
         data = data[size:]
-    for f in s.var_fields:
+    for f in plan.var:
         out[f.name], data = _var(f, data, e, lengths.get(f.name), formats.get(f.name), dec)
     return bytes(data) if type(data) is memoryview else data  # what follows, for the caller
 
@@ -896,8 +932,6 @@ def _list(t: Any, data: bytes, e: str, n: Any, dec: Decoder) -> tuple[list[Any],
         items: list[Any] = []
         one = t.structvalues == 1
         is_struct = isinstance(t, rq.Struct)
-        if is_struct:
-            _plan(t, e)
         for v in struct.iter_unpack(code, data[: keep * slen]):
             if is_struct:
                 items.append(_static_struct(t, v))
