@@ -206,6 +206,23 @@ def test_text_and_json_lines():
     assert format_text(2, setup_reply, {}).startswith("002:>:0000:  100: Reply Setup")
 
 
+def test_json_lines_of_values_the_fast_encoder_refuses():
+    """orjson refuses ints beyond 64 bits and strings that are not valid Unicode; such a
+    line still comes out, through the standard library's encoder."""
+    class Odd:
+        def __repr__(self) -> str:
+            return "Odd()"
+
+    d = Decoded("request", 3, "X", {"big": 1 << 70, "text": "\udc80", "odd": Odd(),
+                                    "pair": (1, 2)}, 8)
+    obj = json.loads(format_json(1, d, 1.5, {}))
+    assert obj["fields"] == {"big": 1 << 70, "text": "\udc80", "odd": "Odd()", "pair": [1, 2]}
+    plain = Decoded("request", 4, "Y", {"odd": Odd(), "pair": (1, 2), "nested": {"k": [3]}}, 8)
+    assert format_json(1, plain, 2.0, {}) == (
+        '{"client":1,"seq":4,"dir":"request","name":"Y","fields":{"odd":"Odd()","pair":[1,2],'
+        '"nested":{"k":[3]}},"time":2.0,"size":8}')
+
+
 def test_tracer_rejects_unknown_format():
     with pytest.raises(ValueError):
         Tracer(sys.stderr, "xml")
