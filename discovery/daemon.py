@@ -60,6 +60,10 @@ VERSION = 1
 DEFAULT_LOOKUP_WAIT = 0.5  # s a first lookup of a type waits for answers from the LAN
 MAX_LOOKUP_WAIT = 10.0
 COMPACT_AFTER = 1000  # journal lines before a rewrite is considered
+#: Replies and watch events a client may leave unread once its socket and the daemon's send
+#: buffer for it are full; past this it is disconnected (its client library reconnects and
+#: re-subscribes, and is told what changed in between).
+MAX_UNREAD = 4 << 20
 
 
 @dataclass
@@ -83,12 +87,18 @@ def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
     return struct.unpack("3i", creds)
 
 
-@implementer(interfaces.IHalfCloseableProtocol)
+@implementer(interfaces.IHalfCloseableProtocol, interfaces.IPushProducer)
 class APIProtocol(protocol.Protocol):
     """One client connection: JSON lines in, replies and watch events out.
 
     Half-closeable, so ``printf '{"op":"list"}\\n' | socat - UNIX:...`` gets its answer before
     the connection (and with it the client's registrations) goes.
+
+    A client that stops reading: once the transport's send buffer is full (Twisted pauses us,
+    its producer), the daemon counts what more it has to send it (replies, watch events); past
+    MAX_UNREAD bytes before the buffer has emptied, it drops the connection, so a stuck watcher
+    cannot make the daemon's memory grow. Requests are still read meanwhile: a client may
+    send many before it reads the answers.
     """
 
     _ids = itertools.count(1)
@@ -99,6 +109,7 @@ class APIProtocol(protocol.Protocol):
         self.conn_id = f"conn-{next(self._ids)}"
         self.pid = self.uid = self.gid = -1
         self.closed = False
+        self.unread: int | None = None  # bytes sent since the output backed up, else None
 
     def connectionMade(self) -> None:
         try:
@@ -107,6 +118,7 @@ class APIProtocol(protocol.Protocol):
             self.transport.loseConnection()  # type: ignore[union-attr]
             return
         self.daemon.connections[self.conn_id] = self
+        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
 
     @property
     def owner(self) -> Owner:
@@ -120,19 +132,46 @@ class APIProtocol(protocol.Protocol):
                 log.info("closing {conn} (pid {pid}): {msg}", conn=self.conn_id, pid=self.pid, msg=item.message)
                 self.send(wire.error(item.id, "bad-request", item.message + "; closing the connection"))
                 self.closed = True
-                self.transport.loseConnection()  # type: ignore[union-attr]
+                self._close_after_sending()
                 return
             self.daemon.handle(self, item.body)
 
     def readConnectionLost(self) -> None:
+        self._close_after_sending()
+
+    def _close_after_sending(self) -> None:
+        # (a transport with a producer registered would wait for it before closing)
+        self.transport.unregisterProducer()  # type: ignore[union-attr]
         self.transport.loseConnection()  # type: ignore[union-attr]
 
     def writeConnectionLost(self) -> None:
         pass
 
     def send(self, data: bytes) -> None:
-        if not self.closed:
-            self.transport.write(data)  # type: ignore[union-attr]
+        if self.closed:
+            return
+        if self.unread is not None:
+            self.unread += len(data)
+            if self.unread > MAX_UNREAD:
+                log.warn("closing {conn} (pid {pid}): it left more than {n} bytes of replies and "
+                         "events unread", conn=self.conn_id, pid=self.pid, n=MAX_UNREAD)
+                self.closed = True
+                self.transport.abortConnection()  # type: ignore[union-attr]  # drops what is queued
+                return
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    # IPushProducer: the transport's send buffer is full (Twisted says so again on every write
+    # while it stays full) ...
+    def pauseProducing(self) -> None:
+        if self.unread is None:
+            self.unread = 0
+
+    # ... or empty again.
+    def resumeProducing(self) -> None:
+        self.unread = None
+
+    def stopProducing(self) -> None:
+        pass
 
     def connectionLost(self, reason: Any = None) -> None:
         self.closed = True

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -222,6 +223,67 @@ def test_bad_input_gets_an_error_then_close_and_the_daemon_keeps_serving(daemons
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_watcher_that_never_reads_is_dropped_and_the_daemon_keeps_serving(daemons, stype) -> None:
+    """Watch events for a client that does not read pile up only to daemon.MAX_UNREAD (4 MiB);
+    then that client is disconnected with a logged reason. A watcher that keeps up gets every
+    event, and the daemon goes on serving."""
+    a = daemons("ha", "--no-mdns")
+    stuck = socket.socket(socket.AF_UNIX)
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.settimeout(10)
+    stuck.connect(a.socket)
+    stuck.sendall(json.dumps({"id": 1, "op": "watch", "type": stype}).encode() + b"\n")
+    watcher = subprocess.Popen([DISCOVERY, "--socket", a.socket, "browse", stype, "--watch", "--json"],
+                               stdout=subprocess.PIPE)
+    events: list[dict] = []
+    reading = threading.Thread(target=lambda: events.extend(map(json.loads, watcher.stdout)),  # type: ignore[arg-type]
+                               daemon=True)
+    reading.start()
+    churn = socket.socket(socket.AF_UNIX)
+    churn.settimeout(30)
+    churn.connect(a.socket)
+    replies = churn.makefile("rb")
+    txt = {"pad": "x" * 1200}
+    rounds = 2000  # 4,000 events of about 1.4 KB: 5.6 MB for each watcher
+    try:
+        time.sleep(0.5)  # both watches are in place
+        for batch in range(0, rounds, 100):
+            ops = []
+            for i in range(batch, batch + 100):
+                ops.append({"id": i, "op": "register", "name": f"n{i}", "type": stype, "port": 1, "txt": txt})
+                ops.append({"id": i, "op": "withdraw", "name": f"n{i}", "type": stype})
+            churn.sendall(b"".join(json.dumps(op).encode() + b"\n" for op in ops))
+            for _ in ops:
+                r = json.loads(replies.readline())
+                assert r["ok"] is True, r
+            deadline = time.monotonic() + 30  # the reading watcher keeps up (one that falls
+            while len(events) < 2 * (batch + 100) and time.monotonic() < deadline:  # 4 MiB
+                time.sleep(0.02)  # behind is cut off too, and resynchronized by its client)
+        # the stuck watcher was cut off: what it can still read ends well short of 5.6 MB
+        got = 0
+        while True:
+            try:
+                chunk = stuck.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            got += len(chunk)
+        assert got < 2 << 20, got
+        assert "left more than 4194304 bytes of replies and events unread" in a.log.read_text()
+        # the reading watcher saw all of it, in order, on one connection
+        assert [(e["event"], e["name"]) for e in events] == [
+            (kind, f"n{i}") for i in range(rounds) for kind in ("added", "removed")]
+        r = a.cli("lookup", stype, "--json", "--wait", "0")
+        assert r.returncode == 0 and json.loads(r.stdout) == []
+    finally:
+        watcher.terminate()
+        watcher.wait()
+        reading.join(10)
+        churn.close()
+        stuck.close()
 
 
 def test_unknown_op_and_bad_fields_keep_the_connection(daemons) -> None:
