@@ -102,22 +102,35 @@ def format_text(client: int, d: Decoded, atoms: dict[int, str]) -> str:
 
 
 def _value(key: str, v: Any, atoms: dict[int, str]) -> str:
-    if isinstance(v, bool) or v is None:
-        return str(v)
-    if isinstance(v, int):
+    t = type(v)
+    if t is int:
         if key in ATOM_FIELDS:
             name = atoms.get(v)
             return f'{v}("{name}")' if name is not None else str(v)
         if key in RESOURCE_FIELDS:
             return f"0x{v:08x}"
         return str(v)
+    if t is str:
+        return _quote(v)
+    if t is bool or v is None:
+        return str(v)
+    if isinstance(v, int):
+        return _value(key, int(v), atoms)
     if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)
+        return _quote(str(v))
     if isinstance(v, dict):
         return "{" + " ".join(f"{k}={_value(k, x, atoms)}" for k, x in v.items()) + "}"
     if isinstance(v, list):
         return "[" + ",".join(_value(key, x, atoms) for x in v) + "]"
     return repr(v)
+
+
+def _quote(v: str) -> str:
+    """A string as JSON writes it (quoted, escaped, not limited to ASCII)."""
+    try:
+        return orjson.dumps(v).decode()
+    except TypeError:  # not valid Unicode (a lone surrogate)
+        return json.dumps(v, ensure_ascii=False)
 
 
 class Tracer:
