@@ -96,4 +96,4 @@ class Instruments:
         if self.tracer is not None:
             self.tracer.flush()
             if self._close_trace:
-                self.tracer.out.close()
+                self.tracer.close()

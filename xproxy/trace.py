@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 import orjson
+from twisted.logger import Logger
 
 from .protocol.decode import ATOM_FIELDS, RESOURCE_FIELDS, Decoded
 
@@ -26,6 +27,8 @@ _DIR = {"setup": "setup", "setup-reply": "reply", "request": "request", "reply":
 _KIND = {"setup": "Setup", "setup-reply": "Reply", "request": "Request", "reply": "Reply",
          "event": "Event", "error": "Error"}
 _ARROW = {"setup": "<", "request": "<"}
+
+log = Logger()
 
 
 class NameFilter:
@@ -148,19 +151,42 @@ class Tracer:
         self.fields: bool | Callable[[str], bool] = self.wants.everything or self.wants
         self.clock = clock
         self.lines = 0
+        #: why the trace file could not be written (tracing stopped then; the relay goes on)
+        self.failed: str | None = None
 
     def emit(self, client: int, d: Decoded, now: float, atoms: dict[int, str]) -> None:
         if self.fields is not True and not self.wants(d.name):
+            return
+        if self.failed is not None:
             return
         if self.json:
             line = format_json(client, d, now, atoms)
         else:
             line = format_text(client, d, atoms)
-        self.out.write(line + "\n")
+        try:
+            self.out.write(line + "\n")
+        except (OSError, ValueError) as err:
+            self._stop(err)
+            return
         self.lines += 1
 
     def flush(self) -> None:
+        if self.failed is not None:
+            return
         try:
             self.out.flush()
-        except (OSError, ValueError):
-            pass
+        except (OSError, ValueError) as err:
+            self._stop(err)
+
+    def close(self) -> None:
+        try:
+            self.out.close()
+        except (OSError, ValueError) as err:  # (the file is closed all the same)
+            if self.failed is None:
+                self._stop(err)
+
+    def _stop(self, err: Exception) -> None:
+        self.failed = f"{type(err).__name__}: {err}"
+        name = getattr(self.out, "name", "the trace file")
+        log.error("cannot write the trace to {name} ({why}): tracing stopped after {n} lines; "
+                  "the proxy goes on relaying", name=name, why=self.failed, n=self.lines)

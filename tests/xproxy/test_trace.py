@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -179,6 +180,36 @@ def test_a_filtered_trace_still_names_atoms_interned_in_what_it_leaves_out(xvfb,
     asks = [r for r in records if r["dir"] == "request"]
     assert any(r.get("atoms", {}).get(str(r["fields"]["property"])) == "XTR_FILTERED"
                for r in asks), asks
+
+
+def test_a_trace_file_that_cannot_be_written_stops_tracing_not_relaying(xvfb, xauthority):
+    """/dev/full: every write fails with ENOSPC. The program runs as it would untraced, and
+    the proxy says once why the trace stopped."""
+    require("xdpyinfo")
+    done = run_trace(xvfb, xauthority, "-o", "/dev/full", "--", "xdpyinfo", "-queryExtensions")
+    assert done.returncode == 0, done.stderr
+    assert "name of display:" in done.stdout and "RENDER" in done.stdout
+    assert done.stderr.count("cannot write the trace to /dev/full") == 1, done.stderr
+    assert "No space left on device" in done.stderr
+
+
+def test_tracer_stops_at_the_first_failed_write():
+    class Full(io.StringIO):
+        name = "full.log"
+        writes = 0
+
+        def write(self, s: str) -> int:
+            self.writes += 1
+            raise OSError(28, "No space left on device")
+
+    out = Full()
+    t = Tracer(out, "json")
+    d = Decoded("request", 1, "NoOperation", {}, 4)
+    t.emit(1, d, 0.0, {})
+    t.emit(1, d, 0.0, {})
+    t.flush()
+    assert t.failed == "OSError: [Errno 28] No space left on device"
+    assert out.writes == 1 and t.lines == 0
 
 
 def test_name_filter():
