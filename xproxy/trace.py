@@ -18,7 +18,7 @@ from typing import Any, TextIO
 import orjson
 from twisted.logger import Logger
 
-from .protocol.decode import ATOM_FIELDS, RESOURCE_FIELDS, Decoded
+from .protocol.decode import ATOM_FIELDS, RESOURCE_FIELDS, Decoded, Want
 
 __all__ = ["NameFilter", "Tracer", "format_json", "format_text"]
 
@@ -148,7 +148,7 @@ class Tracer:
         self.json = fmt == "json"
         self.wants = names or NameFilter()
         #: what the decoder is told about fields: all, or only for the names the filter keeps
-        self.fields: bool | Callable[[str], bool] = self.wants.everything or self.wants
+        self.fields: Want = self.wants.everything or self.wants
         self.clock = clock
         self.lines = 0
         #: why the trace file could not be written (tracing stopped then; the relay goes on)

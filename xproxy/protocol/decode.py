@@ -454,7 +454,7 @@ class Decoder:
                 (e for e in self.extensions.values() if e.first_error), key=lambda e: -e.first_error)
 
     def decode(self, direction: str, seq: int, msg: bytes, now: float = 0.0,
-               fields: bool | Callable[[str], bool] = True) -> Decoded:
+               fields: Want = True) -> Decoded:
         """Name and (when `fields`, or when `fields(name)` says so) fields of one whole
         message. Never raises."""
         try:
