@@ -161,6 +161,7 @@ class ExportServer:
             self.options.display, auth,
             ExtensionPolicy.from_options(self.options.hide_ext, self.options.allow_ext),
             on_client_done=self.options.on_client_done, observers=self.options.observers,
+            clock=self.reactor,
         )
         endpoint = SSL4ServerEndpoint(self.reactor, self.options.port,
                                       ServerContextFactory(self.identity),

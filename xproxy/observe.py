@@ -24,14 +24,27 @@ class ClientObserver:
         self.metrics = metrics
         self.decoder = Decoder()
         self.fields = tracer.fields if tracer is not None else False
+        self.queue: list[tuple[str, int, bytes, float]] = []
 
     def __call__(self, direction: str, seq: int, msg: bytes) -> None:
-        now = self.clock()
-        d = self.decoder.decode(direction, seq, msg, now, self.fields)
-        if self.metrics is not None:
-            self.metrics.record(d)
-        if self.tracer is not None:
-            self.tracer.emit(self.number, d, now, self.decoder.atoms)
+        """A message, framed: noted with the time, decoded and traced in `flush`."""
+        self.queue.append((direction, seq, msg, self.clock()))
+
+    def flush(self) -> None:
+        queue = self.queue
+        if not queue:
+            return
+        self.queue = []
+        decode = self.decoder.decode
+        fields = self.fields
+        metrics = self.metrics
+        tracer = self.tracer
+        for direction, seq, msg, now in queue:
+            d = decode(direction, seq, msg, now, fields)
+            if metrics is not None:
+                metrics.record(d)
+            if tracer is not None:
+                tracer.emit(self.number, d, now, self.decoder.atoms)
 
 
 def observers(clock: Callable[[], float], tracer: Tracer | None = None,

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from twisted.internet import protocol
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 
 from .protocol.connection import AuthPolicy, X11Connection
@@ -104,6 +104,10 @@ class _Outbox:
             self.size = 0
             self.writelines(parts)
 
+
+#: At most this long (s) between the server's bytes going to the client and the observer
+#: (tracer, metrics) finishing with them (ClientSide.deliver_soon).
+DELIVER_DELAY = 0.002
 
 #: Size of a read buffer (ReadBuffers); a connection keeps an unfinished request in its
 #: buffer only while this much room is left after it for the next read.
@@ -201,8 +205,8 @@ class ServerSide(protocol.Protocol):
         out = client.framed_from_server(data)
         if out:
             client.write(out)  # (replies are not held: see _Outbox)
-        if client.conn.observed:
-            client.conn.deliver()
+        if client.observing:
+            client.deliver_soon()
 
     # Buffered reads (aiotransport.BufferedAdapter): see ReadBuffers.
     def get_buffer(self, hint: int) -> memoryview:
@@ -218,8 +222,8 @@ class ServerSide(protocol.Protocol):
         out = client.framed_from_server(chunk)
         if out:
             sink.send(out)
-        if client.conn.observed:
-            client.conn.deliver()
+        if client.observing:
+            client.deliver_soon()
 
     def connectionLost(self, reason) -> None:  # type: ignore[no-untyped-def]
         self.client.upstream_lost()
@@ -232,6 +236,8 @@ class ClientSide(protocol.Protocol):
         self.factory = factory
         self.number = number
         self.conn = X11Connection(factory.auth(), factory.policy, factory.observer_for(number))
+        self.observing = self.conn.observer is not None
+        self._deliver_call = None  # (see deliver_soon)
         self.feed_client = self.conn.client.feed
         self.feed_server = self.conn.server.feed
         self.framer = self.conn.client
@@ -290,7 +296,7 @@ class ClientSide(protocol.Protocol):
         out = self._framed(data)
         if out:
             self.outbox.send(out, self.framer._stream)  # type: ignore[union-attr]
-        if self.conn.observed:
+        if self.observing:
             self.conn.deliver()
         if self.conn.closing is not None:
             self._refused()
@@ -306,7 +312,7 @@ class ClientSide(protocol.Protocol):
         try:
             self._relay_read(n)
         finally:
-            if self.conn.observed:
+            if self.observing:
                 self.conn.deliver()  # after the bytes have gone on (see X11Connection)
 
     def _relay_read(self, n: int) -> None:
@@ -340,6 +346,21 @@ class ClientSide(protocol.Protocol):
             self.fill = 0
         if self.conn.closing is not None:
             self._refused()
+
+    def deliver_soon(self) -> None:
+        """The observer finishes with what the server sent a little later: after the client's
+        next read (once it has read a reply it usually sends its next request, and that goes
+        to the server first), or within DELIVER_DELAY. Decoding a reply right away would make
+        the client's next request wait for it."""
+        clock = self.factory.clock
+        if clock is None:
+            self.conn.deliver()
+        elif self._deliver_call is None:
+            self._deliver_call = clock.callLater(DELIVER_DELAY, self._deliver_later)
+
+    def _deliver_later(self) -> None:
+        self._deliver_call = None
+        self.conn.deliver()
 
     def _framed(self, data: bytes | memoryview) -> bytes | memoryview | None:
         """The client's bytes through the framer: what to send on, or None (closed)."""
@@ -388,6 +409,12 @@ class ClientSide(protocol.Protocol):
 
     def connectionLost(self, reason) -> None:  # type: ignore[no-untyped-def]
         self._close(None)
+        if self._deliver_call is not None:
+            if self._deliver_call.active():
+                self._deliver_call.cancel()
+            self._deliver_call = None
+        if self.observing:
+            self.conn.deliver()  # all of it, before the client's summary
         self.factory.totals.active.pop(self.number, None)
         self.factory.totals.add(self.conn)
         self.factory.client_done(self)
@@ -420,6 +447,7 @@ class ProxyFactory(protocol.Factory):
         policy: ExtensionPolicy,
         on_client_done: Callable[[ClientSide], None] | None = None,
         observers: Callable[[int], Observer | None] | None = None,
+        clock: IReactorTime | None = None,
     ) -> None:
         self.upstream = upstream
         self.target_name = target_name
@@ -429,6 +457,8 @@ class ProxyFactory(protocol.Factory):
         self.numbers = itertools.count(1)
         self.on_client_done = on_client_done
         self.observers = observers
+        #: for ClientSide.deliver_soon; without one, observers finish each read at once
+        self.clock = clock
         self.buffers = ReadBuffers()
         self.noisy = False
 

@@ -134,7 +134,7 @@ class ProxyServer:
         upstream = client_endpoint(self.reactor, self.target, self.options.upstream_endpoint)
         self.factory = ProxyFactory(upstream, self.options.target, auth, policy,
                                     on_client_done=self.options.on_client_done,
-                                    observers=self.options.observers)
+                                    observers=self.options.observers, clock=self.reactor)
         return defer.ensureDeferred(self._listen())
 
     async def _listen(self) -> str:

@@ -13,11 +13,11 @@ import random
 import socket
 
 import pytest
-from twisted.internet import defer
+from twisted.internet import defer, task
 
 from xproxy.protocol.connection import AuthPolicy
 from xproxy.protocol.extensions import ExtensionPolicy
-from xproxy.relay import READ_SIZE, ClientSide, ProxyFactory
+from xproxy.relay import DELIVER_DELAY, READ_SIZE, ClientSide, ProxyFactory
 
 from . import wire
 from .wire import COOKIE, MIT, REAL
@@ -101,10 +101,10 @@ class FakeUpstream:
         return defer.succeed(proto)
 
 
-def relay(e: str = "<", observers=None) -> tuple[ClientSide, FakeShim, FakeShim]:  # type: ignore[no-untyped-def]
+def relay(e: str = "<", observers=None, clock=None) -> tuple[ClientSide, FakeShim, FakeShim]:  # type: ignore[no-untyped-def]
     to_client, to_server = FakeShim(), FakeShim()
     factory = ProxyFactory(FakeUpstream(to_server), ":0", AuthPolicy(COOKIE, MIT, REAL),  # type: ignore[arg-type]
-                           ExtensionPolicy(), observers=observers)
+                           ExtensionPolicy(), observers=observers, clock=clock)
     client = factory.buildProtocol(None)
     client.makeConnection(to_client)  # type: ignore[arg-type]
     assert client.ready and not to_client.paused
@@ -255,28 +255,46 @@ def test_a_protocol_error_in_a_kept_request_closes_only_that_client() -> None:
     assert not other.closed and other_server.sent() == put
 
 
-def test_the_observer_sees_each_message_after_its_bytes_have_gone_on() -> None:
+class Watcher:
+    """An observer as observe.ClientObserver is one: notes each message as it is framed, and
+    checks in `flush` (the slow part: decoding, tracing) that its bytes have been sent."""
+
+    def __init__(self) -> None:
+        self.shims: dict[str, FakeShim] = {}
+        self.shown = {"up": 0, "down": 0}  # bytes seen by flush, each way
+        self.queue: list[tuple[str, int, bytes]] = []
+        self.seen: list[tuple[str, bytes]] = []
+
+    def __call__(self, direction: str, seq: int, msg: bytes) -> None:
+        self.queue.append((direction, seq, msg))
+
+    def flush(self) -> None:
+        queue, self.queue = self.queue, []
+        for direction, seq, msg in queue:
+            if direction in ("setup", "setup-reply") or not self.shims:
+                continue
+            way = "up" if direction == "request" else "down"
+            shim = self.shims[way]
+            shim._read_peer()
+            at = self.shown[way]
+            assert shim.received[at : at + len(msg)] == msg, (direction, seq)  # sent already
+            self.shown[way] = at + len(msg)
+            self.seen.append((direction, msg))
+
+
+def watched_relay(clock=None) -> tuple[ClientSide, FakeShim, FakeShim, Watcher]:  # type: ignore[no-untyped-def]
+    watcher = Watcher()
+    client, to_client, to_server = relay(observers=lambda number: watcher, clock=clock)
+    watcher.shims.update(up=to_server, down=to_client)
+    for shim in (to_server, to_client):
+        shim.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    return client, to_client, to_server, watcher
+
+
+def test_the_observer_finishes_with_each_message_after_its_bytes_have_gone_on() -> None:
     """Decoding and tracing never stand between a request and the server, or a reply and
-    the client: the observer is called once the bytes it is shown have been sent."""
-    shims: dict[str, FakeShim] = {}
-    shown = {"up": 0, "down": 0}  # bytes shown to the observer, each way
-    seen: list[tuple[str, bytes]] = []
-
-    def observer(direction: str, seq: int, msg: bytes) -> None:
-        if direction in ("setup", "setup-reply"):
-            return
-        way = "up" if direction == "request" else "down"
-        shim = shims[way]
-        shim._read_peer()
-        at = shown[way]
-        assert shim.received[at : at + len(msg)] == msg, (direction, seq)  # sent already
-        shown[way] = at + len(msg)
-        seen.append((direction, msg))
-
-    client, to_client, to_server = relay(observers=lambda number: observer)
-    shims.update(up=to_server, down=to_client)
-    to_server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
-    to_client.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    the client: the observer's flush comes once the bytes it is shown have been sent."""
+    client, _, _, watcher = watched_relay()
     noop = wire.request("<", 127)
     get = wire.request("<", 20, 0, body=bytes(20))  # GetProperty
     put = wire.request("<", 72, 2, body=bytes(range(256)) * 156)
@@ -286,5 +304,32 @@ def test_the_observer_sees_each_message_after_its_bytes_have_gone_on() -> None:
     reply = wire.reply("<", 2, extra=bytes(64))
     read(client.server, reply[:40])
     read(client.server, reply[40:] + wire.event("<", 3))
-    assert seen == [("request", noop), ("request", get), ("request", put),
-                    ("reply", reply), ("event", wire.event("<", 3))]
+    assert watcher.seen == [("request", noop), ("request", get), ("request", put),
+                            ("reply", reply), ("event", wire.event("<", 3))]
+
+
+def test_what_the_server_sent_is_finished_with_at_the_next_request_or_soon_after() -> None:
+    """With a clock, the observer finishes with a reply after the client's next request has
+    gone to the server (the client does not wait for the reply's decoding), or within
+    DELIVER_DELAY when no request comes; everything is finished with when the client goes."""
+    clock = task.Clock()
+    client, _, _, watcher = watched_relay(clock)
+    get = wire.request("<", 20, 0, body=bytes(20))
+    read(client, get)
+    assert watcher.seen == [("request", get)]
+    reply = wire.reply("<", 1, extra=bytes(8))
+    read(client.server, reply)
+    assert len(watcher.queue) == 1 and len(clock.getDelayedCalls()) == 1
+    read(client, get)  # the next request: sent, then both are finished with, in order
+    assert watcher.seen[1:] == [("reply", reply), ("request", get)]
+    event = wire.event("<", 2)
+    read(client.server, event)
+    read(client.server, event)
+    assert watcher.seen[-1] == ("request", get)
+    clock.advance(DELIVER_DELAY)
+    assert watcher.seen[-2:] == [("event", event), ("event", event)]
+    assert clock.getDelayedCalls() == []  # (the first call, answered by the request, is spent)
+    read(client.server, event)
+    client.connectionLost(None)
+    assert watcher.seen[-1] == ("event", event) and watcher.queue == []
+    assert clock.getDelayedCalls() == []

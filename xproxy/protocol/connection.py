@@ -5,10 +5,12 @@
 `to_client` collects what the proxy itself answers the client (a setup failure); `closing`
 becomes a reason string when the connection must be closed after writing that.
 
-An observer (tracer, metrics) is shown each message after the bytes it came in have been
-handled: `client_data` and `server_data` show it before they return, and the relay, which
-feeds the framers itself, calls `deliver()` once it has sent the bytes on, so decoding and
-tracing are never between a request and the server or a reply and the client.
+An observer (tracer, metrics) is called with each message as it is framed, and must be quick
+about it; one with a `flush()` method (observe.ClientObserver) only notes the message then,
+and does the slow part (decoding, writing a trace line) in `flush()`, which the relay calls
+once it has sent the bytes on (`deliver()`), so decoding and tracing are never between a
+request and the server or a reply and the client. `client_data` and `server_data` deliver
+before they return.
 
 Authentication follows OpenSSH's X11 forwarding: the client must present the proxy's own
 MIT-MAGIC-COOKIE-1 (compared in constant time), and the setup is rewritten to carry the
@@ -88,8 +90,7 @@ class X11Connection:
         self.auth = auth
         self.policy = policy or ExtensionPolicy()
         self.observer = observer
-        #: messages framed and not yet shown to the observer: (direction, seq, bytes)
-        self.observed: list[tuple[str, int, bytes]] = []
+        self._flush = getattr(observer, "flush", None)
         self.endian = "<"
         self.setup: SetupRequest | None = None
         self.setup_reply: SetupReply | None = None
@@ -116,13 +117,9 @@ class X11Connection:
             self.deliver()
 
     def deliver(self) -> None:
-        """Show the observer the messages framed since the last call, in order."""
-        observed = self.observed
-        if observed:
-            self.observed = []
-            observer = self.observer
-            for direction, seq, msg in observed:
-                observer(direction, seq, msg)  # type: ignore[misc]
+        """Let the observer finish with the messages framed so far (its `flush()`)."""
+        if self._flush is not None:
+            self._flush()
 
     @property
     def stats(self) -> Stats:
@@ -211,7 +208,7 @@ class _ClientFramer(StreamFramer):
         return end
 
     def _watched(self, msg: bytes) -> None:
-        self.conn.observed.append(("request", self.seq, msg))
+        self.conn.observer("request", self.seq, msg)  # type: ignore[misc]
 
     def _message(self, msg: bytes) -> bytes:
         conn = self.conn
@@ -230,7 +227,7 @@ class _ClientFramer(StreamFramer):
             self.big_requests = True
             conn.pending.append((self.seq, "BigReqEnable", ""))
         if conn.observer is not None:
-            conn.observed.append(("request", self.seq, msg))
+            conn.observer("request", self.seq, msg)
         return msg
 
     def _setup(self, msg: bytes) -> bytes:
@@ -243,7 +240,7 @@ class _ClientFramer(StreamFramer):
             conn._refuse(refusal)
             return b""
         if conn.observer is not None:
-            conn.observed.append(("setup", 0, msg))
+            conn.observer("setup", 0, msg)
         upstream = SetupRequest(setup.byte_order, setup.major, setup.minor,
                                 conn.auth.upstream_name, conn.auth.upstream_data)
         conn.server.expect_setup(self.endian)
@@ -298,8 +295,8 @@ class _ServerFramer(StreamFramer):
 
     def _watched(self, msg: bytes) -> None:
         kind = msg[0]
-        self.conn.observed.append(
-            ("reply" if kind == 1 else "error" if kind == 0 else "event", self.last_seq, msg))
+        self.conn.observer("reply" if kind == 1 else "error" if kind == 0 else "event",  # type: ignore[misc]
+                           self.last_seq, msg)
 
     def _message(self, msg: bytes) -> bytes:
         conn = self.conn
@@ -307,15 +304,15 @@ class _ServerFramer(StreamFramer):
             self.in_setup = False
             conn.setup_reply = parse_setup_reply(msg, self.endian)
             if conn.observer is not None:
-                conn.observed.append(("setup-reply", 0, msg))
+                conn.observer("setup-reply", 0, msg)
             return msg
         kind = msg[0]
         if kind == 1 and conn.pending and conn.pending[0][0] == self.last_seq:
             _, what, detail = conn.pending.popleft()
             msg = self._reply(what, detail, msg)
         if conn.observer is not None:
-            conn.observed.append(
-                ("reply" if kind == 1 else "error" if kind == 0 else "event", self.last_seq, msg))
+            conn.observer("reply" if kind == 1 else "error" if kind == 0 else "event",
+                          self.last_seq, msg)
         return msg
 
     def _reply(self, what: str, name: str, msg: bytes) -> bytes:
