@@ -186,6 +186,7 @@ async def trace(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-un
     trace_out, close_trace = _open_trace(args.output, sys.stderr)
     inst = Instruments(reactor.seconds, trace_out, args.trace_format, args.only, args.skip,
                        stats=args.stats, close_trace=close_trace)
+    inst.start_flushing(reactor)  # `-o FILE` can be followed (tail -f), a second behind at most
     server = ProxyServer(reactor, ServeOptions(target=target, observers=inst.observers,
                                                on_client_done=inst.client_done))
     try:

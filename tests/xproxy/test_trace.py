@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -180,6 +181,30 @@ def test_a_filtered_trace_still_names_atoms_interned_in_what_it_leaves_out(xvfb,
     asks = [r for r in records if r["dir"] == "request"]
     assert any(r.get("atoms", {}).get(str(r["fields"]["property"])) == "XTR_FILTERED"
                for r in asks), asks
+
+
+def test_trace_to_stderr_by_default(xvfb, xauthority):
+    """All of it is there when the command ends, apart from the command's own output."""
+    require("xdpyinfo")
+    done = run_trace(xvfb, xauthority, "--", "xdpyinfo", "-queryExtensions")
+    assert done.returncode == 0, done.stderr
+    assert "name of display:" in done.stdout and "001:<:" not in done.stdout
+    lines = [ln for ln in done.stderr.splitlines() if ln.startswith("001:")]
+    assert lines[0].startswith("001:<:0000:") and " Setup Setup " in lines[0]
+    assert any(" Reply QueryExtension present=True major_opcode=" in ln for ln in lines)
+    assert all(re.match(r"001:[<>]:\d{4}:\s*\d+: (Setup|Request|Reply|Event|Error) ", ln)
+               for ln in lines)  # whole lines, none cut short
+
+
+def test_a_trace_file_can_be_followed_while_the_command_runs(xvfb, xauthority, tmp_path):
+    """Flushed every second: the traced command itself reads what was traced so far, while
+    its X client (xlogo) is still connected."""
+    require("xlogo")
+    path = str(tmp_path / "t.txt")
+    done = run_trace(xvfb, xauthority, "-o", path, "--", "sh", "-c",
+                     f"xlogo & sleep 2.5; grep -c ':<:' {path}; kill $!")
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.strip()) > 10
 
 
 def test_a_trace_file_that_cannot_be_written_stops_tracing_not_relaying(xvfb, xauthority):
