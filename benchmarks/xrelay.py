@@ -1,7 +1,8 @@
 """xproxy beside the alternatives, in one run: x11perf through each path, and memory.
 
 Paths: direct (unix socket), socat (a C relay; also with a 256 KB buffer), xtrace (a C relay
-decoding everything), ssh -X over loopback, xproxy, and xproxy writing a JSON trace. Each
+decoding everything), ssh -X over loopback, xproxy, xproxy keeping metrics (--stats), and
+xproxy writing a JSON trace. Each
 x11perf test runs on every path in turn, several rounds (the order rotates each round, so drift
 cancels); the table shows direct's median rate and, for each other path, the median of its
 per-round ratio to direct with the range (a round runs a test on every path within some ten
@@ -240,6 +241,11 @@ def main() -> int:
     ]
     serve_help = subprocess.run([sys.executable, "-m", "xproxy.cli", "serve", "--help"],
                                 capture_output=True, text=True, cwd=ROOT).stdout
+    if "--stats" in serve_help:
+        builders.append(("xproxy --stats", lambda: xproxy_path(
+            xvfb, work, "xproxy --stats", ["--stats"])))
+    else:
+        skipped.append("xproxy --stats: this xproxy has no --stats yet")
     if "--trace" in serve_help:
         builders.append(("xproxy+json trace", lambda: xproxy_path(
             xvfb, work, "xproxy+json trace", ["--trace", trace_file, "--trace-format", "json"])))
