@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 from .metrics import ConnectionMetrics, Metrics
-from .protocol.decode import Decoder
+from .protocol.decode import Decoder, Want
 from .protocol.framing import Observer
 from .trace import NameFilter, Tracer
 
@@ -23,8 +23,13 @@ class ClientObserver:
         self.tracer = tracer
         self.metrics = metrics
         self.decoder = Decoder()
-        self.fields = tracer.fields if tracer is not None else False
         self.queue: list[tuple[str, int, bytes, float]] = []
+
+    @property
+    def fields(self) -> Want:
+        """What the decoder is told about fields: the tracer's wish (False once its file
+        failed), or False for metrics alone (names only)."""
+        return self.tracer.fields if self.tracer is not None else False
 
     def __call__(self, direction: str, seq: int, msg: bytes) -> None:
         """A message, framed: noted with the time, decoded and traced in `flush`."""
@@ -36,9 +41,9 @@ class ClientObserver:
             return
         self.queue = []
         decode = self.decoder.decode
-        fields = self.fields
         metrics = self.metrics
         tracer = self.tracer
+        fields = self.fields
         for direction, seq, msg, now in queue:
             d = decode(direction, seq, msg, now, fields)
             if metrics is not None:

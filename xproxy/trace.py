@@ -155,9 +155,7 @@ class Tracer:
         self.failed: str | None = None
 
     def emit(self, client: int, d: Decoded, now: float, atoms: dict[int, str]) -> None:
-        if self.fields is not True and not self.wants(d.name):
-            return
-        if self.failed is not None:
+        if self.failed is not None or (self.fields is not True and not self.wants(d.name)):
             return
         if self.json:
             line = format_json(client, d, now, atoms)
@@ -187,6 +185,7 @@ class Tracer:
 
     def _stop(self, err: Exception) -> None:
         self.failed = f"{type(err).__name__}: {err}"
+        self.fields = False  # nothing more to decode fields for
         name = getattr(self.out, "name", "the trace file")
         log.error("cannot write the trace to {name} ({why}): tracing stopped after {n} lines; "
                   "the proxy goes on relaying", name=name, why=self.failed, n=self.lines)

@@ -593,7 +593,10 @@ class Decoder:
         e = self.endian
         code = msg[0] & 0x7F
         size = len(msg)
-        out: dict[str, Any] = {}
+        head: dict[str, Any] = {}  # fields before the layout's
+        bare: dict[str, Any] = {}  # what stands for the layout's fields when it has none
+        body = msg
+        layout: rq.Struct | None
         if code == GENERIC_EVENT:
             ext = self.by_major.get(msg[1])
             (evtype,) = struct.unpack_from(e + "H", msg, 8)
@@ -601,32 +604,21 @@ class Decoder:
             ename = spec.generic.get(evtype) if spec is not None else None
             extname = ext.name if ext is not None else f"Extension{msg[1]}"
             name = f"{extname}:{ename or evtype}"
-            if type(want) is not bool:
-                want = want(name)
-            if want:
-                out["evtype"] = evtype
-                layout = spec.generic_layouts.get(evtype) if spec is not None else None
-                if layout is not None:
-                    out.update(self._fields(layout, msg[10:], e, "event"))
-                else:
-                    out["length"] = size
+            layout = spec.generic_layouts.get(evtype) if spec is not None else None
+            head = {"evtype": evtype}
+            body = msg[10:]
         elif code in _CORE_EVENTS:
             cls = _CORE_EVENTS[code]
-            name = cls.__name__
-            if type(want) is not bool:
-                want = want(name)
-            if want:
-                out = self._fields(cls._fields, msg, e, "event")
+            name, layout = cls.__name__, cls._fields
         else:
             name, layout = self._ext_event(code, msg)
-            if type(want) is not bool:
-                want = want(name)
-            if want:
-                if layout is not None:
-                    out = self._fields(layout, msg, e, "event")
-                else:
-                    out = {"code": code, "length": size}
+            bare = {"code": code}
+        if type(want) is not bool:
+            want = want(name)
+        out: dict[str, Any] = {}
         if want:
+            out = head | (self._fields(layout, body, e, "event") if layout is not None
+                          else {**bare, "length": size})
             out.pop("type", None)
             out.pop("sequence_number", None)
             if msg[0] & 0x80:
