@@ -1,6 +1,7 @@
 """What tracing costs per message, without I/O: a GetProperty round trip and a 40 KB PutImage
 through one proxied connection (X11Connection: framing, decoding, formatting a line into
-memory), untraced, with metrics only, and traced as text and as JSON Lines.
+memory), untraced, with metrics only (counted from headers), and traced as text and as JSON
+Lines.
 
     .venv/bin/python benchmarks/tracecost.py [--number N]
 
@@ -21,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tests.xproxy import wire  # noqa: E402
 from tests.xproxy.wire import COOKIE, MIT, REAL  # noqa: E402
 from xproxy.observe import Instruments  # noqa: E402
-from xproxy.protocol.connection import AuthPolicy, X11Connection  # noqa: E402
+from xproxy.protocol.connection import AuthPolicy, Watch, X11Connection  # noqa: E402
 
 
 def connection(mode: str) -> tuple[X11Connection, io.StringIO]:
@@ -31,8 +32,8 @@ def connection(mode: str) -> tuple[X11Connection, io.StringIO]:
         observers = Instruments(lambda: 1.0, stats=True).observers
     elif mode != "untraced":
         observers = Instruments(lambda: 1.0, out, mode).observers
-    conn = X11Connection(AuthPolicy(COOKIE, MIT, REAL), None,
-                         observers(1) if observers is not None else None)
+    watch = observers(1) if observers is not None else Watch()
+    conn = X11Connection(AuthPolicy(COOKIE, MIT, REAL), None, watch.observer, watch.tally)
     conn.client_data(wire.setup_request("<"))
     conn.server_data(wire.setup_success("<"))
     return conn, out

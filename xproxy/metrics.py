@@ -1,16 +1,16 @@
 """Per-connection traffic metrics, the `--stats` summaries, and a Prometheus endpoint.
 
-Metrics take decoded messages from the observer (names only: no fields are decoded for them).
-A round trip is a request that got a reply; its latency is the time from the request leaving
-the client side of the proxy to the first reply arriving from the server, in the clock the
-observer was given (the reactor's).
+Each connection's framers count as they frame (protocol/tally.py: no message is copied or
+decoded for metrics); `ConnectionMetrics` reads those counts when a summary or a scrape asks.
+A round trip is a request that got a reply; its latency is the time from the proxy reading
+the request's header to it reading the first reply's, in the clock the metrics were given
+(the reactor's).
 """
 
 from __future__ import annotations
 
-import bisect
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,15 +18,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from .protocol.decode import Decoded
+from .protocol.tally import LATENCY_BUCKETS, Tally
 
 __all__ = ["LATENCY_BUCKETS", "ConnectionMetrics", "Metrics", "listen_metrics"]
-
-#: Upper bounds (seconds) of the reply latency histogram.
-LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                   0.25, 0.5, 1.0, 2.5)
-
-_FROM_CLIENT = frozenset({"setup", "request"})
 
 
 @dataclass
@@ -46,21 +40,28 @@ class ConnectionMetrics:
     #: counts per LATENCY_BUCKETS slot, the last one for anything larger
     latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
 
-    def record(self, d: Decoded) -> None:
-        if d.direction in _FROM_CLIENT:
-            self.bytes_from_client += d.size
-            self.messages_from_client += 1
-            if d.direction == "request":
-                self.requests[d.name] += 1
-        else:
-            self.bytes_from_server += d.size
-            self.messages_from_server += 1
-        self.kinds[d.direction] += 1
-        if d.latency is not None:
-            self.round_trips += 1
-            self.latency_sum += d.latency
-            self.latency_max = max(self.latency_max, d.latency)
-            self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS, d.latency)] += 1
+    @classmethod
+    def of(cls, number: int, tally: Tally) -> ConnectionMetrics:
+        """What client `number` did so far, from its connection's tally."""
+        m = cls(client=number, requests=tally.requests(), round_trips=tally.round_trips,
+                latency_sum=tally.latency_sum, latency_max=tally.latency_max,
+                latency_counts=list(tally.latency_counts))
+        conn = tally.connection
+        if conn is None:  # (not connected yet)
+            return m
+        client, server = conn.client, conn.server
+        m.bytes_from_client = client.bytes
+        m.bytes_from_server = server.bytes
+        kinds = m.kinds
+        kinds["setup"] = int(conn.setup is not None)
+        kinds["setup-reply"] = int(conn.setup_reply is not None)
+        kinds["request"] = client.seq
+        kinds["reply"] = server.kinds[1]
+        kinds["error"] = server.kinds[0]
+        kinds["event"] = sum(server.kinds) - server.kinds[0] - server.kinds[1]
+        m.messages_from_client = kinds["setup"] + client.seq
+        m.messages_from_server = kinds["setup-reply"] + sum(server.kinds)
+        return m
 
     def add(self, other: ConnectionMetrics) -> None:
         self.bytes_from_client += other.bytes_from_client
@@ -90,29 +91,38 @@ class ConnectionMetrics:
 
 class Metrics:
     """All connections of one proxy: the live ones by client number, and the finished ones
-    summed."""
+    summed. `clock` gives the times reply latencies are taken in."""
 
-    def __init__(self) -> None:
-        self.active: dict[int, ConnectionMetrics] = {}
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.active: dict[int, Tally] = {}
         self.finished = ConnectionMetrics()
         self.clients = 0
 
-    def client(self, number: int) -> ConnectionMetrics:
-        m = self.active[number] = ConnectionMetrics(client=number)
+    def client(self, number: int) -> Tally:
+        """The tally for a new client's connection."""
+        t = self.active[number] = Tally(self.clock)
         self.clients += 1
-        return m
+        return t
 
     def client_done(self, number: int) -> ConnectionMetrics | None:
-        m = self.active.pop(number, None)
-        if m is not None:
-            self.finished.add(m)
+        t = self.active.pop(number, None)
+        if t is None:
+            return None
+        m = ConnectionMetrics.of(number, t)
+        self.finished.add(m)
         return m
 
-    def totals(self) -> ConnectionMetrics:
+    def live(self) -> dict[int, ConnectionMetrics]:
+        """What each connected client did so far, by client number."""
+        return {number: ConnectionMetrics.of(number, t) for number, t in self.active.items()}
+
+    def totals(self, live: dict[int, ConnectionMetrics] | None = None) -> ConnectionMetrics:
+        """All clients' together (`live`: what `live()` returned, when the caller has it)."""
         total = ConnectionMetrics()
         total.add(self.finished)
-        for m in self.active.values():
-            total.add(m)
+        for c in (self.live() if live is None else live).values():
+            total.add(c)
         return total
 
     def registry(self) -> CollectorRegistry:
@@ -128,7 +138,8 @@ class _Collector:
 
     def collect(self) -> Iterable[Any]:
         m = self.metrics
-        t = m.totals()
+        live = m.live()
+        t = m.totals(live)
         yield GaugeMetricFamily("xproxy_clients_connected", "X clients connected now",
                                 value=len(m.active))
         yield CounterMetricFamily("xproxy_clients", "X clients accepted", value=m.clients)
@@ -159,7 +170,7 @@ class _Collector:
                                  labels=["client", "direction"])
         cr = CounterMetricFamily("xproxy_client_round_trips",
                                  "Round trips per connected client", labels=["client"])
-        for number, c in sorted(m.active.items()):
+        for number, c in sorted(live.items()):
             cb.add_metric([str(number), "from_client"], c.bytes_from_client)
             cb.add_metric([str(number), "from_server"], c.bytes_from_server)
             cr.add_metric([str(number)], c.round_trips)

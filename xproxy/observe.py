@@ -1,5 +1,6 @@
-"""What the relay calls for each message of a client when tracing or metrics are on: decodes
-it once (fields only for the tracer) and hands it to both."""
+"""What watches each client when tracing or metrics are on: the tracer's observer, which
+decodes each message once it has gone on, and the metrics' tally, which counts from headers
+as the framers read them (protocol/tally.py)."""
 
 from __future__ import annotations
 
@@ -7,29 +8,29 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
-from .metrics import ConnectionMetrics, Metrics
+from .metrics import Metrics
+from .protocol.connection import Watch
 from .protocol.decode import Decoder, Want
-from .protocol.framing import Observer
 from .trace import NameFilter, Tracer
 
 __all__ = ["ClientObserver", "Instruments", "observers"]
 
 
 class ClientObserver:
-    def __init__(self, number: int, clock: Callable[[], float], tracer: Tracer | None,
-                 metrics: ConnectionMetrics | None) -> None:
+    """The tracer's observer of one client."""
+
+    def __init__(self, number: int, clock: Callable[[], float], tracer: Tracer) -> None:
         self.number = number
         self.clock = clock
         self.tracer = tracer
-        self.metrics = metrics
         self.decoder = Decoder()
         self.queue: list[tuple[str, int, bytes, float]] = []
 
     @property
     def fields(self) -> Want:
         """What the decoder is told about fields: the tracer's wish (False once its file
-        failed), or False for metrics alone (names only)."""
-        return self.tracer.fields if self.tracer is not None else False
+        failed)."""
+        return self.tracer.fields
 
     def __call__(self, direction: str, seq: int, msg: bytes) -> None:
         """A message, framed: noted with the time, decoded and traced in `flush`."""
@@ -41,27 +42,23 @@ class ClientObserver:
             return
         self.queue = []
         decode = self.decoder.decode
-        metrics = self.metrics
-        tracer = self.tracer
+        emit = self.tracer.emit
+        atoms = self.decoder.atoms
         fields = self.fields
         for direction, seq, msg, now in queue:
-            d = decode(direction, seq, msg, now, fields)
-            if metrics is not None:
-                metrics.record(d)
-            if tracer is not None:
-                tracer.emit(self.number, d, now, self.decoder.atoms)
+            emit(self.number, decode(direction, seq, msg, now, fields), now, atoms)
 
 
 def observers(clock: Callable[[], float], tracer: Tracer | None = None,
-              metrics: Metrics | None = None) -> Callable[[int], Observer | None] | None:
+              metrics: Metrics | None = None) -> Callable[[int], Watch] | None:
     """The `observers` argument of ProxyFactory: None when nothing watches, so the relay
     only frames."""
     if tracer is None and metrics is None:
         return None
 
-    def make(number: int) -> Observer:
-        return ClientObserver(number, clock, tracer,
-                              metrics.client(number) if metrics is not None else None)
+    def make(number: int) -> Watch:
+        return Watch(ClientObserver(number, clock, tracer) if tracer is not None else None,
+                     metrics.client(number) if metrics is not None else None)
 
     return make
 
@@ -75,7 +72,7 @@ class Instruments:
                  report: TextIO | None = None, close_trace: bool = False) -> None:
         self.tracer = (Tracer(trace, trace_format, NameFilter(only, skip))
                        if trace is not None else None)
-        self.metrics = Metrics() if (stats or metrics) else None
+        self.metrics = Metrics(clock) if (stats or metrics) else None
         self.stats = stats
         self.report = report or sys.stderr
         self._close_trace = close_trace

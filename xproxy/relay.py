@@ -17,10 +17,9 @@ from twisted.internet import protocol
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 
-from .protocol.connection import AuthPolicy, X11Connection
+from .protocol.connection import AuthPolicy, Watch, X11Connection
 from .protocol.errors import X11ProtocolError
 from .protocol.extensions import ExtensionPolicy
-from .protocol.framing import Observer
 from .protocol.setup import endian_of, setup_failed
 from .sockwrite import direct_writer, fast_reads
 
@@ -235,7 +234,8 @@ class ClientSide(protocol.Protocol):
     def __init__(self, factory: ProxyFactory, number: int) -> None:
         self.factory = factory
         self.number = number
-        self.conn = X11Connection(factory.auth(), factory.policy, factory.observer_for(number))
+        watch = factory.watch_for(number)
+        self.conn = X11Connection(factory.auth(), factory.policy, watch.observer, watch.tally)
         self.observing = self.conn.observer is not None
         self._deliver_call = None  # (see deliver_soon)
         self.feed_client = self.conn.client.feed
@@ -446,7 +446,7 @@ class ProxyFactory(protocol.Factory):
         auth: AuthPolicy | Callable[[], AuthPolicy],
         policy: ExtensionPolicy,
         on_client_done: Callable[[ClientSide], None] | None = None,
-        observers: Callable[[int], Observer | None] | None = None,
+        observers: Callable[[int], Watch] | None = None,
         clock: IReactorTime | None = None,
     ) -> None:
         self.upstream = upstream
@@ -465,10 +465,10 @@ class ProxyFactory(protocol.Factory):
     def auth(self) -> AuthPolicy:
         return self._auth() if callable(self._auth) else self._auth
 
-    def observer_for(self, number: int) -> Observer | None:
-        """What watches client `number`'s messages (a tracer, metrics), or None: with no
-        observer the relay only frames."""
-        return self.observers(number) if self.observers is not None else None
+    def watch_for(self, number: int) -> Watch:
+        """What watches client `number`'s messages (a tracer, metrics); with neither, the
+        relay only frames."""
+        return self.observers(number) if self.observers is not None else Watch()
 
     def buildProtocol(self, addr) -> ClientSide:  # type: ignore[no-untyped-def, override]
         return ClientSide(self, next(self.numbers))

@@ -88,6 +88,8 @@ def format_json(client: int, d: Decoded, time: float, atoms: dict[int, str]) -> 
     obj: dict[str, Any] = {"client": client, "seq": d.seq, "dir": _DIR.get(d.direction,
                            d.direction), "name": d.name, "fields": fields, "time": time,
                            "size": d.size}
+    if d.latency is not None:
+        obj["latency"] = d.latency
     named = _atoms_in(fields, atoms)
     if named:
         obj["atoms"] = named

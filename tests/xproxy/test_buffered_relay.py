@@ -15,7 +15,7 @@ import socket
 import pytest
 from twisted.internet import defer, task
 
-from xproxy.protocol.connection import AuthPolicy
+from xproxy.protocol.connection import AuthPolicy, Watch
 from xproxy.protocol.extensions import ExtensionPolicy
 from xproxy.relay import DELIVER_DELAY, READ_SIZE, ClientSide, ProxyFactory
 
@@ -284,7 +284,7 @@ class Watcher:
 
 def watched_relay(clock=None) -> tuple[ClientSide, FakeShim, FakeShim, Watcher]:  # type: ignore[no-untyped-def]
     watcher = Watcher()
-    client, to_client, to_server = relay(observers=lambda number: watcher, clock=clock)
+    client, to_client, to_server = relay(observers=lambda number: Watch(watcher), clock=clock)
     watcher.shims.update(up=to_server, down=to_client)
     for shim in (to_server, to_client):
         shim.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)

@@ -501,7 +501,7 @@ def test_observer_on_a_connection_sees_decoded_messages():
         def emit(self, client, d, now, atoms):
             seen.append((client, d.direction, d.seq, d.name))
 
-    obs = ClientObserver(7, lambda: 1.0, Trace(), None)  # type: ignore[arg-type]
+    obs = ClientObserver(7, lambda: 1.0, Trace())  # type: ignore[arg-type]
     conn = X11Connection(AuthPolicy(None), observer=obs)
     conn.client_data(wire.setup_request(">"))
     conn.server_data(wire.setup_success(">"))

@@ -1,5 +1,5 @@
-"""Metrics: counting from decoded names, --stats summaries, and the Prometheus endpoint
-scraped over HTTP on loopback."""
+"""Metrics: counting from the headers the framers read, --stats summaries, and the
+Prometheus endpoint scraped over HTTP on loopback."""
 
 from __future__ import annotations
 
@@ -8,15 +8,21 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections import Counter
+from unittest.mock import patch
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import generate_latest
 
 from xproxy.metrics import LATENCY_BUCKETS, Metrics
-from xproxy.observe import ClientObserver
+from xproxy.protocol import connection, framing
 from xproxy.protocol.connection import AuthPolicy, X11Connection
+from xproxy.protocol.decode import Decoder
 
 from ..support.xserver import require
 from . import wire
+from .test_connection import feed_chunks
 
 
 def sample(text: str, metric: str, **labels: str) -> float:
@@ -43,30 +49,47 @@ def session(conn: X11Connection) -> None:
     conn.server_data(wire.error("<", 5, 9, 14))
 
 
+def counted(clock=lambda: 0.0, observer=None) -> tuple[Metrics, X11Connection]:  # type: ignore[no-untyped-def]
+    metrics = Metrics(clock)
+    return metrics, X11Connection(AuthPolicy(None), observer=observer, tally=metrics.client(1))
+
+
 def test_connection_metrics_from_a_session():
-    now = [100.0]
-    metrics = Metrics()
-    obs = ClientObserver(1, lambda: now[0], None, metrics.client(1))
-    conn = X11Connection(AuthPolicy(None), observer=obs)
+    metrics, conn = counted()
     session(conn)
-    m = metrics.active[1]
+    tally = metrics.active[1]
+    m = metrics.live()[1]
     assert m.requests == {"QueryExtension": 1, "MapWindow": 1, "GetInputFocus": 1,
                           "RENDER:FreePicture": 1, "GetGeometry": 1}
     assert m.kinds["reply"] == 2 and m.kinds["event"] == 1 and m.kinds["error"] == 1
+    assert m.kinds["setup"] == m.kinds["setup-reply"] == 1 and m.kinds["request"] == 5
     assert m.round_trips == 2  # the error is not a round trip; MapWindow waits for nothing
     assert m.bytes_from_client == conn.client.bytes
     assert m.bytes_from_server == conn.server.bytes
     assert m.messages_from_client == 6 and m.messages_from_server == 5
-    assert not obs.decoder.pending
-    # metrics alone decode names, not fields
-    assert obs.fields is False
+    assert not tally.pending  # (FreePicture was never waited for: RENDER says it has no reply)
+    assert metrics.client_done(1) == m and not metrics.active
+    assert metrics.totals().requests == m.requests and metrics.totals().round_trips == 2
+
+
+def test_metrics_copy_and_decode_nothing():
+    """Metrics alone count from headers: requests pass through untouched (not copied, no
+    observer), and the bulk loop still walks runs of plain requests."""
+    metrics, conn = counted()
+    conn.client_data(wire.setup_request("<"))
+    conn.server_data(wire.setup_success("<"))
+    assert conn.observer is None
+    put = wire.request("<", 72, 2, bytes(4000))
+    assert conn.client_data(put) is put
+    noops = wire.request("<", 127) * 1000
+    assert conn.client_data(noops) is noops
+    assert metrics.active[1].core[127] == 1000  # (counted by skip_requests, in one call)
+    assert metrics.live()[1].requests == {"PutImage": 1, "NoOperation": 1000}
 
 
 def test_latency_uses_the_injected_clock():
     now = [10.0]
-    metrics = Metrics()
-    obs = ClientObserver(1, lambda: now[0], None, metrics.client(1))
-    conn = X11Connection(AuthPolicy(None), observer=obs)
+    metrics, conn = counted(lambda: now[0])
     conn.client_data(wire.setup_request("<"))
     conn.server_data(wire.setup_success("<"))
     conn.client_data(wire.request("<", 43) + wire.request("<", 43))
@@ -74,7 +97,7 @@ def test_latency_uses_the_injected_clock():
     conn.server_data(wire.reply("<", 1))
     now[0] = 10.5
     conn.server_data(wire.reply("<", 2))
-    m = metrics.active[1]
+    m = metrics.live()[1]
     assert m.round_trips == 2
     assert abs(m.latency_sum - 0.502) < 1e-9 and abs(m.latency_max - 0.5) < 1e-9
     assert m.latency_counts[LATENCY_BUCKETS.index(0.0025)] == 1
@@ -83,11 +106,63 @@ def test_latency_uses_the_injected_clock():
     assert "2 round trips" in text and "max 500.000 ms" in text and "GetInputFocus 2" in text
 
 
+def test_a_series_of_replies_is_one_round_trip():
+    now = [1.0]
+    metrics, conn = counted(lambda: now[0])
+    conn.client_data(wire.setup_request("<"))
+    conn.server_data(wire.setup_success("<"))
+    conn.client_data(wire.request("<", 50, 0, bytes(4)))  # ListFontsWithInfo
+    now[0] = 1.25
+    conn.server_data(wire.reply("<", 1, 3) + wire.reply("<", 1, 3) + wire.reply("<", 1, 0))
+    m = metrics.live()[1]
+    assert m.round_trips == 1 and m.latency_sum == 0.25 and m.kinds["reply"] == 3
+
+
+# A request pool for the comparison below: core with and without replies, big and small,
+# an extension's with and without, and one of an extension the proxy never heard of.
+_POOL = [wire.request("<", 127), wire.request("<", 72, 2, bytes(3000)),
+         wire.request("<", 43), wire.request("<", 20, 0, bytes(20)),
+         wire.request("<", 70, 0, bytes(36)), wire.request("<", 139, 7, bytes(4)),
+         wire.request("<", 139, 0, bytes(8)), wire.request("<", 140, 3, bytes(4))]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.integers(0, len(_POOL) - 1), max_size=300),
+       st.lists(st.integers(1, 5000), min_size=1, max_size=50), st.booleans())
+def test_counts_match_the_decoder_on_any_stream(picks, sizes, python_loop):
+    """The tally's request names, counted in bulk and one by one in any chunking, with the C
+    loop or the Python one, are the decoder's names for the same requests one by one."""
+    names: Counter[str] = Counter()
+    decoder = Decoder()
+    decoder.add_extension("RENDER", 139)
+
+    def watch(direction: str, seq: int, msg: bytes) -> None:
+        if direction == "request":
+            names[decoder.request_name(msg)] += 1
+
+    metrics, conn = counted()
+    watched = X11Connection(AuthPolicy(None), observer=watch)
+    for c in (conn, watched):
+        c.client_data(wire.setup_request("<"))
+        c.server_data(wire.setup_success("<"))
+        c.client_data(wire.query_extension("<", b"RENDER"))
+        c.server_data(wire.query_extension_reply("<", 1, True, 139, 0, 142))
+    stream = b"".join(_POOL[i] for i in picks)
+    walk = framing.py_skip_requests if python_loop else connection.skip_requests
+    with patch.object(connection, "skip_requests", walk):
+        assert feed_chunks(conn.client_data, stream, sizes) == stream
+    watched.client_data(stream)
+    m = metrics.live()[1]
+    assert m.requests == names and m.kinds["request"] == conn.client.seq == len(picks) + 1
+    # waiting for replies: GetInputFocus, GetProperty, RENDER:QueryVersion and the unknown one
+    tally = metrics.active[1]
+    assert len(tally.pending) == sum(1 for i in picks if i in (2, 3, 6, 7))
+
+
 def test_prometheus_text_from_a_private_registry():
-    metrics = Metrics()
+    metrics = Metrics(lambda: 0.0)
     for number in (1, 2):
-        obs = ClientObserver(number, lambda: 0.0, None, metrics.client(number))
-        session(X11Connection(AuthPolicy(None), observer=obs))
+        session(X11Connection(AuthPolicy(None), tally=metrics.client(number)))
     metrics.client_done(1)
     text = generate_latest(metrics.registry()).decode()
     assert sample(text, "xproxy_clients_total") == 2

@@ -4,6 +4,7 @@ answers on any input, the same errors on bad arguments, and the framer the same 
 from __future__ import annotations
 
 import random
+from array import array
 
 import pytest
 from hypothesis import given, settings
@@ -32,6 +33,10 @@ def test_c_and_python_walk_alike(buf, holds, little, a, b):
         return
     assert speedups.skip_requests(buf, pos, end, holds, little) == expected
     assert speedups.skip_requests(memoryview(buf), pos, end, holds, little) == expected
+    counts_py, counts_c = array("Q", bytes(2048)), array("Q", bytes(2048))
+    assert py_skip_requests(buf, pos, end, holds, little, counts_py) == expected
+    assert speedups.skip_requests(buf, pos, end, holds, little, counts_c) == expected
+    assert counts_c == counts_py and sum(counts_c) == expected[1]
 
 
 def test_bad_arguments_are_errors_not_crashes():
@@ -42,6 +47,11 @@ def test_bad_arguments_are_errors_not_crashes():
         speedups.skip_requests(b"\x7f\x00\x01\x00", 0, 4, bytes(10), True)
     with pytest.raises(TypeError):
         speedups.skip_requests("text", 0, 4, holds, True)
+    for counts in (array("Q", bytes(8)), array("I", bytes(2048)), bytearray(2048)):
+        with pytest.raises(ValueError):
+            speedups.skip_requests(b"\x7f\x00\x01\x00", 0, 4, holds, True, counts)
+    with pytest.raises(BufferError):  # counts must be writable
+        speedups.skip_requests(b"\x7f\x00\x01\x00", 0, 4, holds, True, bytes(2048))
 
 
 @pytest.mark.parametrize("e", ["<", ">"])

@@ -5,12 +5,13 @@
 `to_client` collects what the proxy itself answers the client (a setup failure); `closing`
 becomes a reason string when the connection must be closed after writing that.
 
-An observer (tracer, metrics) is called with each message as it is framed, and must be quick
-about it; one with a `flush()` method (observe.ClientObserver) only notes the message then,
-and does the slow part (decoding, writing a trace line) in `flush()`, which the relay calls
-once it has sent the bytes on (`deliver()`), so decoding and tracing are never between a
-request and the server or a reply and the client. `client_data` and `server_data` deliver
-before they return.
+An observer (a tracer) is called with each message as it is framed, and must be quick about
+it; one with a `flush()` method (observe.ClientObserver) only notes the message then, and
+does the slow part (decoding, writing a trace line) in `flush()`, which the relay calls once
+it has sent the bytes on (`deliver()`), so decoding and tracing are never between a request
+and the server or a reply and the client. `client_data` and `server_data` deliver before
+they return. A tally (metrics) counts from the headers as the framers read them, and sees
+no message whole (tally.py).
 
 Authentication follows OpenSSH's X11 forwarding: the client must present the proxy's own
 MIT-MAGIC-COOKIE-1 (compared in constant time), and the setup is rewritten to carry the
@@ -23,6 +24,7 @@ import hmac
 import struct
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 from .errors import ClientProtocolError, ServerProtocolError
 from .extensions import (
@@ -31,7 +33,7 @@ from .extensions import (
     filter_list_extensions_reply,
     hide_query_extension_reply,
 )
-from .framing import HOLD, PASS, U16, U32, WATCH, Observer, StreamFramer, skip_requests
+from .framing import COUNT, HOLD, PASS, U16, U32, WATCH, Observer, StreamFramer, skip_requests
 from .setup import (
     STATUS_SUCCESS,
     SetupReply,
@@ -44,6 +46,9 @@ from .setup import (
     setup_request_size,
 )
 from .xauth import MIT_MAGIC_COOKIE_1
+
+if TYPE_CHECKING:
+    from .tally import Tally
 
 QUERY_EXTENSION = 98
 LIST_EXTENSIONS = 99
@@ -84,12 +89,23 @@ class Stats:
     errors: int = 0
 
 
+class Watch(NamedTuple):
+    """What watches one connection: an observer that sees each message whole (a tracer),
+    and a tally that counts from the headers (metrics); either may be None."""
+
+    observer: Observer | None = None
+    tally: Tally | None = None
+
+
 class X11Connection:
     def __init__(self, auth: AuthPolicy, policy: ExtensionPolicy | None = None,
-                 observer: Observer | None = None) -> None:
+                 observer: Observer | None = None, tally: Tally | None = None) -> None:
         self.auth = auth
         self.policy = policy or ExtensionPolicy()
         self.observer = observer
+        self.tally = tally
+        if tally is not None:
+            tally.connection = self
         self._flush = getattr(observer, "flush", None)
         self.endian = "<"
         self.setup: SetupRequest | None = None
@@ -156,12 +172,20 @@ class _ClientFramer(StreamFramer):
         self.endian = "<"
         self._u16 = U16["<"]
         self._u32 = U32["<"]
+        self.tally = conn.tally
+        self._counts = conn.tally.core if conn.tally is not None else None
         self._holds = self._hold_table()
 
     def _hold_table(self) -> bytes:
-        """Per opcode: whether requests with it pass, are held whole (the proxy reads them)
-        or are watched (an observer sees a copy)."""
+        """Per opcode: whether requests with it pass, are held whole (the proxy reads them),
+        are watched (an observer sees a copy) or are counted one by one (COUNT: they pass,
+        and only stop the bulk loop, for the tally)."""
         table = bytearray([WATCH if self.conn.observer is not None else PASS]) * 256
+        tally = self.tally
+        if tally is not None:
+            for op in range(256):
+                if not table[op] and tally.stops(op):
+                    table[op] = COUNT
         table[QUERY_EXTENSION] = table[LIST_EXTENSIONS] = HOLD
         if self.bigreq_opcode >= 0:
             table[self.bigreq_opcode] = HOLD
@@ -197,10 +221,15 @@ class _ClientFramer(StreamFramer):
                     f"of {self.max_big_request}"
                 )
         self.seq += 1
-        return length * 4, self._holds[opcode]
+        hold = self._holds[opcode]
+        if self.tally is not None:
+            self.tally.request(opcode, buf[pos + 1], self.seq)
+            if hold == COUNT:
+                hold = PASS
+        return length * 4, hold
 
     def _skip(self, data, pos, n):  # type: ignore[no-untyped-def]
-        end, count = skip_requests(data, pos, n, self._holds, self.endian == "<")
+        end, count = skip_requests(data, pos, n, self._holds, self.endian == "<", self._counts)
         self.seq += count
         if end > n:
             self._stream = end - n
@@ -256,6 +285,7 @@ class _ServerFramer(StreamFramer):
         self.last_seq = 0  # full sequence number of the last server message that had one
         self.kinds = [0] * 256  # messages by their first byte: 0 error, 1 reply, else events
         self.watch_all = WATCH if conn.observer is not None else PASS
+        self.tally = conn.tally
         self._u16 = U16["<"]
         self._u32 = U32["<"]
 
@@ -291,6 +321,8 @@ class _ServerFramer(StreamFramer):
                         hold = HOLD
                     else:
                         pending.popleft()  # an error instead of the reply
+            if self.tally is not None:
+                self.tally.server(kind, seq)
         return size, hold
 
     def _watched(self, msg: bytes) -> None:
@@ -321,6 +353,8 @@ class _ServerFramer(StreamFramer):
         if what == "QueryExtension":
             if msg[8]:
                 conn.extensions[name] = ExtensionInfo(name, msg[9], msg[10], msg[11])
+                if conn.tally is not None:
+                    conn.tally.extension(name, msg[9])
                 if name == "BIG-REQUESTS":
                     conn.client.learned_bigreq_opcode(msg[9])
             if policy.is_hidden(name):

@@ -15,7 +15,7 @@ request has its extended length removed before its layout is applied.
 
 `decode` never raises: a message whose content does not fit its layout decodes to its name
 with an `error` field and the raw length. With `fields=False` only names (and the state
-above) are computed, which is all metrics need.
+above) are computed.
 """
 
 from __future__ import annotations
@@ -374,6 +374,34 @@ def _build_extensions() -> dict[str, ExtensionSpec]:
 EXTENSIONS: dict[str, ExtensionSpec] = _build_extensions()
 
 _CORE_REQUESTS: dict[int, Any] = dict(xrequest.major_codes)
+#: Per major opcode: 1 for a core request that has a reply, 0 for one that has none (and for
+#: extension opcodes: see `extension_replies`).
+CORE_REPLIES = bytes(1 if getattr(_CORE_REQUESTS.get(op), "_reply", None) is not None else 0
+                     for op in range(256))
+
+
+def request_name(op: int, minor: int, extension: str | None) -> str:
+    """A request's name from its opcodes and, for an extension's (op >= 128), the name of the
+    extension that has that major opcode on this connection (None when unknown)."""
+    if op < 128:
+        cls = _CORE_REQUESTS.get(op)
+        return cls.__name__ if cls is not None else f"Request{op}"
+    if extension is None:
+        return f"Extension{op}:{minor}"
+    spec = EXTENSIONS.get(extension)
+    known = spec.requests.get(minor) if spec is not None else None
+    return f"{extension}:{known[0] if known else minor}"
+
+
+def extension_replies(extension: str) -> bytes:
+    """Per minor opcode of `extension`: 1 when the request may have a reply (it has one, or
+    the minor or the whole extension is not known here), else 0."""
+    spec = EXTENSIONS.get(extension)
+    if spec is None:
+        return b"\1" * 256
+    return bytes(1 if spec.requests.get(minor, ("", True))[1] else 0 for minor in range(256))
+
+
 #: Requests answered by a series of replies (besides ListFontsWithInfo, which marks its last):
 #: kept pending until a later sequence number shows up.
 _MULTI_REPLY = frozenset({"RECORD:EnableContext"})
@@ -478,15 +506,9 @@ class Decoder:
 
     def request_name(self, msg: bytes) -> str:
         op = msg[0]
-        if op < 128:
-            cls = _CORE_REQUESTS.get(op)
-            return cls.__name__ if cls is not None else f"Request{op}"
-        minor = msg[1] if len(msg) > 1 else 0
         ext = self.by_major.get(op)
-        if ext is None:
-            return f"Extension{op}:{minor}"
-        known = ext.spec.requests.get(minor) if ext.spec is not None else None
-        return f"{ext.name}:{known[0] if known else minor}"
+        return request_name(op, msg[1] if len(msg) > 1 else 0,
+                            ext.name if ext is not None else None)
 
     # -- messages ----------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ Sizes (X11 protocol, sections 8 and 5; BIG-REQUESTS extension):
 from __future__ import annotations
 
 import struct
+from array import array
 from collections.abc import Callable
 
 #: 16- and 32-bit readers (`unpack_from`) per byte order ("<" or ">").
@@ -26,8 +27,10 @@ U16 = {e: struct.Struct(e + "H").unpack_from for e in "<>"}
 U32 = {e: struct.Struct(e + "I").unpack_from for e in "<>"}
 
 #: What `_frame` says to do with a message: let it pass, hold it whole (it may be
-#: rewritten), or let it pass and show a copy to `_watched` once it is all there.
-PASS, HOLD, WATCH = 0, 1, 2
+#: rewritten), or let it pass and show a copy to `_watched` once it is all there. COUNT is
+#: for a framer's own table of what stops `skip_requests`: a message that passes but must be
+#: framed on its own (`_frame` answers PASS for it).
+PASS, HOLD, WATCH, COUNT = 0, 1, 2, 3
 
 
 class StreamFramer:
@@ -209,16 +212,21 @@ _UNFRAMED = object()
 
 
 def py_skip_requests(buf: bytes | memoryview, pos: int, end: int, holds: bytes,
-                     little: bool) -> tuple[int, int]:
+                     little: bool, counts: array | None = None) -> tuple[int, int]:
     """What xproxy._speedups.skip_requests does (its docstring says what), in Python."""
-    if len(holds) != 256 or pos < 0 or end < pos or end > len(buf):
-        raise ValueError("skip_requests: holds must be 256 bytes and pos <= end <= len(buf)")
+    if (len(holds) != 256 or pos < 0 or end < pos or end > len(buf)
+            or (counts is not None and (counts.typecode != "Q" or len(counts) != 256))):
+        raise ValueError("skip_requests: holds must be 256 bytes, counts 256 'Q' items, "
+                         "and pos <= end <= len(buf)")
     u16 = U16["<" if little else ">"]
     count = 0
     while end - pos >= 4:
         length = u16(buf, pos + 2)[0]
-        if not length or holds[buf[pos]]:
+        op = buf[pos]
+        if not length or holds[op]:
             break
+        if counts is not None:
+            counts[op] += 1
         count += 1
         pos += length * 4
     return pos, count
