@@ -3,6 +3,7 @@ Prometheus endpoint scraped over HTTP on loopback."""
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
@@ -213,3 +214,30 @@ def test_stats_and_metrics_endpoint(xvfb, start_proxy):
     assert [c for c, _, _ in per_client] == ["1", "2"], log
     assert all(int(t) > 0 for _, _, t in per_client)
     assert re.search(r"xproxy: totals over 2 clients: .* round trips, reply latency mean", log)
+
+
+def test_metrics_agree_with_the_trace_of_real_programs(xvfb, start_proxy, tmp_path):
+    """What metrics count from headers (runs of NoOperations in bulk, round trips matched by
+    sequence number) is what the decoder names in a trace of the same programs, which make
+    the same requests every time."""
+    require("xdpyinfo")
+    require("x11perf")
+    port = free_port()
+    counting = start_proxy("--metrics", f"tcp:{port}:interface=127.0.0.1")
+    trace = tmp_path / "trace.jsonl"
+    tracing = start_proxy("--trace", str(trace), "--trace-format", "json")
+    programs = [["xdpyinfo", "-ext", "all"], ["x11perf", "-noop", "-reps", "3000", "-repeat", "1"]]
+    for proxy in (counting, tracing):
+        for argv in programs:
+            done = subprocess.run(argv, env=proxy.env, capture_output=True, timeout=60, check=False)
+            assert done.returncode == 0, done.stderr
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    counted = Counter({m.group(1): int(float(m.group(2))) for m in re.finditer(
+        r'^xproxy_requests_total\{name="([^"]+)"\} (\S+)$', text, re.M)})
+    assert tracing.stop() == 0
+    lines = [json.loads(line) for line in trace.read_text().splitlines()]
+    traced = Counter(o["name"] for o in lines if o["dir"] == "request")
+    assert counted == traced and counted["NoOperation"] == 3000
+    first_replies = sum(1 for o in lines if o["dir"] == "reply" and "latency" in o)
+    assert sample(text, "xproxy_round_trips_total") == first_replies > 50
