@@ -25,6 +25,10 @@ nodes' caches):
    lexicographically later data wins as in §8.2): we send goodbyes for our SRV/TXT only
    (never the shared PTR, which the owner still uses) and report the conflict.
 
+Every announcement and goodbye waits for its instance's §6 slot (discovery/pacing.py): a
+client that registers and withdraws in a loop makes at most one packet a second per name,
+carrying whatever is current then, and a budget over all names spreads large bursts.
+
 Probes are sent as QM, not QU: several daemons on one host share port 5353 through
 SO_REUSEPORT and a unicast answer would reach only one of them; a probe's answer is
 multicast immediately by zeroconf anyway (§8.1 says SHOULD, not MUST, for QU).
@@ -54,6 +58,7 @@ from zeroconf import (
 )
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
+from discovery.pacing import Pacer
 from discovery.registry import Service, normalize_type
 
 log = Logger(namespace="discovery.mdns")
@@ -69,6 +74,7 @@ _TYPE_TXT = 16
 _TYPE_SRV = 33
 _TYPE_ANY = 255
 
+_ADDRESSES = " addresses"  # the pacer's key for this host's address records (no instance's)
 HOST_TTL = 120  # RFC 6762 §10: 120 s for records with a host name
 OTHER_TTL = 4500  # and 75 min for the others
 
@@ -79,9 +85,12 @@ class Timing:
 
     probe_random_delay: float = 0.25
     probe_interval: float = 0.25
+    #: §6: a record is multicast at most once per this many seconds
     announce_gap: float = 1.0
-    goodbye_repeat: float = 0.25
     resolve_timeout: float = 1.5
+    #: the budget over all records: packets a second, and how many may go at once
+    rate: float = 20.0
+    burst: int = 40
 
 
 def fqdn_type(type_: str) -> str:
@@ -116,7 +125,6 @@ class _Publication:
         self.info = info
         self.task: asyncio.Task[None] | None = None
         self.registered = False  # in zeroconf's registry: answers queries, defends the name
-        self.optimistic_at = 0.0
 
 
 class _ConflictWatch(RecordUpdateListener):
@@ -156,6 +164,12 @@ class MdnsAdapter:
         self._browsers: dict[str, AsyncServiceBrowser] = {}
         self._conflicts: dict[str, str] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
+        self.pacer = Pacer(lambda: asyncio.get_running_loop().time(), self.timing.announce_gap,
+                           self.timing.rate, self.timing.burst)
+        #: instances whose records the network may hold: announced since their last goodbye
+        self._heard: set[str] = set()
+        #: goodbyes still to send (waiting for their slot), by instance
+        self._byes: dict[str, tuple[asyncio.Task[None], ServiceInfo]] = {}
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -168,17 +182,22 @@ class MdnsAdapter:
         """Goodbyes for everything we published, then close."""
         if self.azc is None:
             return
-        for pub in list(self._pubs.values()):
+        zc = self.azc.zeroconf
+        leaving = [info for _, info in self._byes.values()]
+        for bye, _ in self._byes.values():
+            bye.cancel()
+        for pub in self._pubs.values():
             if pub.task:
                 pub.task.cancel()
-            self._send_goodbye(pub)
+            leaving.append(pub.info)
+        for info in leaving:  # (at once, not paced: the daemon is going)
+            zc.async_send(zc.generate_service_broadcast(info, 0, broadcast_addresses=False))
         self._pubs.clear()
         for b in self._browsers.values():
             await b.async_cancel()
         self._browsers.clear()
         for t in list(self._tasks):
             t.cancel()
-        zc = self.azc.zeroconf
         zc.registry.async_remove(zc.registry.async_get_service_infos())
         await asyncio.sleep(0.05)  # let the goodbye datagrams leave before the sockets close
         await self.azc.async_close()
@@ -202,13 +221,17 @@ class MdnsAdapter:
             return
         info = make_info(service, self.server)
         key = info.key
+        bye = self._byes.pop(key, None)
+        if bye is not None:  # not sent yet: the new announcement replaces it
+            bye[0].cancel()
         old = self._pubs.get(key)
-        if old is not None and old.registered:
-            old.service, old.info = service, info
-            self._spawn(self.azc.async_update_service(info))
-            return
         if old is not None and old.task:
             old.task.cancel()
+        if old is not None and old.registered:
+            old.service, old.info = service, info
+            self.azc.zeroconf.registry.async_update(info)
+            old.task = self._spawn(self._announce(old))
+            return
         pub = _Publication(service, info)
         self._pubs[key] = pub
         pub.task = self._spawn(self._claim(pub))
@@ -222,48 +245,68 @@ class MdnsAdapter:
             return
         if pub.task:
             pub.task.cancel()
-        self._send_goodbye(pub)
-        self._spawn(self._repeat_goodbye(pub))
+        if pub.registered:
+            self.azc.zeroconf.registry.async_remove(pub.info)
+            pub.registered = False
+        if key in self._heard:  # (else nobody holds its records: nothing to take back)
+            self._byes[key] = (self._spawn(self._goodbye(pub.info)), pub.info)
 
-    def _send_goodbye(self, pub: _Publication) -> None:
+    async def _goodbye(self, info: ServiceInfo) -> None:
+        """Goodbyes for an instance's PTR/SRV/TXT, twice, each in the instance's slot (§10.1
+        suggests a goodbye may be repeated; one repeat covers a lost datagram). Address
+        records stay: other services of this host still use them, and they expire on their
+        own 120 s TTL (zeroconf does the same when it shares a server)."""
         assert self.azc is not None
         zc = self.azc.zeroconf
-        if pub.registered:
-            zc.registry.async_remove(pub.info)
-            pub.registered = False
-        # Address records stay: other services of this host still use them, and they
-        # expire on their own 120 s TTL (zeroconf does the same when it shares a server).
-        zc.async_send(zc.generate_service_broadcast(pub.info, 0, broadcast_addresses=False))
+        try:
+            for _ in range(2):
+                await self._slot(info.key)
+                zc.async_send(zc.generate_service_broadcast(info, 0, broadcast_addresses=False))
+                self._heard.discard(info.key)
+        finally:
+            bye = self._byes.get(info.key)
+            if bye is not None and bye[0] is asyncio.current_task():
+                del self._byes[info.key]
 
-    async def _repeat_goodbye(self, pub: _Publication) -> None:
-        # one repeat covers a lost datagram (§10.1 suggests goodbyes may be repeated)
-        await asyncio.sleep(self.timing.goodbye_repeat)
-        if self.azc is not None and pub.info.key not in self._pubs:
-            self.azc.zeroconf.async_send(self.azc.zeroconf.generate_service_broadcast(pub.info, 0, False))
+    async def _slot(self, key: str) -> None:
+        """Wait until the records of instance `key` may be multicast (RFC 6762 §6) and the
+        budget over all instances allows a packet, and take that slot."""
+        pacer = self.pacer
+        while (wait := pacer.wait_for(key)) > 0:
+            await asyncio.sleep(wait)
+        wait = pacer.reserve()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        pacer.sent(key)
 
-    def _records(self, info: ServiceInfo, unique: bool) -> list[Any]:
+    def _records(self, info: ServiceInfo, unique: bool, addresses: bool = True) -> list[Any]:
         cls = _CLASS_IN | (_CLASS_UNIQUE if unique else 0)
         recs: list[Any] = [
             DNSPointer(info.type, _TYPE_PTR, _CLASS_IN, OTHER_TTL, info.name),
             DNSService(info.name, _TYPE_SRV, cls, HOST_TTL, 0, 0, info.port or 0, self.server),
             DNSText(info.name, _TYPE_TXT, cls, OTHER_TTL, info.text),
         ]
-        for addr in info.addresses:
+        for addr in info.addresses if addresses else ():
             recs.append(DNSAddress(self.server, _TYPE_A, cls, HOST_TTL, addr))
         return recs
+
+    def _addresses_due(self) -> bool:
+        """Whether this host's address records go in the announcement sent now (§6: not
+        when another announcement carried them less than a second ago)."""
+        return self.pacer.due(_ADDRESSES)
 
     async def _claim(self, pub: _Publication) -> None:
         assert self.azc is not None
         zc = self.azc.zeroconf
-        loop = asyncio.get_running_loop()
         info = pub.info
         key = info.key
         self._conflicts.pop(key, None)
+        await self._slot(key)
         out = DNSOutgoing(_FLAGS_QR_RESPONSE | _FLAGS_AA)
-        for rec in self._records(info, unique=False):
+        for rec in self._records(info, unique=False, addresses=self._addresses_due()):
             out.add_answer_at_time(rec, 0)
         zc.async_send(out)
-        pub.optimistic_at = loop.time()
+        self._heard.add(key)
 
         t = self.timing
         await asyncio.sleep(random.uniform(0, t.probe_random_delay))
@@ -287,17 +330,23 @@ class MdnsAdapter:
             for rec in self._records(info, unique=False)[1:3]:
                 bye.add_answer_at_time(rec.__class__(*_with_ttl0(rec)), 0)
             zc.async_send(bye)
+            self._heard.discard(key)
             self.on_conflict(pub.service, message)
             return
         zc.registry.async_add(info)
         pub.registered = True
-        wait = pub.optimistic_at + t.announce_gap - loop.time()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        for i in range(2):
-            if i:
-                await asyncio.sleep(t.announce_gap)
-            zc.async_send(zc.generate_service_broadcast(info, None))
+        await self._announce(pub)
+
+    async def _announce(self, pub: _Publication) -> None:
+        """Announce an instance's current records with the cache-flush bit, twice, each in
+        its slot: a second apart at least (§8.3, and §8.4 for an update)."""
+        assert self.azc is not None
+        zc = self.azc.zeroconf
+        for _ in range(2):
+            await self._slot(pub.info.key)
+            zc.async_send(zc.generate_service_broadcast(pub.info, None,
+                                                        broadcast_addresses=self._addresses_due()))
+            self._heard.add(pub.info.key)
 
     def _check_conflict(self, rec: Any) -> None:
         # The SRV record names the holder; a TXT alone cannot tell our own echo from a rival.

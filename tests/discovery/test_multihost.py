@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -111,3 +112,76 @@ def test_daemon_stop_sends_goodbyes(lan, stype, tmp_path) -> None:
         assert time.monotonic() < deadline + 5
         time.sleep(0.1)
     holder.kill()
+
+
+# Listens on one host for a minute at most: every mDNS response from `source` that carries
+# records of instance `name`; prints one JSON line per packet (time, TTLs) when stdin closes.
+_CAPTURE = r"""
+import json, socket, struct, sys, threading, time
+from zeroconf import DNSIncoming
+ip, source, name = sys.argv[1], sys.argv[2], sys.argv[3].lower()
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+s.bind(("", 5353))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+             socket.inet_aton("224.0.0.251") + socket.inet_aton(ip))
+s.settimeout(0.2)
+seen = []
+done = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+print("listening", flush=True)
+end = time.monotonic() + 60
+while not done.is_set() and time.monotonic() < end:
+    try:
+        data, (addr, _) = s.recvfrom(9000)
+    except socket.timeout:
+        continue
+    msg = DNSIncoming(data)
+    if addr != source or not msg.is_response():
+        continue
+    ttls = [r.ttl for r in msg.answers() if r.name.lower().startswith(name + ".")]
+    if ttls:
+        seen.append([time.monotonic(), ttls])
+print(json.dumps(seen), flush=True)
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_name_registered_and_withdrawn_in_a_loop_is_multicast_once_a_second(lan, stype) -> None:
+    """RFC 6762 §6: 200 registrations and withdrawals of one name in a burst make a few
+    packets, at least a second apart, not hundreds; and the other hosts end up with what
+    was current at the end, both when it ends registered and when it ends withdrawn."""
+    (h0, s0), (h1, s1), _ = lan
+    capture = h1.popen([sys.executable, "-c", _CAPTURE, h1.ip, h0.ip, "churn"],
+                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert capture.stdout.readline().strip() == "listening"
+    c = await client.connect(socket=s0)
+    try:
+        started = time.monotonic()
+        for i in range(200):
+            reg = await c.register("churn", stype, 6000 + i % 7)
+            await reg.withdraw()
+        burst = time.monotonic() - started
+        await c.register("churn", stype, 7000)
+        deadline = time.monotonic() + 10
+        while [(s["name"], s["port"]) for s in json.loads(h1.run(
+                [DISCOVERY, "--socket", s1, "lookup", stype, "--json"]).stdout)] != [("churn", 7000)]:
+            assert time.monotonic() < deadline, "the last registration never reached h1"
+            time.sleep(0.1)
+        await c.withdraw("churn", stype)
+        while json.loads(h1.run([DISCOVERY, "--socket", s1, "lookup", stype, "--json"]).stdout):
+            assert time.monotonic() < deadline + 5, "the withdrawal never reached h1"
+            time.sleep(0.1)
+        time.sleep(2.5)  # the repeated goodbye
+    finally:
+        await c.close()
+        out, _ = capture.communicate("", timeout=30)
+    packets = json.loads(out)
+    took = time.monotonic() - started
+    assert burst < took / 2  # (the loop itself was fast: pacing, not a slow loop, did this)
+    times = [t for t, _ in packets]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert 3 <= len(packets) <= took + 2, packets
+    assert min(gaps) > 0.9, gaps
+    assert packets[-1][1] and all(ttl == 0 for ttl in packets[-1][1])  # it ends with a goodbye
