@@ -252,15 +252,16 @@ class MdnsAdapter:
             self._byes[key] = (self._spawn(self._goodbye(pub.info)), pub.info)
 
     async def _goodbye(self, info: ServiceInfo) -> None:
-        """Goodbyes for an instance's PTR/SRV/TXT, twice, each in the instance's slot (§10.1
-        suggests a goodbye may be repeated; one repeat covers a lost datagram). Address
-        records stay: other services of this host still use them, and they expire on their
-        own 120 s TTL (zeroconf does the same when it shares a server)."""
+        """Goodbyes for an instance's PTR/SRV/TXT: at once, because the network holds records
+        that are now wrong, then once more in the instance's next slot (§10.1 suggests a
+        goodbye may be repeated; one repeat covers a lost datagram). Address records stay:
+        other services of this host still use them, and they expire on their own 120 s TTL
+        (zeroconf does the same when it shares a server)."""
         assert self.azc is not None
         zc = self.azc.zeroconf
         try:
-            for _ in range(2):
-                await self._slot(info.key)
+            for again in (False, True):
+                await self._slot(info.key, wait_for_key=again)
                 zc.async_send(zc.generate_service_broadcast(info, 0, broadcast_addresses=False))
                 self._heard.discard(info.key)
         finally:
@@ -268,11 +269,12 @@ class MdnsAdapter:
             if bye is not None and bye[0] is asyncio.current_task():
                 del self._byes[info.key]
 
-    async def _slot(self, key: str) -> None:
-        """Wait until the records of instance `key` may be multicast (RFC 6762 §6) and the
-        budget over all instances allows a packet, and take that slot."""
+    async def _slot(self, key: str, wait_for_key: bool = True) -> None:
+        """Wait until the records of instance `key` may be multicast (RFC 6762 §6; not when
+        `wait_for_key` is false) and the budget over all instances allows a packet, and take
+        that slot."""
         pacer = self.pacer
-        while (wait := pacer.wait_for(key)) > 0:
+        while wait_for_key and (wait := pacer.wait_for(key)) > 0:
             await asyncio.sleep(wait)
         wait = pacer.reserve()
         if wait > 0:

@@ -4,9 +4,12 @@ Theory of operation: §6 says a responder MUST NOT multicast a record on an inte
 least one second has passed since it last did (answering probes to defend a name excepted;
 python-zeroconf does that). A local client that registers and withdraws a name in a loop
 would otherwise make discoveryd multicast at the loop's rate. So every announcement and
-goodbye of a service instance first waits for its instance's slot (`wait_for`), and the
-adapter sends whatever is current when the slot comes: the changes in between are coalesced
-into one packet, or into none when they cancel out. The host's address records, which every
+goodbye repeat of a service instance first waits for its instance's slot (`wait_for`), and
+the adapter sends whatever is current when the slot comes: the changes in between are
+coalesced into one packet, or into none when they cancel out. A first goodbye goes at once,
+as other responders send theirs, because the network holds records that are now wrong (a
+killed owner is gone elsewhere in milliseconds); it takes the instance's slot, so a name
+churned in a loop makes at most an announcement and its goodbye a second. The host's address records, which every
 announcement carries, are left out of a packet when they were multicast less than a second
 before (`due`). Over all instances, a token bucket (`reserve`, the generic cell rate
 algorithm) keeps the first `burst` packets immediate and paces the rest at `rate` a second,
