@@ -25,9 +25,11 @@ nodes' caches):
    lexicographically later data wins as in §8.2): we send goodbyes for our SRV/TXT only
    (never the shared PTR, which the owner still uses) and report the conflict.
 
-Every announcement and goodbye waits for its instance's §6 slot (discovery/pacing.py): a
-client that registers and withdraws in a loop makes at most one packet a second per name,
-carrying whatever is current then, and a budget over all names spreads large bursts.
+Every announcement and repeated goodbye waits for its instance's §6 slot
+(discovery/pacing.py) and carries whatever is current then; a first goodbye goes at once and
+takes the slot. A client that registers and withdraws in a loop makes at most an
+announcement and its goodbye a second per name, and a budget over all names spreads large
+bursts.
 
 Probes are sent as QM, not QU: several daemons on one host share port 5353 through
 SO_REUSEPORT and a unicast answer would reach only one of them; a probe's answer is
