@@ -187,3 +187,42 @@ async def test_a_name_registered_and_withdrawn_in_a_loop_is_paced(lan, stype) ->
     times = [t for t, _ in packets]
     assert all(c - a > 0.9 for a, c in zip(times, times[2:])), packets  # two a second at most
     assert not any(packets[-1][1])  # it ends with goodbyes
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_burst_of_updates_is_coalesced(lan, stype) -> None:
+    """100 TXT updates of a registered name in a burst: the other hosts get the last one, in
+    a few announcements at least a second apart (python-zeroconf's own update would send
+    three packets per update)."""
+    (h0, s0), (h1, s1), _ = lan
+
+    def txt_on_h1() -> list[dict[str, str]]:
+        r = h1.run([DISCOVERY, "--socket", s1, "lookup", stype, "--json"])
+        return [s["txt"] for s in json.loads(r.stdout)]
+
+    c = await client.connect(socket=s0)
+    try:
+        await c.register("upd", stype, 6000, {"v": "0"})
+        deadline = time.monotonic() + 10
+        while txt_on_h1() != [{"v": "0"}]:
+            assert time.monotonic() < deadline, "the registration never reached h1"
+            time.sleep(0.1)
+        time.sleep(2.5)  # probing done and announced: the name is zeroconf's, updates follow
+        capture = h1.popen([sys.executable, "-c", _CAPTURE, h1.ip, h0.ip, "upd"],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert capture.stdout.readline().strip() == "listening"
+        started = time.monotonic()
+        for i in range(1, 101):
+            await c.register("upd", stype, 6000, {"v": str(i)})
+        while txt_on_h1() != [{"v": "100"}]:
+            assert time.monotonic() < deadline + 10, "the last update never reached h1"
+            time.sleep(0.1)
+        time.sleep(2.5)
+        out, _ = capture.communicate("", timeout=30)
+        took = time.monotonic() - started
+    finally:
+        await c.close()
+    packets = json.loads(out)
+    times = [t for t, _ in packets]
+    assert 1 <= len(packets) <= took + 1, packets
+    assert all(b - a > 0.9 for a, b in zip(times, times[1:])), packets
