@@ -260,6 +260,7 @@ def main() -> int:
                 paths.append(built)
         # rates[(path, test)][round]: None when x11perf failed
         rates: dict[tuple[str, str], list[float | None]] = {}
+        cpu_before = cpu_times()
         for r in range(args.rounds):
             order = paths[r % len(paths):] + paths[: r % len(paths)]
             for test in tests:
@@ -267,6 +268,7 @@ def main() -> int:
                     rates.setdefault((path.name, test), []).append(
                         x11perf(path, test, args.time))
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+        steal = stolen(cpu_before, cpu_times())
         print(f"x11perf rate / direct: median over {args.rounds} rounds of each round's ratio "
               f"(the lowest and highest in brackets), -time {args.time}, order rotating per "
               f"round; machine: {os.cpu_count()} cores, {os.uname().sysname} "
@@ -289,6 +291,9 @@ def main() -> int:
             print(f"| {test} | " + " | ".join(cells) + " |")
         for note in skipped:
             print(f"skipped: {note}")
+        if steal is not None:
+            print(f"CPU steal during the rounds: {steal:.1%} of the machine's CPU time (time "
+                  "the VM's host ran others: a few percent makes the ratios swing)")
         proxy = next(p for p in paths if p.name == "xproxy")
         for line in memory(xvfb, proxy):
             print(line)
@@ -298,6 +303,23 @@ def main() -> int:
         xvfb.stop()
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def cpu_times() -> list[int] | None:
+    """The machine's CPU time counters (/proc/stat's first line), or None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+
+
+def stolen(before: list[int] | None, after: list[int] | None) -> float | None:
+    """The share of CPU time stolen by the hypervisor between two `cpu_times()` (field 8)."""
+    if before is None or after is None or len(before) < 8 or len(after) < 8:
+        return None
+    total = sum(after[:8]) - sum(before[:8])
+    return (after[7] - before[7]) / total if total > 0 else None
 
 
 if __name__ == "__main__":
