@@ -453,7 +453,7 @@ class DiscoveryClient:
             except NotConnected:
                 raise
             except DiscoveryError as e:
-                log.warn("could not register {name} again: {e}", name=reg.name, e=e.message)  # noqa: G010 - twisted.logger has warn, not warning
+                log.warn("could not register {name} again: {e}", name=reg.name, e=e.message)
                 reg._fail(e)
         for w in list(self._watches):
             self._subscribe(w)

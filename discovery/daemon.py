@@ -297,7 +297,7 @@ class Daemon:
         found = self.registry.local(service.name, service.type)
         if found is None:
             return
-        log.warn("{msg}", msg=message)  # noqa: G010 - twisted.logger has warn, not warning
+        log.warn("{msg}", msg=message)
         owner_pid = found[0].owner_pid
         self.apply(self.registry.withdraw(Owner(None, ROOT_UID), service.name, service.type))
         for conn in self.connections.values():

@@ -294,7 +294,7 @@ class EtcdAdapter:
             try:
                 await self.gw.call("/v3/lease/revoke", {"ID": str(self.lease)}, timeout=1.0)
             except (EtcdError, EtcdUnavailable) as e:
-                log.warn("etcd: could not revoke lease {lease:x}: {e}", lease=self.lease, e=e)  # noqa: G010
+                log.warn("etcd: could not revoke lease {lease:x}: {e}", lease=self.lease, e=e)
         await self.gw.close()
 
     def status(self) -> dict[str, Any]:

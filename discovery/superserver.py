@@ -123,7 +123,7 @@ class OnDemandService:
         while self.starts and self.starts[0] <= now - period:
             self.starts.popleft()
         if len(self.starts) >= limit:
-            log.warn(  # noqa: G010 - twisted.logger has warn, not warning
+            log.warn(
                 "{name}: {n} starts in {p} s, pausing for {p} s (rate limit)", name=self.name, n=limit, p=period
             )
             self._paused = self.reactor.callLater(period, self._unpause)
@@ -196,7 +196,7 @@ class OnDemandService:
                 pass
             except OSError as e:
                 if e.errno != errno.ESRCH:
-                    log.warn("{name}: {e}", name=self.name, e=e)  # noqa: G010 - twisted.logger has warn, not warning
+                    log.warn("{name}: {e}", name=self.name, e=e)
         self.sock.close()
 
     def status(self) -> dict[str, Any]:

@@ -117,7 +117,7 @@ class _Bridge(protocol.Protocol):
         if self.channel is None:  # the channel opens with the first bytes, so a liveness
             try:  # check that connects and leaves costs the display host nothing
                 self.channel = self.agent.session.open_channel({})  # type: ignore[union-attr]
-            except Exception as err:
+            except Exception as err:  # noqa: BLE001 - any failure closes this one bridge only
                 log.error("cannot open a channel: {err}", err=err)
                 self.transport.loseConnection()
                 return
@@ -243,7 +243,7 @@ class LinkAgent:
                                                   wantPID=False).listen(
             protocol.Factory.forProtocol(lambda: _Bridge(self)))  # type: ignore[arg-type]
         self._linger_call = self.reactor.callLater(self.first_use_grace, self._idle)
-        with open(self.socket_path[: -len(".sock")] + ".pid", "w") as f:
+        with open(self.socket_path[: -len(".sock")] + ".pid", "w") as f:  # noqa: ASYNC230 - a few bytes on a local disk
             f.write(f"{os.getpid()}\n")
         return info
 

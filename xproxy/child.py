@@ -6,7 +6,7 @@ from twisted.internet import defer, protocol
 
 
 class _Child(protocol.ProcessProtocol):
-    def __init__(self, ended: "defer.Deferred[int]") -> None:
+    def __init__(self, ended: defer.Deferred[int]) -> None:
         self.ended = ended
 
     def processEnded(self, reason) -> None:  # type: ignore[no-untyped-def]

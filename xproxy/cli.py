@@ -15,7 +15,7 @@ def install_reactor(loop_name: str = "asyncio"):  # type: ignore[no-untyped-def]
     from twisted.internet import asyncioreactor
 
     loop_name = os.environ.get("XPROXY_LOOP", loop_name)
-    try:
+    if "twisted.internet.reactor" not in sys.modules:  # (else installed: a test runner's)
         if loop_name == "uvloop":
             import uvloop
 
@@ -24,8 +24,6 @@ def install_reactor(loop_name: str = "asyncio"):  # type: ignore[no-untyped-def]
             loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         asyncioreactor.install(loop)
-    except Exception:  # already installed (e.g. under a test runner)
-        pass
     from twisted.internet import reactor
 
     return reactor

@@ -154,7 +154,7 @@ async def export(reactor, args, running, open_trace) -> int:  # type: ignore[no-
         port = await server.start()
         if args.metrics is not None:
             await listen_metrics(reactor, args.metrics, inst.metrics)
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - any start failure ends the command with its reason
         await server.stop()
         _fail(str(err))
     from twisted.internet import defer
@@ -202,7 +202,7 @@ async def displays(reactor, args, running, open_trace) -> None:  # type: ignore[
     await running(reactor)
     try:
         found = await list_displays(reactor, probe=not args.no_probe)
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - reported to the user, who asked for the list
         _fail(f"cannot list displays: {err}")
     if args.json:
         print(json.dumps(found, indent=None))
@@ -247,7 +247,7 @@ async def link_agent(reactor, args, running, open_trace) -> None:  # type: ignor
         await service.stop()
         print(f"error: {err}", flush=True)
         raise SystemExit(1) from None
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - reported to `xproxy run`, which started the agent
         await service.stop()
         print(f"error: the link agent failed: {err}", flush=True)
         raise SystemExit(1) from None

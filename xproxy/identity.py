@@ -63,7 +63,7 @@ class Identity:
     fingerprint: str
 
     @classmethod
-    def load_or_create(cls, directory: str | None = None) -> "Identity":
+    def load_or_create(cls, directory: str | None = None) -> Identity:
         directory = directory or config_dir()
         key_path = os.path.join(directory, "identity.key")
         cert_path = os.path.join(directory, "identity.crt")
@@ -81,7 +81,7 @@ class Identity:
 def _create(key_path: str, cert_path: str) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, socket.gethostname())])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -154,7 +154,7 @@ class AuthorizedHosts(TrustFile):
     """App hosts allowed to use this host's exported displays."""
 
     @classmethod
-    def default(cls) -> "AuthorizedHosts":
+    def default(cls) -> AuthorizedHosts:
         return cls(os.path.join(config_dir(), "authorized_hosts"))
 
     def is_authorized(self, fingerprint: str) -> bool:
@@ -183,7 +183,7 @@ class KnownDisplays(TrustFile):
     """Display hosts' keys as first seen (trust on first use), like ssh's known_hosts."""
 
     @classmethod
-    def default(cls) -> "KnownDisplays":
+    def default(cls) -> KnownDisplays:
         return cls(os.path.join(config_dir(), "known_displays"))
 
     def check(self, name: str, fingerprint: str) -> bool:

@@ -341,7 +341,7 @@ class LinkProtocol(protocol.Protocol):
         self.peer_fingerprint = self.peer_certificate_fingerprint()
         try:
             hello = self.on_handshake(self)
-        except Exception as err:  # a refusal: say why in our HELLO, then close
+        except Exception as err:  # noqa: BLE001 - a refusal: say why in our HELLO, then close
             self.refuse(getattr(err, "code", "refused"), str(err))
             return
         if hello is not None:

@@ -70,7 +70,7 @@ def main(args: argparse.Namespace) -> int | None:
     trace_file: IO[str] | None = None
     if args.trace is not None:
         try:
-            trace_file = sys.stdout if args.trace == "-" else open(args.trace, "w")
+            trace_file = sys.stdout if args.trace == "-" else open(args.trace, "w")  # noqa: SIM115 - open for the whole run
         except OSError as err:
             return _fail(f"cannot write the trace: {err}")
     workdir = tempfile.mkdtemp(prefix="xproxy-run-")
@@ -207,7 +207,10 @@ def resolve(target: str, discovery_socket: str | None = None) -> LinkTarget:
     return LinkTarget(str(addresses[0]), int(rec["port"]), target, fingerprint, target)
 
 
-def ensure_agent(target: LinkTarget, mode: LinkMode = LinkMode(),
+_DEFAULT_MODE = LinkMode()
+
+
+def ensure_agent(target: LinkTarget, mode: LinkMode = _DEFAULT_MODE,
                  linger: float | None = None) -> str:
     """The X socket of the agent holding the link to `target`, started if none runs yet
     (under a lock, so runs started together share one)."""

@@ -7,8 +7,9 @@ import os
 import secrets
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ServerEndpoint, UNIXServerEndpoint, clientFromString
@@ -18,7 +19,13 @@ from . import aiotransport, display_socket, xauthfile
 from .protocol.connection import AuthPolicy
 from .protocol.display import DisplayName, parse_display
 from .protocol.extensions import ExtensionPolicy
-from .protocol.xauth import FAMILY_LOCAL, MIT_MAGIC_COOKIE_1, XauthEntry, remove_entry, replace_entry
+from .protocol.xauth import (
+    FAMILY_LOCAL,
+    MIT_MAGIC_COOKIE_1,
+    XauthEntry,
+    remove_entry,
+    replace_entry,
+)
 from .relay import ProxyFactory
 
 log = Logger(namespace="xproxy")

@@ -16,7 +16,7 @@ the connection the way Twisted does.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from twisted.internet import main
 from twisted.internet.abstract import FileDescriptor

@@ -11,9 +11,10 @@ import errno
 import os
 import socket
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
+from .protocol.display import DisplayName
 from .protocol.xauth import (
     FAMILY_INTERNET,
     FAMILY_INTERNET6,
@@ -23,7 +24,6 @@ from .protocol.xauth import (
     parse_xauthority,
     serialize_xauthority,
 )
-from .protocol.display import DisplayName
 
 STALE_LOCK_SECONDS = 600
 

@@ -118,14 +118,14 @@ class X11Connection:
         self.client = _ClientFramer(self)
         self.server = _ServerFramer(self)
 
-    def client_data(self, data: bytes) -> bytes:
+    def client_data(self, data: bytes | memoryview) -> bytes | memoryview:
         """Bytes from the client; returns bytes for the server. Raises ClientProtocolError."""
         try:
             return self.client.feed(data)
         finally:
             self.deliver()
 
-    def server_data(self, data: bytes) -> bytes:
+    def server_data(self, data: bytes | memoryview) -> bytes | memoryview:
         """Bytes from the server; returns bytes for the client. Raises ServerProtocolError."""
         try:
             return self.server.feed(data)

@@ -433,6 +433,9 @@ _resource_names([*(c._request for c in _CORE_REQUESTS.values()),
                  *(s for spec in EXTENSIONS.values() for s in spec.generic_layouts.values())])
 
 
+#: Message bytes as the decoder walks them: a bulk tail is a view, not a copy.
+Buffer = bytes | bytearray | memoryview
+
 #: Whether to decode a message's fields: always, never, or as a filter on its name says.
 Want = bool | Callable[[str], bool]
 
@@ -830,7 +833,7 @@ def _static_struct(s: Any, vals: tuple) -> dict[str, Any]:
     return out
 
 
-def _parse(s: Any, data: bytes, e: str, dec: Decoder, out: dict[str, Any]) -> bytes:
+def _parse(s: Any, data: Buffer, e: str, dec: Decoder, out: dict[str, Any]) -> Buffer:
     plan = _plan(s, e)
     size = plan.size
     if len(data) < size:
@@ -857,8 +860,8 @@ def _parse(s: Any, data: bytes, e: str, dec: Decoder, out: dict[str, Any]) -> by
     return bytes(data) if type(data) is memoryview else data  # what follows, for the caller
 
 
-def _var(f: Any, data: bytes, e: str, length: Any, fmt: int | None,
-         dec: Decoder) -> tuple[Any, bytes]:
+def _var(f: Any, data: Buffer, e: str, length: Any, fmt: int | None,
+         dec: Decoder) -> tuple[Any, Buffer]:
     if isinstance(f, _ORDER_FREE):
         v, rest = f.parse_binary_value(data, None, length, fmt)
         return _plain(v), rest
@@ -932,7 +935,7 @@ def _var(f: Any, data: bytes, e: str, length: Any, fmt: int | None,
     raise _Bad(f"no big-endian decoding for {type(f).__name__}")
 
 
-def _list(t: Any, data: bytes, e: str, n: Any, dec: Decoder) -> tuple[list[Any], bytes]:
+def _list(t: Any, data: Buffer, e: str, n: Any, dec: Decoder) -> tuple[list[Any], Buffer]:
     if n is not None:
         n = int(n)
     sc = getattr(t, "structcode", None)
@@ -959,17 +962,17 @@ def _list(t: Any, data: bytes, e: str, n: Any, dec: Decoder) -> tuple[list[Any],
     items = []
     parse_one: Any
     if isinstance(t, rq.Struct):
-        def parse_one(d: bytes) -> tuple[Any, bytes]:
+        def parse_one(d: Buffer) -> tuple[Any, Buffer]:
             sub: dict[str, Any] = {}
             return sub, _parse(t, d, e, dec, sub)
     elif isinstance(t, rq.StrClass):
-        def parse_one(d: bytes) -> tuple[Any, bytes]:
+        def parse_one(d: Buffer) -> tuple[Any, Buffer]:
             k = d[0] + 1
             if len(d) < k:
                 raise _Bad("string longer than the data")
             return _text(d[1:k]), d[k:]
     elif isinstance(t, xinput.ClassInfoClass):
-        def parse_one(d: bytes) -> tuple[Any, bytes]:
+        def parse_one(d: Buffer) -> tuple[Any, Buffer]:
             ctype, clen = struct.unpack_from(e + "HH", d)
             sub: dict[str, Any] = {}
             _parse(xinput.INFO_CLASSES.get(ctype, xinput.AnyInfo), d, e, dec, sub)
@@ -977,7 +980,7 @@ def _list(t: Any, data: bytes, e: str, n: Any, dec: Decoder) -> tuple[list[Any],
                 raise _Bad("device class of length 0")
             return sub, d[clen * 4 :]
     elif e == "<":
-        def parse_one(d: bytes) -> tuple[Any, bytes]:
+        def parse_one(d: Buffer) -> tuple[Any, Buffer]:
             v, rest = t.parse_binary(d, None)
             return _plain(v), rest
     else:
@@ -993,7 +996,7 @@ def _list(t: Any, data: bytes, e: str, n: Any, dec: Decoder) -> tuple[list[Any],
     return items, data
 
 
-def _ints(raw: bytes, e: str, code: str, count: int, cap: bool = True) -> list[Any]:
+def _ints(raw: Buffer, e: str, code: str, count: int, cap: bool = True) -> list[Any]:
     keep = min(count, MAX_ITEMS) if cap else count
     a = array(code)
     if a.itemsize != struct.calcsize(code):
@@ -1013,12 +1016,12 @@ def _cap(items: list[Any]) -> list[Any]:
     return items
 
 
-def _text(raw: bytes) -> str:
+def _text(raw: Buffer) -> str:
     s = bytes(raw[:MAX_TEXT]).decode("latin-1")
     return s if len(raw) <= MAX_TEXT else s + f"...({len(raw)} bytes)"
 
 
-def _bytes(raw: bytes) -> str:
+def _bytes(raw: Buffer) -> str:
     s = bytes(raw[:MAX_BYTES]).hex()
     return s if len(raw) <= MAX_BYTES else s + f"...({len(raw)} bytes)"
 

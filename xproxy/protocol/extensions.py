@@ -30,7 +30,7 @@ class ExtensionPolicy:
     hidden: frozenset[str] = field(default_factory=lambda: DEFAULT_HIDDEN)
 
     @classmethod
-    def from_options(cls, hide: list[str] = (), allow: list[str] = ()) -> "ExtensionPolicy":  # type: ignore[assignment]
+    def from_options(cls, hide: list[str] = (), allow: list[str] = ()) -> ExtensionPolicy:  # type: ignore[assignment]
         return cls(frozenset((DEFAULT_HIDDEN | set(hide)) - set(allow)))
 
     def is_hidden(self, name: str) -> bool:

@@ -49,7 +49,8 @@ class StreamFramer:
         self.bytes = 0
         self.dead = False
 
-    def _frame(self, buf: bytes | bytearray, pos: int, avail: int) -> tuple[int, int] | None:
+    def _frame(self, buf: bytes | bytearray | memoryview, pos: int,
+               avail: int) -> tuple[int, int] | None:
         """The message starting at buf[pos] (avail bytes there): (size, PASS, HOLD or WATCH;
         a bool means PASS or HOLD), or None when
         the header is incomplete. Called at most once per message (not for those that
@@ -86,7 +87,7 @@ class StreamFramer:
         already asked (_frame is asked at most once per message), else _UNFRAMED."""
         if self.dead:
             return b""
-        out: list[bytes] = []
+        out: list[bytes | memoryview] = []
         pos = 0
         start = 0  # start of the current run of pass-through bytes in data
         while pos < n:

@@ -53,7 +53,7 @@ import secrets
 import struct
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, Union
+from typing import Any, Generic, TypeVar
 
 from .errors import X11ProtocolError
 
@@ -111,7 +111,7 @@ class Closed:
     reason: str
 
 
-Event = Union[Hello, Opened, Data, Credit, Closed]
+Event = Hello | Opened | Data | Credit | Closed
 
 
 class Link:

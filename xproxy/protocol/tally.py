@@ -90,8 +90,7 @@ class Tally:
                 latency = self.clock() - sent
                 self.round_trips += 1
                 self.latency_sum += latency
-                if latency > self.latency_max:
-                    self.latency_max = latency
+                self.latency_max = max(self.latency_max, latency)
                 self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS, latency)] += 1
 
     def extension(self, name: str, major: int) -> None:

@@ -9,8 +9,8 @@ matches the earliest authorization name in the caller's preference order wins.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 FAMILY_INTERNET = 0
 FAMILY_INTERNET6 = 6
