@@ -28,7 +28,6 @@ bench: install
 	@set -e; for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b; done
 
 lint: install
-	$(PY) -m pip install -q ruff==0.17.6 mypy==2.4.1
 	$(VENV)/bin/ruff check xproxy discovery replicaclient
 	$(VENV)/bin/mypy xproxy/protocol
 
