@@ -9,9 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from xproxy.metrics import ConnectionMetrics
 from xproxy.protocol.connection import AuthPolicy, X11Connection
 from xproxy.protocol.errors import ClientProtocolError, ServerProtocolError
 from xproxy.protocol.extensions import ExtensionPolicy
+from xproxy.protocol.tally import Tally
 
 from . import wire
 from .wire import COOKIE, MIT, REAL
@@ -19,8 +21,9 @@ from .wire import COOKIE, MIT, REAL
 ORDERS = pytest.mark.parametrize("e", ["<", ">"], ids=["lsb", "msb"])
 
 
-def connected(e: str, policy: ExtensionPolicy | None = None) -> X11Connection:
-    conn = X11Connection(AuthPolicy(COOKIE, MIT, REAL), policy)
+def connected(e: str, policy: ExtensionPolicy | None = None,
+              tally: Tally | None = None) -> X11Connection:
+    conn = X11Connection(AuthPolicy(COOKIE, MIT, REAL), policy, tally=tally)
     assert conn.client_data(wire.setup_request(e)) == wire.setup_request(e, MIT, REAL)
     reply = wire.setup_success(e)
     assert conn.server_data(reply) == reply
@@ -211,24 +214,32 @@ def test_server_message_of_absurd_length_is_a_server_protocol_error():
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=600), st.lists(st.integers(1, 64), max_size=20), st.sampled_from("<>"))
-def test_client_garbage_never_escapes_as_anything_but_a_protocol_error(data, sizes, e):
-    conn = connected(e)
+@given(st.binary(max_size=600), st.lists(st.integers(1, 64), max_size=20), st.sampled_from("<>"),
+       st.booleans())
+def test_client_garbage_never_escapes_as_anything_but_a_protocol_error(data, sizes, e, counted):
+    tally = Tally(lambda: 0.0) if counted else None  # (metrics count as the framer frames)
+    conn = connected(e, tally=tally)
     try:
         feed_chunks(conn.client_data, data, sizes)
     except ClientProtocolError:
         pass
+    if tally is not None:
+        assert sum(ConnectionMetrics.of(1, tally).requests.values()) == conn.client.seq
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=600), st.lists(st.integers(1, 64), max_size=20), st.sampled_from("<>"))
-def test_server_garbage_never_escapes_as_anything_but_a_protocol_error(data, sizes, e):
-    conn = connected(e)
+@given(st.binary(max_size=600), st.lists(st.integers(1, 64), max_size=20), st.sampled_from("<>"),
+       st.booleans())
+def test_server_garbage_never_escapes_as_anything_but_a_protocol_error(data, sizes, e, counted):
+    tally = Tally(lambda: 0.0) if counted else None
+    conn = connected(e, tally=tally)
     conn.client_data(wire.query_extension(e, b"MIT-SHM") + wire.request(e, 99))
     try:
         feed_chunks(conn.server_data, data, sizes)
     except ServerProtocolError:
         pass
+    if tally is not None:
+        assert ConnectionMetrics.of(1, tally).round_trips <= 2
 
 
 @settings(max_examples=200, deadline=None)

@@ -234,7 +234,7 @@ def test_metrics_agree_with_the_trace_of_real_programs(xvfb, start_proxy, tmp_pa
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
         text = resp.read().decode()
     counted = Counter({m.group(1): int(float(m.group(2))) for m in re.finditer(
-        r'^xproxy_requests_total\{name="([^"]+)"\} (\S+)$', text, re.M)})
+        r'^xproxy_requests_total\{name="([^"]+)"\} (\S+)$', text, re.MULTILINE)})
     assert tracing.stop() == 0
     lines = [json.loads(line) for line in trace.read_text().splitlines()]
     traced = Counter(o["name"] for o in lines if o["dir"] == "request")
