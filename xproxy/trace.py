@@ -101,9 +101,19 @@ def format_json(client: int, d: Decoded, time: float, atoms: dict[int, str]) -> 
 
 def format_text(client: int, d: Decoded, atoms: dict[int, str]) -> str:
     arrow = _ARROW.get(d.direction, ">")
-    fields = " ".join(f"{k}={_value(k, v, atoms)}" for k, v in d.fields.items())
-    line = f"{client:03d}:{arrow}:{d.seq:04d}:{d.size:5d}: {_KIND.get(d.direction, d.direction)} {d.name}"
-    return f"{line} {fields}" if fields else line
+    kind = _KIND.get(d.direction, d.direction)
+    parts = [f"{client:03d}:{arrow}:{d.seq:04d}:{d.size:5d}: {kind} {d.name}"]
+    named = _NAMED
+    for k, v in d.fields.items():
+        if type(v) is int and k not in named:  # most fields: a plain number
+            parts.append(f"{k}={v}")
+        else:
+            parts.append(f"{k}={_value(k, v, atoms)}")
+    return " ".join(parts)
+
+
+#: Fields whose numbers the text trace shows otherwise than as decimals (atoms, resources).
+_NAMED = ATOM_FIELDS | RESOURCE_FIELDS
 
 
 def _value(key: str, v: Any, atoms: dict[int, str]) -> str:
