@@ -49,18 +49,16 @@ class ConnectionMetrics:
         conn = tally.connection
         if conn is None:  # (not connected yet)
             return m
-        client, server = conn.client, conn.server
-        m.bytes_from_client = client.bytes
-        m.bytes_from_server = server.bytes
+        m.bytes_from_client = conn.client.bytes
+        m.bytes_from_server = conn.server.bytes
+        s = conn.stats
         kinds = m.kinds
         kinds["setup"] = int(conn.setup is not None)
         kinds["setup-reply"] = int(conn.setup_reply is not None)
-        kinds["request"] = client.seq
-        kinds["reply"] = server.kinds[1]
-        kinds["error"] = server.kinds[0]
-        kinds["event"] = sum(server.kinds) - server.kinds[0] - server.kinds[1]
-        m.messages_from_client = kinds["setup"] + client.seq
-        m.messages_from_server = kinds["setup-reply"] + sum(server.kinds)
+        kinds["request"], kinds["reply"] = s.requests, s.replies
+        kinds["event"], kinds["error"] = s.events, s.errors
+        m.messages_from_client = kinds["setup"] + s.requests
+        m.messages_from_server = kinds["setup-reply"] + s.replies + s.events + s.errors
         return m
 
     def add(self, other: ConnectionMetrics) -> None:

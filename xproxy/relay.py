@@ -105,7 +105,7 @@ class _Outbox:
 
 
 #: At most this long (s) between the server's bytes going to the client and the observer
-#: (tracer, metrics) finishing with them (ClientSide.deliver_soon).
+#: (a tracer) finishing with them (ClientSide.deliver_soon).
 DELIVER_DELAY = 0.002
 
 #: Size of a read buffer (ReadBuffers); a connection keeps an unfinished request in its

@@ -393,13 +393,17 @@ def request_name(op: int, minor: int, extension: str | None) -> str:
     return f"{extension}:{known[0] if known else minor}"
 
 
+def _may_reply(spec: ExtensionSpec | None, minor: int) -> bool:
+    """Whether an extension's request may have a reply: it has one, or the minor or the whole
+    extension is not known here (then it is kept until a later sequence number shows up)."""
+    known = spec.requests.get(minor) if spec is not None else None
+    return known[1] if known else True
+
+
 def extension_replies(extension: str) -> bytes:
-    """Per minor opcode of `extension`: 1 when the request may have a reply (it has one, or
-    the minor or the whole extension is not known here), else 0."""
+    """Per minor opcode of `extension`: 1 when the request may have a reply, else 0."""
     spec = EXTENSIONS.get(extension)
-    if spec is None:
-        return b"\1" * 256
-    return bytes(1 if spec.requests.get(minor, ("", True))[1] else 0 for minor in range(256))
+    return bytes(_may_reply(spec, minor) for minor in range(256))
 
 
 #: Requests answered by a series of replies (besides ListFontsWithInfo, which marks its last):
@@ -535,12 +539,10 @@ class Decoder:
         else:
             ext = self.by_major.get(op)
             minor = msg[1] if size > 1 else 0
-            if ext is None or ext.spec is None:
-                has_reply = True  # unknown: kept until a later sequence number shows up
-            else:
-                known = ext.spec.requests.get(minor)
-                has_reply = known[1] if known else True
-                layout, reply = ext.spec.layouts.get(minor, (None, None))
+            spec = ext.spec if ext is not None else None
+            has_reply = _may_reply(spec, minor)
+            if spec is not None:
+                layout, reply = spec.layouts.get(minor, (None, None))
         detail = None
         out: dict[str, Any] = {}
         body = msg
