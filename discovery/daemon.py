@@ -129,11 +129,13 @@ class APIProtocol(protocol.Protocol):
             if self.closed:
                 return
             if isinstance(item, wire.Invalid):
-                log.info("closing {conn} (pid {pid}): {msg}", conn=self.conn_id, pid=self.pid, msg=item.message)
-                self.send(wire.error(item.id, "bad-request", item.message + "; closing the connection"))
-                self.closed = True
-                self._close_after_sending()
-                return
+                self.send(wire.error(item.id, item.code, item.message))
+                if item.fatal:
+                    log.info("closing {conn} (pid {pid}): {msg}", conn=self.conn_id, pid=self.pid, msg=item.message)
+                    self.closed = True
+                    self._close_after_sending()
+                    return
+                continue
             self.daemon.handle(self, item.body)
 
     def readConnectionLost(self) -> None:
@@ -468,12 +470,10 @@ class Daemon:
     # -- requests ---------------------------------------------------------------------------
 
     def handle(self, conn: APIProtocol, req: dict[str, Any]) -> None:
+        """Run one request that ``wire`` (through ``schema``) found well-typed, and answer it."""
         id_ = req.get("id")
         op = req["op"]
-        handler = getattr(self, "op_" + op.replace("-", "_"), None)
-        if handler is None:
-            conn.send(wire.error(id_, "bad-op", f"unknown op {op!r}"))
-            return
+        handler = getattr(self, "op_" + op)
         try:
             result = handler(conn, req)
         except RegistryError as e:
@@ -485,8 +485,9 @@ class Daemon:
         except OSError as e:
             conn.send(wire.error(id_, "os-error", str(e)))
             return
-        except (KeyError, TypeError, ValueError) as e:
-            conn.send(wire.error(id_, "bad-request", f"{op}: bad or missing field: {e}"))
+        except Exception as e:  # noqa: BLE001 - a bug in one op must not cost the client its connection
+            log.failure("{op} request from {conn} failed", op=op, conn=conn.conn_id)
+            conn.send(wire.error(id_, "internal", f"{op}: {type(e).__name__}: {e}"))
             return
         if isinstance(result, defer.Deferred):
             result.addCallback(lambda r: conn.send(wire.ok(id_, **r)))
@@ -511,10 +512,8 @@ class Daemon:
     def op_register(self, conn: APIProtocol, req: dict[str, Any]) -> dict[str, Any]:
         name, type_, port = req["name"], req["type"], req["port"]
         txt = req.get("txt") or {}
-        if req.get("on_demand"):
+        if req.get("on_demand") is not None:
             spec = parse_on_demand(req["on_demand"])
-            if not isinstance(port, int):
-                raise RegistryError("bad-port", "port must be an integer")
             if 0 < port < 1024 and conn.uid != ROOT_UID:
                 # the daemon would bind it on the user's behalf: only root may have a privileged port
                 raise RegistryError("denied", f"uid {conn.uid} may not have the daemon bind privileged port {port}")

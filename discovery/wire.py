@@ -6,17 +6,26 @@ Daemon to client, a reply carrying the request's id:
 and unsolicited watch events: ``{"event": "added", "watch": "_x11._tcp", "service": {...}}``.
 
 JSON lines were chosen because every language and ``socat`` speak them, a human can type
-them, and a line is a frame: a bad frame is detected at its newline (or at ``max_line``
-bytes, whichever comes first) without any state left behind.
+them, and a line is a frame: a bad request is detected at its newline, answered with an error
+carrying its id (``null`` when the id cannot be read, as JSON-RPC does), and the next line is
+read as usual. Only a request line longer than ``max_line`` ends the connection, since its end
+cannot be found without buffering it. Replies have no length cap (a lookup answer grows with
+the services known); ``LineSplitter`` cuts them without rescanning what it has seen.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
+from discovery import schema
+
 MAX_LINE = 64 * 1024
+#: Arrays and objects nested deeper than this are refused before parsing: no request needs
+#: more than 3 levels, and the JSON parser recurses once per level.
+MAX_DEPTH = 32
 
 
 class ProtocolError(Exception):
@@ -30,54 +39,115 @@ class Message:
 
 @dataclass(frozen=True)
 class Invalid:
-    """A bad frame: ``id`` is the request id when one could be read, for the error reply."""
+    """A bad request: ``id`` is its id when one could be read, for the error reply; ``fatal``
+    when the stream cannot be read further (the daemon closes the connection)."""
 
     message: str
     id: Any = None
+    code: str = "bad-request"
+    fatal: bool = False
+
+
+class LineSplitter:
+    """Cut a byte stream into lines (without their newline). Each byte is searched once, so a
+    line arriving in many pieces costs time in proportion to its length. ``max_line``: the
+    longest line the caller accepts (``overflow`` turns true past it), or ``None``."""
+
+    def __init__(self, max_line: int | None = None) -> None:
+        self.max_line = max_line
+        self._buf = bytearray()
+        self._scanned = 0
+        self.overflow = False
+
+    def receive_data(self, data: bytes) -> list[bytes]:
+        if self.overflow:
+            return []
+        buf = self._buf
+        buf += data
+        out: list[bytes] = []
+        start = 0
+        while True:
+            nl = buf.find(b"\n", max(start, self._scanned))
+            if nl < 0:
+                break
+            if self.max_line is not None and nl - start > self.max_line:
+                return self._overflow(out)
+            out.append(bytes(buf[start:nl]))
+            start = nl + 1
+        del buf[:start]
+        self._scanned = len(buf)  # no newline in what is left
+        if self.max_line is not None and len(buf) > self.max_line:
+            return self._overflow(out)
+        return out
+
+    def _overflow(self, out: list[bytes]) -> list[bytes]:
+        self.overflow = True
+        self._buf.clear()
+        return out
 
 
 class LineDecoder:
-    """Feed bytes with ``receive_data``; get ``Message`` or, once, ``Invalid``.
+    """Feed bytes with ``receive_data``; get a ``Message`` or an ``Invalid`` per request line.
 
-    After an ``Invalid`` the decoder is spent (the daemon closes the connection): there is
-    no safe way to find the next frame boundary in a stream that broke the rules.
+    After a fatal ``Invalid`` (a line over ``max_line``) the decoder is spent: there is no
+    safe way to find the next frame boundary in a stream that broke the rules.
     """
 
     def __init__(self, max_line: int = MAX_LINE) -> None:
         self.max_line = max_line
-        self._buf = bytearray()
+        self._lines = LineSplitter(max_line)
         self.failed = False
 
     def receive_data(self, data: bytes) -> list[Message | Invalid]:
         if self.failed:
             return []
-        self._buf += data
-        out: list[Message | Invalid] = []
-        while True:
-            nl = self._buf.find(b"\n")
-            if nl < 0:
-                if len(self._buf) > self.max_line:
-                    return self._fail(out, f"request line longer than {self.max_line} bytes")
-                return out
-            if nl > self.max_line:
-                return self._fail(out, f"request line longer than {self.max_line} bytes")
-            line = bytes(self._buf[:nl])
-            del self._buf[: nl + 1]
-            if not line.strip():
-                continue
-            item = decode_line(line)
-            if isinstance(item, Invalid):
-                return self._fail(out, item.message, item.id)
-            out.append(item)
-
-    def _fail(self, out: list[Message | Invalid], message: str, id_: Any = None) -> list[Message | Invalid]:
-        self.failed = True
-        self._buf.clear()
-        out.append(Invalid(message, id_))
+        out: list[Message | Invalid] = [decode_line(line) for line in self._lines.receive_data(data) if line.strip()]
+        if self._lines.overflow:
+            self.failed = True
+            out.append(Invalid(f"request line longer than {self.max_line} bytes; closing the connection", fatal=True))
         return out
 
 
+_STRUCTURE = re.compile(rb'[\[\]{}"\\]')
+_OPEN = frozenset(b"[{")
+_CLOSE = frozenset(b"]}")
+_QUOTE, _BACKSLASH = ord('"'), ord("\\")
+
+
+def nesting_depth(line: bytes, limit: int = MAX_DEPTH) -> int:
+    """How deeply arrays and objects nest in a JSON text (brackets in strings do not count),
+    counted only as far as ``limit + 1``."""
+    depth = peak = 0
+    in_string = False
+    escaped_at = -1  # the position of a character a backslash escapes
+    for m in _STRUCTURE.finditer(line):
+        pos = m.start()
+        c = line[pos]
+        if in_string:
+            if pos == escaped_at:
+                continue
+            if c == _BACKSLASH:
+                escaped_at = pos + 1
+            elif c == _QUOTE:
+                in_string = False
+        elif c == _QUOTE:
+            in_string = True
+        elif c in _OPEN:
+            depth += 1
+            if depth > peak:
+                peak = depth
+                if peak > limit:
+                    break
+        elif c in _CLOSE:
+            depth -= 1
+    return peak
+
+
 def decode_line(line: bytes) -> Message | Invalid:
+    """One request line: JSON, an object, at most ``MAX_DEPTH`` deep, valid per ``schema``."""
+    # (the count bounds the depth: most requests skip the scan)
+    if line.count(b"[") + line.count(b"{") > MAX_DEPTH and nesting_depth(line) > MAX_DEPTH:
+        return Invalid(f"request nests arrays or objects deeper than {MAX_DEPTH} levels")
     try:
         body = json.loads(line.decode("utf-8"))
     except UnicodeDecodeError:
@@ -89,8 +159,9 @@ def decode_line(line: bytes) -> Message | Invalid:
     id_ = body.get("id")
     if id_ is not None and (isinstance(id_, bool) or not isinstance(id_, (int, str))):
         return Invalid("request id must be an integer or a string")
-    if not isinstance(body.get("op"), str):
-        return Invalid("request has no 'op' string", id_)
+    refusal = schema.check(body)
+    if refusal is not None:
+        return Invalid(refusal.message, id_, refusal.code)
     return Message(body)
 
 

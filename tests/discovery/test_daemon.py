@@ -200,16 +200,11 @@ def _raw(sock_path: str, payload: bytes, timeout: float = 5.0) -> bytes:
 @pytest.mark.parametrize(
     "payload,needle",
     [
-        (b"garbage\n", "not JSON"),
-        (b"\xff\xfe\n", "not UTF-8"),
-        (b"[1,2]\n", "JSON object"),
-        (b'{"id": 5}\n', "no 'op'"),
-        (b'{"id": 1, "op": "list"}\n{"id": 2, "op": nope}\n{"id": 3, "op": "list"}\n', "not JSON"),
         (b"x" * 70000, "longer than"),
         (b'{"id": 1, "op": "hello", "pad": "' + b"y" * 70000 + b'"}\n', "longer than"),
     ],
 )
-def test_bad_input_gets_an_error_then_close_and_the_daemon_keeps_serving(daemons, stype, payload, needle) -> None:
+def test_an_oversized_line_gets_an_error_then_close_and_the_daemon_keeps_serving(daemons, stype, payload, needle) -> None:
     a = daemons("ha", "--no-mdns")
     holder = subprocess.Popen([DISCOVERY, "--socket", a.socket, "register", "--name", "keep", "--type", stype,
                                "--port", "1", "--json", "--", "sleep", "30"], stdout=subprocess.PIPE)
@@ -223,6 +218,62 @@ def test_bad_input_gets_an_error_then_close_and_the_daemon_keeps_serving(daemons
     finally:
         holder.kill()
         holder.wait()
+
+
+DEEP = b"[" * 30000 + b"]" * 30000
+
+
+@pytest.mark.parametrize(
+    "payload,id_,code,needle",
+    [
+        (b'{"id":1,"op":"lookup","type":"_t._tcp","name":5}', 1, "bad-request", "'name' must be a string, not a number"),
+        (b'{"id":2,"op":"lookup","type":5}', 2, "bad-request", "'type' must be a string"),
+        (b'{"id":3,"op":"lookup","type":null}', 3, "bad-request", "missing field 'type'"),
+        (b'{"id":"w","op":"withdraw","name":["x"],"type":"_t._tcp"}', "w", "bad-request", "'name' must be a string"),
+        (b'{"id":5,"op":"register","name":"a","type":"_t._tcp","port":1,"on_demand":5}', 5, "bad-request",
+         "'on_demand' must be an object"),
+        (b'{"id":6,"op":"register","name":"a","type":"_t._tcp","port":1,"on_demand":{"command":[1]}}', 6,
+         "bad-request", "'on_demand.command' must be a list of strings"),
+        (b'{"id":7,"op":"lookup","type":"_t._tcp","name":' + DEEP + b"}", None, "bad-request", "deeper than 32"),
+        (DEEP, None, "bad-request", "deeper than 32"),
+        (b'{"id":8,"op":"watch","type":"_t._tcp","wiat":1}', 8, "bad-request", "unknown field 'wiat'"),
+        (b'{"id":9,"op":"frobnicate"}', 9, "bad-op", "unknown op"),
+        (b'{"id":10,"op":"register","name":"a","type":"_t._tcp","port":true}', 10, "bad-request", "'port' must be an integer"),
+        (b'{"id":11,"op":"unwatch"}', 11, "bad-request", "missing field 'type'"),
+        (b"garbage", None, "bad-request", "not JSON"),
+        (b"\xff\xfe", None, "bad-request", "not UTF-8"),
+        (b"[1,2]", None, "bad-request", "JSON object"),
+        (b'{"id": 5}', 5, "bad-request", "missing field 'op'"),
+        (b'{"id": {}, "op": "hello"}', None, "bad-request", "id must be"),
+    ],
+)
+def test_a_bad_request_is_answered_and_the_connection_and_its_registrations_stay(
+        daemons, stype, payload, id_, code, needle) -> None:
+    """Each request is checked against the one declared schema (discovery/schema.py) before any
+    handler runs: the error names the field, carries the request's id, and the connection goes on."""
+    a = daemons("ha", "--no-mdns")
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(a.socket)
+    f = s.makefile("rwb")
+
+    def ask(line: bytes) -> dict:
+        f.write(line + b"\n")
+        f.flush()
+        return json.loads(f.readline())
+
+    try:
+        assert ask(json.dumps({"id": 0, "op": "register", "name": "mine", "type": stype, "port": 1}).encode())["ok"]
+        r = ask(payload)
+        assert r["ok"] is False and r["id"] == id_ and r["error"]["code"] == code and needle in r["error"]["message"], r
+        # the same connection still works, and still holds its registration
+        r = ask(json.dumps({"id": "after", "op": "lookup", "type": stype, "wait": 0}).encode())
+        assert r["id"] == "after" and [x["name"] for x in r["services"]] == ["mine"], r
+        assert [x["name"] for x in json.loads(a.cli("lookup", stype, "--json", "--wait", "0").stdout)] == ["mine"]
+    finally:
+        s.close()
+    log = a.log.read_text()
+    assert "Traceback" not in log and "#critical" not in log, log
 
 
 def test_a_watcher_that_never_reads_is_dropped_and_the_daemon_keeps_serving(daemons, stype) -> None:
@@ -293,7 +344,8 @@ def test_unknown_op_and_bad_fields_keep_the_connection(daemons) -> None:
     s.connect(a.socket)
     f = s.makefile("rwb")
     for req, code in [({"op": "frobnicate"}, "bad-op"), ({"op": "register", "name": "x"}, "bad-request"),
-                      ({"op": "register", "name": "x", "type": "_a._tcp", "port": "80"}, "bad-port"),
+                      ({"op": "register", "name": "x", "type": "_a._tcp", "port": "80"}, "bad-request"),
+                      ({"op": "register", "name": "x", "type": "_a._tcp", "port": 70000}, "bad-port"),
                       ({"op": "lookup", "type": "_a._tcp", "wait": 1e9}, "bad-request")]:
         f.write(json.dumps({"id": 9, **req}).encode() + b"\n")
         f.flush()

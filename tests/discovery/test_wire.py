@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from discovery.wire import Invalid, LineDecoder, Message, encode, error, ok
+from discovery.wire import MAX_DEPTH, Invalid, LineDecoder, LineSplitter, Message, encode, error, nesting_depth, ok
 
 REQS = [{"id": 1, "op": "hello"}, {"id": "x", "op": "lookup", "type": "_kv._tcp", "name": "é"}, {"op": "list"}]
 STREAM = b"".join(encode(r) for r in REQS)
@@ -42,15 +43,46 @@ def test_oversized_line_fails_before_its_newline() -> None:
     d = LineDecoder(max_line=100)
     assert d.receive_data(b"x" * 100) == []
     [inv] = d.receive_data(b"x")
-    assert isinstance(inv, Invalid) and "longer than 100" in inv.message
+    assert isinstance(inv, Invalid) and "longer than 100" in inv.message and inv.fatal
     assert d.failed and d.receive_data(encode({"op": "hello"})) == []
 
 
-def test_bad_request_keeps_the_id_for_the_error_reply() -> None:
-    [m, inv] = LineDecoder().receive_data(b'{"op":"hello"}\n{"id": 7, "op": 3}\n{"op":"list"}\n')
-    assert m == Message({"op": "hello"}) and inv == Invalid("request has no 'op' string", 7)
+def test_a_bad_request_keeps_its_id_and_the_stream_goes_on() -> None:
+    [m, inv, m2] = LineDecoder().receive_data(b'{"op":"hello"}\n{"id": 7, "op": 3}\n{"op":"list"}\n')
+    assert m == Message({"op": "hello"}) and m2 == Message({"op": "list"})
+    assert inv == Invalid("field 'op' must be a string, not a number", 7)
     [inv] = LineDecoder().receive_data(b'{"id": true, "op": "x"}\n')
-    assert "id must be" in inv.message
+    assert "id must be" in inv.message and inv.id is None and not inv.fatal
+    [inv, m] = LineDecoder().receive_data(b'{"id": 3, "op": "nope"}\n{"op":"hello"}\n')
+    assert inv == Invalid("unknown op 'nope'", 3, "bad-op") and m == Message({"op": "hello"})
+
+
+@pytest.mark.parametrize("depth", [1000, 100_000])
+def test_deep_nesting_is_refused_before_parsing(depth) -> None:
+    line = b'{"id": 4, "op": "lookup", "type": "_a._tcp", "name": ' + b"[" * depth + b"]" * depth + b"}\n"
+    [inv] = LineDecoder(max_line=len(line)).receive_data(line)
+    assert inv == Invalid(f"request nests arrays or objects deeper than {MAX_DEPTH} levels")
+
+
+def test_nesting_depth_ignores_brackets_in_strings() -> None:
+    assert nesting_depth(b'["' + b"[" * 50 + b'"]') <= MAX_DEPTH
+    assert nesting_depth(b'["\\\\"' + b"[" * 50) > MAX_DEPTH  # the quote after an escaped backslash ends the string
+    assert nesting_depth(b'["\\"' + b"[" * 50) <= MAX_DEPTH  # an escaped quote does not end it
+    assert nesting_depth(b"[" * MAX_DEPTH + b"]" * MAX_DEPTH, limit=MAX_DEPTH) <= MAX_DEPTH
+    assert nesting_depth(b"[{" * 20 + b"}]" * 20, limit=100) == 40
+
+
+def test_line_splitter_reads_lines_of_any_size_in_pieces() -> None:
+    big = b"y" * 3_000_000
+    sp = LineSplitter()
+    out = []
+    for i in range(0, len(big), 4096):
+        out += sp.receive_data(big[i:i + 4096])
+    assert out == []
+    assert sp.receive_data(b"\nab\n\nc") == [big, b"ab", b""]
+    assert sp.receive_data(b"\n") == [b"c"]
+    capped = LineSplitter(max_line=4)
+    assert capped.receive_data(b"abcd\nabcde") == [b"abcd"] and capped.overflow
 
 
 @given(st.binary(max_size=300))
