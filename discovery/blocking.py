@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 import os
 import socket as _socket
+import time
 from typing import Any
 
 from discovery.config import default_socket_path
-from discovery.wire import MAX_LINE, encode
+from discovery.wire import LineSplitter, encode
 
 
 class LookupFailed(Exception):
@@ -25,31 +26,33 @@ def lookup(type: str, name: str | None = None, *, wait: float | None = None,
            socket: str | None = None, timeout: float = 10.0) -> list[dict[str, Any]]:
     """The services of `type` (named `name`) the daemon knows, as it reports them (`name`,
     `host`, `addresses`, `port`, `txt`, `source`); waits up to `wait` seconds for the LAN
-    on a type the daemon is not browsing yet."""
+    on a type the daemon is not browsing yet. The answer may be of any length; `timeout`
+    (plus `wait`) bounds the whole exchange."""
     path = socket or default_socket_path(os.environ, os.getuid())
     request: dict[str, Any] = {"id": 1, "op": "lookup", "type": type}
     if name is not None:
         request["name"] = name
     if wait is not None:
         request["wait"] = wait
+    budget = timeout + (wait or 0.0)
+    deadline = time.monotonic() + budget
     with _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM) as s:
-        s.settimeout(timeout + (wait or 0.0))
+        lines = LineSplitter()  # no length cap: the answer grows with the services known
         try:
+            s.settimeout(budget)
             s.connect(path)
             s.sendall(encode(request))
-            buf = b""
             while True:
-                while b"\n" in buf:
-                    line, _, buf = buf.partition(b"\n")
+                s.settimeout(max(deadline - time.monotonic(), 0.001))
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    raise LookupFailed("discoveryd closed the connection without an answer")
+                for line in lines.receive_data(chunk):
                     reply = _reply(line)
                     if reply is not None:
                         return reply
-                if len(buf) > MAX_LINE:
-                    raise LookupFailed(f"discoveryd sent a line longer than {MAX_LINE} bytes")
-                chunk = s.recv(65536)
-                if not chunk:
-                    raise LookupFailed("discoveryd closed the connection without an answer")
-                buf += chunk
+        except TimeoutError:
+            raise LookupFailed(f"discoveryd did not answer within {budget:g} s") from None
         except OSError as err:
             raise LookupFailed(f"{path}: {err}") from None
 

@@ -40,7 +40,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from discovery.config import default_socket_path
-from discovery.wire import MAX_LINE, encode
+from discovery.wire import LineSplitter, encode
 
 log = Logger(namespace="discovery.client")
 
@@ -113,20 +113,17 @@ class WatchEvent:
 class _LineProtocol(protocol.Protocol):
     def __init__(self, client: DiscoveryClient) -> None:
         self.client = client
-        self._buf = b""
+        self._lines = LineSplitter()  # no length cap: a lookup's answer grows with the services known
 
     def dataReceived(self, data: bytes) -> None:
-        self._buf += data
-        while b"\n" in self._buf:
-            line, self._buf = self._buf.split(b"\n", 1)
+        for line in self._lines.receive_data(data):
             try:
                 msg = json.loads(line)
             except ValueError:
                 log.error("discoveryd sent garbage: {line!r}", line=line[:200])
                 continue
-            self.client._message(msg)
-        if len(self._buf) > 16 * MAX_LINE:
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            if isinstance(msg, dict):
+                self.client._message(msg)
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self.client._lost(self, reason)

@@ -625,3 +625,39 @@ def test_journal_is_compacted_under_churn(daemons, stype) -> None:
     a.start()
     leases = json.loads(a.cli("list", "--json").stdout)["leases"]
     assert [x["name"] for x in leases] == ["stays"]
+
+
+def _hold_many(sock_path: str, stype: str, n: int, pad: int = 1000) -> socket.socket:
+    """One connection holding ``n`` registrations of ``stype`` with ``pad`` bytes of TXT each."""
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(60)
+    s.connect(sock_path)
+    txt = {"pad": "x" * pad}
+    s.sendall(b"".join(json.dumps({"id": i, "op": "register", "name": f"i{i:05}", "type": stype, "port": 1,
+                                   "txt": txt}).encode() + b"\n" for i in range(n)))
+    replies = s.makefile("rb")
+    for _ in range(n):
+        r = json.loads(replies.readline())
+        assert r["ok"] is True, r
+    return s
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lookup_answer_longer_than_the_request_cap_reaches_the_client(daemons, stype) -> None:
+    """3,000 instances of 1 KB make a 3.5 MB answer: the CLI and the client library read it
+    whole (the request side stays capped at 64 KiB a line)."""
+    a = daemons("ha", "--no-mdns")
+    holder = _hold_many(a.socket, stype, 3000)
+    try:
+        out, err, code = await cli(a, "lookup", stype, "--json", "--wait", "0")
+        assert code == 0, err
+        assert len(out) > 3 << 20 and [s["name"] for s in json.loads(out)] == [f"i{i:05}" for i in range(3000)]
+        c = await client.connect(a.socket, reconnect=False)
+        try:
+            recs = await c.lookup(stype, wait=0)
+            assert len(recs) == 3000 and recs[-1].txt == {"pad": "x" * 1000}
+            assert (await c.list())["services"][0]["name"] == "i00000"  # the connection is still good
+        finally:
+            await c.close()
+    finally:
+        holder.close()
