@@ -62,7 +62,12 @@ def _reply(line: bytes) -> list[dict[str, Any]] | None:
         body = json.loads(line)
     except ValueError:
         raise LookupFailed("discoveryd sent a line that is not JSON") from None
-    if not isinstance(body, dict) or body.get("id") != 1:
+    if not isinstance(body, dict):
+        return None
+    if body.get("id") is None and body.get("ok") is False:  # about no request: e.g. a refused connection
+        err = body.get("error") or {}
+        raise LookupFailed(str(err.get("message", "refused")), str(err.get("code", "error")))
+    if body.get("id") != 1:
         return None  # not the answer to our request (an event)
     if not body.get("ok"):
         err = body.get("error") or {}

@@ -405,6 +405,13 @@ class DiscoveryClient:
                 if w.type.lower().rstrip(".").removesuffix(".local") == rec.type.lower():
                     w._event(msg["event"], rec)
             return
+        if msg.get("id") is None and msg.get("ok") is False:
+            # about no request in particular (e.g. the connection is refused): tell every caller
+            err = msg.get("error") or {}
+            pending, self._pending = self._pending, {}
+            for d in pending.values():
+                d.errback(DiscoveryError(err.get("code", "error"), err.get("message", "refused")))
+            return
         d = self._pending.pop(msg.get("id"), None)  # type: ignore[arg-type]
         if d is None:
             return

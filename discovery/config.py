@@ -129,6 +129,10 @@ def parse_policy(text: str, uid_of: Callable[[str], int], filename: str = "<poli
         default = "allow"            # or "deny": types not listed below
         [types]
         "_x11._tcp" = ["alice", 1000]   # user names or uids allowed to register this type
+        [limits]                        # per uid other than root; defaults shown
+        registrations-per-uid = 256
+        connections-per-uid = 128
+        connections = 512               # over all uids
 
     Root may always register.
     """
@@ -155,7 +159,21 @@ def parse_policy(text: str, uid_of: Callable[[str], int], filename: str = "<poli
             else:
                 raise ConfigError(f"{filename}: bad user {u!r}")
         rules[normalize_type(type_).lower()] = frozenset(uids)
-    return Policy(rules, default == "allow")
+    limits = d.get("limits", {})
+    if not isinstance(limits, dict) or set(limits) - set(LIMITS):
+        raise ConfigError(f"{filename}: [limits] takes {', '.join(LIMITS)}")
+    for key, value in limits.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{filename}: limits.{key} must be a positive integer")
+    return Policy(rules, default == "allow", **{LIMITS[k]: v for k, v in limits.items()})
+
+
+#: The policy file's ``[limits]`` keys and the ``Policy`` fields they set.
+LIMITS = {
+    "registrations-per-uid": "max_registrations_per_uid",
+    "connections-per-uid": "max_connections_per_uid",
+    "connections": "max_connections",
+}
 
 
 def default_socket_path(env: Mapping[str, str], uid: int) -> str:

@@ -64,6 +64,8 @@ COMPACT_AFTER = 1000  # journal lines before a rewrite is considered
 #: buffer for it are full; past this it is disconnected (its client library reconnects and
 #: re-subscribes, and is told what changed in between).
 MAX_UNREAD = 4 << 20
+#: s a refused connection is kept half-closed for its client to read why
+REFUSED_LINGER = 2.0
 
 
 @dataclass
@@ -110,12 +112,23 @@ class APIProtocol(protocol.Protocol):
         self.pid = self.uid = self.gid = -1
         self.closed = False
         self.unread: int | None = None  # bytes sent since the output backed up, else None
+        self._linger: Any = None
 
     def connectionMade(self) -> None:
         try:
             self.pid, self.uid, self.gid = peer_credentials(self.transport.getHandle())  # type: ignore[union-attr]
         except OSError:
             self.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        refusal = self.daemon.admit(self)
+        if refusal is not None:
+            # The reason, then end of file; what the client had already sent is read and dropped
+            # until it closes (closing with it unread would reset the connection and lose the
+            # reason), for REFUSED_LINGER seconds at most.
+            self.closed = True
+            self.transport.write(wire.error(None, refusal.code, refusal.message))  # type: ignore[union-attr]
+            self.transport.loseWriteConnection()  # type: ignore[union-attr]
+            self._linger = self.daemon.reactor.callLater(REFUSED_LINGER, self.transport.abortConnection)  # type: ignore[union-attr]
             return
         self.daemon.connections[self.conn_id] = self
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
@@ -177,7 +190,10 @@ class APIProtocol(protocol.Protocol):
 
     def connectionLost(self, reason: Any = None) -> None:
         self.closed = True
-        self.daemon.connections.pop(self.conn_id, None)
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
+        if self.daemon.connections.pop(self.conn_id, None) is not None:
+            self.daemon.refused_uids.discard(self.uid)
         self.daemon.apply(self.daemon.registry.connection_lost(self.conn_id))
 
 
@@ -204,6 +220,8 @@ class Daemon:
         self._expiry: Any = None
         self._port: Any = None
         self._browse_started: dict[str, defer.Deferred[None]] = {}
+        #: uids refused a connection since one of theirs last closed (logged once meanwhile)
+        self.refused_uids: set[int] = set()
 
     # -- start and stop ------------------------------------------------------------------
 
@@ -267,6 +285,16 @@ class Daemon:
             self._journal = None
         if self._expiry is not None and self._expiry.active():
             self._expiry.cancel()
+
+    def admit(self, conn: APIProtocol) -> RegistryError | None:
+        """Why a new API connection is refused (the policy's connection limits), or None."""
+        of_uid = sum(1 for c in self.connections.values() if c.uid == conn.uid)
+        refusal = self.registry.policy.connection_refusal(conn.uid, len(self.connections), of_uid)
+        if refusal is not None and conn.uid not in self.refused_uids:
+            self.refused_uids.add(conn.uid)
+            log.warn("refusing connections from uid {uid} (pid {pid}): {msg}", uid=conn.uid, pid=conn.pid,
+                     msg=refusal.message)
+        return refusal
 
     # -- effects -----------------------------------------------------------------------------
 

@@ -245,6 +245,11 @@ class Policy:
 
     rules: Mapping[str, frozenset[int]] = field(default_factory=dict)
     default_allow: bool = True
+    #: Limits on what one uid may hold (root is exempt, as from the rules): registrations
+    #: (client and on-demand ones), connections to the API, and connections over all uids.
+    max_registrations_per_uid: int = 256
+    max_connections_per_uid: int = 128
+    max_connections: int = 512
 
     def allows(self, uid: int, type_: str) -> bool:
         if uid == ROOT_UID:
@@ -253,6 +258,19 @@ class Policy:
         if allowed is None:
             return self.default_allow
         return uid in allowed
+
+    def connection_refusal(self, uid: int, total: int, of_uid: int) -> RegistryError | None:
+        """Whether one more API connection from ``uid`` is refused, given ``total`` open now,
+        ``of_uid`` of them that uid's."""
+        if uid == ROOT_UID:
+            return None
+        if of_uid >= self.max_connections_per_uid:
+            return RegistryError("too-many-connections", f"uid {uid} already has {of_uid} connections to discoveryd "
+                                 f"([limits] connections-per-uid = {self.max_connections_per_uid} in the policy file)")
+        if total >= self.max_connections:
+            return RegistryError("too-many-connections", f"discoveryd already serves {total} connections "
+                                 f"([limits] connections = {self.max_connections} in the policy file)")
+        return None
 
 
 # --- the registry --------------------------------------------------------------------------
@@ -292,15 +310,27 @@ class Registry:
         self._watches: dict[Hashable, set[str]] = {}
         self.last_static_errors: list[str] = []
         self._by_type: dict[str, set[Key]] = {}  # type -> keys, local and remote: lookups stay O(answer)
+        self._held_by_uid: dict[int, int] = {}
 
     def _set_local(self, key: Key, entry: _Entry) -> None:
+        if key not in self._local:
+            uid = entry.owner.uid
+            self._held_by_uid[uid] = self._held_by_uid.get(uid, 0) + 1
         self._local[key] = entry
         self._by_type.setdefault(key[1], set()).add(key)
 
     def _pop_local(self, key: Key) -> _Entry:
         entry = self._local.pop(key)
         self._unindex(key)
+        uid = entry.owner.uid
+        self._held_by_uid[uid] -= 1
+        if not self._held_by_uid[uid]:
+            del self._held_by_uid[uid]
         return entry
+
+    def held_by(self, uid: int) -> int:
+        """How many registrations ``uid`` holds (client and on-demand; static ones are root's)."""
+        return self._held_by_uid.get(uid, 0)
 
     def _unindex(self, key: Key) -> None:
         if key in self._local or key in self._remote:
@@ -378,6 +408,13 @@ class Registry:
             effects.append(Publish(service))
             effects.extend(self._notify(Updated(service)))
         else:
+            limit = self.policy.max_registrations_per_uid
+            if owner.uid != ROOT_UID and self.held_by(owner.uid) >= limit:
+                raise RegistryError(
+                    "too-many-registrations",
+                    f"uid {owner.uid} already holds {limit} registrations "
+                    f"([limits] registrations-per-uid = {limit} in the policy file)",
+                )
             self._set_local(key, entry)
             self._leases.pop(key, None)
             effects.append(Publish(service))

@@ -51,3 +51,32 @@ def test_socket_path_order() -> None:
     assert default_socket_path({"XDG_RUNTIME_DIR": "/run/user/1/"}, 1) == "/run/user/1/discovery.sock"
     assert default_socket_path({}, 0) == "/run/discovery.sock"
     assert default_socket_path({}, 1000) == "/tmp/discovery-1000.sock"
+
+
+def test_policy_limits() -> None:
+    from discovery.registry import Owner, Registry, RegistryError
+
+    p = parse_policy("[limits]\nregistrations-per-uid = 2\nconnections-per-uid = 3\nconnections = 10\n", USERS.__getitem__)
+    assert (p.max_registrations_per_uid, p.max_connections_per_uid, p.max_connections) == (2, 3, 10)
+    d = parse_policy("", USERS.__getitem__)
+    assert (d.max_registrations_per_uid, d.max_connections_per_uid, d.max_connections) == (256, 128, 512)
+    for bad in ("[limits]\nregistrations-per-uid = 0\n", "[limits]\nconnections = true\n", "[limits]\nsockets = 3\n",
+                "limits = 3\n"):
+        with pytest.raises(ConfigError, match="limits"):
+            parse_policy(bad, USERS.__getitem__)
+    assert p.connection_refusal(1000, 9, 2) is None and p.connection_refusal(0, 99, 99) is None
+    assert p.connection_refusal(1000, 9, 3).code == "too-many-connections"  # type: ignore[union-attr]
+    assert "connections = 10" in p.connection_refusal(1000, 10, 0).message  # type: ignore[union-attr]
+
+    reg = Registry("h", policy=p)
+    alice = Owner("c1", 1000, 1)
+    reg.register(alice, "a", "_a._tcp", 1)
+    reg.register(alice, "a", "_a._tcp", 2)  # an update is not one more
+    reg.register(Owner("c2", 1000, 2), "b", "_a._tcp", 1)
+    with pytest.raises(RegistryError) as e:
+        reg.register(alice, "c", "_a._tcp", 1)
+    assert e.value.code == "too-many-registrations" and "registrations-per-uid = 2" in e.value.message
+    reg.register(Owner("r", 0, 3), "c", "_a._tcp", 1)  # root is not limited
+    reg.connection_lost("c2")
+    reg.register(alice, "d", "_a._tcp", 1)  # a lost connection gives its registrations back
+    assert reg.held_by(1000) == 2 and reg.held_by(0) == 1

@@ -661,3 +661,102 @@ async def test_a_lookup_answer_longer_than_the_request_cap_reaches_the_client(da
             await c.close()
     finally:
         holder.close()
+
+
+AS_UID = r"""
+import json, os, socket, sys
+path, uid, n, reqs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
+os.setgid(uid); os.setuid(uid)
+conns = []
+for i in range(n):
+    s = socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(path); f = s.makefile("rwb")
+    conns.append(f)
+    f.write(b'{"id": "hello", "op": "hello"}\n'); f.flush()
+    reply = json.loads(f.readline())
+    eof = f.readline() == b"" if not reply["ok"] else False
+    print(json.dumps({"conn": i, "reply": reply, "eof": eof}), flush=True)
+for i, req in enumerate(reqs):
+    conns[0].write(json.dumps({"id": i, **req}).encode() + b"\n"); conns[0].flush()
+    print(json.dumps({"conn": 0, "reply": json.loads(conns[0].readline())}), flush=True)
+print(json.dumps("holding"), flush=True)
+sys.stdin.readline()
+"""
+
+
+def _as_uid(path: str, uid: int, conns: int, reqs: list[dict]) -> tuple[subprocess.Popen, list]:
+    """Run AS_UID as ``uid``: ``conns`` connections, then ``reqs`` on the first; returns the process
+    (holding its connections until its stdin closes) and what it printed until then."""
+    p = subprocess.Popen([sys.executable, "-c", AS_UID, path, str(uid), str(conns), json.dumps(reqs)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    out = []
+    while (line := json.loads(p.stdout.readline())) != "holding":
+        out.append(line)
+    return p, out
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to act as other uids (SO_PEERCRED ownership)")
+def test_registrations_and_connections_are_capped_per_uid_with_clear_errors(daemons, stype, base_dir) -> None:
+    policy = base_dir / "policy.toml"
+    policy.write_text("[limits]\nregistrations-per-uid = 5\nconnections-per-uid = 3\nconnections = 4\n")
+    a = daemons("ha", "--no-mdns", "--policy", str(policy))
+    regs = [{"op": "register", "name": f"r{i}", "type": stype, "port": 1} for i in range(6)]
+    held: list[subprocess.Popen] = []
+    try:
+        p, out = _as_uid(a.socket, 65534, 4, [*regs, {"op": "hello"}])
+        held.append(p)
+        hellos, replies = out[:4], [o["reply"] for o in out[4:]]
+        assert [h["reply"]["ok"] for h in hellos] == [True, True, True, False]
+        refused = hellos[3]
+        assert refused["eof"] and refused["reply"]["id"] is None
+        assert refused["reply"]["error"]["code"] == "too-many-connections"
+        assert "uid 65534 already has 3 connections" in refused["reply"]["error"]["message"]
+        assert "connections-per-uid = 3" in refused["reply"]["error"]["message"]
+        assert [r["ok"] for r in replies] == [True] * 5 + [False, True]  # the connection stays
+        assert replies[5]["error"]["code"] == "too-many-registrations"
+        assert "uid 65534 already holds 5 registrations" in replies[5]["error"]["message"]
+        # a second uid: one connection fits under the total of 4, the next does not
+        p2, out2 = _as_uid(a.socket, 65533, 2, [])
+        held.append(p2)
+        assert out2[0]["reply"]["ok"] is True and out2[1]["reply"]["error"]["code"] == "too-many-connections"
+        assert "already serves 4 connections" in out2[1]["reply"]["error"]["message"]
+        # root is not limited; the CLI says why it was refused
+        assert a.cli("lookup", stype, "--wait", "0").returncode == 0
+        assert sorted(s["name"] for s in json.loads(a.cli("lookup", stype, "--json", "--wait", "0").stdout)) == \
+            [f"r{i}" for i in range(5)]
+        log = a.log.read_text()
+        assert log.count("refusing connections from uid 65534") == 1, log
+        # once the first uid's connections close, its registrations go and it may connect again
+        p.stdin.close()
+        p.wait(10)
+        deadline = time.monotonic() + 10
+        while json.loads(a.cli("lookup", stype, "--json", "--wait", "0").stdout):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        p3, out3 = _as_uid(a.socket, 65534, 1, regs[:1])
+        held.append(p3)
+        assert [o["reply"]["ok"] for o in out3] == [True, True]
+    finally:
+        for h in held:
+            h.kill()
+            h.wait()
+
+
+def test_a_refused_connection_is_a_clear_error_for_the_client(daemons, base_dir) -> None:
+    """With a limit of 1 connection in all, a second uid's lookup (discovery.blocking, as
+    `xproxy run` makes it) is refused with the daemon's reason. (Root is exempt, so the client
+    runs as another uid; the venv's CLI cannot, its interpreter lives under /root.)"""
+    if os.getuid() != 0:
+        pytest.skip("needs root to act as another uid")
+    policy = base_dir / "policy.toml"
+    policy.write_text("[limits]\nconnections = 1\n")
+    a = daemons("ha", "--no-mdns", "--policy", str(policy))
+    p, out = _as_uid(a.socket, 65534, 1, [])
+    try:
+        assert out[0]["reply"]["ok"] is True
+        code = ("import os, sys; from discovery.blocking import lookup, LookupFailed; os.setgid(65533); os.setuid(65533)\n"
+                "try: lookup('_a._tcp', socket=sys.argv[1])\nexcept LookupFailed as e: print(e.code, e)")
+        r = subprocess.run([sys.executable, "-c", code, a.socket], capture_output=True, text=True, timeout=20, check=True)
+        assert r.stdout.startswith("too-many-connections discoveryd already serves 1 connections"), r
+    finally:
+        p.kill()
+        p.wait()
