@@ -228,6 +228,25 @@ async def _cmd_register(reactor: Any, client: Any, args: argparse.Namespace) -> 
     elif not args.cmd:
         print(f"registered {reg.name}.{reg.type} port {reg.port}; Ctrl-C withdraws it", flush=True)
     done: defer.Deferred[int] = defer.Deferred()
+    lost: list[Any] = []  # the DiscoveryError, once the name is lost
+    child: Any = None
+
+    def on_lost(err: Any) -> None:
+        lost.append(err)
+        what = f"; stopping {args.cmd[0]}" if args.cmd else ""
+        if args.json:
+            print(json.dumps({"lost": {"name": reg.name, "type": reg.type, "code": err.code,
+                                       "message": err.message}}), flush=True)
+        print(f"discovery: {reg.name}.{reg.type} is no longer registered: {err.message}{what}",
+              file=sys.stderr, flush=True)
+        if child is None:
+            if not done.called:
+                done.callback(LOST_EXIT)
+            return
+        child.signal("TERM")
+        reactor.callLater(STOP_TIMEOUT, child.signal, "KILL")
+
+    reg.lost.addCallback(on_lost)
     if not args.cmd:
         # hold the registration until we are told to stop
         reactor.addSystemEventTrigger("before", "shutdown", lambda: done.called or done.callback(0))
@@ -235,10 +254,14 @@ async def _cmd_register(reactor: Any, client: Any, args: argparse.Namespace) -> 
         return await done
 
     class Child(protocol.ProcessProtocol):
+        def signal(self, name: str) -> None:
+            if self.transport is not None and self.transport.pid is not None:  # type: ignore[attr-defined]
+                self.transport.signalProcess(name)
+
         def processEnded(self, reason: Any) -> None:
             v = reason.value
             code = v.exitCode if v.exitCode is not None else 128 + (v.signal or 0)
-            done.callback(code)
+            done.callback(LOST_EXIT if lost else code)
 
     child = Child()
     try:
@@ -254,6 +277,12 @@ async def _cmd_register(reactor: Any, client: Any, args: argparse.Namespace) -> 
         signal.signal(s, forward)
     # the registration lives exactly as long as the command: our exit closes the connection
     return await done
+
+
+#: `discovery register`'s exit status when its name is lost (to a conflict on the network)
+LOST_EXIT = 69  # EX_UNAVAILABLE (sysexits.h)
+#: s the command has to exit after SIGTERM, once the name is lost, before SIGKILL
+STOP_TIMEOUT = 10.0
 
 
 async def _cmd_withdraw(reactor: Any, client: Any, args: argparse.Namespace) -> int:

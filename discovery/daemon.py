@@ -328,11 +328,17 @@ class Daemon:
         if found is None:
             return
         log.warn("{msg}", msg=message)
-        owner_pid = found[0].owner_pid
+        owner = self.registry.owner(service.name, service.type)
         self.apply(self.registry.withdraw(Owner(None, ROOT_UID), service.name, service.type))
-        for conn in self.connections.values():
-            if conn.pid == owner_pid:
-                conn.send(wire.encode({"event": "conflict", "service": service.to_json(), "message": message}))
+        event = wire.encode({"event": "conflict", "service": service.to_json(), "message": message})
+        if owner is not None and owner.conn is not None:
+            conn = self.connections.get(owner.conn)  # type: ignore[call-overload]
+            if conn is not None:
+                conn.send(event)
+            return
+        for conn in self.connections.values():  # a daemon-held (on-demand) name: whoever registered it
+            if conn.pid == found[0].owner_pid:
+                conn.send(event)
 
     # -- journal -------------------------------------------------------------------------------
 

@@ -599,6 +599,11 @@ class Registry:
         e = self._local.get(service_key(name, type_))
         return (e.service, e.extra) if e else None
 
+    def owner(self, name: str, type_: str) -> Owner | None:
+        """Who holds a local registration (its connection, uid and pid)."""
+        e = self._local.get(service_key(name, type_))
+        return e.owner if e else None
+
     def local_services(self) -> list[Service]:
         return [e.service for e in self._local.values()]
 

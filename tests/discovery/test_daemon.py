@@ -760,3 +760,40 @@ def test_a_refused_connection_is_a_clear_error_for_the_client(daemons, base_dir)
     finally:
         p.kill()
         p.wait()
+
+
+CHILD = r"""
+import signal, sys, time
+out = sys.argv[1]
+def term(*_):
+    open(out, "a").write("SIGTERM\n")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, term)
+open(out, "a").write("started\n")
+time.sleep(60)
+open(out, "a").write("slept\n")
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_cli_register_says_its_name_is_lost_stops_the_command_and_fails(daemons, stype, base_dir) -> None:
+    """`discovery register NAME -- CMD` whose name another host already holds: the daemon's
+    conflict event reaches the CLI, which says so, stops CMD with SIGTERM and exits 69."""
+    a, b = daemons("ha"), daemons("hb")
+    first = await client.register("dup", stype, 1000, socket=a.socket)
+    await eventually(lambda: _async_true(client_lookup_records(b, stype)))
+    await sleep(2.0)  # let ha finish probing and announcing: it is the established owner
+    out = base_dir / "child.out"
+    child = base_dir / "child.py"
+    child.write_text(CHILD)
+    stdout, stderr, code = await cli(b, "register", "--name", "dup", "--type", stype, "--port", "2000", "--json",
+                                     "--", sys.executable, str(child), str(out))
+    lines = [json.loads(x) for x in stdout.decode().splitlines()]
+    assert code == 69, (code, stderr)
+    assert lines[0]["registered"]["name"] == "dup"
+    assert lines[1]["lost"]["code"] == "conflict" and "in use on the network" in lines[1]["lost"]["message"]
+    assert b"dup." + stype.encode() + b" is no longer registered" in stderr and b"; stopping" in stderr, stderr
+    assert out.read_text().splitlines() == ["started", "SIGTERM"]
+    recs = await client.lookup(stype, wait=0, socket=a.socket)
+    assert [(r.name, r.port, r.source) for r in recs] == [("dup", 1000, "local")]
+    await first.withdraw()
