@@ -33,7 +33,7 @@ from discovery.config import (
 )
 from discovery.etcd import EtcdAdapter
 from discovery.etcdkeys import EtcdConfig
-from discovery.mdns import MdnsAdapter, Timing
+from discovery.mdns import MdnsAdapter, Timing, make_info
 from discovery.registry import (
     ETCD,
     LOCAL,
@@ -48,6 +48,7 @@ from discovery.registry import (
     Publish,
     Registry,
     RegistryError,
+    Retract,
     Service,
     Unpublish,
     replay,
@@ -314,6 +315,8 @@ class Daemon:
                     svc = self.on_demand.pop(eff.service.key, None)
                     if svc:
                         svc.close()
+            elif isinstance(eff, Retract):
+                self._retract(eff.service)
             elif isinstance(eff, Notify):
                 conn = self.connections.get(eff.watcher)  # type: ignore[arg-type]
                 if conn is not None:
@@ -321,6 +324,19 @@ class Daemon:
                     conn.send(wire.encode({"event": ev.kind, "watch": ev.service.type, "service": ev.service.to_json()}))
             elif isinstance(eff, Journal):
                 self._journal_write(eff.record)
+
+    def _retract(self, service: Service, again: bool = True) -> None:
+        """mDNS goodbyes (TTL 0) for a name an earlier run of the daemon published, now
+        dropped: at once, and once more a second later (as for any goodbye, one repeat covers
+        a lost datagram) unless the name has been registered again meanwhile."""
+        if self.mdns is None or self.mdns.azc is None or self.registry.local(service.name, service.type):
+            return
+        zc = self.mdns.azc.zeroconf
+        zc.async_send(zc.generate_service_broadcast(make_info(service, self.mdns.server), 0, broadcast_addresses=False))
+        if again:
+            log.info("{name}.{type}, kept for its owner since the restart, is dropped: goodbye sent",
+                     name=service.name, type=service.type)
+            self.reactor.callLater(1.0, self._retract, service, False)
 
     def _conflict(self, service: Service, message: str) -> None:
         """Another host holds the name: drop our claim and tell the owner."""

@@ -217,6 +217,14 @@ class Unpublish:
 
 
 @dataclass(frozen=True)
+class Retract:
+    """Take back from the LAN a service that an earlier run of the daemon published (a lease
+    dropped after a restart): other hosts may still hold its records (mDNS goodbye)."""
+
+    service: Service
+
+
+@dataclass(frozen=True)
 class Notify:
     watcher: Hashable
     event: Event
@@ -229,7 +237,7 @@ class Journal:
     record: Mapping[str, Any]
 
 
-Effect = Publish | Unpublish | Notify | Journal
+Effect = Publish | Unpublish | Retract | Notify | Journal
 
 
 # --- policy --------------------------------------------------------------------------------
@@ -432,7 +440,7 @@ class Registry:
             lease = self._leases.get(key)
             if lease is not None and requester.uid in (lease.uid, ROOT_UID):
                 self._leases.pop(key)
-                return [Journal({"op": "remove", "name": lease.record["name"], "type": lease.record["type"]})]
+                return self._drop_lease(lease)
             raise RegistryError("not-found", f"{name}.{normalize_type(type_)} is not registered here")
         if requester.uid not in (entry.owner.uid, ROOT_UID):
             raise RegistryError(
@@ -516,8 +524,17 @@ class Registry:
         for key, lease in list(self._leases.items()):
             if lease.until <= now:
                 del self._leases[key]
-                effects.append(Journal({"op": "remove", "name": lease.record["name"], "type": lease.record["type"]}))
+                effects.extend(self._drop_lease(lease))
         return effects
+
+    def _drop_lease(self, lease: _Lease) -> list[Effect]:
+        rec = lease.record
+        effects: list[Effect] = [Journal({"op": "remove", "name": rec["name"], "type": rec["type"]})]
+        try:
+            service = replace(Service.from_json(rec), host=self.host, addresses=self.addresses)
+        except (KeyError, TypeError, ValueError):
+            return effects  # a record too damaged to name what was published
+        return [Retract(service), *effects]
 
     def next_expiry(self) -> float | None:
         return min((lease.until for lease in self._leases.values()), default=None)

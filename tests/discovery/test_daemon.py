@@ -797,3 +797,32 @@ async def test_cli_register_says_its_name_is_lost_stops_the_command_and_fails(da
     recs = await client.lookup(stype, wait=0, socket=a.socket)
     assert [(r.name, r.port, r.source) for r in recs] == [("dup", 1000, "local")]
     await first.withdraw()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lease_dropped_after_a_restart_sends_goodbyes(daemons, stype) -> None:
+    """A daemon killed with a registration standing keeps the name for its owner for --grace
+    seconds after its restart; when the owner does not come back, another host sees the name
+    go at once (goodbye), not when its cached records expire (75 min for the PTR)."""
+    a, b = daemons("ha", "--grace", "8"), daemons("hb")
+    w = client.watch(stype, socket=b.socket)
+    await w.ready
+    holder = subprocess.Popen([DISCOVERY, "--socket", a.socket, "register", "--name", "held", "--type", stype,
+                               "--port", "7000", "--json", "--", "sleep", "60"], stdout=subprocess.PIPE)
+    try:
+        ev = await w.next_event(timeout=10)
+        assert (ev.kind, ev.service.name, ev.service.host) == ("added", "held", "ha")
+        a.stop(signal.SIGKILL)  # no goodbye from the daemon itself
+        holder.kill()  # and the owner does not come back
+        holder.wait()
+        a.start()
+        assert [x["name"] for x in json.loads(a.cli("list", "--json").stdout)["leases"]] == ["held"]
+        assert [r.name for r in client_lookup_records(b, stype)] == ["held"]  # still known elsewhere
+        ev = await w.next_event(timeout=30)
+        assert (ev.kind, ev.service.name) == ("removed", "held")
+        assert json.loads(a.cli("list", "--json").stdout)["leases"] == []
+        assert "held." + stype + ", kept for its owner since the restart, is dropped: goodbye sent" in a.log.read_text()
+    finally:
+        holder.kill()
+        holder.wait()
+        await w.close()
