@@ -394,11 +394,12 @@ class DiscoveryClient:
 
     def _message(self, msg: dict[str, Any]) -> None:
         if "event" in msg:
-            if msg["event"] == "conflict":
+            if msg["event"] in ("conflict", "lost"):  # a registration of ours is gone
                 rec = ServiceRecord.from_json(msg["service"])
+                err = msg.get("error") or {"code": "conflict", "message": msg.get("message", "name in use on the network")}
                 for reg in list(self._registrations):
                     if (reg.name.lower(), reg.type.lower()) == rec.key:
-                        reg._fail(DiscoveryError("conflict", msg.get("message", "name in use on the network")))
+                        reg._fail(DiscoveryError(err.get("code", "lost"), err.get("message", "registration lost")))
                 return
             rec = ServiceRecord.from_json(msg["service"])
             for w in list(self._watches):

@@ -574,7 +574,14 @@ class Daemon:
         return {"service": service.to_json()}
 
     def op_withdraw(self, conn: APIProtocol, req: dict[str, Any]) -> dict[str, Any]:
+        owner = self.registry.owner(req["name"], req["type"])
+        found = self.registry.local(req["name"], req["type"])
         self.apply(self.registry.withdraw(conn.owner, req["name"], req["type"]))
+        holder = self.connections.get(owner.conn) if owner is not None else None  # type: ignore[call-overload]
+        if holder is not None and holder is not conn and found is not None:
+            # withdrawn from another connection (root, or the same uid): its holder must know
+            holder.send(wire.encode({"event": "lost", "service": found[0].to_json(), "error": {
+                "code": "withdrawn", "message": f"withdrawn by uid {conn.uid} (pid {conn.pid})"}}))
         return {}
 
     def _ensure_browsing(self, type_: str, wait: float) -> defer.Deferred[None] | None:

@@ -826,3 +826,31 @@ async def test_a_lease_dropped_after_a_restart_sends_goodbyes(daemons, stype) ->
         holder.kill()
         holder.wait()
         await w.close()
+
+
+def test_cli_register_stops_when_its_name_is_withdrawn_elsewhere(daemons, stype, base_dir) -> None:
+    """Root (or the same uid) withdrawing a name from another connection: the holder is told
+    (a `lost` event), and `discovery register -- CMD` stops CMD and exits 69."""
+    a = daemons("ha", "--no-mdns")
+    out = base_dir / "child.out"
+    child = base_dir / "child.py"
+    child.write_text(CHILD)
+    reg = subprocess.Popen([DISCOVERY, "--socket", a.socket, "register", "--name", "w", "--type", stype, "--port", "1",
+                            "--json", "--", sys.executable, str(child), str(out)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert b"registered" in reg.stdout.readline()
+        deadline = time.monotonic() + 10
+        while not out.exists() or "started" not in out.read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        r = a.cli("withdraw", "--name", "w", "--type", stype)
+        assert r.returncode == 0, r.stderr
+        assert reg.wait(20) == 69
+        lost = json.loads(reg.stdout.readline())["lost"]
+        assert lost["code"] == "withdrawn" and lost["message"].startswith("withdrawn by uid 0")
+        assert b"is no longer registered: withdrawn by uid 0" in reg.stderr.read()
+        assert out.read_text().splitlines() == ["started", "SIGTERM"]
+    finally:
+        reg.kill()
+        reg.wait()
