@@ -854,3 +854,32 @@ def test_cli_register_stops_when_its_name_is_withdrawn_elsewhere(daemons, stype,
     finally:
         reg.kill()
         reg.wait()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_client_library_reports_a_refused_connection(base_dir) -> None:
+    """A daemon at its connection limit answers with one error line (id null) and closes: the
+    client library raises it as DiscoveryError with the daemon's code and reason, not as a
+    lost connection. (The daemon side is tested with real uids above; root is exempt.)"""
+    path = str(base_dir / "full.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(1)
+    line = b'{"id":null,"ok":false,"error":{"code":"too-many-connections","message":"discoveryd already serves 1 connections"}}\n'
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.sendall(line)
+            conn.shutdown(socket.SHUT_WR)
+            conn.recv(4096)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        with pytest.raises(DiscoveryError) as e:
+            await client.connect(path, reconnect=False)
+        assert e.value.code == "too-many-connections" and "already serves 1" in e.value.message
+    finally:
+        t.join(5)
+        server.close()
