@@ -452,10 +452,8 @@ class LinkAgent:
         self.reconnecting = False
         self.save()
         if self.listening is not None:
-            self.listening.stopListening()
+            self.listening.stopListening()  # the port removes its socket file itself
             self.listening = None
-            if os.path.exists(self.socket_path):
-                os.unlink(self.socket_path)
             pidfile = self.socket_path[: -len(".sock")] + ".pid"
             if os.path.exists(pidfile):
                 os.unlink(pidfile)

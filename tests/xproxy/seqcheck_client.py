@@ -37,7 +37,9 @@ def recv_exactly(s: socket.socket, n: int) -> bytes:
     return out
 
 
-def main() -> int:
+def connect() -> tuple[socket.socket, int, int, int] | None:
+    """A little-endian connection to $DISPLAY with its cookie: (socket, resource-id base,
+    root window, default colormap), or None when the setup failed."""
     display = parse_display(os.environ["DISPLAY"])
     entry = xauthfile.lookup_for_display(display)
     s = socket.socket(socket.AF_UNIX)
@@ -47,13 +49,21 @@ def main() -> int:
     head = recv_exactly(s, 8)
     setup = head + recv_exactly(s, 4 * struct.unpack_from("<H", head, 6)[0])
     if setup[0] != 1:
-        print(json.dumps({"ok": False, "problems": ["setup failed"]}))
-        return 1
+        return None
     base, = struct.unpack_from("<I", setup, 12)
     vendor_len, = struct.unpack_from("<H", setup, 24)
     n_formats = setup[29]
     screen = 40 + vendor_len + (-vendor_len % 4) + 8 * n_formats
     root, cmap = struct.unpack_from("<II", setup, screen)
+    return s, base, root, cmap
+
+
+def main() -> int:
+    connected = connect()
+    if connected is None:
+        print(json.dumps({"ok": False, "problems": ["setup failed"]}))
+        return 1
+    s, base, root, cmap = connected
     window = base | 1
 
     seq = 0

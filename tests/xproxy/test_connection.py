@@ -150,6 +150,36 @@ def test_big_requests_once_enabled(e):
 
 
 @ORDERS
+def test_big_requests_enabled_before_the_query_reply_is_seen(e):
+    """A link agent answers QueryExtension("BIG-REQUESTS") and the Enable from its cache, so
+    the client sends the Enable and a big request before the server's reply to the query
+    reaches this end; the reply then shows the Enable for what it was."""
+    conn = connected(e)
+    huge = wire.big_request(e, 72, b"\x11" * 300_000)
+    stream = (wire.query_extension(e, b"BIG-REQUESTS") + wire.request(e, 140, 1)
+              + wire.request(e, 133, 0) + huge + wire.query_extension(e, b"MIT-SHM"))
+    assert feed_chunks(conn.client_data, stream, [7, 40, 9, 70000, 3]) == stream
+    assert conn.client.seq == 5
+    conn.server_data(wire.query_extension_reply(e, 1, True, 133))
+    assert conn.client.big_requests
+    enable = wire.reply(e, 3, body=struct.pack(e + "I", 100_000))
+    assert conn.server_data(enable) == enable
+    assert conn.client.max_big_request == 400_000
+    assert conn.pending[0][:2] == (5, "QueryExtension")
+    assert conn.client_data(huge[:100]) == huge[:100]  # still framed as big
+
+
+@ORDERS
+@pytest.mark.parametrize("present", [True, False])
+def test_a_big_request_without_the_enable_is_refused_once_the_reply_says_so(e, present):
+    conn = connected(e)
+    conn.client_data(wire.query_extension(e, b"BIG-REQUESTS") + wire.request(e, 140, 0)
+                     + struct.pack(e + "BBHI", 72, 0, 0, 100))
+    with pytest.raises(ClientProtocolError, match="without BIG-REQUESTS"):
+        conn.server_data(wire.query_extension_reply(e, 1, present, 133 if present else 0))
+
+
+@ORDERS
 def test_zero_length_request_without_big_requests_is_refused(e):
     conn = connected(e)
     with pytest.raises(ClientProtocolError, match="BIG-REQUESTS"):

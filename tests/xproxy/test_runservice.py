@@ -144,7 +144,15 @@ def test_an_agent_does_not_linger_out_under_a_run_without_x_connections() -> Non
         assert r.returncode == 0 and "shown" in r.stdout, r.stderr[-2000:]
         pidfiles = glob.glob(os.path.join(lab.app_env["XDG_RUNTIME_DIR"], "xtransparency",
                                           "*.pid"))
+        assert len(pidfiles) == 1, pidfiles
+        with open(pidfiles[0]) as f:
+            pid = int(f.read())
         deadline = time.monotonic() + 10
-        while pidfiles and os.path.exists(pidfiles[0]):
+        while os.path.exists(f"/proc/{pid}"):
             assert time.monotonic() < deadline, "the agent did not linger out"
             time.sleep(0.1)
+        base = pidfiles[0][: -len(".pid")]
+        assert not os.path.exists(pidfiles[0]) and not os.path.exists(base + ".sock")
+        with open(base + ".log") as f:
+            log = f.read()
+        assert "critical" not in log and "Traceback" not in log, log[-2000:]

@@ -169,6 +169,14 @@ class _ClientFramer(StreamFramer):
         self.big_requests = False
         self.bigreq_opcode = -1
         self.max_big_request = DEFAULT_MAX_BIG_REQUEST
+        # A client whose QueryExtension("BIG-REQUESTS") was answered near it (a link agent's
+        # cache) sends the Enable, and big requests, before the server's reply can teach us
+        # the opcode. Until that reply: the sequence number of the query, the first minor-0
+        # request to each extension opcode after it (one may be the Enable), and whether a
+        # request was framed as big on the strength of those.
+        self.bigreq_query = 0
+        self.enable_candidates: dict[int, int] = {}
+        self.big_unconfirmed = False
         self.endian = "<"
         self._u16 = U16["<"]
         self._u32 = U32["<"]
@@ -189,11 +197,32 @@ class _ClientFramer(StreamFramer):
         table[QUERY_EXTENSION] = table[LIST_EXTENSIONS] = HOLD
         if self.bigreq_opcode >= 0:
             table[self.bigreq_opcode] = HOLD
+        elif self.bigreq_query:
+            for op in range(128, 256):  # framed one by one until the opcode is known
+                if not table[op]:
+                    table[op] = COUNT
         return bytes(table)
 
-    def learned_bigreq_opcode(self, opcode: int) -> None:
-        self.bigreq_opcode = opcode
+    def bigreq_answered(self, opcode: int) -> None:
+        """The server's reply to QueryExtension("BIG-REQUESTS"): its major opcode, or -1
+        when absent. An Enable already sent is recognised now; a request framed as big
+        without one was a length of 0 with BIG-REQUESTS off after all."""
+        conn = self.conn
+        candidates, self.enable_candidates = self.enable_candidates, {}
+        self.bigreq_query = 0
+        if opcode >= 0:
+            self.bigreq_opcode = opcode
+        enable = candidates.get(opcode) if opcode >= 0 else None
+        if enable is not None and not self.big_requests:
+            self.big_requests = True
+            # Its reply (the server's maximum) is still to come: replies come in order.
+            at = next((i for i, p in enumerate(conn.pending) if p[0] > enable),
+                      len(conn.pending))
+            conn.pending.insert(at, (enable, "BigReqEnable", ""))
+        unconfirmed, self.big_unconfirmed = self.big_unconfirmed, False
         self._holds = self._hold_table()
+        if unconfirmed and not self.big_requests:
+            raise ClientProtocolError("request of length 0 without BIG-REQUESTS enabled")
 
     def _frame(self, buf, pos, avail):  # type: ignore[no-untyped-def]
         if self.in_setup:
@@ -209,7 +238,10 @@ class _ClientFramer(StreamFramer):
         length = self._u16(buf, pos + 2)[0]
         if length == 0:
             if not self.big_requests:
-                raise ClientProtocolError("request of length 0 without BIG-REQUESTS enabled")
+                if not self.enable_candidates:
+                    raise ClientProtocolError(
+                        "request of length 0 without BIG-REQUESTS enabled")
+                self.big_unconfirmed = True
             if avail < 8:
                 return None
             length = self._u32(buf, pos + 4)[0]
@@ -222,10 +254,12 @@ class _ClientFramer(StreamFramer):
                 )
         self.seq += 1
         hold = self._holds[opcode]
+        if self.bigreq_query and opcode >= 128 and buf[pos + 1] == 0:
+            self.enable_candidates.setdefault(opcode, self.seq)
         if self.tally is not None:
             self.tally.request(opcode, buf[pos + 1], self.seq)
-            if hold == COUNT:
-                hold = PASS
+        if hold == COUNT:
+            hold = PASS
         return length * 4, hold
 
     def _skip(self, data, pos, n):  # type: ignore[no-untyped-def]
@@ -250,6 +284,9 @@ class _ClientFramer(StreamFramer):
             (n,) = struct.unpack_from(self.endian + "H", msg, 4)
             name = msg[8 : 8 + n].decode("latin-1")
             conn.pending.append((self.seq, "QueryExtension", name))
+            if name == "BIG-REQUESTS" and self.bigreq_opcode < 0 and not self.bigreq_query:
+                self.bigreq_query = self.seq
+                self._holds = self._hold_table()
         elif opcode == LIST_EXTENSIONS:
             conn.pending.append((self.seq, "ListExtensions", ""))
         elif opcode == self.bigreq_opcode and msg[1] == 0:
@@ -355,8 +392,8 @@ class _ServerFramer(StreamFramer):
                 conn.extensions[name] = ExtensionInfo(name, msg[9], msg[10], msg[11])
                 if conn.tally is not None:
                     conn.tally.extension(name, msg[9])
-                if name == "BIG-REQUESTS":
-                    conn.client.learned_bigreq_opcode(msg[9])
+            if name == "BIG-REQUESTS" and conn.client.bigreq_opcode < 0:
+                conn.client.bigreq_answered(msg[9] if msg[8] else -1)
             if policy.is_hidden(name):
                 return hide_query_extension_reply(msg)
         elif what == "ListExtensions":
