@@ -33,7 +33,7 @@ from discovery.config import (
 )
 from discovery.etcd import EtcdAdapter
 from discovery.etcdkeys import EtcdConfig
-from discovery.mdns import MdnsAdapter, Timing
+from discovery.mdns import Limits, MdnsAdapter, Timing
 from discovery.registry import (
     ETCD,
     LOCAL,
@@ -76,6 +76,7 @@ class DaemonConfig:
     policy_file: str | None = None
     grace: float = 30.0
     timing: Timing = field(default_factory=Timing)
+    limits: Limits = field(default_factory=Limits)  # what mDNS keeps of other hosts' records
     mdns: bool = True
     etcd: EtcdConfig | None = None
     etcd_wait: float = 2.0  # s the start waits for etcd before serving without it
@@ -215,6 +216,8 @@ class Daemon:
                 on_remove=lambda n, t: self.apply(self.registry.remote_remove(n, t)),
                 on_conflict=self._conflict,
                 timing=cfg.timing,
+                limits=cfg.limits,
+                on_rename=self._renamed,
             )
             await defer.Deferred.fromFuture(asyncio.ensure_future(self.mdns.start()))
         if cfg.etcd is not None:
@@ -303,6 +306,11 @@ class Daemon:
         for conn in self.connections.values():
             if conn.pid == owner_pid:
                 conn.send(wire.encode({"event": "conflict", "service": service.to_json(), "message": message}))
+
+    def _renamed(self, host: str) -> None:
+        """Our host name was another host's on the LAN: carry on under `host` (``hello`` says it)."""
+        self.config.host = host
+        self.apply(self.registry.rename_host(host))
 
     # -- journal -------------------------------------------------------------------------------
 
