@@ -224,6 +224,7 @@ class MdnsAdapter:
         self._said = Throttle(clock, 60.0)  # log lines about other hosts' records
         self._defending: set[str] = set()  # instances (or " addresses") with a defence queued
         self._stale: set[tuple[str, str]] = set()  # (type, instance) to resolve again
+        self._host_probe: asyncio.Task[None] | None = None
         self.azc: AsyncZeroconf | None = None
         self._pubs: dict[str, _Publication] = {}  # key: lower-case fqdn instance name
         self._browsers: dict[str, AsyncServiceBrowser] = {}
@@ -243,6 +244,7 @@ class MdnsAdapter:
         zc = _Zeroconf(self, interfaces=self.interfaces, ip_version=IPVersion.V4Only)
         self.azc = AsyncZeroconf(zc=zc)
         await zc.async_wait_for_start()
+        self._host_probe = self._spawn(self._probe_host())
 
     async def stop(self) -> None:
         """Goodbyes for everything we published, then close."""
@@ -517,8 +519,29 @@ class MdnsAdapter:
     def _own_addresses(self) -> list[bytes]:
         return [socket.inet_aton(a) for a in self.interfaces if _is_v4(a)]
 
+    async def _probe_host(self) -> None:
+        """RFC 6762 §8.1 for the host name: three probes 250 ms apart, then 250 ms of
+        listening. A host that holds the name answers for it if it publishes anything (zeroconf
+        answers address queries for the servers of its services); `_check_host` then renames
+        us. Services are not held back meanwhile: a rename republishes them."""
+        assert self.azc is not None
+        zc = self.azc.zeroconf
+        t = self.timing
+        await asyncio.sleep(random.uniform(0, t.probe_random_delay))
+        for i in range(3):
+            if i:
+                await asyncio.sleep(t.probe_interval)
+            probe = DNSOutgoing(_FLAGS_QR_QUERY)
+            # (type A, not §8.1's ANY: python-zeroconf answers ANY with no address records)
+            probe.add_question(DNSQuestion(self.server, _TYPE_A, _CLASS_IN))
+            for addr in self._own_addresses():
+                probe.authorities.append(DNSAddress(self.server, _TYPE_A, _CLASS_IN | _CLASS_UNIQUE, HOST_TTL, addr))
+            zc.async_send(probe)
+        await asyncio.sleep(t.probe_interval)
+
     def _check_host(self, rec: Any, source: Any) -> None:
-        decision = host_decision(self._own_addresses(), rec.address, probing=False)
+        probing = self._host_probe is not None and not self._host_probe.done()
+        decision = host_decision(self._own_addresses(), rec.address, probing=probing)
         theirs = socket.inet_ntoa(rec.address) if len(rec.address) == 4 else repr(rec.address)
         if decision is Decision.DEFEND:
             self._say(("host", theirs), "mDNS: {source} claims this host's name {name} for {addr}: keeping it "
@@ -551,6 +574,9 @@ class MdnsAdapter:
         for addr in self._own_addresses():  # our addresses no longer carry the old name
             bye.add_answer_at_time(DNSAddress(old, _TYPE_A, _CLASS_IN, 0, addr), 0)
         self.azc.zeroconf.async_send(bye)
+        if self._host_probe is not None:
+            self._host_probe.cancel()
+        self._host_probe = self._spawn(self._probe_host())
         self.on_rename(new)
 
     # -- browsing --------------------------------------------------------------------------

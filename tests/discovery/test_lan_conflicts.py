@@ -195,6 +195,24 @@ def test_two_hosts_with_one_name_see_each_other_and_one_is_renamed(lan: Lan, sty
     until("h2 sees both, under their own host names", lambda: seen(h2, s2, {"a", "b"}))
 
 
+def test_a_host_started_with_a_name_in_use_takes_another(lan: Lan, stype: str) -> None:
+    """A clone that boots into a LAN where its name is in use probes the name first (RFC 6762
+    §8.1), hears the holder and renames itself; the holder keeps its name (although the §8.2
+    tie-break between two running hosts would have given it to the clone's later address)."""
+    h0, h1, h2 = lan.hosts
+    s0 = lan.daemon(h0, "twin", "d0")
+    s2 = lan.daemon(h2, "watcher", "d2")
+    register(h0, s0, "a", stype, 7000)
+    until("h2 sees a", lambda: [s["host"] for s in lookup(h2, s2, stype, wait=1.0)] == ["twin"])
+    time.sleep(2.5)  # probing over: h0 answers for its name
+    s1 = lan.daemon(h1, "twin", "d1")
+    until("the newcomer renamed", lambda: host_name(h1, s1) == "twin-2")
+    register(h1, s1, "b", stype, 7001)
+    until("h2 sees both", lambda: sorted((s["name"], s["host"], s["addresses"]) for s in lookup(h2, s2, stype))
+          == [("a", "twin", [h0.ip]), ("b", "twin-2", [h1.ip])])
+    assert host_name(h0, s0) == "twin" and "is in use" not in lan.log("d0")
+
+
 def test_a_flood_of_instances_is_capped_per_type(lan: Lan, stype: str) -> None:
     """A host announcing 400 instances of a type: the daemon keeps its limit of them (here 100,
     ``--max-remote-per-type``) and logs the limit once, not per packet."""
