@@ -447,7 +447,7 @@ class MdnsAdapter:
             if rec.ttl > lim.max_ttl:
                 rec.ttl = clamp_ttl(rec.ttl, lim.max_ttl)
             if t == _TYPE_TXT and len(rec.text) > lim.max_txt:
-                self._say(("txt", rec.key, _ip(source)), "mDNS: dropped {n} TXT record(s) over {max} bytes "
+                self._say(("txt", _ip(source)), "mDNS: dropped {n} TXT record(s) over {max} bytes "
                           "from {source} ({name}: {size} bytes)", max=lim.max_txt, source=_ip(source),
                           name=rec.name, size=len(rec.text))
                 continue
