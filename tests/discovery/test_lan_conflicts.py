@@ -213,6 +213,20 @@ def test_a_host_started_with_a_name_in_use_takes_another(lan: Lan, stype: str) -
     assert host_name(h0, s0) == "twin" and "is in use" not in lan.log("d0")
 
 
+def test_own_echo_is_told_by_packet_not_by_host_name(lan: Lan, stype: str) -> None:
+    """Two daemons on one host under one name (same address, same port 5353): no conflict, no
+    rename, and each lists the other's service, which a host-name echo rule would hide."""
+    h0 = lan.hosts[0]
+    s0 = lan.daemon(h0, "same", "d0")
+    s1 = lan.daemon(h0, "same", "d1")
+    register(h0, s0, "a", stype, 7000)
+    register(h0, s1, "b", stype, 7001)
+    for sock, other in ((s0, "b"), (s1, "a")):
+        until(f"{other} seen", lambda sock=sock, other=other: [(s["name"], s["host"], s["source"])
+              for s in lookup(h0, sock, stype, wait=1.0) if s["name"] == other] == [(other, "same", "remote")])
+    assert host_name(h0, s0) == host_name(h0, s1) == "same"
+
+
 def test_a_flood_of_instances_is_capped_per_type(lan: Lan, stype: str) -> None:
     """A host announcing 400 instances of a type: the daemon keeps its limit of them (here 100,
     ``--max-remote-per-type``) and logs the limit once, not per packet."""
