@@ -8,6 +8,7 @@ plain socket and ``DNSIncoming``.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -145,6 +146,15 @@ def lookup(host: netns.Host, sock: str, stype: str, wait: float | None = None) -
 
 
 def host_name(host: netns.Host, sock: str) -> str:
+    """The host name a daemon says it uses, in ``hello``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+        c.settimeout(10)
+        c.connect(sock)  # (a unix socket's path reaches into the namespace)
+        c.sendall(b'{"id": 1, "op": "hello"}\n')
+        return json.loads(c.makefile("rb").readline())["host"]
+
+
+def listed_host_name(host: netns.Host, sock: str) -> str:
     r = host.run([DISCOVERY, "--socket", sock, "list", "--json"], text=True)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)["host"]
@@ -181,6 +191,7 @@ def test_two_hosts_with_one_name_see_each_other_and_one_is_renamed(lan: Lan, sty
 
     names = until("one of the twins renamed", lambda: sorted([host_name(h0, s0), host_name(h1, s1)]) == ["twin", "twin-2"]
                   and [host_name(h0, s0), host_name(h1, s1)])
+    assert [listed_host_name(h0, s0), listed_host_name(h1, s1)] == names
     renamed = lan.log("d0" if names[0] == "twin-2" else "d1")
     assert "host name twin.local. is in use on the network" in renamed and "now twin-2.local." in renamed
     expect = {"a": (names[0], h0.ip, 7000), "b": (names[1], h1.ip, 7001)}
