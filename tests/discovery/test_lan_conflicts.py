@@ -186,6 +186,7 @@ def test_two_hosts_with_one_name_see_each_other_and_one_is_renamed(lan: Lan, sty
     s0 = lan.daemon(h0, "twin", "d0")
     s1 = lan.daemon(h1, "twin", "d1")
     s2 = lan.daemon(h2, "watcher", "d2")
+    time.sleep(1.5)  # both start-up probes are over (nobody answered): two running hosts clash
     register(h0, s0, "a", stype, 7000)
     register(h1, s1, "b", stype, 7001)
 
