@@ -163,7 +163,13 @@ class _Publication:
 
 
 class _ScreenedRecords(RecordManager):
-    """zeroconf's record manager, with the adapter's screen before anything is cached."""
+    """zeroconf's record manager, with the adapter's screen before anything is cached.
+
+    python-zeroconf offers no public hook ahead of its cache (listeners see records after
+    the cache decided to keep them), so this subclasses its ``RecordManager`` and edits the
+    answer list of the incoming message in place; tests/discovery/test_lan_conflicts.py
+    fails if an upgrade changes either.
+    """
 
     def __init__(self, zc: Zeroconf, adapter: MdnsAdapter) -> None:
         super().__init__(zc)
