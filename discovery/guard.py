@@ -14,8 +14,9 @@ caches it (the adapter hooks zeroconf's record manager):
 - **Limits**: a TTL is clamped to `MAX_TTL` (RFC 6762 §10's 75 minutes, the longest TTL any
   record of a well-behaved responder carries); a TXT record over `MAX_TXT` bytes is dropped
   (RFC 6763 §6.2: larger ones are "not recommended"; the registry refuses them locally too);
-  and a service type holds at most `limit` remote instances (`InstanceCap`), so a host
-  announcing 20,000 fake instances fills one type's quota and no more. Refusals are reported
+  and a service type holds at most `limit` remote instances, out of at most `MAX_TYPES`
+  types (`InstanceCap`), so a host announcing 20,000 fake instances fills one type's quota
+  and no more. Refusals are reported
   once per type and period (`Throttle`), not per packet.
 - **Host name** (`HostName`, `host_decision`): an address record for our host name with an
   address that is not ours is a conflict (RFC 6762 §9). Before the name is ours (probing) we
@@ -42,6 +43,7 @@ __all__ = [
     "DEFAULT_MAX_PER_TYPE",
     "MAX_TTL",
     "MAX_TXT",
+    "MAX_TYPES",
     "Decision",
     "HostName",
     "InstanceCap",
@@ -55,6 +57,7 @@ __all__ = [
 
 MAX_TTL = 4500  # RFC 6762 §10: 75 minutes
 DEFAULT_MAX_PER_TYPE = 1000
+MAX_TYPES = 1000  # service types with remote instances (a LAN's real ones are a few dozen)
 
 
 def clamp_ttl(ttl: int, limit: int = MAX_TTL) -> int:
@@ -165,30 +168,45 @@ class Throttle:
 
 
 class InstanceCap:
-    """At most `limit` remote instances per service type, each until its TTL runs out or its
-    goodbye comes; an instance already admitted is always refreshed."""
+    """At most `limit` remote instances per service type, and at most `max_types` types, each
+    instance until its TTL runs out or its goodbye comes; an instance already admitted is
+    always refreshed. Expired instances are forgotten at least once a minute, so the
+    accounting itself stays bounded by what is live."""
 
     def __init__(self, clock: Callable[[], float], limit: int = DEFAULT_MAX_PER_TYPE,
-                 report_every: float = 600.0) -> None:
+                 report_every: float = 600.0, max_types: int = MAX_TYPES) -> None:
         self.clock = clock
         self.limit = limit
+        self.max_types = max_types
         self._types: dict[str, dict[str, float]] = {}  # type -> instance -> expiry
         self._swept: dict[str, float] = {}
+        self._next_sweep = clock() + 60.0
         self._reports = Throttle(clock, report_every)
-        #: (type, refused since the last report) to log; the adapter drains it
+        #: (type, refused since the last report) to log; the adapter drains it. The type is
+        #: "*" when the number of types is at its limit.
         self.reports: list[tuple[str, int]] = []
 
     def admit(self, type_: str, instance: str, ttl: float) -> bool:
         """A PTR to `instance` with `ttl` (> 0) arrived: may it be kept?"""
         now = self.clock()
-        known = self._types.setdefault(type_, {})
+        if now >= self._next_sweep:
+            self._sweep_all(now)
+        known = self._types.get(type_)
+        if known is None:
+            if len(self._types) >= self.max_types:
+                self._refused("*")
+                return False
+            known = self._types[type_] = {}
         if instance in known or len(known) < self.limit or self._sweep(type_, known, now):
             known[instance] = now + ttl
             return True
+        self._refused(type_)
+        return False
+
+    def _refused(self, type_: str) -> None:
         n = self._reports.allow(type_)
         if n is not None:
             self.reports.append((type_, n))
-        return False
 
     def remove(self, type_: str, instance: str) -> None:
         known = self._types.get(type_)
@@ -204,6 +222,9 @@ class InstanceCap:
     def count(self, type_: str) -> int:
         return len(self._types.get(type_, ()))
 
+    def types(self) -> int:
+        return len(self._types)
+
     def _sweep(self, type_: str, known: dict[str, float], now: float) -> bool:
         """Forget expired instances of a full type (at most once a second: a flood must not
         cost a pass over the type per packet); True if there is room after."""
@@ -213,6 +234,15 @@ class InstanceCap:
         for inst in [i for i, until in known.items() if until <= now]:
             del known[inst]
         return len(known) < self.limit
+
+    def _sweep_all(self, now: float) -> None:
+        self._next_sweep = now + 60.0
+        for type_, known in list(self._types.items()):
+            for inst in [i for i, until in known.items() if until <= now]:
+                del known[inst]
+            if not known:
+                del self._types[type_]
+                self._swept.pop(type_, None)
 
 
 class HostName:

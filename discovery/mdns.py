@@ -476,8 +476,12 @@ class MdnsAdapter:
                 self._check_host(rec, source)
             kept.append(rec)
         for type_key, n in cap.reports:
-            log.warn("mDNS: more than {max} instances of {type} on the network: ignoring the rest "
-                     "({n} refused; limit: --max-remote-per-type)", max=cap.limit, type=type_key, n=n)
+            if type_key == "*":
+                log.warn("mDNS: more than {max} service types on the network: ignoring new ones "
+                         "({n} refused)", max=cap.max_types, n=n)
+            else:
+                log.warn("mDNS: more than {max} instances of {type} on the network: ignoring the rest "
+                         "({n} refused; limit: --max-remote-per-type)", max=cap.limit, type=type_key, n=n)
         cap.reports.clear()
         return kept
 

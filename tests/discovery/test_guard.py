@@ -7,6 +7,7 @@ import socket
 from discovery.guard import (
     DEFAULT_MAX_PER_TYPE,
     MAX_TTL,
+    MAX_TYPES,
     Decision,
     HostName,
     InstanceCap,
@@ -100,7 +101,7 @@ def test_throttle_state_is_bounded() -> None:
 def test_instance_cap_per_type_reported_once_per_period() -> None:
     clock = Clock()
     cap = InstanceCap(clock, limit=3, report_every=600)
-    assert DEFAULT_MAX_PER_TYPE == 1000
+    assert (DEFAULT_MAX_PER_TYPE, MAX_TYPES) == (1000, 1000)
     assert [cap.admit("_a._tcp", f"i{i}", 9000) for i in range(5)] == [True, True, True, False, False]
     assert cap.admit("_a._tcp", "i0", 9000)  # a refresh of an admitted one
     assert cap.admit("_b._tcp", "x", 9000)  # other types have their own quota
@@ -141,3 +142,14 @@ def test_renames_are_rate_limited_as_rfc_6762_8_1_says() -> None:
     assert not host.may_rename()
     clock.t += 5
     assert host.may_rename()
+
+
+def test_instance_cap_bounds_the_number_of_types_and_forgets_expired_ones() -> None:
+    clock = Clock()
+    cap = InstanceCap(clock, limit=10, max_types=2)
+    assert cap.admit("_a._tcp", "x", 30) and cap.admit("_b._tcp", "x", 300)
+    assert not cap.admit("_c._tcp", "x", 30) and cap.reports == [("*", 1)]
+    assert cap.admit("_a._tcp", "y", 30)  # a known type takes more
+    clock.t += 61  # the sweep forgets _a's expired instances, and with them the type
+    assert cap.admit("_c._tcp", "x", 30)
+    assert (cap.types(), cap.count("_a._tcp"), cap.count("_b._tcp")) == (2, 0, 1)
