@@ -126,6 +126,9 @@ class Limits:
     max_per_type: int = DEFAULT_MAX_PER_TYPE
     max_ttl: int = MAX_TTL
     max_txt: int = MAX_TXT
+    #: names in zeroconf's cache past which records of new names are dropped (a LAN's real
+    #: ones are a few thousand; a flood of made-up names must not grow the daemon)
+    max_names: int = 20000
 
 
 def fqdn_type(type_: str) -> str:
@@ -447,11 +450,18 @@ class MdnsAdapter:
         """The records of another host's response that zeroconf may cache (TTLs clamped in
         place); notes conflicts with our names on the way."""
         lim, cap = self.limits, self.cap
+        cached = self.azc.zeroconf.cache.cache if self.azc is not None else {}
+        server = self.server.lower()
         kept = []
         for rec in records:
             t = rec.type
             if rec.ttl > lim.max_ttl:
                 rec.ttl = clamp_ttl(rec.ttl, lim.max_ttl)
+            if (rec.ttl and len(cached) >= lim.max_names and rec.key not in cached
+                    and rec.key not in self._pubs and rec.key != server):
+                self._say(("names", _ip(source)), "mDNS: the cache holds {max} names: dropped records "
+                          "of new ones from {source} ({n} time(s))", max=lim.max_names, source=_ip(source))
+                continue
             if t == _TYPE_TXT and len(rec.text) > lim.max_txt:
                 self._say(("txt", _ip(source)), "mDNS: dropped {n} TXT record(s) over {max} bytes "
                           "from {source} ({name}: {size} bytes)", max=lim.max_txt, source=_ip(source),
@@ -472,7 +482,7 @@ class MdnsAdapter:
                     self._check_owned(pub, rec, source)
                 elif rec.ttl and type_key in self._browsers:
                     self._mark_stale(type_key, rec.name)
-            elif t == _TYPE_A and rec.ttl and rec.key == self.server.lower():
+            elif t == _TYPE_A and rec.ttl and rec.key == server:
                 self._check_host(rec, source)
             kept.append(rec)
         for type_key, n in cap.reports:
@@ -545,7 +555,8 @@ class MdnsAdapter:
             # (type A, not §8.1's ANY: python-zeroconf answers ANY with no address records)
             probe.add_question(DNSQuestion(self.server, _TYPE_A, _CLASS_IN))
             for addr in self._own_addresses():
-                probe.authorities.append(DNSAddress(self.server, _TYPE_A, _CLASS_IN | _CLASS_UNIQUE, HOST_TTL, addr))
+                rec: Any = DNSAddress(self.server, _TYPE_A, _CLASS_IN | _CLASS_UNIQUE, HOST_TTL, addr)
+                probe.authorities.append(rec)  # (typed for PTR only)
             zc.async_send(probe)
         await asyncio.sleep(t.probe_interval)
 
