@@ -180,7 +180,7 @@ class InstanceCap:
         self.max_types = max_types
         self._types: dict[str, dict[str, float]] = {}  # type -> instance -> expiry
         self._swept: dict[str, float] = {}
-        self._next_sweep = clock() + 60.0
+        self._next_sweep = float("-inf")
         self._reports = Throttle(clock, report_every)
         #: (type, refused since the last report) to log; the adapter drains it. The type is
         #: "*" when the number of types is at its limit.
