@@ -52,6 +52,8 @@ def daemon_parser() -> argparse.ArgumentParser:
     p.add_argument("--services-dir", help="directory of static *.toml service files (reloaded on SIGHUP)")
     p.add_argument("--policy", help="TOML policy file: which users may register which types")
     p.add_argument("--host-name", default=socket.gethostname(), help="host name to publish as (NAME.local)")
+    p.add_argument("--max-remote-per-type", type=int, default=1000, metavar="N",
+                   help="instances of one service type kept from other hosts (mDNS; default 1000)")
     p.add_argument("--grace", type=float, default=30.0, help="seconds a restarted daemon keeps clients' names for them")
     p.add_argument("--no-mdns", action="store_true", help="no mDNS (with no --backend: local API only)")
     p.add_argument("--backend", action="append", default=[], metavar="URL",
@@ -74,6 +76,7 @@ async def _daemon_main(reactor: Any, args: argparse.Namespace) -> None:
     from twisted.internet import defer
 
     from discovery.daemon import Daemon, DaemonConfig, install_sighup
+    from discovery.mdns import Limits
 
     _start_logging(args.verbose)
     etcd = None
@@ -90,6 +93,8 @@ async def _daemon_main(reactor: Any, args: argparse.Namespace) -> None:
             etcd = parse_backend_url(url)
         except BackendURLError as e:
             raise SystemExit(f"discoveryd: {e}") from None
+    if args.max_remote_per_type < 1:
+        raise SystemExit("discoveryd: --max-remote-per-type must be at least 1")
     cfg = DaemonConfig(
         socket_path=args.socket or _daemon_socket_default(),
         interfaces=args.interface or ["127.0.0.1"],
@@ -98,6 +103,7 @@ async def _daemon_main(reactor: Any, args: argparse.Namespace) -> None:
         services_dir=args.services_dir,
         policy_file=args.policy,
         grace=args.grace,
+        limits=Limits(max_per_type=args.max_remote_per_type),
         mdns=not args.no_mdns,
         etcd=etcd,
     )

@@ -33,7 +33,7 @@ from discovery.config import (
 )
 from discovery.etcd import EtcdAdapter
 from discovery.etcdkeys import EtcdConfig
-from discovery.mdns import MdnsAdapter, Timing, make_info
+from discovery.mdns import Limits, MdnsAdapter, Timing
 from discovery.registry import (
     ETCD,
     LOCAL,
@@ -79,6 +79,7 @@ class DaemonConfig:
     policy_file: str | None = None
     grace: float = 30.0
     timing: Timing = field(default_factory=Timing)
+    limits: Limits = field(default_factory=Limits)  # what mDNS keeps of other hosts' records
     mdns: bool = True
     etcd: EtcdConfig | None = None
     etcd_wait: float = 2.0  # s the start waits for etcd before serving without it
@@ -236,6 +237,8 @@ class Daemon:
                 on_remove=lambda n, t: self.apply(self.registry.remote_remove(n, t)),
                 on_conflict=self._conflict,
                 timing=cfg.timing,
+                limits=cfg.limits,
+                on_rename=self._renamed,
             )
             await defer.Deferred.fromFuture(asyncio.ensure_future(self.mdns.start()))
         if cfg.etcd is not None:
@@ -325,18 +328,14 @@ class Daemon:
             elif isinstance(eff, Journal):
                 self._journal_write(eff.record)
 
-    def _retract(self, service: Service, again: bool = True) -> None:
-        """mDNS goodbyes (TTL 0) for a name an earlier run of the daemon published, now
-        dropped: at once, and once more a second later (as for any goodbye, one repeat covers
-        a lost datagram) unless the name has been registered again meanwhile."""
-        if self.mdns is None or self.mdns.azc is None or self.registry.local(service.name, service.type):
+    def _retract(self, service: Service) -> None:
+        """A name an earlier run of the daemon published, kept for its owner and now dropped:
+        other hosts still list it until they hear its goodbyes."""
+        if self.mdns is None or self.registry.local(service.name, service.type):
             return
-        zc = self.mdns.azc.zeroconf
-        zc.async_send(zc.generate_service_broadcast(make_info(service, self.mdns.server), 0, broadcast_addresses=False))
-        if again:
-            log.info("{name}.{type}, kept for its owner since the restart, is dropped: goodbye sent",
-                     name=service.name, type=service.type)
-            self.reactor.callLater(1.0, self._retract, service, False)
+        log.info("{name}.{type}, kept for its owner since the restart, is dropped: goodbye sent",
+                 name=service.name, type=service.type)
+        self.mdns.retract(service)
 
     def _conflict(self, service: Service, message: str) -> None:
         """Another host holds the name: drop our claim and tell the owner."""
@@ -355,6 +354,11 @@ class Daemon:
         for conn in self.connections.values():  # a daemon-held (on-demand) name: whoever registered it
             if conn.pid == found[0].owner_pid:
                 conn.send(event)
+
+    def _renamed(self, host: str) -> None:
+        """Our host name was another host's on the LAN: carry on under `host` (``hello`` says it)."""
+        self.config.host = host
+        self.apply(self.registry.rename_host(host))
 
     # -- journal -------------------------------------------------------------------------------
 

@@ -34,6 +34,13 @@ bursts.
 Probes are sent as QM, not QU: several daemons on one host share port 5353 through
 SO_REUSEPORT and a unicast answer would reach only one of them; a probe's answer is
 multicast immediately by zeroconf anyway (§8.1 says SHOULD, not MUST, for QU).
+
+What comes in from the LAN passes discovery/guard.py's rules before zeroconf caches it (a
+subclass of zeroconf's record manager screens each response): our own packets looping back
+are recognised by their bytes and dropped, TTLs are clamped, oversized TXT records dropped,
+each type's remote instances capped; an address record for our host name from another host
+is a host-name conflict (we defend the name or rename, ``NAME-2``), and another host's
+SRV/TXT for an instance we own is answered with our own announcement.
 """
 
 from __future__ import annotations
@@ -48,18 +55,35 @@ from typing import Any
 from twisted.logger import Logger
 from zeroconf import (
     DNSAddress,
+    DNSIncoming,
     DNSOutgoing,
     DNSPointer,
     DNSQuestion,
     DNSService,
     DNSText,
     IPVersion,
-    RecordUpdateListener,
+    RecordUpdate,
     ServiceInfo,
     ServiceStateChange,
+    Zeroconf,
 )
+from zeroconf._handlers.record_manager import RecordManager
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+from zeroconf.const import _DNS_PTR_MIN_TTL
 
+from discovery.guard import (
+    DEFAULT_MAX_PER_TYPE,
+    MAX_TTL,
+    MAX_TXT,
+    Decision,
+    HostName,
+    InstanceCap,
+    SentPackets,
+    Throttle,
+    clamp_ttl,
+    host_decision,
+    record_decision,
+)
 from discovery.pacing import Pacer
 from discovery.registry import Service, normalize_type
 
@@ -93,6 +117,18 @@ class Timing:
     #: the budget over all records: packets a second, and how many may go at once
     rate: float = 20.0
     burst: int = 40
+
+
+@dataclass
+class Limits:
+    """What the adapter keeps of other hosts' records (discovery/guard.py)."""
+
+    max_per_type: int = DEFAULT_MAX_PER_TYPE
+    max_ttl: int = MAX_TTL
+    max_txt: int = MAX_TXT
+    #: names in zeroconf's cache past which records of new names are dropped (a LAN's real
+    #: ones are a few thousand; a flood of made-up names must not grow the daemon)
+    max_names: int = 20000
 
 
 def fqdn_type(type_: str) -> str:
@@ -129,18 +165,43 @@ class _Publication:
         self.registered = False  # in zeroconf's registry: answers queries, defends the name
 
 
-class _ConflictWatch(RecordUpdateListener):
-    """Sees every record the engine receives; flags SRV/TXT for names we are probing."""
+class _ScreenedRecords(RecordManager):
+    """zeroconf's record manager, with the adapter's screen before anything is cached.
 
-    def __init__(self, adapter: MdnsAdapter) -> None:
+    python-zeroconf offers no public hook ahead of its cache (listeners see records after
+    the cache decided to keep them), so this subclasses its ``RecordManager`` and edits the
+    answer list of the incoming message in place; tests/discovery/test_lan_conflicts.py
+    fails if an upgrade changes either.
+    """
+
+    def __init__(self, zc: Zeroconf, adapter: MdnsAdapter) -> None:
+        super().__init__(zc)
         self.adapter = adapter
 
-    def async_update_records(self, zc: Any, now: float, records: list[Any]) -> None:
-        for update in records:
-            self.adapter._check_conflict(update.new)
+    def async_updates_from_response(self, msg: DNSIncoming) -> None:
+        if self.adapter.sent.is_own(msg.data):
+            return  # our own multicast, looped back
+        answers = msg.answers()
+        answers[:] = self.adapter._screen(answers, msg.source)  # (the list zeroconf goes on with)
+        if answers:
+            super().async_updates_from_response(msg)
 
-    def async_update_records_complete(self) -> None:
-        pass
+
+class _Zeroconf(Zeroconf):
+    """python-zeroconf, remembering every packet it sends (to tell its echo) and screening
+    every response it receives."""
+
+    def __init__(self, adapter: MdnsAdapter, **kw: Any) -> None:
+        super().__init__(**kw)
+        # (in place before the sockets' listeners exist: they are made in a task on the loop)
+        self.record_manager = _ScreenedRecords(self, adapter)
+        self._adapter = adapter
+
+    def async_send(self, out: DNSOutgoing, addr: str | None = None, port: int = 5353,
+                   v6_flow_scope: Any = (), transport: Any = None) -> None:
+        for packet in out.packets():
+            self._adapter.sent.sent(packet)
+        super().async_send(out, addr, port, v6_flow_scope, transport)
 
 
 class MdnsAdapter:
@@ -154,16 +215,29 @@ class MdnsAdapter:
         on_remove: Callable[[str, str], None],
         on_conflict: Callable[[Service, str], None],
         timing: Timing | None = None,
+        limits: Limits | None = None,
+        on_rename: Callable[[str], None] = lambda new: None,
     ) -> None:
         self.interfaces = interfaces
         self.server = host + ".local."
         self.on_upsert = on_upsert
         self.on_remove = on_remove
         self.on_conflict = on_conflict
+        self.on_rename = on_rename
         self.timing = timing or Timing()
+        self.limits = limits or Limits()
+        clock = _loop_time
+        self.host = HostName(host, clock)
+        self.sent = SentPackets(clock)
+        self.cap = InstanceCap(clock, self.limits.max_per_type)
+        self._said = Throttle(clock, 60.0)  # log lines about other hosts' records
+        self._defending: set[str] = set()  # instances (or " addresses") with a defence queued
+        self._stale: set[tuple[str, str]] = set()  # (type, instance) to resolve again
+        self._host_probe: asyncio.Task[None] | None = None
         self.azc: AsyncZeroconf | None = None
         self._pubs: dict[str, _Publication] = {}  # key: lower-case fqdn instance name
         self._browsers: dict[str, AsyncServiceBrowser] = {}
+        self._browse_types: dict[str, str] = {}  # lower-case type -> as first browsed
         self._conflicts: dict[str, str] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
         self.pacer = Pacer(lambda: asyncio.get_running_loop().time(), self.timing.announce_gap,
@@ -176,9 +250,10 @@ class MdnsAdapter:
     # -- life cycle --------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.azc = AsyncZeroconf(interfaces=self.interfaces, ip_version=IPVersion.V4Only)
-        await self.azc.zeroconf.async_wait_for_start()
-        self.azc.zeroconf.async_add_listener(_ConflictWatch(self), None)
+        zc = _Zeroconf(self, interfaces=self.interfaces, ip_version=IPVersion.V4Only)
+        self.azc = AsyncZeroconf(zc=zc)
+        await zc.async_wait_for_start()
+        self._host_probe = self._spawn(self._probe_host())
 
     async def stop(self) -> None:
         """Goodbyes for everything we published, then close."""
@@ -252,6 +327,16 @@ class MdnsAdapter:
             pub.registered = False
         if key in self._heard:  # (else nobody holds its records: nothing to take back)
             self._byes[key] = (self._spawn(self._goodbye(pub.info)), pub.info)
+
+    def retract(self, service: Service) -> None:
+        """Goodbyes for an instance this host does not hold now but may have announced before
+        (a name kept for its owner across a restart, then dropped); a `publish` of it before
+        they go cancels them."""
+        if self.azc is None:
+            return
+        info = make_info(service, self.server)
+        if info.key not in self._pubs and info.key not in self._byes:
+            self._byes[info.key] = (self._spawn(self._goodbye(info)), info)
 
     async def _goodbye(self, info: ServiceInfo) -> None:
         """Goodbyes for an instance's PTR/SRV/TXT: at once, because the network holds records
@@ -353,7 +438,7 @@ class MdnsAdapter:
             self._heard.add(pub.info.key)
 
     def _check_conflict(self, rec: Any) -> None:
-        # The SRV record names the holder; a TXT alone cannot tell our own echo from a rival.
+        """Another host's SRV for a name we are probing (its TXT alone says nothing of who holds it)."""
         if rec.type != _TYPE_SRV or rec.ttl == 0:
             return
         pub = self._pubs.get(rec.key)
@@ -361,13 +446,169 @@ class MdnsAdapter:
             return
         mine = (self.server.lower(), pub.info.port)
         theirs = (rec.server.lower(), rec.port)
-        if theirs[0] == mine[0]:
-            return  # our own records (perhaps an earlier port of an updated registration)
+        if mine == theirs:
+            return  # the same data is no conflict (§9)
         if not rec.unique and _rdata(mine) > _rdata(theirs):
             return  # a simultaneous optimistic claim that loses the tie-break (§8.2)
         self._conflicts[rec.key] = (
             f"{pub.service.name}.{pub.service.type} is already in use on the network (by {rec.server})"
         )
+
+    # -- what other hosts send -----------------------------------------------------------
+
+    def _screen(self, records: list[Any], source: Any) -> list[Any]:
+        """The records of another host's response that zeroconf may cache (TTLs clamped in
+        place); notes conflicts with our names on the way."""
+        lim, cap = self.limits, self.cap
+        cached = self.azc.zeroconf.cache.cache if self.azc is not None else {}
+        server = self.server.lower()
+        kept = []
+        for rec in records:
+            t = rec.type
+            if rec.ttl > lim.max_ttl:
+                rec.ttl = clamp_ttl(rec.ttl, lim.max_ttl)
+            if (rec.ttl and len(cached) >= lim.max_names and rec.key not in cached
+                    and rec.key not in self._pubs and rec.key != server):
+                self._say(("names", _ip(source)), "mDNS: the cache holds {max} names: dropped records "
+                          "of new ones from {source} ({n} time(s))", max=lim.max_names, source=_ip(source))
+                continue
+            if t == _TYPE_TXT and len(rec.text) > lim.max_txt:
+                self._say(("txt", _ip(source)), "mDNS: dropped {n} TXT record(s) over {max} bytes "
+                          "from {source} ({name}: {size} bytes)", max=lim.max_txt, source=_ip(source),
+                          name=rec.name, size=len(rec.text))
+                continue
+            if t == _TYPE_PTR:
+                if not rec.ttl:
+                    cap.remove(rec.key, rec.alias.lower())
+                elif not cap.admit(rec.key, rec.alias.lower(), max(rec.ttl, _DNS_PTR_MIN_TTL)):
+                    continue
+            elif t == _TYPE_SRV or t == _TYPE_TXT:
+                type_key = _type_of(rec.key)
+                if (type_key is not None and rec.ttl and not cap.admitted(type_key, rec.key)
+                        and cap.count(type_key) >= cap.limit):
+                    continue
+                pub = self._pubs.get(rec.key)
+                if pub is not None:
+                    self._check_owned(pub, rec, source)
+                elif rec.ttl and type_key in self._browsers:
+                    self._mark_stale(type_key, rec.name)
+            elif t == _TYPE_A and rec.ttl and rec.key == server:
+                self._check_host(rec, source)
+            kept.append(rec)
+        for type_key, n in cap.reports:
+            if type_key == "*":
+                log.warn("mDNS: more than {max} service types on the network: ignoring new ones "
+                         "({n} refused)", max=cap.max_types, n=n)
+            else:
+                log.warn("mDNS: more than {max} instances of {type} on the network: ignoring the rest "
+                         "({n} refused; limit: --max-remote-per-type)", max=cap.limit, type=type_key, n=n)
+        cap.reports.clear()
+        return kept
+
+    def _say(self, key: Any, fmt: str, **kw: Any) -> None:
+        """Log about other hosts' records at most once a minute per `key`."""
+        n = self._said.allow(key)
+        if n is not None:
+            log.warn(fmt, n=n, **kw)
+
+    def _check_owned(self, pub: _Publication, rec: Any, source: Any) -> None:
+        if not pub.registered:
+            self._check_conflict(rec)
+            return
+        if rec.type == _TYPE_SRV:
+            ours: Any = (self.server.lower(), pub.info.port)
+            theirs: Any = (rec.server.lower(), rec.port)
+        else:
+            ours, theirs = pub.info.text, rec.text
+        if record_decision(ours, theirs, goodbye=rec.ttl == 0, established=True) is Decision.DEFEND:
+            what = "a goodbye for" if rec.ttl == 0 else "its own " + ("SRV" if rec.type == _TYPE_SRV else "TXT") + " for"
+            self._say(("own", rec.key, _ip(source)), "mDNS: {source} sent {what} {name}, which this host holds: "
+                      "answering with our own records (RFC 6762 §9; {n} time(s))", source=_ip(source),
+                      what=what, name=rec.name)
+            self._defend(pub.info.key, self._defend_instance(pub))
+
+    def _defend(self, key: str, coro: Any) -> None:
+        if key in self._defending:
+            coro.close()
+            return
+        self._defending.add(key)
+        self._spawn(coro).add_done_callback(lambda _: self._defending.discard(key))
+
+    async def _defend_instance(self, pub: _Publication) -> None:
+        """Our records for an instance, with the cache-flush bit, in its next two slots: the
+        second is more than a second after the rival's, so it flushes it everywhere (§10.2)."""
+        assert self.azc is not None
+        zc = self.azc.zeroconf
+        for _ in range(2):
+            await self._slot(pub.info.key)
+            if self._pubs.get(pub.info.key) is not pub or not pub.registered:
+                return
+            zc.async_send(zc.generate_service_broadcast(pub.info, None, broadcast_addresses=self._addresses_due()))
+            self._heard.add(pub.info.key)
+
+    def _own_addresses(self) -> list[bytes]:
+        return [socket.inet_aton(a) for a in self.interfaces if _is_v4(a)]
+
+    async def _probe_host(self) -> None:
+        """RFC 6762 §8.1 for the host name: three probes 250 ms apart, then 250 ms of
+        listening. A host that holds the name answers for it if it publishes anything (zeroconf
+        answers address queries for the servers of its services); `_check_host` then renames
+        us. Services are not held back meanwhile: a rename republishes them."""
+        assert self.azc is not None
+        zc = self.azc.zeroconf
+        t = self.timing
+        await asyncio.sleep(random.uniform(0, t.probe_random_delay))
+        for i in range(3):
+            if i:
+                await asyncio.sleep(t.probe_interval)
+            probe = DNSOutgoing(_FLAGS_QR_QUERY)
+            # (type A, not §8.1's ANY: python-zeroconf answers ANY with no address records)
+            probe.add_question(DNSQuestion(self.server, _TYPE_A, _CLASS_IN))
+            for addr in self._own_addresses():
+                rec: Any = DNSAddress(self.server, _TYPE_A, _CLASS_IN | _CLASS_UNIQUE, HOST_TTL, addr)
+                probe.authorities.append(rec)  # (typed for PTR only)
+            zc.async_send(probe)
+        await asyncio.sleep(t.probe_interval)
+
+    def _check_host(self, rec: Any, source: Any) -> None:
+        probing = self._host_probe is not None and not self._host_probe.done()
+        decision = host_decision(self._own_addresses(), rec.address, probing=probing)
+        theirs = socket.inet_ntoa(rec.address) if len(rec.address) == 4 else repr(rec.address)
+        if decision is Decision.DEFEND:
+            self._say(("host", theirs), "mDNS: {source} claims this host's name {name} for {addr}: keeping it "
+                      "(the later address wins, RFC 6762 §8.2) and defending it ({n} time(s))",
+                      source=_ip(source), name=self.server, addr=theirs)
+            self._defend(_ADDRESSES, self._defend_host())
+        elif decision is Decision.RENAME and self.host.may_rename():
+            self._rename(_ip(source), theirs)
+
+    async def _defend_host(self) -> None:
+        assert self.azc is not None
+        zc = self.azc.zeroconf
+        for _ in range(2):
+            await self._slot(_ADDRESSES)
+            out = DNSOutgoing(_FLAGS_QR_RESPONSE | _FLAGS_AA)
+            for addr in self._own_addresses():
+                out.add_answer_at_time(DNSAddress(self.server, _TYPE_A, _CLASS_IN | _CLASS_UNIQUE, HOST_TTL, addr), 0)
+            zc.async_send(out)
+
+    def _rename(self, source: str, theirs: str) -> None:
+        """Our host name is another host's: take the next one (RFC 6762 §9, as Avahi does);
+        the daemon republishes our services under it."""
+        assert self.azc is not None
+        old = self.server
+        new = self.host.rename()
+        self.server = new + ".local."
+        log.warn("mDNS: host name {old} is in use on the network (by {source}, address {addr}); "
+                 "this host is now {new} (RFC 6762 §9)", old=old, source=source, addr=theirs, new=self.server)
+        bye = DNSOutgoing(_FLAGS_QR_RESPONSE | _FLAGS_AA)
+        for addr in self._own_addresses():  # our addresses no longer carry the old name
+            bye.add_answer_at_time(DNSAddress(old, _TYPE_A, _CLASS_IN, 0, addr), 0)
+        self.azc.zeroconf.async_send(bye)
+        if self._host_probe is not None:
+            self._host_probe.cancel()
+        self._host_probe = self._spawn(self._probe_host())
+        self.on_rename(new)
 
     # -- browsing --------------------------------------------------------------------------
 
@@ -378,25 +619,49 @@ class MdnsAdapter:
         t = fqdn_type(type_)
         if t.lower() in self._browsers:
             return False
+        self._browse_types[t.lower()] = t
         self._browsers[t.lower()] = AsyncServiceBrowser(self.azc.zeroconf, [t], handlers=[self._on_change])
         return True
 
     def _on_change(self, zeroconf: Any, service_type: str, name: str, state_change: ServiceStateChange) -> None:
+        if state_change is ServiceStateChange.Removed:
+            inst = name[: -len(service_type) - 1] if name.lower().endswith(service_type.lower()) else name
+            self.on_remove(inst, normalize_type(service_type))
+            return
+        self._mark_stale(service_type.lower(), name)
+
+    def _mark_stale(self, type_key: str, name: str) -> None:
+        """Resolve an instance again once the packet at hand is in the cache (zeroconf's
+        browser says nothing when a record comes back that it still holds, e.g. ours
+        after a rival's)."""
+        if not self._stale:
+            asyncio.get_running_loop().call_soon(self._resolve_stale)
+        self._stale.add((type_key, name))
+
+    def _resolve_stale(self) -> None:
+        stale, self._stale = self._stale, set()
+        for type_key, name in stale:
+            browsed = self._browse_types.get(type_key)
+            if browsed is not None:
+                self._spawn(self._resolve(browsed, name))
+
+    async def _resolve(self, service_type: str, name: str) -> None:
+        assert self.azc is not None
         inst = name[: -len(service_type) - 1] if name.lower().endswith(service_type.lower()) else name
         t = normalize_type(service_type)
-        if state_change is ServiceStateChange.Removed:
-            self.on_remove(inst, t)
-            return
-        self._spawn(self._resolve(service_type, name, inst, t))
-
-    async def _resolve(self, service_type: str, name: str, inst: str, t: str) -> None:
-        assert self.azc is not None
         info = AsyncServiceInfo(service_type, name)
         zc = self.azc.zeroconf
-        if not info.load_from_cache(zc) and not await info.async_request(zc, int(self.timing.resolve_timeout * 1000)):
+        now = asyncio.get_running_loop().time() * 1000
+        complete = info.load_from_cache(zc, now)
+        # the newest SRV and TXT: after a rival's record and our owner's answer, a cache
+        # holds both for a second (§10.2), and the answer is the one that counts
+        newest = [r for r in (_newest(zc, name, _TYPE_SRV, now), _newest(zc, name, _TYPE_TXT, now)) if r]
+        if newest:
+            info.async_update_records(zc, now, [RecordUpdate(r, None) for r in newest])
+        if not complete and not await info.async_request(zc, int(self.timing.resolve_timeout * 1000)):
             return
-        if info.port is None or (info.server or "").lower() == self.server.lower():
-            return  # unresolvable, or our own announcement looping back
+        if info.port is None:
+            return
         txt = {}
         for k, v in (info.properties or {}).items():
             try:
@@ -414,6 +679,29 @@ class MdnsAdapter:
                 txt=tuple(sorted(txt.items())),
             )
         )
+
+
+def _newest(zc: Any, name: str, type_: int, now: float) -> Any:
+    """The record last received, not counting those a cache-flush marked to expire (zeroconf
+    gives them a TTL of one second from the flush, §10.2)."""
+    live = [r for r in zc.cache.get_all_by_details(name, type_, _CLASS_IN) if not r.is_expired(now)]
+    return max(live, key=lambda r: (r.ttl != 1, r.created), default=None)
+
+
+def _type_of(key: str) -> str | None:
+    """The service type (``_x._tcp.local.``) of an instance's lower-case name, if it is one."""
+    labels = key.split(".")
+    if len(labels) >= 5 and labels[-3] in ("_tcp", "_udp") and labels[-2] == "local" and not labels[-1]:
+        return ".".join(labels[-4:])
+    return None
+
+
+def _ip(source: Any) -> str:
+    return str(source[0]) if isinstance(source, tuple) and source else str(source)
+
+
+def _loop_time() -> float:
+    return asyncio.get_running_loop().time()
 
 
 def _rdata(t: tuple[Any, ...]) -> bytes:

@@ -466,6 +466,16 @@ class Registry:
         effects.extend(self._notify(Updated(hidden) if hidden else Removed(s)))
         return effects
 
+    def rename_host(self, host: str) -> list[Effect]:
+        """The host is now called `host` (its name was taken on the LAN): republish under it."""
+        self.host = host
+        effects: list[Effect] = []
+        for entry in self._local.values():
+            entry.service = replace(entry.service, host=host)
+            effects.append(Publish(entry.service))
+            effects.extend(self._notify(Updated(entry.service)))
+        return effects
+
     # -- static services -------------------------------------------------------------------
 
     def set_static(self, services: Iterable[tuple[str, str, int, Mapping[str, str], Mapping[str, Any]]]) -> list[Effect]:
