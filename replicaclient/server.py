@@ -21,7 +21,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from . import wire
+from . import sync, wire
 from .replica import Pending, ReplicaState
 from .tag import Tag
 
@@ -42,6 +42,10 @@ class ReplicaLocator:
     def locateResponder(self, name: bytes) -> Responder | None:
         if name == wire.TAG_COMMAND:
             return self._tag
+        if name == wire.HELLO_COMMAND:
+            return self._hello
+        if name == wire.DUMP_COMMAND:
+            return self._dump
         inner = self.service.locateResponder(name)
         if inner is None:
             return None
@@ -53,10 +57,23 @@ class ReplicaLocator:
             raise amp.RemoteAmpError(b"BAD_REQUEST", "missing register")
         return amp.AmpBox({wire.TAG: self.state.register(register).tag.encode()})
 
+    def _hello(self, box: amp.AmpBox) -> amp.AmpBox:
+        return amp.AmpBox({wire.INCARNATION: self.state.incarnation.encode("ascii")})
+
+    def _dump(self, box: amp.AmpBox) -> amp.AmpBox:
+        """A page of registers for a sync: those named after ``_rc_after`` (absent: from
+        the first), at most ``_rc_limit`` (capped at ``wire.MAX_PAGE``)."""
+        try:
+            limit = min(int(box.get(sync.LIMIT, b"%d" % wire.MAX_PAGE)), wire.MAX_PAGE)
+        except ValueError:
+            raise amp.RemoteAmpError(b"BAD_REQUEST", "malformed limit") from None
+        entries, more = self.state.page(box.get(sync.AFTER), max(1, limit))
+        return amp.AmpBox(sync.encode_page(entries, more))
+
     def _dedup(self, name: bytes, inner: Responder, box: amp.AmpBox) -> Deferred[Any]:
         rid = box.get(wire.REQUEST_ID)
-        if rid is None:
-            return maybeDeferred(inner, box)
+        if rid is None:  # a write a sync copies has a tag but no request id
+            return self._dispatch(name, inner, box)
         key = (rid, name)
         seen = self.state.recall(key)
         if isinstance(seen, Pending):
