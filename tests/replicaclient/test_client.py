@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import pytest_twisted
 from twisted.internet import defer, protocol, task
+from twisted.internet.error import ConnectionDone
 from twisted.protocols import amp
 from zope.interface.verify import verifyObject
 
@@ -573,3 +574,68 @@ def _until(condition, timeout: float = 20.0):
             await task.deferLater(reactor, 0.01, lambda: None)
 
     return defer.ensureDeferred(poll())
+
+
+@pytest.mark.parametrize(("mode", "kind", "did"), [
+    ("garbage", amp.TooLong, "sent a malformed box (a key longer than 255 bytes)"),
+    ("half", ConnectionDone, "closed the connection"),
+    ("unknown-command", amp.UnhandledCommand, "does not know the command"),
+])
+@pytest_twisted.inlineCallbacks
+def test_every_error_a_replica_causes_names_it_and_what_it_did(listen, mode, kind, did):
+    bad = listen(protocol.Factory.forProtocol(amp.AMP) if mode == "unknown-command"
+                 else raw_factory(mode))
+    client = ReplicatedClient(_reactor(), [bad], policy=First(retries=0), timeout=5)
+    try:
+        with pytest.raises(Exception) as caught:
+            yield client.callRemote(Get, key="a")
+        error = caught.value
+        assert isinstance(error, ReplicaFailed) and error.replica == bad
+        assert isinstance(error, kind) or isinstance(error.cause, kind), repr(error)
+        assert str(error).startswith(f"{bad} {did}"), str(error)
+    finally:
+        yield client.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_read_repair_answers_the_newest_write_and_repairs_the_stale_replica(listen):
+    from replicaclient import Tag
+
+    services = [Service() for _ in range(3)]
+    endpoints = [listen(ReplicaFactory(s)) for s in services]
+    tag = Tag(5, "other", 1).encode()
+    for endpoint in endpoints[:2]:  # a write the third replica missed
+        conn = yield _plain(endpoint)
+        yield conn.callRemoteString(b"Put", key=b"k", value=b"new", _rc_reg=b"k", _rc_tag=tag)
+        conn.transport.loseConnection()
+    services[2].data["k"] = "stale"
+    stub = ReplicatedClient(_reactor(), endpoints, policy=First(read_repair=1.0))
+    try:
+        for _ in range(3):
+            assert (yield stub.callRemote(Get, key="k")) == {"value": "new"}
+        yield _until(lambda: services[2].data.get("k") == "new")
+        assert stub.metrics.read_repairs == 1
+    finally:
+        yield stub.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_replica_that_joins_is_synced_page_by_page_before_it_serves_reads(listen):
+    a, b = Service(), Service()
+    ea, eb = listen(ReplicaFactory(a)), listen(ReplicaFactory(b))
+    feed = MembershipFeed({"a": ea})
+    client = ReplicatedClient(_reactor(), membership=feed, sync_page=3)
+    try:
+        keys = [f"k{i}" for i in range(10)]
+        for k in keys:
+            yield client.callRemote(Put, key=k, value=f"v-{k}")
+        feed.add("b", eb)
+        # Every read, from now on, answers the written value: b gets none until synced.
+        for _ in range(5):
+            for k in keys:
+                assert (yield client.callRemote(Get, key=k)) == {"value": f"v-{k}"}
+        yield _until(lambda: b.data == a.data)
+        assert client.metrics.syncs == 1 and client.metrics.synced_registers == 10
+        assert client.replicas["b"].readable  # and now takes reads
+    finally:
+        yield client.close()
