@@ -742,14 +742,17 @@ class ReplicatedClient:
             self.metrics.sync_failures += 1
             _log.warn("sync of {target}: no source could be used", target=target.name)
             return False
-        asks = []
-        for entry in chosen.values():
+        entries = list(chosen.values())
+        for entry in entries:
             self.clock.observe(entry.tag.ts)
-            head = encode_pairs([*entry.args, (wire.REGISTER, entry.register),
-                                 (wire.TAG, entry.tag.encode())])
-            asks.append(proto.ask(head, _command_entry(entry.command), self.timeout))
-        results = await DeferredList(asks, consumeErrors=True)
-        if not all(ok for ok, _ in results):
+        loads = []
+        for at in range(0, len(entries), self.sync_page):
+            box = sync.encode_page(entries[at:at + self.sync_page], more=False)
+            loads.append(proto.callRemoteString(
+                wire.LOAD_COMMAND, **{k.decode("ascii"): v for k, v in box.items()}
+            ).addTimeout(self.timeout, self.reactor))
+        results = await DeferredList(loads, consumeErrors=True)
+        if target.generation != generation or not all(ok for ok, _ in results):
             self.metrics.sync_failures += 1
             return False
         elapsed = self.reactor.seconds() - started

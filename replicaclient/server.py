@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
 from twisted.internet.protocol import Factory
 from twisted.protocols import amp
 from twisted.python.failure import Failure
@@ -46,6 +46,8 @@ class ReplicaLocator:
             return self._hello
         if name == wire.DUMP_COMMAND:
             return self._dump
+        if name == wire.LOAD_COMMAND:
+            return self._load
         inner = self.service.locateResponder(name)
         if inner is None:
             return None
@@ -69,6 +71,28 @@ class ReplicaLocator:
             raise amp.RemoteAmpError(b"BAD_REQUEST", "malformed limit") from None
         entries, more = self.state.page(box.get(sync.AFTER), max(1, limit))
         return amp.AmpBox(sync.encode_page(entries, more))
+
+    def _load(self, box: amp.AmpBox) -> Deferred[Any]:
+        """Apply a page of writes a sync copies, each with its tag (a register keeps the
+        newer of its own and the copied one); answers how many were applied."""
+        try:
+            page = sync.parse_page(box, wire.MAX_PAGE)
+        except sync.BadPage as error:
+            return fail(amp.RemoteAmpError(b"BAD_REQUEST", f"malformed load: {error}"))
+        writes = []
+        for entry in page.entries:
+            inner = self.service.locateResponder(entry.command)
+            if inner is None:
+                return fail(amp.RemoteAmpError(
+                    b"BAD_REQUEST", f"unknown command {entry.command[:40]!r}"))
+            one = amp.AmpBox(entry.args)
+            one[amp.COMMAND] = entry.command
+            one[wire.REGISTER] = entry.register
+            one[wire.TAG] = entry.tag.encode()
+            writes.append(self._write(entry.register, entry.command, inner, one))
+        done = DeferredList(writes, consumeErrors=True)
+        return done.addCallback(lambda results: amp.AmpBox(
+            {sync.COUNT: b"%d" % sum(1 for ok, _ in results if ok)}))
 
     def _dedup(self, name: bytes, inner: Responder, box: amp.AmpBox) -> Deferred[Any]:
         rid = box.get(wire.REQUEST_ID)

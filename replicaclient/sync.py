@@ -32,7 +32,7 @@ COUNT = b"_rc_n"
 MORE = b"_rc_more"
 AFTER = b"_rc_after"
 LIMIT = b"_rc_limit"
-RECORD = b"_rc_s"  # _rc_s<i>.<j>: chunk j of register record i
+RECORD = b"_rc_s"  # _rc_s<j>: chunk j of the page's records, one after another
 _CHUNK = 65535  # AMP's longest value
 
 
@@ -76,17 +76,19 @@ def _unpack(raw: bytes) -> list[bytes]:
 
 
 def encode_page(entries: Iterable[Entry], more: bool) -> dict[bytes, bytes]:
-    """The answer box entries of one page (for the replica-side helper)."""
-    box: dict[bytes, bytes] = {}
-    n = 0
-    for n, entry in enumerate(entries, 1):
+    """The answer box entries of one page (for the replica-side helper): the records,
+    each a length-prefixed list of fields, end to end, cut into AMP-sized values."""
+    records = []
+    for entry in entries:
         parts = [entry.register, entry.tag.encode(), entry.command]
         for k, v in entry.args:
             parts += (k, v)
         record = _pack(parts)
-        for j in range(0, max(1, len(record)), _CHUNK):
-            box[RECORD + b"%d.%d" % (n - 1, j // _CHUNK)] = record[j:j + _CHUNK]
-    box[COUNT] = b"%d" % n
+        records.append(_U32.pack(len(record)) + record)
+    blob = b"".join(records)
+    box = {RECORD + b"%d" % (j // _CHUNK): blob[j:j + _CHUNK]
+           for j in range(0, len(blob), _CHUNK)}
+    box[COUNT] = b"%d" % len(records)
     box[MORE] = b"1" if more else b"0"
     return box
 
@@ -101,20 +103,21 @@ def parse_page(box: Mapping[bytes, bytes], limit: int) -> Page:
         raise BadPage(f"not a sync page ({error!r})") from None
     if not 0 <= count <= limit:
         raise BadPage(f"{count} registers on a page of at most {limit}")
+    chunks, j = [], 0
+    while (chunk := box.get(RECORD + b"%d" % j)) is not None:
+        chunks.append(chunk)
+        j += 1
+    records = _unpack(b"".join(chunks))
+    if len(records) != count:
+        raise BadPage(f"{len(records)} register records for a count of {count}")
     entries = []
-    for i in range(count):
-        chunks, j = [], 0
-        while (chunk := box.get(RECORD + b"%d.%d" % (i, j))) is not None:
-            chunks.append(chunk)
-            j += 1
-        if not chunks:
-            raise BadPage(f"register record {i} missing")
-        parts = _unpack(b"".join(chunks))
+    for i, record in enumerate(records):
+        parts = _unpack(record)
         if len(parts) < 3 or len(parts) % 2 == 0:
             raise BadPage(f"register record {i} malformed")
         try:
             tag = Tag.decode(parts[1])
-        except ValueError:
+        except (ValueError, UnicodeDecodeError):
             raise BadPage(f"register record {i}: malformed tag {parts[1][:40]!r}") from None
         args = tuple(zip(parts[3::2], parts[4::2], strict=True))
         entries.append(Entry(parts[0], tag, parts[2], args))

@@ -22,7 +22,8 @@ TAG_COMMAND = b"ReplicaClient.Tag"  # helper command: the tag of register _rc_re
 HELLO_COMMAND = b"ReplicaClient.Hello"  # helper command: this process's incarnation
 INCARNATION = b"_rc_inc"
 DUMP_COMMAND = b"ReplicaClient.Dump"  # helper command: a page of registers (sync.py)
-MAX_PAGE = 2000  # the most registers a Dump answers with
+LOAD_COMMAND = b"ReplicaClient.Load"  # helper command: apply a page of tagged writes
+MAX_PAGE = 2000  # the most registers a Dump answers with, or a Load carries
 
 
 def request_id(client: str, seq: int) -> bytes:

@@ -30,9 +30,10 @@ def test_a_page_round_trips_through_its_box_even_past_amps_value_limit():
 
 @pytest.mark.parametrize("box", [
     {}, {b"_rc_n": b"x", b"_rc_more": b"0"}, {b"_rc_n": b"1", b"_rc_more": b"0"},
-    {b"_rc_n": b"1", b"_rc_more": b"0", b"_rc_s0.0": b"\x00\x00\x00\x09ab"},
+    {b"_rc_n": b"1", b"_rc_more": b"0", b"_rc_s0": b"\x00\x00\x00\x09ab"},
     {b"_rc_n": b"1", b"_rc_more": b"0",
-     b"_rc_s0.0": b"\x00\x00\x00\x01a\x00\x00\x00\x03bad\x00\x00\x00\x01P"},
+     b"_rc_s0": b"\x00\x00\x00\x14\x00\x00\x00\x01a\x00\x00\x00\x03bad\x00\x00\x00\x01P"},
+    {**encode_page([e("a", 1, "1")], False), b"_rc_n": b"2"},
     {b"_rc_n": b"99", b"_rc_more": b"0"},
 ])
 def test_garbage_is_a_bad_page(box):
