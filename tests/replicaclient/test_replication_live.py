@@ -76,6 +76,11 @@ async def test_a_replica_killed_during_a_put_and_restarted_empty_catches_up_on_i
     client = ReplicatedClient(_reactor(), [r.endpoint for r in replicas])
     try:
         await client.callRemote(Put, key="a", value="1")
+
+        async def met():  # the stub has met the victim's first incarnation
+            return client.replicas[victim.endpoint].incarnation is not None
+
+        assert await until(met, 10)
         put = client.callRemote(Put, key="k", value="newest")
         assert client.metrics.replicas[victim.endpoint].outstanding >= 1
         victim.kill()  # its answer (and its memory) are gone
@@ -91,7 +96,10 @@ async def test_a_replica_killed_during_a_put_and_restarted_empty_catches_up_on_i
         async def synced():  # the new incarnation is synced too (hints came first)
             return client.metrics.syncs >= 1
 
-        assert await until(synced, 10)
+        assert await until(synced, 10), client.metrics.snapshot()
+        metrics = client.metrics.snapshot()
+        assert metrics["hints_queued"] >= 1 and metrics["hints_replayed"] >= 1
+        assert metrics["sync_seconds_count"] == metrics["syncs"] >= 1
     finally:
         await client.close()
         processes.stop(replicas)
