@@ -639,3 +639,64 @@ def test_a_replica_that_joins_is_synced_page_by_page_before_it_serves_reads(list
         assert client.replicas["b"].readable  # and now takes reads
     finally:
         yield client.close()
+
+
+class _Cuttable(ReplicaFactory):
+    """A replica whose network can be cut (listening stopped, connections aborted) and
+    restored on the same port, the process and its memory unchanged."""
+
+    def __init__(self, service) -> None:
+        super().__init__(service)
+        self.protos: list = []
+        self.port = None
+
+    def buildProtocol(self, addr):  # noqa: N802
+        proto = super().buildProtocol(addr)
+        self.protos.append(proto)
+        return proto
+
+    def up(self, number: int = 0) -> str:
+        self.port = _reactor().listenTCP(number, self, interface="127.0.0.1")
+        return f"tcp:127.0.0.1:{self.port.getHost().port}"
+
+    def cut(self):
+        for proto in self.protos:
+            if proto.transport is not None:
+                proto.transport.abortConnection()
+        self.protos = []
+        return self.port.stopListening()
+
+
+@pytest.mark.parametrize("hint_count", [100, 2])
+@pytest_twisted.inlineCallbacks
+def test_writes_missed_during_a_network_cut_reach_the_replica_when_it_is_back(listen, hint_count):
+    # Same process, same memory, same incarnation: within the hint queue's bounds the
+    # hinted writes are replayed; past them (hint_count=2, three writes missed) they are
+    # dropped and a full sync brings the replica up to date instead.
+    services = [Service() for _ in range(3)]
+    endpoints = [listen(ReplicaFactory(s)) for s in services[:2]]
+    cuttable = _Cuttable(services[2])
+    endpoint = cuttable.up()
+    number = int(endpoint.rsplit(":", 1)[1])
+    client = ReplicatedClient(_reactor(), [*endpoints, endpoint], hint_count=hint_count)
+    try:
+        yield client.callRemote(Put, key="k0", value="before")
+        yield _until(lambda: services[2].data.get("k0") == "before")
+        yield _until(lambda: client.replicas[endpoint].incarnation is not None)
+        yield cuttable.cut()
+        for i in range(1, 4):
+            yield client.callRemote(Put, key=f"k{i}", value=f"missed {i}")
+        assert services[2].data == {"k0": "before"}
+        cuttable.up(number)
+        yield _until(lambda: services[2].data == services[0].data)
+        yield _until(lambda: client.replicas[endpoint].readable)
+        m = client.metrics
+        if hint_count == 100:
+            assert (m.hints_queued, m.hints_replayed, m.hints_dropped, m.syncs) == (3, 3, 0, 0)
+        else:
+            assert (m.hints_queued, m.hints_replayed, m.hints_dropped) == (2, 0, 3)
+            assert m.syncs == 1 and m.synced_registers == 4
+    finally:
+        yield client.close()
+        if cuttable.port is not None:
+            yield cuttable.port.stopListening()
