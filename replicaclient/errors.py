@@ -9,6 +9,7 @@ instances of both their own type and :class:`ReplicaFailed`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 from twisted.internet import error as error_module
 from twisted.protocols import amp
@@ -70,7 +71,7 @@ class ReplicaFailed(ReplicationError):
         return f"{type(self).__name__}({str(self)!r})"
 
 
-_named: dict[type, type] = {}
+_named: dict[type, type[ReplicaFailed]] = {}
 
 
 def blame(error: BaseException, replica: str) -> BaseException:
@@ -83,15 +84,18 @@ def blame(error: BaseException, replica: str) -> BaseException:
     named = _named.get(cls)
     if named is None:
         try:
-            named = type(cls.__name__, (ReplicaFailed, cls),
-                         {"__module__": cls.__module__, "__qualname__": cls.__qualname__})
+            named = cast(type[ReplicaFailed], type(
+                cls.__name__, (ReplicaFailed, cls),
+                {"__module__": cls.__module__, "__qualname__": cls.__qualname__}))
         except TypeError:  # a type that cannot be mixed: say it in a ReplicaFailed
             named = ReplicaFailed
         _named[cls] = named
-    found = named.__new__(named)
+    found = cast(ReplicaFailed, named.__new__(named))  # type: ignore[call-overload]
     if named is not ReplicaFailed:
         found.__dict__.update(getattr(error, "__dict__", {}))
     found.args = error.args
+    if isinstance(error, OSError) and isinstance(found, OSError):  # slots, not __dict__
+        found.errno, found.strerror, found.filename = error.errno, error.strerror, error.filename
     found.replica, found.did, found.cause = replica, what_it_did(error), error
     found.__traceback__ = error.__traceback__
     return found
