@@ -246,6 +246,8 @@ class _Replica:
         """Joined after the stub started: synced before its first read."""
         self.readable = not fresh
         self.incarnation: str | None = None
+        self.needs_sync: str | None = None
+        """Why a full sync is due (kept until one completes)."""
         self.catching_up = False
         self.generation = 0
         self.retry: IDelayedCall | None = None
@@ -663,17 +665,19 @@ class ReplicatedClient:
         incarnation = await self._hello(proto)
         if replica.generation != generation:
             return False
+        if incarnation is None and replica.needs_sync is not None:
+            return False  # no answer to Hello this time: the sync still due waits
         known, replica.incarnation = replica.incarnation, incarnation or replica.incarnation
-        restarted = known is not None and incarnation is not None and incarnation != known
-        if restarted:
-            _log.info("replica {name} restarted (incarnation {old} -> {new})",
-                      name=replica.name, old=known, new=incarnation)
+        reason = replica.needs_sync = sync.sync_reason(
+            known, incarnation, pending=replica.needs_sync, joined=replica.fresh,
+            hints_dropped=replica.hints.overflowed)
         if not await self._replay(replica, proto):
             return False
-        wanted = restarted or replica.fresh or replica.hints.overflowed
-        if incarnation is not None and wanted and not await self._sync(
-                replica, proto, generation):
-            return False
+        if reason is not None:
+            _log.info("replica {name}: full sync: {why}", name=replica.name, why=reason)
+            if not await self._sync(replica, proto, generation):
+                return False
+            replica.needs_sync = None
         if replica.generation != generation or len(replica.hints):
             return False
         replica.hints.synced()

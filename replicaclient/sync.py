@@ -191,3 +191,22 @@ def _distrust(page: Page | BaseException, after: bytes | None, now_ms: int,
             return (f"sent register {entry.register[:40]!r} with a tag "
                     f"{physical_ms(entry.tag.ts) - now_ms} ms in the future")
     return None
+
+
+def sync_reason(known: str | None, seen: str | None, *, pending: str | None = None,
+                joined: bool = False, hints_dropped: bool = False) -> str | None:
+    """Why a replica that is back needs a full sync, or None if replaying its hints is
+    enough. ``known``: the incarnation seen before; ``seen``: the one it reports now
+    (None: it has no helper, so it cannot be synced); ``pending``: the reason of an
+    earlier sync that did not complete (it still holds)."""
+    if seen is None:
+        return None
+    if pending is not None:
+        return pending
+    if known is not None and seen != known:
+        return f"restarted (incarnation {known} -> {seen})"
+    if joined:
+        return "joined"
+    if hints_dropped:
+        return "writes it missed were dropped past the hint queue's bounds"
+    return None

@@ -101,3 +101,16 @@ def test_replica_state_pages_registers_in_name_order_newer_tag_wins():
     s.claim(b"a", Tag(99, "c", 0), b"Put", {})
     assert s.page(None, 1)[0][0].register == b"a"
     assert ReplicaState().incarnation != ReplicaState().incarnation
+
+
+def test_when_a_replica_that_is_back_needs_a_full_sync():
+    from replicaclient.sync import sync_reason
+
+    assert sync_reason("a", "a") is None  # the same process: its hints are enough
+    assert sync_reason(None, "a") is None  # first met: nothing known to compare
+    assert "restarted" in sync_reason("a", "b")
+    assert sync_reason(None, "a", joined=True) == "joined"
+    assert "dropped" in sync_reason("a", "a", hints_dropped=True)
+    # a sync that did not complete is still due, though the incarnation is now known
+    assert "restarted" in sync_reason("b", "b", pending=sync_reason("a", "b"))
+    assert sync_reason("a", None, joined=True) is None  # no helper: cannot be synced
