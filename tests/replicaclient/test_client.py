@@ -700,3 +700,50 @@ def test_writes_missed_during_a_network_cut_reach_the_replica_when_it_is_back(li
         yield client.close()
         if cuttable.port is not None:
             yield cuttable.port.stopListening()
+
+
+class _BadSource(ReplicaFactory):
+    """A replica that serves calls honestly but answers a sync's Dump with ``mode``."""
+
+    mode = "garbage"
+
+    def buildProtocol(self, addr):  # noqa: N802
+        from replicaclient.server import ReplicaLocator
+        from replicaclient.sync import Entry, encode_page
+        from replicaclient.tag import Tag, hybrid
+
+        mode = self.mode
+
+        class Locator(ReplicaLocator):
+            def _dump(self, box):
+                if mode == "garbage":
+                    return amp.AmpBox({b"_rc_n": b"lots"})
+                entries, more = self.state.page(None, 1000)
+                future = hybrid(int(_reactor().seconds() * 1000) + 3_600_000)
+                return amp.AmpBox(encode_page(
+                    [Entry(e.register, Tag(future, "liar", 1), e.command,
+                           ((b"key", e.register), (b"value", b"forged"))) for e in entries],
+                    more))
+
+        proto = amp.AMP(locator=Locator(self.service, self.state))
+        proto.factory = self
+        return proto
+
+
+@pytest.mark.parametrize("mode", ["garbage", "future"])
+@pytest_twisted.inlineCallbacks
+def test_a_sync_source_that_sends_garbage_or_future_tags_is_not_used(listen, mode):
+    good, bad, new = Service(), Service(), Service()
+    bad_factory = _BadSource(bad)
+    bad_factory.mode = mode
+    feed = MembershipFeed({"good": listen(ReplicaFactory(good)), "bad": listen(bad_factory)})
+    client = ReplicatedClient(_reactor(), membership=feed)
+    try:
+        yield client.callRemote(Put, key="k", value="v")
+        yield _until(lambda: bad.data == {"k": "v"})
+        yield _until(lambda: all(r.readable and r.incarnation for r in client.replicas.values()))
+        feed.add("new", listen(ReplicaFactory(new)))
+        yield _until(lambda: client.metrics.syncs == 1)
+        assert new.data == {"k": "v"}
+    finally:
+        yield client.close()
