@@ -10,9 +10,16 @@
    its calls; p50/p99/p99.9 with and without hedging, the extra requests hedging cost and
    the slow replica's share of the calls; medians over rounds in a rotated order.
 3. Throughput: calls per second with 32 calls in flight, stub (3 replicas) vs plain.
+4. Writes: sequential Put latency under ``first`` (sent to all three replicas, returning
+   at the first acknowledgement, W=1; and W=majority) against one plain AMP connection
+   and against ``vote`` and ``quorum``; medians over rounds in a rotated order.
+5. Sync: time to bring an empty replica that joins (membership) up to date with two
+   replicas holding 10,000 registers: from its joining to its first read allowed, and
+   the sync itself (pages fetched, selection, writes replayed); target under 2 s.
 
 Targets (issue 5): overhead < 100 µs per call; hedging cuts p99 by >= 50% for <= 5%
 extra requests. Run: .venv/bin/python benchmarks/replica.py [--rounds 15] [--calls 500]
+[--sections overhead,throughput,tail,writes,sync]
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ from twisted.internet.endpoints import clientFromString, connectProtocol  # noqa
 from twisted.protocols import amp  # noqa: E402
 
 from demos.kvstore import Get, Put  # noqa: E402
-from replicaclient import Balancer, First, ReplicatedClient  # noqa: E402
+from replicaclient import Balancer, First, MembershipFeed, ReplicatedClient  # noqa: E402
 from tests.replicaclient import processes  # noqa: E402
 
 THROUGHPUT_CALLS = 6000
@@ -117,6 +124,88 @@ async def run(reactor: Any, args: argparse.Namespace) -> None:
         await overhead_and_throughput(reactor, args)
     if "tail" in args.sections:
         await tail(reactor, args)
+    if "writes" in args.sections:
+        await writes(reactor, args)
+    if "sync" in args.sections:
+        await sync_time(reactor, args)
+
+
+async def writes(reactor: Any, args: argparse.Namespace) -> None:
+    replicas = processes.start((), (), ())
+    everyone = [r.endpoint for r in replicas]
+    try:
+        plain = await plain_connection(reactor, everyone[0])
+        stubs = {
+            "3 replicas, first (W=1, default)": ReplicatedClient(reactor, everyone),
+            "3 replicas, first (W=majority)": ReplicatedClient(
+                reactor, everyone, policy=First(write_acks="majority")),
+            "3 replicas, vote": ReplicatedClient(reactor, everyone, policy="vote"),
+            "3 replicas, quorum": ReplicatedClient(reactor, everyone, policy="quorum"),
+        }
+        paths: list[tuple[str, Callable[[], Any]]] = [
+            ("plain amp.AMP, 1 replica", lambda: plain.callRemote(Put, key="k", value="v"))]
+        paths += [(name, lambda s=stub: s.callRemote(Put, key="k", value="v"))
+                  for name, stub in stubs.items()]
+        got: dict[str, list[float]] = {name: [] for name, _ in paths}
+        for i in range(args.rounds):
+            for name, call in rotated(paths, i):
+                await sequential(call, 50)
+                got[name].append(statistics.median(await sequential(call, args.calls)))
+        print(f"\n4. writes: sequential Puts, {args.rounds} rounds x {args.calls} calls per"
+              " path, order rotating per round;\n   median latency of a round's calls,"
+              " median over rounds [min-max], µs")
+        base = statistics.median(got["plain amp.AMP, 1 replica"])
+        for name, values in got.items():
+            print(f"   {name:34} {statistics.median(values) * 1e6:6.0f}"
+                  f" [{min(values) * 1e6:.0f}-{max(values) * 1e6:.0f}]"
+                  f"  x{statistics.median(values) / base:.2f}")
+        for stub in stubs.values():
+            await stub.close()
+        plain.transport.loseConnection()
+    finally:
+        processes.stop(replicas)
+
+
+SYNC_REGISTERS = 10_000
+
+
+async def sync_time(reactor: Any, args: argparse.Namespace) -> None:
+    sources = processes.start((), ())
+    try:
+        feed = MembershipFeed({f"r{i}": r.endpoint for i, r in enumerate(sources)})
+        stub = ReplicatedClient(reactor, membership=feed, timeout=30)
+        left = iter(range(SYNC_REGISTERS))
+
+        async def writer() -> None:
+            for n in left:
+                await stub.callRemote(Put, key=f"key-{n:05d}", value=f"value {n} " + "x" * 20)
+
+        await defer.gatherResults([defer.ensureDeferred(writer()) for _ in range(IN_FLIGHT)])
+        print(f"\n5. sync: an empty replica joins two that hold {SYNC_REGISTERS:,} registers"
+              f" (about 40 bytes each); {args.sync_rounds} rounds, a new empty replica each")
+        joined, synced = [], []
+        for i in range(args.sync_rounds):
+            target = processes.start(())[0]
+            before = stub.metrics.sync_seconds.total
+            start = reactor.seconds()
+            feed.add(f"new{i}", target.endpoint)
+            while not stub.replicas[f"new{i}"].readable:
+                await task.deferLater(reactor, 0.001, lambda: None)
+            joined.append(reactor.seconds() - start)
+            synced.append(stub.metrics.sync_seconds.total - before)
+            holds = await plain_connection(reactor, target.endpoint)
+            last = await holds.callRemote(Get, key=f"key-{SYNC_REGISTERS - 1:05d}")
+            assert last["value"].startswith(f"value {SYNC_REGISTERS - 1}"), last
+            holds.transport.loseConnection()
+            feed.remove(f"new{i}")
+            processes.stop([target])
+        print(f"   joined -> first read allowed: {statistics.median(joined):.2f} s"
+              f" [{min(joined):.2f}-{max(joined):.2f}]; the sync itself"
+              f" {statistics.median(synced):.2f} s [{min(synced):.2f}-{max(synced):.2f}]"
+              " (target: < 2 s)")
+        await stub.close()
+    finally:
+        processes.stop(sources)
 
 
 async def overhead_and_throughput(reactor: Any, args: argparse.Namespace) -> None:
@@ -316,8 +405,10 @@ def main(reactor: Any, argv: list[str]) -> Any:
                         help="rounds of the tail section (default 5)")
     parser.add_argument("--tail-calls", type=int, default=3000,
                         help="sequential Gets per policy per tail round (default 3000)")
-    parser.add_argument("--sections", default="overhead,throughput,tail",
-                        help="comma-separated: overhead, throughput, tail")
+    parser.add_argument("--sync-rounds", type=int, default=5,
+                        help="rounds of the sync section (default 5)")
+    parser.add_argument("--sections", default="overhead,throughput,tail,writes,sync",
+                        help="comma-separated: overhead, throughput, tail, writes, sync")
     args = parser.parse_args(argv)
     args.sections = set(args.sections.split(","))
     return defer.ensureDeferred(run(reactor, args))

@@ -228,7 +228,7 @@ def main() -> int:
     from demos.kv_scene import run_scene
 
     say("")
-    say("== replicaclient: one key-value service on five replicas")
+    say("== replicaclient: one key-value service on five replicas, then one restarted empty")
     return status or run_scene()
 
 

@@ -4,7 +4,8 @@
     python -m demos.kvstore client --policy vote tcp:127.0.0.1:7001 tcp:127.0.0.1:7002 \\
         tcp:127.0.0.1:7003 -- put colour blue get colour
 
-``serve`` prints ``ready`` once listening. ``--lie`` answers every Get with a wrong value
+``serve`` prints ``ready`` once listening. ``--lie`` answers every Get with a wrong value,
+and offers forged values with newer tags to a stub that syncs another replica from it
 (a Byzantine replica; SIGUSR1 toggles lying at run time). ``--delay-ms`` delays every
 answer; with ``--slow-percent`` only that share of answers is delayed, by ``--slow-ms``.
 """
@@ -21,8 +22,10 @@ from twisted.internet import defer, task
 from twisted.internet.endpoints import serverFromString
 from twisted.protocols import amp
 
-from replicaclient import ReplicatedClient, read, write
+from replicaclient import ReplicatedClient, Tag, read, write
+from replicaclient.replica import ReplicaState
 from replicaclient.server import ReplicaFactory
+from replicaclient.sync import Entry
 
 
 @read(register="key")
@@ -72,6 +75,25 @@ class KVStore(amp.CommandLocator):
         return task.deferLater(self.reactor, delay, lambda: result)
 
 
+class ForgingState(ReplicaState):
+    """The register state of a lying replica: while ``store.lie``, the pages it sends
+    for a sync carry forged values under tags newer than the real ones."""
+
+    def __init__(self, store: KVStore) -> None:
+        super().__init__()
+        self.store = store
+
+    def page(self, after: bytes | None, limit: int,
+             max_bytes: int = 1 << 20) -> tuple[list[Entry], bool]:
+        entries, more = super().page(after, limit, max_bytes)
+        if not self.store.lie:
+            return entries, more
+        return [Entry(e.register, Tag(e.tag.ts + 1, e.tag.client, e.tag.seq), e.command,
+                      tuple((k, b"forged(" + v + b")" if k == b"value" else v)
+                            for k, v in e.args))
+                for e in entries], more
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m demos.kvstore")
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -106,7 +128,7 @@ async def _serve(reactor: Any, args: argparse.Namespace) -> None:
 
     signal.signal(signal.SIGUSR1, lambda *a: reactor.callFromThread(toggle))
     endpoint = serverFromString(reactor, f"tcp:{args.port}:interface={args.host}")
-    await endpoint.listen(ReplicaFactory(store))
+    await endpoint.listen(ReplicaFactory(store, ForgingState(store)))
     registration = None
     if args.register:
         registration = await _register(reactor, args.register, args.host, args.port)

@@ -15,19 +15,31 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from twisted.internet.defer import Deferred, fail, gatherResults, succeed
-from twisted.internet.endpoints import clientFromString, connectProtocol
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    ensureDeferred,
+    fail,
+    gatherResults,
+    succeed,
+)
+from twisted.internet.endpoints import clientFromString
+from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from . import wire
+from . import sync, wire
 from .balancer import Balancer
 from .budget import RetryBudget
 from .declare import Semantics, semantics_of
 from .ejection import OutlierDetector
-from .errors import ClientClosed, NoReplicas
+from .errors import ClientClosed, NoReplicas, blame
+from .handoff import Hint, HintQueue
 from .latency import PercentileWindow
 from .membership import Added, Event, MembershipSource, Removed, static
 from .metrics import ClientMetrics
@@ -38,12 +50,14 @@ from .policy import (
     Fail,
     First,
     Policy,
+    Quorum,
     Reply,
     Send,
     Succeed,
+    Vote,
     as_policy,
 )
-from .tag import Tag
+from .tag import HybridClock, Tag
 
 _log = Logger()
 
@@ -118,6 +132,7 @@ class _ReplicaAMP(amp.AMP):
     def connectionMade(self) -> None:
         super().connectionMade()
         self._write = cast(Any, self.transport).write
+        self.owner.connection_made(self)
 
     def send(self, head: bytes, command: bytes, waiter: _Waiter | None) -> None:
         """Send a request: ``head`` is its encoded entries, ``command`` its encoded
@@ -133,6 +148,28 @@ class _ReplicaAMP(amp.AMP):
         tag = b"r%x" % self._tags
         self.waiting[tag] = waiter
         self._write(b"".join((head, command, _ASK, _U16(len(tag)), tag, _END)))
+
+    def ask(self, head: bytes, command: bytes, timeout: float) -> Deferred[amp.AmpBox]:
+        """Send a request the stub makes for itself (a hint replayed, a write a sync
+        copies); the Deferred fires with the answer or error box, or fails if the
+        connection is lost first or no answer comes within ``timeout`` seconds."""
+        asked = _Asked()
+        self.send(head, command, (cast(Any, asked), cast(Send, None), 0.0))
+
+        def expire() -> None:
+            for tag, waiter in list(self.waiting.items()):
+                if waiter[0] is asked:
+                    del self.waiting[tag]
+            asked.lost(TimeoutError(f"no answer within {timeout} s"), None, 0.0)
+
+        timer = self.owner.client.reactor.callLater(timeout, expire)
+
+        def settled(result: Any) -> Any:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return asked.result.addBoth(settled)
 
     def forget(self, call: _Call) -> list[tuple[Send, float]]:
         """Stop waiting for ``call``'s answers; what it had sent here, and when."""
@@ -162,54 +199,99 @@ class _ReplicaAMP(amp.AMP):
         self.lost.callback(None)
 
 
-class _Replica:
-    """One replica: its endpoint and a lazily (re)made AMP connection."""
+class _Asked:
+    """Waits for the answer to one request of the stub's own (see ``_ReplicaAMP.ask``)."""
 
-    def __init__(self, reactor: Any, name: str, endpoint: str) -> None:
+    def __init__(self) -> None:
+        self.result: Deferred[amp.AmpBox] = Deferred()
+
+    def received(self, box: amp.AmpBox, send: Any, started: float) -> None:
+        if not self.result.called:
+            self.result.callback(box)
+
+    def lost(self, error: BaseException, send: Any, started: float) -> None:
+        if not self.result.called:
+            self.result.errback(Failure(error))
+
+
+class _Factory(Factory):
+    def __init__(self, owner: _Replica) -> None:
+        self.owner = owner
+
+    def buildProtocol(self, addr: Any) -> _ReplicaAMP:
+        return _ReplicaAMP(self.owner)
+
+
+class _Replica:
+    """One replica: its endpoint, the AMP connection a ``ClientService`` keeps making
+    (reconnecting with backoff in the background), the writes it missed (hints), and
+    whether it may get reads (``readable``: not while it is behind)."""
+
+    def __init__(self, client: ReplicatedClient, name: str, endpoint: str,
+                 fresh: bool) -> None:
+        self.client = client
         self.name = name
         self.endpoint_string = endpoint
-        self.endpoint = clientFromString(reactor, endpoint)
+        self.service = ClientService(clientFromString(client.reactor, endpoint),
+                                     _Factory(self), retryPolicy=client.reconnect,
+                                     clock=client.reactor)
         self.proto: _ReplicaAMP | None = None
-        self.connecting: Deferred[Any] | None = None
         self.waiting: list[tuple[bytes, bytes, _Waiter]] = []
+        self.down: BaseException | None = None
+        """Why the replica cannot be reached, while it cannot (requests fail at once)."""
+        self.asking = False
         self.closed = False
+        self.hints = HintQueue(client.hint_count, client.hint_bytes)
+        self.fresh = fresh
+        """Joined after the stub started: synced before its first read."""
+        self.readable = not fresh
+        self.incarnation: str | None = None
+        self.needs_sync: str | None = None
+        """Why a full sync is due (kept until one completes)."""
+        self.catching_up = False
+        self.generation = 0
+        self.retry: IDelayedCall | None = None
 
     def connect(self) -> None:
-        if self.proto is not None or self.connecting is not None or self.closed:
+        self.service.startService()
+
+    def _await_connection(self) -> None:
+        if self.asking:
             return
-        d = self.connecting = connectProtocol(self.endpoint, _ReplicaAMP(self))
+        self.asking = True
 
         def connected(proto: _ReplicaAMP) -> None:
-            self.connecting = None
-            if self.closed:
-                proto.transport.loseConnection()
-                error: BaseException | None = ClientClosed("closed")
-            else:
-                self.proto = proto
-                error = None
-            waiting, self.waiting = self.waiting, []
-            for head, command, waiter in waiting:
-                if error is None:
-                    proto.send(head, command, waiter)
-                else:
-                    waiter[0].lost(error, waiter[1], waiter[2])
+            self.asking = False
+            self._flush()
 
         def failed(reason: Failure) -> None:
-            self.connecting = None
+            self.asking = False
+            error = reason.value
+            if isinstance(error, CancelledError) or self.closed:
+                error = ClientClosed(f"{self.name}: closed")
+            else:
+                error = self.down = blame(error, self.name)
             waiting, self.waiting = self.waiting, []
             for _, _, waiter in waiting:
-                waiter[0].lost(reason.value, waiter[1], waiter[2])
+                waiter[0].lost(error, waiter[1], waiter[2])
 
-        d.addCallbacks(connected, failed)
+        self.service.whenConnected(failAfterFailures=1).addCallbacks(connected, failed)
+
+    def _flush(self) -> None:
+        waiting, self.waiting = self.waiting, []
+        for head, command, waiter in waiting:
+            self.request(head, command, waiter)
 
     def request(self, head: bytes, command: bytes, waiter: _Waiter) -> None:
         if self.closed:
             waiter[0].lost(ClientClosed(f"{self.name}: closed"), waiter[1], waiter[2])
         elif self.proto is not None:
             self.proto.send(head, command, waiter)
+        elif self.down is not None:
+            waiter[0].lost(self.down, waiter[1], waiter[2])
         else:
             self.waiting.append((head, command, waiter))
-            self.connect()
+            self._await_connection()
 
     def forget(self, call: _Call) -> list[tuple[Send, float]]:
         """Stop waiting for ``call``'s answers here (sent, or queued for the connection)."""
@@ -224,19 +306,31 @@ class _Replica:
         if self.proto is not None:
             self.proto.send(head, command, None)
 
+    def connection_made(self, proto: _ReplicaAMP) -> None:
+        if self.closed:
+            return
+        self.proto = proto
+        self.down = None
+        self.generation += 1
+        self._flush()
+        self.client._catch_up(self)
+
     def connection_lost(self, proto: _ReplicaAMP) -> None:
         if self.proto is proto:
             self.proto = None
+            self.readable = False
+            self.generation += 1
+            reason = proto.gone if proto.gone is not None else ConnectionLost()
+            self.down = blame(reason, self.name)
 
     def close(self) -> Deferred[Any]:
         self.closed = True
-        if self.connecting is not None:
-            self.connecting.cancel()
-        if self.proto is not None and self.proto.transport is not None:
-            lost = self.proto.lost
-            self.proto.transport.loseConnection()
-            return lost
-        return succeed(None)
+        if self.retry is not None and self.retry.active():
+            self.retry.cancel()
+        waiting, self.waiting = self.waiting, []
+        for _, _, waiter in waiting:
+            waiter[0].lost(ClientClosed(f"{self.name}: closed"), waiter[1], waiter[2])
+        return self.service.stopService()
 
 
 class _Wakeups:
@@ -322,6 +416,15 @@ class ReplicatedClient:
     ``timeout``: one deadline, in seconds, covering every attempt of a call.
     ``balancer`` picks the replica of a ``first`` call (power of two choices over
     peak-EWMA cost, ``replicaclient.balancer``).
+
+    Writes carry a tag from ``clock`` (a hybrid logical clock on the reactor's time).
+    A lost replica is reconnected in the background with ``reconnect`` (a Twisted
+    ``backoffPolicy``). Writes it missed are kept for it, at most ``hint_count`` of
+    them and ``hint_bytes`` bytes (past that it needs a full sync), and replayed when it
+    is back; a replica that restarted (a new incarnation), lost hints, or joined after
+    the start is synced from the others, ``sync_page`` registers at a time, refusing
+    any source whose tags are more than ``future_ms`` ahead of this stub's clock. A
+    replica gets reads only once it is up to date.
     """
 
     def __init__(
@@ -338,6 +441,12 @@ class ReplicatedClient:
         ejection: OutlierDetector | None = None,
         balancer: Balancer | None = None,
         client_id: str | None = None,
+        clock: HybridClock | None = None,
+        reconnect: Callable[[int], float] | None = None,
+        hint_count: int = 10_000,
+        hint_bytes: int = 16 << 20,
+        sync_page: int = 1000,
+        future_ms: int = 60_000,
     ) -> None:
         given = [x is not None for x in (endpoints, discover, membership)]
         if sum(given) != 1:
@@ -353,6 +462,14 @@ class ReplicatedClient:
         self.ejection = ejection or OutlierDetector()
         self.balancer = balancer or Balancer()
         self.metrics = ClientMetrics()
+        self.clock = clock or HybridClock(lambda: int(reactor.seconds() * 1000))
+        self.reconnect = reconnect or backoffPolicy(initialDelay=0.1, maxDelay=5.0)
+        self.hint_count = hint_count
+        self.hint_bytes = hint_bytes
+        self.sync_page = min(sync_page, wire.MAX_PAGE)
+        self.future_ms = future_ms
+        self._repair_credit = 0.0
+        self._starting = True
         self.replicas: dict[str, _Replica] = {}
         self._seq = 0
         self._latency: dict[bytes, PercentileWindow] = {}
@@ -369,6 +486,7 @@ class ReplicatedClient:
             membership = static(list(endpoints))
         assert membership is not None
         self._unsubscribe = membership.subscribe(self._membership_event)
+        self._starting = False
 
     # -- membership
 
@@ -381,8 +499,8 @@ class ReplicatedClient:
                 if old.endpoint_string == event.endpoint:
                     return
                 old.close()
-            replica = self.replicas[event.name] = _Replica(self.reactor, event.name,
-                                                           event.endpoint)
+            replica = self.replicas[event.name] = _Replica(
+                self, event.name, event.endpoint, fresh=not self._starting)
             self.ejection.add(event.name)
             self.balancer.add(event.name)
             self.metrics.replica(event.name)
@@ -417,6 +535,11 @@ class ReplicatedClient:
         self._seq += 1
         seq = self._seq
         rid = b"%s%d" % (self._rid_prefix, seq)
+        policy = self.overrides.get(command, self.policy) if self.overrides else self.policy
+        writing = semantics.kind == "write"
+        tag = None
+        if writing and not isinstance(policy, Quorum):
+            tag = Tag(self.clock.tick(), self.client_id, seq)
         try:
             command(*a, **kw)  # validates the signature as AMP does
             box = command.makeArguments(kw, None)
@@ -425,6 +548,8 @@ class ReplicatedClient:
             entries.append((wire.REQUEST_ID, rid))
             if register is not None:
                 entries.append((wire.REGISTER, register))
+            if tag is not None:
+                entries.append((wire.TAG, tag.encode()))
             head = encode_pairs(entries)
         except BaseException:  # noqa: BLE001 (as amp.AMP.callRemote: any error fails the call)
             return fail()
@@ -435,14 +560,33 @@ class ReplicatedClient:
                 replica.send_only(head, command_entry)
             return None
         now = self.reactor.seconds()
-        policy = self.overrides.get(command, self.policy) if self.overrides else self.policy
         names = list(self.replicas)
-        healthy, probes, ejected = self.ejection.split(names, now)
+        skipped: dict[str, str] = {}
+        asked = names
+        if not writing:  # a replica that is behind gets no read until it has caught up
+            asked = []
+            for n in names:
+                replica = self.replicas[n]
+                if replica.readable:
+                    asked.append(n)
+                else:
+                    skipped[n] = _behind(replica)
+        healthy, probes, ejected = self.ejection.split(asked, now)
         first = isinstance(policy, First)
+        repair = False
+        if first and not writing and register is not None:
+            fraction = cast(First, policy).read_repair
+            if fraction:
+                self._repair_credit += fraction
+                if self._repair_credit >= 1.0:
+                    self._repair_credit -= 1.0
+                    repair = True
+        for n in probes:
+            self._kick(n)
         ctx = CallContext(
             command=name.decode("ascii", "replace"),
             semantics=semantics,
-            candidates=self.balancer.order(healthy, now) if first else healthy,
+            candidates=self.balancer.order(healthy, now) if first and not writing else healthy,
             members=len(names),
             now=now,
             deadline=now + self.timeout,
@@ -452,6 +596,8 @@ class ReplicatedClient:
             spend=self._spend,
             client=self.client_id,
             seq=seq,
+            repair=repair,
+            skipped=skipped,
         )
         try:
             machine = policy.machine(ctx)
@@ -461,9 +607,191 @@ class ReplicatedClient:
         self.metrics.calls += 1
         call = _Call(self, command, register, head, rid, machine, seq)
         call.deadline = ctx.deadline
+        call.hint = tag
+        if tag is not None:
+            for n in ejected:
+                self._hint(n, tag, head, _command_entry(name))
         self._calls.add(call)
         call.feed(machine.start())
         return call.result
+
+    # -- replicas that are behind: hinted handoff, catching up, full sync
+
+    def _hint(self, name: str, tag: Tag, head: bytes, command: bytes) -> None:
+        """Keep a write ``name`` did not get, to replay when it is back."""
+        replica = self.replicas.get(name)
+        if replica is None or replica.closed:
+            return
+        replica.readable = False
+        dropped = replica.hints.add(Hint(tag, head, command))
+        if dropped:
+            self.metrics.hints_dropped += dropped
+            if dropped > 1:
+                _log.warn("replica {name}: {n} hints dropped past the queue's bounds; "
+                          "it will be fully synced", name=name, n=dropped)
+        else:
+            self.metrics.hints_queued += 1
+
+    def _kick(self, name: str) -> None:
+        """Bring a connected replica that is behind up to date, unless that is running."""
+        replica = self.replicas.get(name)
+        if replica is not None and replica.proto is not None and not replica.readable:
+            self._catch_up(replica)
+
+    def _catch_up(self, replica: _Replica) -> None:
+        if replica.catching_up or replica.proto is None or self._closed or replica.closed:
+            return
+        replica.catching_up = True
+        if replica.retry is not None and replica.retry.active():
+            replica.retry.cancel()
+        replica.retry = None
+
+        def done(ok: Any) -> None:
+            replica.catching_up = False
+            if ok is True or replica.closed or self._closed:
+                return
+            if isinstance(ok, Failure):
+                _log.failure("replica {name}: catching up failed", ok, name=replica.name)
+            if replica.proto is not None:  # try again; a new connection starts anew itself
+                replica.retry = self.reactor.callLater(1.0, self._catch_up, replica)
+
+        ensureDeferred(self._bring_up(replica, replica.proto)).addBoth(done)
+
+    async def _bring_up(self, replica: _Replica, proto: _ReplicaAMP) -> bool:
+        """Learn the replica's incarnation, replay its hints in tag order, sync it fully
+        if it restarted, lost hints or is new, then let it have reads. False if the
+        connection changed or the sync could not be done (to be tried again)."""
+        generation = replica.generation
+        incarnation = await self._hello(proto)
+        if replica.generation != generation:
+            return False
+        if incarnation is None and replica.needs_sync is not None:
+            return False  # no answer to Hello this time: the sync still due waits
+        known, replica.incarnation = replica.incarnation, incarnation or replica.incarnation
+        reason = replica.needs_sync = sync.sync_reason(
+            known, incarnation, pending=replica.needs_sync, joined=replica.fresh,
+            hints_dropped=replica.hints.overflowed)
+        if not await self._replay(replica, proto):
+            return False
+        if reason is not None:
+            _log.info("replica {name}: full sync: {why}", name=replica.name, why=reason)
+            if not await self._sync(replica, proto, generation):
+                return False
+            replica.needs_sync = None
+        if replica.generation != generation or len(replica.hints):
+            return False
+        replica.hints.synced()
+        replica.fresh = False
+        replica.readable = True
+        return True
+
+    async def _hello(self, proto: _ReplicaAMP) -> str | None:
+        """The replica's incarnation; None without the replica-side helper."""
+        try:
+            box = await proto.callRemoteString(wire.HELLO_COMMAND).addTimeout(
+                min(self.timeout, 10.0), self.reactor)
+            return str(box[wire.INCARNATION].decode("ascii"))
+        except Exception:  # noqa: BLE001 (no helper, or no answer: nothing to compare)
+            return None
+
+    async def _replay(self, replica: _Replica, proto: _ReplicaAMP) -> bool:
+        hints = replica.hints.take()
+        if not hints:
+            return True
+        asks = [proto.ask(h.head, h.command, self.timeout) for h in hints]
+        results = await DeferredList(asks, consumeErrors=True)
+        delivered = True
+        for hint, (ok, _) in zip(hints, results, strict=True):
+            if ok:
+                self.metrics.hints_replayed += 1
+            else:
+                replica.hints.add(hint)
+                delivered = False
+        if delivered:
+            _log.info("replica {name}: {n} hinted writes replayed", name=replica.name,
+                      n=len(hints))
+        return delivered
+
+    async def _sync(self, target: _Replica, proto: _ReplicaAMP, generation: int) -> bool:
+        """Copy the newest state of every register from the live replicas into
+        ``target`` (under ``vote``, only states a threshold of them agree on)."""
+        started = self.reactor.seconds()
+        sources = {n: r for n, r in self.replicas.items()
+                   if r is not target and r.proto is not None and r.readable
+                   and r.incarnation is not None}
+        had_sources = bool(sources)  # none: this stub has no replica it trusts yet
+        threshold = (self.policy.threshold_for(len(sources))
+                     if isinstance(self.policy, Vote) else None)
+        chosen: dict[bytes, sync.Entry] = {}
+        after: bytes | None = None
+        while True:
+            pages = await self._pages(sources, after)
+            if target.generation != generation:
+                return False
+            picked = sync.select(pages, after=after, now_ms=self.clock.now_ms(),
+                                 future_ms=self.future_ms, threshold=threshold)
+            if picked.rejected:
+                for source, why in picked.rejected.items():
+                    _log.warn("sync of {target}: source {source} not used: {why}",
+                              target=target.name, source=source, why=why)
+                    del sources[source]
+                chosen, after = {}, None  # start again without what they sent
+                continue
+            for entry in picked.entries:
+                chosen[entry.register] = entry
+            if picked.upto is None:
+                break
+            after = picked.upto
+        if not sources and had_sources:
+            self.metrics.sync_failures += 1
+            _log.warn("sync of {target}: no source could be used", target=target.name)
+            return False
+        entries = list(chosen.values())
+        for entry in entries:
+            self.clock.observe(entry.tag.ts)
+        loads = []
+        for at in range(0, len(entries), self.sync_page):
+            box = sync.encode_page(entries[at:at + self.sync_page], more=False)
+            loads.append(proto.callRemoteString(
+                wire.LOAD_COMMAND, **{k.decode("ascii"): v for k, v in box.items()}
+            ).addTimeout(self.timeout, self.reactor))
+        results = await DeferredList(loads, consumeErrors=True)
+        if target.generation != generation or not all(ok for ok, _ in results):
+            self.metrics.sync_failures += 1
+            return False
+        elapsed = self.reactor.seconds() - started
+        self.metrics.syncs += 1
+        self.metrics.synced_registers += len(chosen)
+        self.metrics.sync_seconds.observe(elapsed)
+        _log.info("replica {name} synced: {n} registers from {sources} in {s:.3f} s",
+                  name=target.name, n=len(chosen), sources=sorted(sources), s=elapsed)
+        return True
+
+    async def _pages(self, sources: Mapping[str, _Replica],
+                     after: bytes | None) -> dict[str, sync.Page | BaseException]:
+        names = list(sources)
+        asks = []
+        for name in names:
+            proto = sources[name].proto
+            if proto is None:
+                asks.append(fail(ConnectionLost(f"{name} is not connected")))
+                continue
+            args = {"_rc_limit": b"%d" % self.sync_page}
+            if after is not None:
+                args["_rc_after"] = after
+            asks.append(proto.callRemoteString(wire.DUMP_COMMAND, **args).addTimeout(
+                self.timeout, self.reactor))
+        results = await DeferredList(asks, consumeErrors=True)
+        pages: dict[str, sync.Page | BaseException] = {}
+        for name, (ok, found) in zip(names, results, strict=True):
+            if not ok:
+                pages[name] = found.value
+                continue
+            try:
+                pages[name] = sync.parse_page(found, self.sync_page)
+            except sync.BadPage as error:
+                pages[name] = error
+        return pages
 
     def _spend(self) -> bool:
         return self.budget.try_spend(self.reactor.seconds())
@@ -494,6 +822,13 @@ class ReplicatedClient:
         self._wakeups.close()
         closing = [replica.close() for replica in self.replicas.values()]
         return gatherResults(closing, consumeErrors=True).addCallback(lambda _: None)
+
+
+def _behind(replica: _Replica) -> str:
+    """Why a replica gets no read, for ``NoQuorum`` messages."""
+    if replica.down is not None:
+        return f"not asked: unreachable ({type(replica.down).__name__}: {replica.down})"
+    return "not asked: catching up"
 
 
 _Waiter = tuple["_Call", Send, float]
@@ -531,6 +866,9 @@ class _Call:
         self.pending = 0
         """Requests sent and neither answered nor lost: after the call has finished, those
         still unanswered at its deadline are abandoned (`_abandon`)."""
+        self.hint: Tag | None = None
+        """The tag of a write to keep for the replicas it does not reach (hinted
+        handoff); None for reads and quorum calls."""
         self._queue: list[Action] = []
         self._running = False
         self._messages: dict[tuple[str, Tag | None], tuple[bytes, bytes]] = {}
@@ -627,8 +965,9 @@ class _Call:
             for send, started in found:
                 self.pending -= 1
                 client.metrics.replica(send.replica).outstanding -= 1
-                self._count_failure(send, now, started, TimeoutError(
-                    f"{send.replica} did not answer within the call's deadline"))
+                self._count_failure(send, now, started, blame(TimeoutError(
+                    "no answer within the call's deadline"), send.replica))
+                self._undelivered(send)
             if not self.pending:
                 return
 
@@ -683,6 +1022,8 @@ class _Call:
                 client.metrics.retries += 1
             elif kind == "probe":
                 client.ejection.probe_sent(send.replica)
+            elif kind == "repair":
+                client.metrics.read_repairs += 1
         try:
             head, command = self._message(send)
         except BaseException as error:  # noqa: BLE001 (e.g. amp.TooLong for a write-back)
@@ -705,9 +1046,17 @@ class _Call:
         else:
             self._answered(box, send, started)
 
+    def _undelivered(self, send: Send) -> None:
+        if self.hint is not None and send.stage == "call":
+            self.client._hint(send.replica, self.hint, self.head,
+                              _command_entry(self.command.commandName))
+
     def lost(self, error: BaseException, send: Send, started: float) -> None:
         """``send`` will get no answer: the connection failed, was lost or closed."""
         self.pending -= 1
+        if not isinstance(error, ClientClosed):
+            error = blame(error, send.replica)
+            self._undelivered(send)
         client = self.client
         now = client.reactor.seconds()
         client.metrics.replica(send.replica).outstanding -= 1
@@ -722,13 +1071,20 @@ class _Call:
         try:
             reply = self._classify(box, send)
         except BaseException as error:  # a reply we cannot use counts as a failure  # noqa: BLE001 (as amp.AMP.callRemote: any error fails the call)
+            error = blame(error, send.replica)
             self._count_failure(send, now, started, error)
             self.feed(self.machine.failed(send.replica, send.stage, error, now))
             return
         if isinstance(reply, BaseException):
+            reply = blame(reply, send.replica)
             self._count_failure(send, now, started, reply)
             self.feed(self.machine.failed(send.replica, send.stage, reply, now))
             return
+        if reply.tag is not None:
+            client.clock.observe(reply.tag.ts)
+        replica = client.replicas.get(send.replica)
+        if replica is not None and not replica.readable:
+            client._kick(send.replica)
         elapsed = now - started
         if client.observers:
             self._tell(send, "answer", reply.text, elapsed)
@@ -752,6 +1108,7 @@ class _Call:
         else:
             found = self._declared(code, description)
         if isinstance(found, BaseException):
+            found = blame(found, send.replica)
             self._count_failure(send, now, started, found)
             self.feed(self.machine.failed(send.replica, send.stage, found, now))
             return

@@ -38,6 +38,17 @@ class ClientMetrics:
     succeeded: int = 0
     failed: int = 0
     retries: int = 0
+    hints_queued: int = 0
+    """Writes kept for a replica that did not get them (hinted handoff)."""
+    hints_replayed: int = 0
+    hints_dropped: int = 0
+    """Hints given up past the queue's bounds (the replica then needs a full sync)."""
+    syncs: int = 0
+    sync_failures: int = 0
+    sync_seconds: Histogram = field(default_factory=Histogram)
+    synced_registers: int = 0
+    read_repairs: int = 0
+    """Writes sent back to a stale replica by a read-repair read."""
     replicas: dict[str, ReplicaMetrics] = field(default_factory=dict)
 
     def replica(self, name: str) -> ReplicaMetrics:
@@ -64,6 +75,12 @@ class ClientMetrics:
             "calls": self.calls, "succeeded": self.succeeded, "failed": self.failed,
             "retries": self.retries, "requests": self.requests,
             "hedges_sent": self.hedges_sent, "hedges_won": self.hedges_won,
+            "hints_queued": self.hints_queued, "hints_replayed": self.hints_replayed,
+            "hints_dropped": self.hints_dropped, "syncs": self.syncs,
+            "sync_failures": self.sync_failures, "synced_registers": self.synced_registers,
+            "sync_seconds_count": self.sync_seconds.count,
+            "sync_seconds_sum": self.sync_seconds.total,
+            "read_repairs": self.read_repairs,
             "replicas": {name: r.snapshot() for name, r in sorted(self.replicas.items())},
         }
 

@@ -11,12 +11,16 @@ wall clock; ``now`` is always an argument. A message is identified by
 replies from an earlier stage are recognised and ignored.
 
 ``First`` (hedged requests, after Finagle's backup requests and "The Tail at Scale"):
-one replica, the first of the candidates (the adapter orders them with
+a write goes to every replica at once and succeeds at the first ``write_acks``
+acknowledgements (:class:`WriteAllCall`, as Dynamo and Cassandra clients write at
+consistency level ONE); a read goes to one replica, the first of the candidates (the adapter orders them with
 ``replicaclient.balancer``: power of two choices, then cheapest first), gets the call; if
 it has not answered by the hedge delay (a percentile of observed latency) the next one
 gets a copy.
 The first answer wins. Hedges and retries happen only for idempotent commands and only
-while the retry budget has a token.
+while the retry budget has a token. A share of reads (``read_repair``) instead asks every
+replica, answers with the newest-tagged reply and writes it back to the stale ones
+(:class:`RepairCall`).
 
 ``Vote``: every replica gets the call; the first answer given identically by
 ``threshold`` replicas wins. As soon as no answer can reach the threshold any more the
@@ -32,8 +36,8 @@ majority before returning its answer.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from .declare import Semantics
@@ -104,6 +108,10 @@ class CallContext:
     """Take a token from the retry budget; False when the budget is empty."""
     client: str = ""
     seq: int = 0
+    repair: bool = False
+    """A ``first`` read chosen for read repair (the adapter samples ``read_repair``)."""
+    skipped: Mapping[str, str] = field(default_factory=dict)
+    """Members not asked, and why (e.g. still catching up), for error messages."""
 
 
 class CallMachine:
@@ -117,6 +125,7 @@ class CallMachine:
         """replica -> kind of the message in flight in the current stage."""
         self.stage = "call"
         self.said: dict[str, str] = {r: "ejected, not asked" for r in ctx.ejected}
+        self.said.update(ctx.skipped)
 
     def start(self) -> list[Action]:
         raise NotImplementedError
@@ -253,6 +262,94 @@ class FirstCall(CallMachine):
         return self.ctx.deadline
 
 
+class WriteAllCall(CallMachine):
+    """A write under ``first``: every replica gets it at once; the call succeeds at the
+    ``need``-th acknowledgement and fails as soon as that many can no longer come (with
+    the last error when one was needed, as one server would, else :class:`NoQuorum`)."""
+
+    def __init__(self, ctx: CallContext, need: int) -> None:
+        super().__init__(ctx)
+        self.need = need
+        self.acks = 0
+        self.last_error: BaseException | None = None
+
+    def start(self) -> list[Action]:
+        targets = list(self.ctx.candidates) + [
+            p for p in self.ctx.probes if p not in self.ctx.candidates]
+        if not targets:
+            return self._fail(NoReplicas(f"{self.ctx.command}: no replica available"))
+        actions: list[Action] = [
+            self._send(r, "probe" if r in self.ctx.probes else "fanout") for r in targets]
+        if len(targets) < self.need:
+            actions += self._no_quorum(
+                self.need, f"only {len(targets)} of {self.ctx.members} replicas reachable")
+        return actions
+
+    def _answered(self, replica: str, kind: str, reply: Reply, now: float) -> list[Action]:
+        self.acks += 1
+        if self.acks >= self.need:
+            return self._succeed(reply.payload, replica, kind)
+        return []
+
+    def _failed(self, replica: str, kind: str, error: BaseException, now: float) -> list[Action]:
+        self.last_error = error
+        if self.acks + len(self.outstanding) >= self.need:
+            return []
+        if self.need == 1:
+            return self._fail(error)
+        return self._no_quorum(self.need, "too few replicas acknowledged the write")
+
+    def _expired(self) -> list[Action]:
+        if self.need == 1:
+            return super()._expired()
+        return self._no_quorum(self.need, "deadline passed")
+
+
+class RepairCall(CallMachine):
+    """A ``first`` read sampled for read repair: every replica is asked for its answer
+    and its register's tag; when all have answered (or failed, or the deadline came
+    with at least one answer) the newest-tagged answer wins and its write is sent back
+    to the replicas that answered with an older tag."""
+
+    def __init__(self, ctx: CallContext) -> None:
+        super().__init__(ctx)
+        self.replies: dict[str, Reply] = {}
+        self.last_error: BaseException | None = None
+
+    def start(self) -> list[Action]:
+        targets = list(self.ctx.candidates) + [
+            p for p in self.ctx.probes if p not in self.ctx.candidates]
+        if not targets:
+            return self._fail(NoReplicas(f"{self.ctx.command}: no replica available"))
+        self.stage = "read"
+        return [self._send(r, "probe" if r in self.ctx.probes else "fanout") for r in targets]
+
+    def _answered(self, replica: str, kind: str, reply: Reply, now: float) -> list[Action]:
+        self.replies[replica] = reply
+        return [] if self.outstanding else self._decide()
+
+    def _failed(self, replica: str, kind: str, error: BaseException, now: float) -> list[Action]:
+        self.last_error = error
+        if self.outstanding:
+            return []
+        if not self.replies:
+            return self._fail(error)
+        return self._decide()
+
+    def _expired(self) -> list[Action]:
+        return self._decide() if self.replies else super()._expired()
+
+    def _decide(self) -> list[Action]:
+        name, best = max(self.replies.items(), key=lambda item: item[1].tag or ZERO)
+        top = best.tag or ZERO
+        stale = [r for r, reply in self.replies.items() if (reply.tag or ZERO) < top]
+        actions: list[Action] = []
+        if stale and best.record is not None:
+            self.stage = "writeback"
+            actions = [self._send(r, "repair", best.tag, best.record) for r in stale]
+        return actions + self._succeed(best.payload, name, "fanout")
+
+
 # --- vote --------------------------------------------------------------------------------
 
 
@@ -385,7 +482,12 @@ class First(Policy):
 
     ``percentile`` of recent latencies (per command) is the hedge delay, never below
     ``min_delay``; ``initial_delay`` is used until ``warmup`` latencies are known.
-    ``hedge=False`` turns hedging off (retries on failure stay, within the budget)."""
+    ``hedge=False`` turns hedging off (retries on failure stay, within the budget).
+
+    Writes go to every replica; ``write_acks`` acknowledgements (a number, ``"majority"``
+    or ``"all"`` of the membership) make the call succeed. ``read_repair`` is the share
+    of reads of a declared register sent to every replica instead, to answer with the
+    newest write and repair the replicas that missed it."""
 
     hedge: bool = True
     percentile: float = 0.95
@@ -394,9 +496,32 @@ class First(Policy):
     warmup: int = 20
     max_hedges: int = 1
     retries: int = 2
+    write_acks: int | str = 1
+    read_repair: float = 0.0
     name = "first"
 
+    def __post_init__(self) -> None:
+        if isinstance(self.write_acks, str):
+            if self.write_acks not in ("majority", "all"):
+                raise ValueError(f"write_acks must be a number, 'majority' or 'all', "
+                                 f"not {self.write_acks!r}")
+        elif self.write_acks < 1:
+            raise ValueError("write_acks must be at least 1")
+        if not 0.0 <= self.read_repair <= 1.0:
+            raise ValueError("read_repair is a fraction between 0 and 1")
+
+    def acks_for(self, members: int) -> int:
+        if self.write_acks == "majority":
+            return members // 2 + 1
+        if self.write_acks == "all":
+            return max(1, members)
+        return int(self.write_acks)
+
     def machine(self, ctx: CallContext) -> CallMachine:
+        if ctx.semantics.kind == "write":
+            return WriteAllCall(ctx, self.acks_for(ctx.members))
+        if ctx.repair:
+            return RepairCall(ctx)
         return FirstCall(ctx, self.max_hedges if self.hedge else 0, self.retries)
 
 
@@ -453,5 +578,6 @@ def as_policy(spec: str | Policy) -> Policy:
 
 __all__ = [
     "Action", "CallContext", "CallMachine", "Fail", "First", "FirstCall", "Policy", "Quorum",
-    "QuorumCall", "Reply", "Send", "Succeed", "Vote", "VoteCall", "as_policy",
+    "QuorumCall", "RepairCall", "Reply", "Send", "Succeed", "Vote", "VoteCall", "WriteAllCall",
+    "as_policy",
 ]

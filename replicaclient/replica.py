@@ -6,10 +6,13 @@ here knows about AMP or Deferreds.
 
 from __future__ import annotations
 
+import bisect
+import secrets
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from .sync import Entry
 from .tag import ZERO, Tag
 
 
@@ -35,13 +38,19 @@ class Pending:
 
 
 class ReplicaState:
-    """Shared by every connection to one replica process."""
+    """Shared by every connection to one replica process.
 
-    def __init__(self, remember: int = 10000) -> None:
+    ``incarnation`` is random for each process (unless given): a stub that sees it
+    change knows the replica restarted, with empty memory, and syncs it."""
+
+    def __init__(self, remember: int = 10000, incarnation: str | None = None) -> None:
         self.remember = remember
+        self.incarnation = incarnation or secrets.token_hex(8)
         self.seen: OrderedDict[tuple[bytes, bytes], Any] = OrderedDict()
         self.registers: dict[bytes, Register] = {}
         self.duplicates = 0
+        self._names: list[bytes] | None = None
+        """The register names, sorted, while no register is added (for paging)."""
 
     # -- deduplication
 
@@ -79,8 +88,31 @@ class ReplicaState:
         previous = self.register(name)
         if tag <= previous.tag:
             return None
+        if name not in self.registers:
+            self._names = None
         self.registers[name] = Register(tag, command, dict(args), {})
         return previous
+
+    def page(self, after: bytes | None, limit: int,
+             max_bytes: int = 1 << 20) -> tuple[list[Entry], bool]:
+        """The registers named after ``after`` (None: from the first), in name order, at
+        most ``limit`` of them and about ``max_bytes``; and whether more follow."""
+        if self._names is None:
+            self._names = sorted(self.registers)
+        names = self._names
+        at = 0 if after is None else bisect.bisect_right(names, after)
+        out: list[Entry] = []
+        size = 0
+        while at < len(names) and len(out) < limit and size < max_bytes:
+            name = names[at]
+            at += 1
+            reg = self.registers.get(name)
+            if reg is None or reg.command is None:
+                continue
+            args = tuple(sorted(reg.args.items()))
+            out.append(Entry(name, reg.tag, reg.command, args))
+            size += len(name) + len(reg.command) + sum(len(k) + len(v) for k, v in args) + 40
+        return out, at < len(names)
 
     def applied(self, name: bytes, tag: Tag, response: dict[bytes, bytes]) -> None:
         current = self.registers.get(name)

@@ -15,13 +15,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
 from twisted.internet.protocol import Factory
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from . import wire
+from . import sync, wire
 from .replica import Pending, ReplicaState
 from .tag import Tag
 
@@ -42,6 +42,12 @@ class ReplicaLocator:
     def locateResponder(self, name: bytes) -> Responder | None:
         if name == wire.TAG_COMMAND:
             return self._tag
+        if name == wire.HELLO_COMMAND:
+            return self._hello
+        if name == wire.DUMP_COMMAND:
+            return self._dump
+        if name == wire.LOAD_COMMAND:
+            return self._load
         inner = self.service.locateResponder(name)
         if inner is None:
             return None
@@ -53,10 +59,45 @@ class ReplicaLocator:
             raise amp.RemoteAmpError(b"BAD_REQUEST", "missing register")
         return amp.AmpBox({wire.TAG: self.state.register(register).tag.encode()})
 
+    def _hello(self, box: amp.AmpBox) -> amp.AmpBox:
+        return amp.AmpBox({wire.INCARNATION: self.state.incarnation.encode("ascii")})
+
+    def _dump(self, box: amp.AmpBox) -> amp.AmpBox:
+        """A page of registers for a sync: those named after ``_rc_after`` (absent: from
+        the first), at most ``_rc_limit`` (capped at ``wire.MAX_PAGE``)."""
+        try:
+            limit = min(int(box.get(sync.LIMIT, b"%d" % wire.MAX_PAGE)), wire.MAX_PAGE)
+        except ValueError:
+            raise amp.RemoteAmpError(b"BAD_REQUEST", "malformed limit") from None
+        entries, more = self.state.page(box.get(sync.AFTER), max(1, limit))
+        return amp.AmpBox(sync.encode_page(entries, more))
+
+    def _load(self, box: amp.AmpBox) -> Deferred[Any]:
+        """Apply a page of writes a sync copies, each with its tag (a register keeps the
+        newer of its own and the copied one); answers how many were applied."""
+        try:
+            page = sync.parse_page(box, wire.MAX_PAGE)
+        except sync.BadPage as error:
+            return fail(amp.RemoteAmpError(b"BAD_REQUEST", f"malformed load: {error}"))
+        writes = []
+        for entry in page.entries:
+            inner = self.service.locateResponder(entry.command)
+            if inner is None:
+                return fail(amp.RemoteAmpError(
+                    b"BAD_REQUEST", f"unknown command {entry.command[:40]!r}"))
+            one = amp.AmpBox(entry.args)
+            one[amp.COMMAND] = entry.command
+            one[wire.REGISTER] = entry.register
+            one[wire.TAG] = entry.tag.encode()
+            writes.append(self._write(entry.register, entry.command, inner, one))
+        done = DeferredList(writes, consumeErrors=True)
+        return done.addCallback(lambda results: amp.AmpBox(
+            {sync.COUNT: b"%d" % sum(1 for ok, _ in results if ok)}))
+
     def _dedup(self, name: bytes, inner: Responder, box: amp.AmpBox) -> Deferred[Any]:
         rid = box.get(wire.REQUEST_ID)
-        if rid is None:
-            return maybeDeferred(inner, box)
+        if rid is None:  # a write a sync copies has a tag but no request id
+            return self._dispatch(name, inner, box)
         key = (rid, name)
         seen = self.state.recall(key)
         if isinstance(seen, Pending):

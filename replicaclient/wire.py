@@ -19,6 +19,11 @@ ERROR_DESCRIPTION = b"_rc_ed"
 PREFIX = b"_rc_"
 
 TAG_COMMAND = b"ReplicaClient.Tag"  # helper command: the tag of register _rc_reg
+HELLO_COMMAND = b"ReplicaClient.Hello"  # helper command: this process's incarnation
+INCARNATION = b"_rc_inc"
+DUMP_COMMAND = b"ReplicaClient.Dump"  # helper command: a page of registers (sync.py)
+LOAD_COMMAND = b"ReplicaClient.Load"  # helper command: apply a page of tagged writes
+MAX_PAGE = 2000  # the most registers a Dump answers with, or a Load carries
 
 
 def request_id(client: str, seq: int) -> bytes:

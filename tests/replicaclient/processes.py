@@ -23,12 +23,23 @@ def free_port() -> int:
 class KVReplica:
     """``python -m demos.kvstore serve`` on a free loopback port."""
 
-    def __init__(self, *flags: str) -> None:
-        self.port = free_port()
+    def __init__(self, *flags: str, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.endpoint = f"tcp:127.0.0.1:{self.port}"
         self.flags = flags
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "demos.kvstore", "serve", "--port", str(self.port), *flags],
+        self.proc = self._spawn()
+
+    def restart(self, *flags: str) -> None:
+        """Kill it and start it again, with empty memory, on the same port."""
+        self.kill()
+        self.flags = flags
+        self.proc = self._spawn()
+        self.wait_ready()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "demos.kvstore", "serve", "--port", str(self.port),
+             *self.flags],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             env={**os.environ, "PYTHONPATH": str(ROOT)})
 

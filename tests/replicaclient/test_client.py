@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import pytest_twisted
 from twisted.internet import defer, protocol, task
+from twisted.internet.error import ConnectionDone
 from twisted.protocols import amp
 from zope.interface.verify import verifyObject
 
@@ -16,6 +17,7 @@ from replicaclient import (
     Balancer, ClientClosed, DeadlineExceeded, First, MembershipFeed, ReplicatedClient, read, write,
 )
 from replicaclient.client import _ReplicaAMP, _Wakeups, encode_pairs
+from replicaclient.errors import ReplicaFailed
 from replicaclient.server import ReplicaFactory
 
 
@@ -136,7 +138,12 @@ def test_same_results_and_errors_as_one_plain_amp_connection(listen):
                     yield call(target)
                     got.append(None)
                 except Exception as error:
-                    got.append((type(error), str(error) if isinstance(error, Unlucky) else ""))
+                    if isinstance(error, ReplicaFailed):  # the same type, naming the replica
+                        assert str(error).startswith(endpoint), error
+                        kind = type(error).__bases__[-1]
+                    else:
+                        kind = type(error)
+                    got.append((kind, str(error) if isinstance(error, Unlucky) else ""))
             outcomes.append(got)
         assert outcomes[0] == outcomes[1]
         assert outcomes[0][0] == (Unlucky, "as declared")
@@ -475,12 +482,12 @@ def test_a_hedge_answers_for_a_silent_replica(listen):
     unhedged = ReplicatedClient(_reactor(), [silent, good], timeout=0.3,
                                 policy=First(hedge=False), balancer=_SilentFirst(silent))
     try:
-        assert (yield hedged.callRemote(Put, key="k", value="v")) == {}
+        assert (yield hedged.callRemote(Put, key="k", value="v")) == {}  # to both
         for _ in range(3):
             assert (yield hedged.callRemote(Get, key="k")) == {"value": "v"}
         stats = hedged.metrics.replicas
         assert stats[silent].sent == 4 and stats[silent].answers == 0
-        assert stats[good].hedges_sent == 4 and stats[good].hedges_won == 4
+        assert stats[good].hedges_sent == 3 and stats[good].hedges_won == 3
         # Without hedging the same call waits for the deadline.
         with pytest.raises(DeadlineExceeded):
             yield unhedged.callRemote(Get, key="k")
@@ -492,8 +499,8 @@ def test_a_hedge_answers_for_a_silent_replica(listen):
 @pytest_twisted.inlineCallbacks
 def test_a_silent_replica_takes_one_request_not_every_call(listen):
     # With the default balancer a replica with a request out and no answer ever costs
-    # PENALTY, so after its first request every call goes to the good one: one call
-    # is hedged, the others are not.
+    # PENALTY: the Put goes to both, the silent one never answers it, so every read
+    # goes to the good one and none needs a hedge.
     silent, good = _silent_and_good(listen)
     stub = ReplicatedClient(_reactor(), [silent, good], timeout=10,
                             policy=First(initial_delay=0.02, warmup=10**6))
@@ -503,7 +510,7 @@ def test_a_silent_replica_takes_one_request_not_every_call(listen):
             assert (yield stub.callRemote(Get, key="k")) == {"value": "v"}
         stats = stub.metrics.replicas
         assert stats[silent].sent == 1 and stats[silent].answers == 0
-        assert stats[good].sent == 21 and stats[good].hedges_sent == 1
+        assert stats[good].sent == 21 and stats[good].hedges_sent == 0
         assert stub.balancer.loads[silent].outstanding == 1
         assert stub.balancer.loads[good].outstanding == 0
     finally:
@@ -548,6 +555,195 @@ def test_requests_a_silent_replica_never_answers_are_abandoned_at_the_deadline(l
         assert stats.outstanding == 0 and stats.failures == 4
         assert stub.balancer.loads[silent].outstanding == 0
         proto = stub.replicas[silent].proto
-        assert proto is not None and proto.waiting == {}
+        assert proto is not None
+        # The Put it never answered is kept as a hint; replaying it is a request of the
+        # stub's own, with the same deadline.
+        yield _until(lambda: proto.waiting == {})
     finally:
         yield stub.close()
+
+
+def _until(condition, timeout: float = 20.0):
+    """A Deferred that fires once ``condition()`` holds (polled); fails after ``timeout``."""
+    reactor = _reactor()
+
+    async def poll() -> None:
+        deadline = reactor.seconds() + timeout
+        while not condition():
+            assert reactor.seconds() < deadline, "condition never held"
+            await task.deferLater(reactor, 0.01, lambda: None)
+
+    return defer.ensureDeferred(poll())
+
+
+@pytest.mark.parametrize(("mode", "kind", "did"), [
+    ("garbage", amp.TooLong, "sent a malformed box (a key longer than 255 bytes)"),
+    ("half", ConnectionDone, "closed the connection"),
+    ("unknown-command", amp.UnhandledCommand, "does not know the command"),
+])
+@pytest_twisted.inlineCallbacks
+def test_every_error_a_replica_causes_names_it_and_what_it_did(listen, mode, kind, did):
+    bad = listen(protocol.Factory.forProtocol(amp.AMP) if mode == "unknown-command"
+                 else raw_factory(mode))
+    client = ReplicatedClient(_reactor(), [bad], policy=First(retries=0), timeout=5)
+    try:
+        with pytest.raises(Exception) as caught:
+            yield client.callRemote(Get, key="a")
+        error = caught.value
+        assert isinstance(error, ReplicaFailed) and error.replica == bad
+        assert isinstance(error, kind) or isinstance(error.cause, kind), repr(error)
+        assert str(error).startswith(f"{bad} {did}"), str(error)
+    finally:
+        yield client.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_read_repair_answers_the_newest_write_and_repairs_the_stale_replica(listen):
+    from replicaclient import Tag
+
+    services = [Service() for _ in range(3)]
+    endpoints = [listen(ReplicaFactory(s)) for s in services]
+    tag = Tag(5, "other", 1).encode()
+    for endpoint in endpoints[:2]:  # a write the third replica missed
+        conn = yield _plain(endpoint)
+        yield conn.callRemoteString(b"Put", key=b"k", value=b"new", _rc_reg=b"k", _rc_tag=tag)
+        conn.transport.loseConnection()
+    services[2].data["k"] = "stale"
+    stub = ReplicatedClient(_reactor(), endpoints, policy=First(read_repair=1.0))
+    try:
+        for _ in range(3):
+            assert (yield stub.callRemote(Get, key="k")) == {"value": "new"}
+        yield _until(lambda: services[2].data.get("k") == "new")
+        assert stub.metrics.read_repairs == 1
+    finally:
+        yield stub.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_replica_that_joins_is_synced_page_by_page_before_it_serves_reads(listen):
+    a, b = Service(), Service()
+    ea, eb = listen(ReplicaFactory(a)), listen(ReplicaFactory(b))
+    feed = MembershipFeed({"a": ea})
+    client = ReplicatedClient(_reactor(), membership=feed, sync_page=3)
+    try:
+        keys = [f"k{i}" for i in range(10)]
+        for k in keys:
+            yield client.callRemote(Put, key=k, value=f"v-{k}")
+        feed.add("b", eb)
+        # Every read, from now on, answers the written value: b gets none until synced.
+        for _ in range(5):
+            for k in keys:
+                assert (yield client.callRemote(Get, key=k)) == {"value": f"v-{k}"}
+        yield _until(lambda: b.data == a.data)
+        assert client.metrics.syncs == 1 and client.metrics.synced_registers == 10
+        assert client.replicas["b"].readable  # and now takes reads
+    finally:
+        yield client.close()
+
+
+class _Cuttable(ReplicaFactory):
+    """A replica whose network can be cut (listening stopped, connections aborted) and
+    restored on the same port, the process and its memory unchanged."""
+
+    def __init__(self, service) -> None:
+        super().__init__(service)
+        self.protos: list = []
+        self.port = None
+
+    def buildProtocol(self, addr):  # noqa: N802
+        proto = super().buildProtocol(addr)
+        self.protos.append(proto)
+        return proto
+
+    def up(self, number: int = 0) -> str:
+        self.port = _reactor().listenTCP(number, self, interface="127.0.0.1")
+        return f"tcp:127.0.0.1:{self.port.getHost().port}"
+
+    def cut(self):
+        for proto in self.protos:
+            if proto.transport is not None:
+                proto.transport.abortConnection()
+        self.protos = []
+        return self.port.stopListening()
+
+
+@pytest.mark.parametrize("hint_count", [100, 2])
+@pytest_twisted.inlineCallbacks
+def test_writes_missed_during_a_network_cut_reach_the_replica_when_it_is_back(listen, hint_count):
+    # Same process, same memory, same incarnation: within the hint queue's bounds the
+    # hinted writes are replayed; past them (hint_count=2, three writes missed) they are
+    # dropped and a full sync brings the replica up to date instead.
+    services = [Service() for _ in range(3)]
+    endpoints = [listen(ReplicaFactory(s)) for s in services[:2]]
+    cuttable = _Cuttable(services[2])
+    endpoint = cuttable.up()
+    number = int(endpoint.rsplit(":", 1)[1])
+    client = ReplicatedClient(_reactor(), [*endpoints, endpoint], hint_count=hint_count)
+    try:
+        yield client.callRemote(Put, key="k0", value="before")
+        yield _until(lambda: services[2].data.get("k0") == "before")
+        yield _until(lambda: client.replicas[endpoint].incarnation is not None)
+        yield cuttable.cut()
+        for i in range(1, 4):
+            yield client.callRemote(Put, key=f"k{i}", value=f"missed {i}")
+        assert services[2].data == {"k0": "before"}
+        cuttable.up(number)
+        yield _until(lambda: services[2].data == services[0].data)
+        yield _until(lambda: client.replicas[endpoint].readable)
+        m = client.metrics
+        if hint_count == 100:
+            assert (m.hints_queued, m.hints_replayed, m.hints_dropped, m.syncs) == (3, 3, 0, 0)
+        else:
+            assert (m.hints_queued, m.hints_replayed, m.hints_dropped) == (2, 0, 3)
+            assert m.syncs == 1 and m.synced_registers == 4
+    finally:
+        yield client.close()
+        if cuttable.port is not None:
+            yield cuttable.port.stopListening()
+
+
+class _BadSource(ReplicaFactory):
+    """A replica that serves calls honestly but answers a sync's Dump with ``mode``."""
+
+    mode = "garbage"
+
+    def buildProtocol(self, addr):  # noqa: N802
+        from replicaclient.server import ReplicaLocator
+        from replicaclient.sync import Entry, encode_page
+        from replicaclient.tag import Tag, hybrid
+
+        mode = self.mode
+
+        class Locator(ReplicaLocator):
+            def _dump(self, box):
+                if mode == "garbage":
+                    return amp.AmpBox({b"_rc_n": b"lots"})
+                entries, more = self.state.page(None, 1000)
+                future = hybrid(int(_reactor().seconds() * 1000) + 3_600_000)
+                return amp.AmpBox(encode_page(
+                    [Entry(e.register, Tag(future, "liar", 1), e.command,
+                           ((b"key", e.register), (b"value", b"forged"))) for e in entries],
+                    more))
+
+        proto = amp.AMP(locator=Locator(self.service, self.state))
+        proto.factory = self
+        return proto
+
+
+@pytest.mark.parametrize("mode", ["garbage", "future"])
+@pytest_twisted.inlineCallbacks
+def test_a_sync_source_that_sends_garbage_or_future_tags_is_not_used(listen, mode):
+    good, bad, new = Service(), Service(), Service()
+    bad_factory = _BadSource(bad)
+    bad_factory.mode = mode
+    feed = MembershipFeed({"good": listen(ReplicaFactory(good)), "bad": listen(bad_factory)})
+    client = ReplicatedClient(_reactor(), membership=feed)
+    try:
+        yield client.callRemote(Put, key="k", value="v")
+        yield _until(lambda: bad.data == {"k": "v"})
+        yield _until(lambda: all(r.readable and r.incarnation for r in client.replicas.values()))
+        feed.add("new", listen(ReplicaFactory(new)))
+        yield _until(lambda: client.metrics.syncs == 1)
+        assert new.data == {"k": "v"}
+    finally:
+        yield client.close()

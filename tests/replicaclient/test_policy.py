@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from twisted.internet.task import Clock
 
-from replicaclient.declare import UNDECLARED, Semantics
+from replicaclient.declare import Semantics
 from replicaclient.errors import DeadlineExceeded, NoQuorum, NoReplicas
 from replicaclient.policy import (
     CallContext, Fail, First, Quorum, Reply, Send, Succeed, Vote, as_policy,
@@ -74,7 +74,7 @@ def test_first_hedges_at_most_max_hedges_times():
 
 def test_first_never_hedges_or_retries_a_non_idempotent_command():
     clock = Clock()
-    m = First().machine(ctx(clock, ["a", "b"], UNDECLARED, hedge_delay=0.01))
+    m = First().machine(ctx(clock, ["a", "b"], Semantics("read", False), hedge_delay=0.01))
     m.start()
     assert advance(clock, m, 0.5) == []
     (fail,) = m.failed("a", "call", ConnectionError("gone"), clock.seconds())
@@ -311,3 +311,80 @@ def test_policy_names():
     assert isinstance(as_policy("quorum"), Quorum)
     with pytest.raises(ValueError):
         as_policy("fastest")
+
+
+# --- first: writes to every replica, read repair ------------------------------------------
+
+
+def test_first_sends_a_write_to_every_replica_and_the_first_ack_wins():
+    clock = Clock()
+    m = First().machine(ctx(clock, ["a", "b", "c"], WRITE, probes=("d",)))
+    assert m.start() == [Send("a", "call", "fanout"), Send("b", "call", "fanout"),
+                         Send("c", "call", "fanout"), Send("d", "call", "probe")]
+    assert m.failed("b", "call", ConnectionError("x"), 0) == []
+    assert m.answered("c", "call", ok("ack"), 0) == [Succeed({"value": "ack"}, "c", "fanout")]
+    assert m.answered("a", "call", ok("ack"), 0) == []
+
+
+def test_first_write_fails_with_the_last_error_when_no_replica_acknowledges():
+    clock = Clock()
+    m = First().machine(ctx(clock, ["a", "b"], WRITE))
+    m.start()
+    assert m.failed("a", "call", ConnectionError("x"), 0) == []
+    (fail,) = m.failed("b", "call", ConnectionRefusedError("z"), 0)
+    assert isinstance(fail.error, ConnectionRefusedError)
+
+
+@pytest.mark.parametrize(("acks", "need"), [(2, 2), ("majority", 3), ("all", 4)])
+def test_first_write_acks_can_ask_for_more_acknowledgements(acks, need):
+    clock = Clock()
+    m = First(write_acks=acks).machine(ctx(clock, list("abcd"), WRITE))
+    m.start()
+    for r in "abcd"[:need - 1]:
+        assert m.answered(r, "call", ok("ack"), 0) == []
+    (done,) = m.answered("abcd"[need - 1], "call", ok("ack"), 0)
+    assert isinstance(done, Succeed)
+
+
+def test_first_write_all_fails_as_soon_as_one_replica_cannot_acknowledge():
+    clock = Clock()
+    m = First(write_acks="all").machine(ctx(clock, ["a", "b", "c"], WRITE))
+    m.start()
+    m.answered("a", "call", ok("ack"), 0)
+    (fail,) = m.failed("b", "call", ConnectionError("x"), 0)
+    assert isinstance(fail.error, NoQuorum) and fail.error.threshold == 3
+
+
+def test_first_write_acks_must_make_sense():
+    for bad in (0, "most"):
+        with pytest.raises(ValueError):
+            First(write_acks=bad)
+    with pytest.raises(ValueError):
+        First(read_repair=1.5)
+
+
+def test_read_repair_answers_with_the_newest_and_writes_it_back_to_the_stale():
+    clock = Clock()
+    c = ctx(clock, ["a", "b", "c"])
+    c.repair = True
+    m = First(read_repair=1.0).machine(c)
+    assert m.start() == [Send(r, "read", "fanout") for r in "abc"]
+    old, new = Tag(1, "x", 1), Tag(2, "x", 2)
+    record = (b"Put", {b"key": b"k", b"value": b"2"})
+    assert m.answered("a", "read", ok("1", old, (b"Put", {})), 0) == []
+    assert m.failed("b", "read", ConnectionError("down"), 0) == []
+    actions = m.answered("c", "read", ok("2", new, record), 0)
+    assert actions == [Send("a", "writeback", "repair", new, record),
+                       Succeed({"value": "2"}, "c", "fanout")]
+
+
+def test_read_repair_with_every_replica_up_to_date_writes_nothing_back():
+    clock = Clock()
+    c = ctx(clock, ["a", "b"])
+    c.repair = True
+    m = First(read_repair=1.0).machine(c)
+    m.start()
+    tag = Tag(1, "x", 1)
+    m.answered("a", "read", ok("1", tag, (b"Put", {})), 0)
+    assert m.answered("b", "read", ok("1", tag, (b"Put", {})), 0) == [
+        Succeed({"value": "1"}, "a", "fanout")]
