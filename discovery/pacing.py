@@ -16,7 +16,7 @@ algorithm) keeps the first `burst` packets immediate and paces the rest at `rate
 so many names registered at once still go out, only spread.
 
 The first announcement of a name nobody heard of recently goes at once: the fast path
-(README, "Fast publication") costs nothing here.
+(docs/discovery.md, "Fast publication") costs nothing here.
 """
 
 from __future__ import annotations

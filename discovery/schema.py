@@ -73,7 +73,7 @@ ON_DEMAND = Object({
 #: Fields every request may carry besides its op's own.
 COMMON: Mapping[str, Field] = {"id": _opt(ID), "op": _req(STRING)}
 
-#: Every op of the local API and its fields (README, "discovery").
+#: Every op of the local API and its fields (docs/discovery.md, "The local API").
 OPS: Mapping[str, Object] = {
     "hello": Object({}),
     "ping": Object({}),
