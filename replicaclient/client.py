@@ -35,10 +35,11 @@ from twisted.python.failure import Failure
 
 from . import sync, wire
 from .balancer import Balancer
+from .blame import blame
 from .budget import RetryBudget
 from .declare import Semantics, semantics_of
 from .ejection import OutlierDetector
-from .errors import ClientClosed, NoReplicas, blame
+from .errors import ClientClosed, NoReplicas
 from .handoff import Hint, HintQueue
 from .latency import PercentileWindow
 from .membership import Added, Event, MembershipSource, Removed, static

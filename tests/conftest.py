@@ -40,12 +40,16 @@ UNIT_MODULES = frozenset({
     "test_policy", "test_balancer", "test_budget", "test_ejection", "test_errors",
     "test_handoff", "test_latency", "test_linearizability", "test_replica", "test_sync",
     "test_client",
+    # the rule that keeps the cores pure
+    "test_purity",
 })
 # Fixtures that start a real X server, a proxy or a listening port.
 PROCESS_FIXTURES = frozenset({"xvfb", "xauthority", "start_proxy", "listen"})
 # Tests in a unit module that run a program of the host without a fixture.
 NOT_UNIT = frozenset({
     "test_xauth.py::test_file_written_by_us_reads_back_with_xauth",  # runs xauth(1)
+    # imports each pure module in a fresh interpreter
+    "test_purity.py::test_importing_the_pure_modules_loads_no_loop_socket_or_process",
 })
 
 
