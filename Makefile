@@ -34,7 +34,7 @@ bench: install
 
 lint: install
 	$(VENV)/bin/ruff check xproxy discovery replicaclient
-	$(VENV)/bin/mypy xproxy/protocol
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache
