@@ -37,7 +37,7 @@ PURE = sorted(
         "replicaclient.tag", "replicaclient.replica", "replicaclient.budget",
         "replicaclient.ejection", "replicaclient.latency", "replicaclient.balancer",
         "replicaclient.declare", "replicaclient.membership", "replicaclient.metrics",
-        "replicaclient.errors", "replicaclient.wire",
+        "replicaclient.errors", "replicaclient.wire", "replicaclient.wakeups",
     })
 IMPURE: dict[str, str] = {}
 # Compiled project modules: no Python source to read. _speedups is the framer's inner loop in
