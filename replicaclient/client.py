@@ -5,8 +5,9 @@ machine (``replicaclient.policy``), carries out what the machine asks, and feeds
 what the replicas say and what the clock does. Everything it decides is decided in the
 pure core; this module only moves boxes and keeps time with the reactor it is given.
 Beside it: ``connection`` (one replica's AMP connection), ``call`` (one call in flight),
-``ampwire`` (AMP's box encoding, done once per call), ``wakeups`` (the calls' timer heap).
-Here: membership, ``callRemote``, and bringing a replica that is behind up to date.
+``ampwire`` (AMP's box encoding, done once per call), ``wakeups`` (the calls' timer heap),
+``catchup`` (bringing a replica that is behind up to date). Here: membership,
+``callRemote``, and the writes kept for replicas that missed them.
 """
 
 from __future__ import annotations
@@ -18,23 +19,20 @@ from typing import Any, cast
 from twisted.application.internet import backoffPolicy
 from twisted.internet.defer import (
     Deferred,
-    DeferredList,
-    ensureDeferred,
     fail,
     gatherResults,
     succeed,
 )
-from twisted.internet.error import ConnectionLost
 from twisted.logger import Logger
 from twisted.protocols import amp
-from twisted.python.failure import Failure
 
-from . import sync, wire
+from . import wire
 from .ampwire import command_entry, encode_pairs, register_value
 from .balancer import Balancer
 from .budget import RetryBudget
 from .call import Call, ReplyEvent
-from .connection import Replica, ReplicaAMP
+from .catchup import catch_up
+from .connection import Replica
 from .declare import semantics_of
 from .ejection import OutlierDetector
 from .errors import ClientClosed
@@ -48,7 +46,6 @@ from .policy import (
     First,
     Policy,
     Quorum,
-    Vote,
     as_policy,
 )
 from .tag import HybridClock, Tag
@@ -271,7 +268,7 @@ class ReplicatedClient:
         call.feed(machine.start())
         return call.result
 
-    # -- replicas that are behind: hinted handoff, catching up, full sync
+    # -- replicas that are behind: hints kept for them, catching up (catchup.py)
 
     def _hint(self, name: str, tag: Tag, head: bytes, command: bytes) -> None:
         """Keep a write ``name`` did not get, to replay when it is back."""
@@ -292,162 +289,7 @@ class ReplicatedClient:
         """Bring a connected replica that is behind up to date, unless that is running."""
         replica = self.replicas.get(name)
         if replica is not None and replica.proto is not None and not replica.readable:
-            self._catch_up(replica)
-
-    def _catch_up(self, replica: Replica) -> None:
-        if replica.catching_up or replica.proto is None or self._closed or replica.closed:
-            return
-        replica.catching_up = True
-        if replica.retry is not None and replica.retry.active():
-            replica.retry.cancel()
-        replica.retry = None
-
-        def done(ok: Any) -> None:
-            replica.catching_up = False
-            if ok is True or replica.closed or self._closed:
-                return
-            if isinstance(ok, Failure):
-                _log.failure("replica {name}: catching up failed", ok, name=replica.name)
-            if replica.proto is not None:  # try again; a new connection starts anew itself
-                replica.retry = self.reactor.callLater(1.0, self._catch_up, replica)
-
-        ensureDeferred(self._bring_up(replica, replica.proto)).addBoth(done)
-
-    async def _bring_up(self, replica: Replica, proto: ReplicaAMP) -> bool:
-        """Learn the replica's incarnation, replay its hints in tag order, sync it fully
-        if it restarted, lost hints or is new, then let it have reads. False if the
-        connection changed or the sync could not be done (to be tried again)."""
-        generation = replica.generation
-        incarnation = await self._hello(proto)
-        if replica.generation != generation:
-            return False
-        if incarnation is None and replica.needs_sync is not None:
-            return False  # no answer to Hello this time: the sync still due waits
-        known, replica.incarnation = replica.incarnation, incarnation or replica.incarnation
-        reason = replica.needs_sync = sync.sync_reason(
-            known, incarnation, pending=replica.needs_sync, joined=replica.fresh,
-            hints_dropped=replica.hints.overflowed)
-        if not await self._replay(replica, proto):
-            return False
-        if reason is not None:
-            _log.info("replica {name}: full sync: {why}", name=replica.name, why=reason)
-            if not await self._sync(replica, proto, generation):
-                return False
-            replica.needs_sync = None
-        if replica.generation != generation or len(replica.hints):
-            return False
-        replica.hints.synced()
-        replica.fresh = False
-        replica.readable = True
-        return True
-
-    async def _hello(self, proto: ReplicaAMP) -> str | None:
-        """The replica's incarnation; None without the replica-side helper."""
-        try:
-            box = await proto.callRemoteString(wire.HELLO_COMMAND).addTimeout(
-                min(self.timeout, 10.0), self.reactor)
-            return str(box[wire.INCARNATION].decode("ascii"))
-        except Exception:  # noqa: BLE001 (no helper, or no answer: nothing to compare)
-            return None
-
-    async def _replay(self, replica: Replica, proto: ReplicaAMP) -> bool:
-        hints = replica.hints.take()
-        if not hints:
-            return True
-        asks = [proto.ask(h.head, h.command, self.timeout) for h in hints]
-        results = await DeferredList(asks, consumeErrors=True)
-        delivered = True
-        for hint, (ok, _) in zip(hints, results, strict=True):
-            if ok:
-                self.metrics.hints_replayed += 1
-            else:
-                replica.hints.add(hint)
-                delivered = False
-        if delivered:
-            _log.info("replica {name}: {n} hinted writes replayed", name=replica.name,
-                      n=len(hints))
-        return delivered
-
-    async def _sync(self, target: Replica, proto: ReplicaAMP, generation: int) -> bool:
-        """Copy the newest state of every register from the live replicas into
-        ``target`` (under ``vote``, only states a threshold of them agree on)."""
-        started = self.reactor.seconds()
-        sources = {n: r for n, r in self.replicas.items()
-                   if r is not target and r.proto is not None and r.readable
-                   and r.incarnation is not None}
-        had_sources = bool(sources)  # none: this stub has no replica it trusts yet
-        threshold = (self.policy.threshold_for(len(sources))
-                     if isinstance(self.policy, Vote) else None)
-        chosen: dict[bytes, sync.Entry] = {}
-        after: bytes | None = None
-        while True:
-            pages = await self._pages(sources, after)
-            if target.generation != generation:
-                return False
-            picked = sync.select(pages, after=after, now_ms=self.clock.now_ms(),
-                                 future_ms=self.future_ms, threshold=threshold)
-            if picked.rejected:
-                for source, why in picked.rejected.items():
-                    _log.warn("sync of {target}: source {source} not used: {why}",
-                              target=target.name, source=source, why=why)
-                    del sources[source]
-                chosen, after = {}, None  # start again without what they sent
-                continue
-            for entry in picked.entries:
-                chosen[entry.register] = entry
-            if picked.upto is None:
-                break
-            after = picked.upto
-        if not sources and had_sources:
-            self.metrics.sync_failures += 1
-            _log.warn("sync of {target}: no source could be used", target=target.name)
-            return False
-        entries = list(chosen.values())
-        for entry in entries:
-            self.clock.observe(entry.tag.ts)
-        loads = []
-        for at in range(0, len(entries), self.sync_page):
-            box = sync.encode_page(entries[at:at + self.sync_page], more=False)
-            loads.append(proto.callRemoteString(
-                wire.LOAD_COMMAND, **{k.decode("ascii"): v for k, v in box.items()}
-            ).addTimeout(self.timeout, self.reactor))
-        results = await DeferredList(loads, consumeErrors=True)
-        if target.generation != generation or not all(ok for ok, _ in results):
-            self.metrics.sync_failures += 1
-            return False
-        elapsed = self.reactor.seconds() - started
-        self.metrics.syncs += 1
-        self.metrics.synced_registers += len(chosen)
-        self.metrics.sync_seconds.observe(elapsed)
-        _log.info("replica {name} synced: {n} registers from {sources} in {s:.3f} s",
-                  name=target.name, n=len(chosen), sources=sorted(sources), s=elapsed)
-        return True
-
-    async def _pages(self, sources: Mapping[str, Replica],
-                     after: bytes | None) -> dict[str, sync.Page | BaseException]:
-        names = list(sources)
-        asks = []
-        for name in names:
-            proto = sources[name].proto
-            if proto is None:
-                asks.append(fail(ConnectionLost(f"{name} is not connected")))
-                continue
-            args = {"_rc_limit": b"%d" % self.sync_page}
-            if after is not None:
-                args["_rc_after"] = after
-            asks.append(proto.callRemoteString(wire.DUMP_COMMAND, **args).addTimeout(
-                self.timeout, self.reactor))
-        results = await DeferredList(asks, consumeErrors=True)
-        pages: dict[str, sync.Page | BaseException] = {}
-        for name, (ok, found) in zip(names, results, strict=True):
-            if not ok:
-                pages[name] = found.value
-                continue
-            try:
-                pages[name] = sync.parse_page(found, self.sync_page)
-            except sync.BadPage as error:
-                pages[name] = error
-        return pages
+            catch_up(self, replica)
 
     def _spend(self) -> bool:
         return self.budget.try_spend(self.reactor.seconds())

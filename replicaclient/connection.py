@@ -17,6 +17,7 @@ from twisted.python.failure import Failure
 
 from .ampwire import ASK_PREFIX, END, U16
 from .blame import blame
+from .catchup import catch_up
 from .errors import ClientClosed
 from .handoff import HintQueue
 from .policy import Send
@@ -240,7 +241,7 @@ class Replica:
         self.down = None
         self.generation += 1
         self._flush()
-        self.client._catch_up(self)
+        catch_up(self.client, self)
 
     def connection_lost(self, proto: ReplicaAMP) -> None:
         if self.proto is proto:
