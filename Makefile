@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEBS := xvfb x11-apps x11-utils xauth xdotool xterm socat iproute2 openssh-server openssh-client xtrace etcd-server etcd-client featherpad qterminal
 
-.PHONY: install debs test demo bench lint clean
+.PHONY: install debs test check demo bench lint clean
 
 install: debs $(STAMP)
 
@@ -21,6 +21,11 @@ $(STAMP): pyproject.toml setup.py xproxy/_speedups.c
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The pure-core unit tests alone (no process, no socket; tests/conftest.py marks them) and ruff.
+check: install
+	$(VENV)/bin/ruff check xproxy discovery replicaclient
+	$(PY) -m pytest -q -m unit $(PYTEST_ARGS)
+
 demo: install
 	$(PY) -m demos.demo
 
@@ -29,7 +34,7 @@ bench: install
 
 lint: install
 	$(VENV)/bin/ruff check xproxy discovery replicaclient
-	$(VENV)/bin/mypy xproxy/protocol
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache

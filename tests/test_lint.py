@@ -1,5 +1,6 @@
-"""The code passes `make lint` (ruff, and mypy over xproxy's pure core) with the versions
-pinned in pyproject.toml's test extras, so CI catches what a reviewer's linter would."""
+"""The code passes `make lint` (ruff, and mypy over the pure cores) with the versions
+pinned in pyproject.toml's test extras, so CI catches what a reviewer's linter would; and
+`make check` selects every test file it lists."""
 
 from __future__ import annotations
 
@@ -20,6 +21,17 @@ def test_ruff():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_mypy_on_the_pure_core():
-    done = run("mypy", "--cache-dir", "/dev/null", "xproxy/protocol")
+def test_mypy_on_the_pure_cores():
+    """The modules pyproject.toml's [tool.mypy] files lists: the pure cores of all three parts."""
+    done = run("mypy", "--cache-dir", "/dev/null")
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_module_make_check_lists_exists():
+    """`make check` selects tests by module name (tests/conftest.py): a renamed test file
+    must not drop out of it unseen."""
+    from tests.conftest import NOT_UNIT, UNIT_MODULES
+
+    files = {path.stem for path in (ROOT / "tests").rglob("test_*.py")}
+    assert sorted(UNIT_MODULES - files) == []
+    assert sorted(name for name in NOT_UNIT if name.partition(".py")[0] not in UNIT_MODULES) == []

@@ -16,9 +16,11 @@ from demos.kvstore import Get, KVStore, Put
 from replicaclient import (
     Balancer, ClientClosed, DeadlineExceeded, First, MembershipFeed, ReplicatedClient, read, write,
 )
-from replicaclient.client import _ReplicaAMP, _Wakeups, encode_pairs
+from replicaclient.ampwire import encode_pairs
+from replicaclient.connection import ReplicaAMP
 from replicaclient.errors import ReplicaFailed
 from replicaclient.server import ReplicaFactory
+from replicaclient.wakeups import Wakeups
 
 
 def _reactor():
@@ -361,8 +363,8 @@ def test_encode_pairs_refuses_what_amp_refuses():
 
 
 def test_the_replica_connection_relies_only_on_amps_public_box_interfaces():
-    """What ``_ReplicaAMP`` builds on; if Twisted changed any of it, this says which."""
-    proto = _ReplicaAMP(owner=None)  # type: ignore[arg-type]
+    """What ``ReplicaAMP`` builds on; if Twisted changed any of it, this says which."""
+    proto = ReplicaAMP(owner=None)  # type: ignore[arg-type]
     verifyObject(amp.IBoxReceiver, proto)  # ampBoxReceived, stopReceivingBoxes
     assert (amp.ASK, amp.ANSWER, amp.ERROR, amp.COMMAND) == (
         b"_ask", b"_answer", b"_error", b"_command")
@@ -372,20 +374,20 @@ def test_the_replica_connection_relies_only_on_amps_public_box_interfaces():
 
 
 class _Sleeper:
-    """Stands for a call: what ``_Wakeups`` reads (seq, wake_at) and calls (wake)."""
+    """Stands for a call: what ``Wakeups`` reads (seq, wake_at) and calls (wake)."""
 
     def __init__(self, seq: int, woken: list) -> None:
         self.seq = seq
         self.wake_at: float | None = None
         self.woken = woken
 
-    def at(self, wakeups: _Wakeups, when: float) -> None:
+    def at(self, wakeups: Wakeups, when: float) -> None:
         if self.wake_at is not None:
             wakeups.forget()
         self.wake_at = when
         wakeups.at(when, self)  # type: ignore[arg-type]
 
-    def finish(self, wakeups: _Wakeups) -> None:
+    def finish(self, wakeups: Wakeups) -> None:
         self.wake_at = None
         wakeups.forget()
 
@@ -395,7 +397,7 @@ class _Sleeper:
 
 def test_wakeups_wake_live_calls_in_time_order_with_one_reactor_timer():
     clock = task.Clock()
-    wakeups = _Wakeups(clock)
+    wakeups = Wakeups(clock)
     woken: list = []
     a, b, c, d = (_Sleeper(i, woken) for i in range(4))
     a.at(wakeups, 3.0)
@@ -418,7 +420,7 @@ def test_wakeups_wake_live_calls_in_time_order_with_one_reactor_timer():
 
 def test_wakeups_stay_small_when_calls_finish_before_their_time():
     clock = task.Clock()
-    wakeups = _Wakeups(clock)
+    wakeups = Wakeups(clock)
     woken: list = []
     for seq in range(10000):
         call = _Sleeper(seq, woken)
@@ -434,7 +436,7 @@ def test_wakeups_stay_small_when_calls_finish_before_their_time():
 
 def test_wakeups_survive_a_wake_that_finishes_many_calls():
     clock = task.Clock()
-    wakeups = _Wakeups(clock)
+    wakeups = Wakeups(clock)
     woken: list = []
     others = [_Sleeper(i, woken) for i in range(1, 200)]
     for call in others:

@@ -6,7 +6,8 @@ import pytest
 from twisted.internet import error
 from twisted.protocols import amp
 
-from replicaclient.errors import ReplicaFailed, blame
+from replicaclient.blame import blame
+from replicaclient.errors import ReplicaFailed
 
 
 @pytest.mark.parametrize(("cause", "text"), [
