@@ -154,8 +154,12 @@ class ExportServer:
         policy_key = ",".join(sorted(ExtensionPolicy.from_options(
             self.options.hide_ext, self.options.allow_ext).hidden))
         self.epoch = f"{token}/{hashlib.sha256(policy_key.encode()).hexdigest()[:8]}"
-        found = xauthfile.lookup_for_display(target, xauthority)
-        auth = AuthPolicy(None, found.name, found.data) if found else AuthPolicy(None)
+        cookies = xauthfile.CookieLookup(target, xauthority)
+
+        def auth() -> AuthPolicy:  # looked up again for each X connection, as Xlib does
+            found = cookies.current()
+            return AuthPolicy(None, found.name, found.data) if found else AuthPolicy(None)
+
         self.factory = ProxyFactory(
             client_endpoint(self.reactor, target),
             self.options.display, auth,

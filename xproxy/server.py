@@ -93,8 +93,8 @@ class ProxyServer:
         self.ports: list = []
         self.untrusted_id: int | None = None
         self.factory: ProxyFactory | None = None
-        self._found: XauthEntry | None = None
-        self._lookup_key: tuple[int, ...] | None = ()  # () before the first lookup
+        self._cookies = xauthfile.CookieLookup(self.target, self.xauthority) \
+            if self.target is not None else None
 
     @property
     def display_name(self) -> str:
@@ -109,21 +109,14 @@ class ProxyServer:
         return (found.name, found.data) if found is not None else (b"", b"")
 
     def _lookup(self) -> XauthEntry | None:
-        """The target's cookie in the Xauthority file as it is now; read again only when the
-        file has changed (an X server restarted with a new cookie is reached, as Xlib
-        would reach it)."""
-        try:
-            st = os.stat(self.xauthority)
-            key: tuple[int, ...] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
-        except OSError:
-            key = None
-        if key is None or key != self._lookup_key:
-            found = xauthfile.lookup_for_display(self.target, self.xauthority)
-            if found is None and (self._found is not None or self._lookup_key == ()):
-                log.warn("no cookie for {t} in {f}; connecting upstream without one",
-                         t=self.options.target, f=self.xauthority)
-            self._found, self._lookup_key = found, key
-        return self._found
+        """The target's cookie as the Xauthority file holds it now (see CookieLookup)."""
+        if self._cookies is None:
+            return None
+        found = self._cookies.current()
+        if found is None and self._cookies.changed:
+            log.warn("no cookie for {t} in {f}; connecting upstream without one",
+                     t=self.options.target, f=self.xauthority)
+        return found
 
     def _auth(self) -> AuthPolicy:
         """For each new client: the proxy's cookie, and the target's as found now."""

@@ -17,7 +17,7 @@ from xproxy import xauthfile
 from xproxy.protocol.xauth import FAMILY_LOCAL, MIT_MAGIC_COOKIE_1, XauthEntry
 
 from . import wire
-from ..support.xserver import require
+from ..support.xserver import Xvfb, require, start_xvfb
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -441,3 +441,32 @@ def test_a_setup_not_completed_in_time_is_closed(start_proxy):
     for sock in (silent, half, good):
         sock.close()
     assert "no setup within 1 s" in proxy.log()
+
+
+def test_an_x_server_restarted_with_a_new_cookie_is_reached(start_proxy, xauthority):
+    """The upstream cookie is looked up again for each client, as Xlib would: an X server
+    restarted with a new cookie (written to the Xauthority file, as a display manager does)
+    is reached through the proxy that was already running."""
+    require("xdpyinfo")
+
+    def add_cookie(server: Xvfb) -> None:
+        subprocess.run(["xauth", "-f", xauthority, "add", server.name, "MIT-MAGIC-COOKIE-1",
+                        server.cookie.hex()], check=True, capture_output=True)
+
+    first = start_xvfb()
+    second = None
+    try:
+        add_cookie(first)
+        proxy = start_proxy(target=first.name)
+        before = run(["xdpyinfo"], proxy.env)
+        assert before.returncode == 0, before.stderr
+        first.stop()
+        second = start_xvfb(display=first.display)
+        assert second.cookie != first.cookie
+        add_cookie(second)
+        after = run(["xdpyinfo"], proxy.env)
+        assert after.returncode == 0, after.stderr + proxy.log()
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
