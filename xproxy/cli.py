@@ -63,10 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="let a default-hidden extension through (MIT-SHM on the same host)")
     serve.add_argument("--untrusted", action="store_true",
                        help="use an untrusted cookie from the SECURITY extension upstream")
-    serve.add_argument("--setup-timeout", type=_positive_float, default=10.0, metavar="S",
+    serve.add_argument("--setup-timeout", type=positive_float, default=10.0, metavar="S",
                        help="close a connection that has not completed its X11 setup within "
                             "S seconds (default 10)")
-    serve.add_argument("--max-setups", type=_positive_int, default=64, metavar="N",
+    serve.add_argument("--max-setups", type=positive_int, default=64, metavar="N",
                        help="at most N connections may have an unfinished setup at a time; "
                             "further ones are closed at once (default 64)")
     _add_trace_options(serve, "--trace-format")
@@ -110,7 +110,7 @@ def _open_trace(path: str | None, default):  # type: ignore[no-untyped-def]
     return open(path, "w", buffering=1 << 16), True
 
 
-def _positive_float(text: str) -> float:
+def positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -120,7 +120,7 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
     return int(text)
