@@ -241,17 +241,16 @@ class ServerSide(protocol.Protocol):
     def buffer_updated(self, n: int) -> None:
         client = self.client
         chunk = self.buffers.shared[:n]
-        sink = client.to_client if client is not None else None
-        if sink is None:
+        if client is None or client.to_client is None:
             self.dataReceived(bytes(chunk))
             return
-        out = client.framed_from_server(chunk)  # type: ignore[union-attr]
+        out = client.framed_from_server(chunk)
         if out:
-            sink.send(out)
-        if client.paused & _HELD_FULL:  # type: ignore[union-attr]
-            client.held_answered()  # type: ignore[union-attr]
-        if client.observing:  # type: ignore[union-attr]
-            client.deliver_soon()  # type: ignore[union-attr]
+            client.to_client.send(out)
+        if client.paused & _HELD_FULL:
+            client.held_answered()
+        if client.observing:
+            client.deliver_soon()
 
     # The producer of the client's transport.
     def pauseProducing(self) -> None:
@@ -272,7 +271,9 @@ class ServerSide(protocol.Protocol):
         client, self.client = self.client, None
         if client is not None:
             client.upstream_lost()
-        self.outbox.write = self.outbox.writelines = _dropped  # (they refer to the transport)
+        outbox = getattr(self, "outbox", None)
+        if outbox is not None:  # (its writers refer to the transport)
+            outbox.write = outbox.writelines = _dropped
 
 
 def _dropped(data: object) -> None:
@@ -308,6 +309,7 @@ class ClientSide(protocol.Protocol):
         self.paused = 0  # why reading is paused (_UPSTREAM, _SERVER_FULL, ...), 0 if not
         self.in_setup = False  # counted among the factory's unfinished setups
         self._setup_call = None  # the setup timeout
+        self.turned_away = False  # closed at once: too many unfinished setups
 
     def connectionMade(self) -> None:
         _nodelay(self.transport)
@@ -318,6 +320,7 @@ class ClientSide(protocol.Protocol):
         factory.totals.clients += 1
         factory.totals.active[self.number] = self
         if not factory.setup_started():
+            self.turned_away = True
             self._close(None)
             return
         self.in_setup = True
@@ -638,12 +641,13 @@ class ProxyFactory(protocol.Factory):
 
     def client_done(self, client: ClientSide) -> None:
         c = client.conn
-        log.info(
-            "client {n} closed: {req} requests, {rep} replies, {ev} events, {err} errors; "
-            "{cb} bytes in, {sb} bytes out",
-            n=client.number, req=c.stats.requests, rep=c.stats.replies, ev=c.stats.events,
-            err=c.stats.errors, cb=c.client.bytes, sb=c.server.bytes,
-        )
+        if not client.turned_away:  # (those are counted in setup_started's warning)
+            log.info(
+                "client {n} closed: {req} requests, {rep} replies, {ev} events, {err} errors; "
+                "{cb} bytes in, {sb} bytes out",
+                n=client.number, req=c.stats.requests, rep=c.stats.replies, ev=c.stats.events,
+                err=c.stats.errors, cb=c.client.bytes, sb=c.server.bytes,
+            )
         if self.on_client_done is not None:
             self.on_client_done(client)
 
