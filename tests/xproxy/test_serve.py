@@ -365,6 +365,34 @@ def test_a_client_that_never_reads_its_rewritten_replies_is_held_back(start_prox
     assert run(["xdpyinfo"], proxy.env).returncode == 0
 
 
+def test_a_client_that_reads_its_rewritten_replies_slowly_is_held_back(start_proxy):
+    """A client that sends ListExtensions fast and reads its replies slowly keeps the
+    socket windows moving, so they alone do not stop it: the proxy stops reading it while
+    more than MAX_HELD replies it rewrites are awaited (without that, +150 MB in 8 s)."""
+    proxy = start_proxy()
+    sock = raw_connect(proxy, "<")
+    read_setup_reply(sock, "<")
+    base = proxy.rss()
+    sock.setblocking(False)
+    message = LIST_EXTENSIONS * 16384
+    pending, received = memoryview(message), 0
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline:
+        try:
+            pending = pending[sock.send(pending):] or memoryview(message)
+        except BlockingIOError:
+            pass
+        try:
+            received += len(sock.recv(65536))
+        except BlockingIOError:
+            pass
+        time.sleep(0.002)
+    grown = proxy.rss() - base
+    sock.close()
+    assert received > 0
+    assert grown < 50 * 2**20, f"RSS +{grown >> 20} MB"
+
+
 def test_a_closed_connection_leaves_no_memory_behind_without_the_cycle_collector(start_proxy):
     """Run with Python's cycle collector off, so what a connection left in reference cycles
     would stay: twenty clients in turn, each filling what the proxy keeps for it (replies
