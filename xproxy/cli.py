@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-setups", type=positive_int, default=64, metavar="N",
                        help="at most N connections may have an unfinished setup at a time; "
                             "further ones are closed at once (default 64)")
+    serve.add_argument("--max-held", type=positive_int, default=4096, metavar="N",
+                       help="stop reading a client while more than N of its QueryExtension and "
+                            "ListExtensions requests await their replies (default 4096)")
     _add_trace_options(serve, "--trace-format")
     serve.add_argument("--trace", metavar="FILE", default=None,
                        help="trace every message to FILE (- for stdout)")
@@ -151,7 +154,7 @@ async def serve(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-un
         target=args.target, display=args.display, tcp=args.tcp, tcp_interface=args.tcp_interface,
         hide_ext=args.hide_ext, allow_ext=args.allow_ext, untrusted=args.untrusted,
         observers=inst.observers, on_client_done=inst.client_done,
-        setup_timeout=args.setup_timeout, max_setups=args.max_setups,
+        setup_timeout=args.setup_timeout, max_setups=args.max_setups, max_held=args.max_held,
     )
     try:
         server = ProxyServer(reactor, options)

@@ -10,7 +10,7 @@ Flow control: as in twisted.protocols.portforward, each side's transport pauses 
 other when its writes back up, so a client flooding a slow server is paused instead of growing
 the proxy's memory. A client that does not read its replies is not read either while its
 replies are queued past the transport's window, and a client whose rewritten replies
-(QueryExtension, ListExtensions) are awaited past MAX_HELD is not read until half have come:
+(QueryExtension, ListExtensions) are awaited past `max_held` is not read until half have come:
 whatever a client sends, what the proxy keeps for it is bounded.
 """
 
@@ -39,11 +39,11 @@ SETUP_TIMEOUT = 10.0
 MAX_SETUPS = 64
 #: The log says at most once in this many seconds that max_setups is reached.
 CAP_LOG_EVERY = 10.0
-#: At most this many requests whose replies the proxy rewrites may await them; past it the
-#: client is not read until half have been answered (each costs a few dozen bytes).
+#: Default of ProxyFactory's max_held: at most this many requests whose replies the proxy
+#: rewrites may await them; past it the client is not read until half have been answered.
 MAX_HELD = 4096
 #: Why reading a client is paused (ClientSide.paused): waiting for the upstream connection,
-#: the server's socket backed up, the client's own socket backed up, MAX_HELD reached.
+#: the server's socket backed up, the client's own socket backed up, max_held reached.
 _UPSTREAM, _SERVER_FULL, _CLIENT_FULL, _HELD_FULL = 1, 2, 4, 8
 
 
@@ -411,11 +411,11 @@ class ClientSide(protocol.Protocol):
 
     def _held_check(self) -> None:
         """After a read whose output is not its input (a request may have been held)."""
-        if len(self.conn.pending) > MAX_HELD:
+        if len(self.conn.pending) > self.factory.max_held:
             self.pause(_HELD_FULL)
 
     def held_answered(self) -> None:
-        if len(self.conn.pending) <= MAX_HELD // 2:
+        if len(self.conn.pending) <= self.factory.max_held // 2:
             self.resume(_HELD_FULL)
 
     def dataReceived(self, data: bytes) -> None:
@@ -571,7 +571,9 @@ class ProxyFactory(protocol.Factory):
     `auth` is the AuthPolicy, or a function called for each new client that returns it
     (so the upstream cookie can be looked up again). A client must complete its setup within
     `setup_timeout` seconds (with a `clock`), and at most `max_setups` clients may be
-    unfinished at a time: past that, new connections are closed at once (logged)."""
+    unfinished at a time: past that, new connections are closed at once (logged). A client
+    with more than `max_held` requests whose replies the proxy rewrites awaiting them is not
+    read until half have been answered."""
 
     def __init__(
         self,
@@ -584,6 +586,7 @@ class ProxyFactory(protocol.Factory):
         clock: IReactorTime | None = None,
         setup_timeout: float = SETUP_TIMEOUT,
         max_setups: int = MAX_SETUPS,
+        max_held: int = MAX_HELD,
     ) -> None:
         self.upstream = upstream
         self.target_name = target_name
@@ -599,6 +602,7 @@ class ProxyFactory(protocol.Factory):
         self.noisy = False
         self.setup_timeout = setup_timeout
         self.max_setups = max_setups
+        self.max_held = max_held
         self.unfinished = 0  # connections whose setup has not passed yet
         self.setups_refused = 0  # connections closed at once: too many unfinished
         self._cap_logged: float | None = None

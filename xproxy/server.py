@@ -26,7 +26,7 @@ from .protocol.xauth import (
     remove_entry,
     replace_entry,
 )
-from .relay import MAX_SETUPS, SETUP_TIMEOUT, ProxyFactory
+from .relay import MAX_HELD, MAX_SETUPS, SETUP_TIMEOUT, ProxyFactory
 
 log = Logger(namespace="xproxy")
 
@@ -51,6 +51,7 @@ class ServeOptions:
     #: Limits on connections that have not completed their setup (see relay.ProxyFactory).
     setup_timeout: float = SETUP_TIMEOUT
     max_setups: int = MAX_SETUPS
+    max_held: int = MAX_HELD
 
 
 class StartError(RuntimeError):
@@ -164,7 +165,8 @@ class ProxyServer:
                                     on_client_done=self.options.on_client_done,
                                     observers=self.options.observers, clock=self.reactor,
                                     setup_timeout=self.options.setup_timeout,
-                                    max_setups=self.options.max_setups)
+                                    max_setups=self.options.max_setups,
+                                    max_held=self.options.max_held)
         return defer.ensureDeferred(self._listen())
 
     async def _listen(self) -> str:

@@ -368,7 +368,7 @@ def test_a_client_that_never_reads_its_rewritten_replies_is_held_back(start_prox
 def test_a_client_that_reads_its_rewritten_replies_slowly_is_held_back(start_proxy):
     """A client that sends ListExtensions fast and reads its replies slowly keeps the
     socket windows moving, so they alone do not stop it: the proxy stops reading it while
-    more than MAX_HELD replies it rewrites are awaited (without that, +150 MB in 8 s)."""
+    more than --max-held replies it rewrites are awaited (without that, +150 MB in 8 s)."""
     proxy = start_proxy()
     sock = raw_connect(proxy, "<")
     read_setup_reply(sock, "<")
