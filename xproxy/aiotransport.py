@@ -35,9 +35,8 @@ def event_loop(reactor) -> asyncio.AbstractEventLoop | None:  # type: ignore[no-
 class TransportShim:
     """A Twisted-style transport over an asyncio transport."""
 
-    def __init__(self, transport: asyncio.Transport, proto: protocol.Protocol) -> None:
+    def __init__(self, transport: asyncio.Transport) -> None:
         self.t = transport
-        self.proto = proto
         #: The transport's own write, for callers that stop writing once they have closed
         #: the connection themselves (the relay); `write` checks that for everyone else.
         self.raw_write = transport.write
@@ -103,7 +102,7 @@ class _Adapter(asyncio.BaseProtocol):
         self.shim: TransportShim | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.shim = TransportShim(transport, self.proto)  # type: ignore[arg-type]
+        self.shim = TransportShim(transport)  # type: ignore[arg-type]
         self.proto.makeConnection(self.shim)  # type: ignore[arg-type]
 
     def eof_received(self) -> bool:

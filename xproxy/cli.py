@@ -63,6 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="let a default-hidden extension through (MIT-SHM on the same host)")
     serve.add_argument("--untrusted", action="store_true",
                        help="use an untrusted cookie from the SECURITY extension upstream")
+    serve.add_argument("--setup-timeout", type=positive_float, default=10.0, metavar="S",
+                       help="close a connection that has not completed its X11 setup within "
+                            "S seconds (default 10)")
+    serve.add_argument("--max-setups", type=positive_int, default=64, metavar="N",
+                       help="at most N connections may have an unfinished setup at a time; "
+                            "further ones are closed at once (default 64)")
+    serve.add_argument("--max-held", type=positive_int, default=4096, metavar="N",
+                       help="stop reading a client while more than N of its QueryExtension and "
+                            "ListExtensions requests await their replies (default 4096)")
     _add_trace_options(serve, "--trace-format")
     serve.add_argument("--trace", metavar="FILE", default=None,
                        help="trace every message to FILE (- for stdout)")
@@ -104,6 +113,22 @@ def _open_trace(path: str | None, default):  # type: ignore[no-untyped-def]
     return open(path, "w", buffering=1 << 16), True
 
 
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"not a positive number: {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
+    return int(text)
+
+
 def _display_number(text: str) -> int:
     text = text.lstrip(":")
     if not text.isdigit() or int(text) > 59535:
@@ -129,6 +154,7 @@ async def serve(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-un
         target=args.target, display=args.display, tcp=args.tcp, tcp_interface=args.tcp_interface,
         hide_ext=args.hide_ext, allow_ext=args.allow_ext, untrusted=args.untrusted,
         observers=inst.observers, on_client_done=inst.client_done,
+        setup_timeout=args.setup_timeout, max_setups=args.max_setups, max_held=args.max_held,
     )
     try:
         server = ProxyServer(reactor, options)

@@ -18,6 +18,8 @@ COMMANDS = ("id", "authorize", "revoke", "export", "run", "displays", "link-agen
 
 
 def add_parsers(sub: Any, add_trace_options: Any) -> None:
+    from .cli import positive_float, positive_int
+
     p = sub.add_parser("id", help="print this host's key fingerprint (created on first use)")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("authorize", help="let an app host use this host's exported displays")
@@ -44,6 +46,12 @@ def add_parsers(sub: Any, add_trace_options: Any) -> None:
                    help="zstandard level for what this end sends on links (default 3; 0: off)")
     p.add_argument("--link-grace", type=float, default=60.0, metavar="SECONDS",
                    help="keep a lost link's X connections this long for it to resume (default 60)")
+    p.add_argument("--handshake-timeout", type=positive_float, default=10.0, metavar="S",
+                   help="close a connection whose TLS handshake is not done in S seconds "
+                        "(default 10)")
+    p.add_argument("--max-handshakes", type=positive_int, default=64, metavar="N",
+                   help="at most N unfinished TLS handshakes at a time; further connections "
+                        "are closed at once (default 64)")
     p.add_argument("-v", "--verbose", action="store_true")
     p = sub.add_parser("run", help="run an X program on another host's display")
     p.add_argument("--to", dest="target", required=True, metavar="TARGET",
@@ -149,7 +157,8 @@ async def export(reactor, args, running, open_trace) -> int:  # type: ignore[no-
         display=display, name=args.name, port=args.port, interface=args.interface,
         hide_ext=args.hide_ext, allow_ext=args.allow_ext, advertise=not args.no_advertise,
         observers=inst.observers, on_client_done=inst.client_done,
-        compress_level=args.compress_level or None, link_grace=args.link_grace))
+        compress_level=args.compress_level or None, link_grace=args.link_grace,
+        handshake_timeout=args.handshake_timeout, max_handshakes=args.max_handshakes))
     try:
         port = await server.start()
         if args.metrics is not None:

@@ -8,7 +8,11 @@ its X connections to the display stay open for `link_grace` seconds (60 by defau
 our HELLO so the app host does not try longer), and an app host that reconnects with the same
 key and the session's secret id resumes it, its programs none the wiser. After the grace
 period, or if this process restarts, the session is gone and its X connections are closed
-(a resumption is then refused, and the app host closes its clients)."""
+(a resumption is then refused, and the app host closes its clients).
+
+Unfinished TLS handshakes are bounded: at most `max_handshakes` at a time (further
+connections are closed as they come, and the log says so) and none longer than
+`handshake_timeout` seconds, so peers that connect and stall cost a bounded amount of memory."""
 
 from __future__ import annotations
 
@@ -21,8 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import protocol
-from twisted.internet.endpoints import SSL4ServerEndpoint
+from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from . import xauthfile
 from .identity import AuthorizedHosts, Identity
@@ -39,6 +44,10 @@ from .tls import ServerContextFactory
 log = Logger(namespace="xproxy.export")
 
 DEFAULT_PORT = 7010
+HANDSHAKE_TIMEOUT = 10.0
+MAX_HANDSHAKES = 64
+#: The log says at most once in this many seconds that max_handshakes is reached.
+CAP_LOG_EVERY = 10.0
 
 
 class NotAuthorized(Exception):
@@ -63,6 +72,8 @@ class ExportOptions:
     on_client_done: Callable[[Any], None] | None = None
     compress_level: int | None = 3
     link_grace: float = 60.0  # seconds a lost link session keeps its X connections
+    handshake_timeout: float = HANDSHAKE_TIMEOUT  # seconds a TLS handshake may take
+    max_handshakes: int = MAX_HANDSHAKES  # unfinished TLS handshakes at a time
 
 
 #: A root-window property that says the X server has not reset since it was set (a reset
@@ -137,6 +148,11 @@ class ExportServer:
         self.screen = ""
         self.epoch = ""
         self.held_displays: list[Any] = []
+        #: connections whose TLS handshake has not completed, with their timeout
+        self.handshaking: dict[LinkProtocol, Any] = {}
+        self.handshakes_refused = 0
+        self._cap_logged: float | None = None
+        self._cap_unlogged = 0
 
     @property
     def port(self) -> int:
@@ -154,8 +170,12 @@ class ExportServer:
         policy_key = ",".join(sorted(ExtensionPolicy.from_options(
             self.options.hide_ext, self.options.allow_ext).hidden))
         self.epoch = f"{token}/{hashlib.sha256(policy_key.encode()).hexdigest()[:8]}"
-        found = xauthfile.lookup_for_display(target, xauthority)
-        auth = AuthPolicy(None, found.name, found.data) if found else AuthPolicy(None)
+        cookies = xauthfile.CookieLookup(target, xauthority)
+
+        def auth() -> AuthPolicy:  # looked up again for each X connection, as Xlib does
+            found = cookies.current()
+            return AuthPolicy(None, found.name, found.data) if found else AuthPolicy(None)
+
         self.factory = ProxyFactory(
             client_endpoint(self.reactor, target),
             self.options.display, auth,
@@ -163,13 +183,14 @@ class ExportServer:
             on_client_done=self.options.on_client_done, observers=self.options.observers,
             clock=self.reactor,
         )
-        endpoint = SSL4ServerEndpoint(self.reactor, self.options.port,
-                                      ServerContextFactory(self.identity),
+        endpoint = TCP4ServerEndpoint(self.reactor, self.options.port,
                                       interface=self.options.interface)
         try:
             factory = protocol.Factory.forProtocol(self._make_link)  # type: ignore[arg-type]
             factory.noisy = False
-            self.port_object = await endpoint.listen(factory)
+            tls = TLSMemoryBIOFactory(ServerContextFactory(self.identity), False, factory)
+            tls.noisy = False
+            self.port_object = await endpoint.listen(_HandshakeLimit(self, tls))
         except Exception as err:
             raise ExportError(f"cannot listen on port {self.options.port}: {err}") from err
         if self.options.advertise:
@@ -193,10 +214,44 @@ class ExportServer:
             ) from err
 
     def _make_link(self) -> LinkProtocol:
-        return LinkProtocol(self.reactor, on_handshake=self._check, on_hello=self._hello,
+        link = LinkProtocol(self.reactor, on_handshake=self._check, on_hello=self._hello,
                             on_lost=self._lost, compress_level=self.options.compress_level)
+        self.handshaking[link] = self.reactor.callLater(self.options.handshake_timeout,
+                                                        self._handshake_late, link)
+        return link
+
+    def may_handshake(self) -> bool:
+        """A new connection: whether it may start a TLS handshake (fewer than
+        max_handshakes are unfinished)."""
+        if len(self.handshaking) < self.options.max_handshakes:
+            return True
+        self.handshakes_refused += 1
+        self._cap_unlogged += 1
+        now = self.reactor.seconds()
+        if self._cap_logged is None or now - self._cap_logged >= CAP_LOG_EVERY:
+            log.warn("{n} TLS handshakes unfinished (--max-handshakes): closing new "
+                     "connections; {r} closed since this was last said",
+                     n=self.options.max_handshakes, r=self._cap_unlogged)
+            self._cap_logged = now
+            self._cap_unlogged = 0
+        return False
+
+    def _handshake_over(self, link: LinkProtocol) -> None:
+        call = self.handshaking.pop(link, None)
+        if call is not None and call.active():
+            call.cancel()
+
+    def _handshake_late(self, link: LinkProtocol) -> None:
+        self.handshaking.pop(link, None)
+        transport: Any = link.transport
+        log.info("no TLS handshake within {t:g} s from {peer}; closed",
+                 t=self.options.handshake_timeout,
+                 peer=transport.getPeer() if transport is not None else "?")
+        if transport is not None:
+            transport.abortConnection()
 
     def _check(self, link: LinkProtocol) -> None:
+        self._handshake_over(link)
         fp = link.peer_fingerprint or "(no certificate)"
         if not self.authorized.is_authorized(fp):
             log.warn("refused app host {fp} from {peer}: not authorized", fp=fp,
@@ -251,6 +306,7 @@ class ExportServer:
         channel.attach(self.factory.buildProtocol(None))
 
     def _lost(self, link: LinkProtocol, reason: Any) -> None:
+        self._handshake_over(link)
         self.links.discard(link)
         session = link.session
         if session is None or session.conn is not None:
@@ -302,3 +358,25 @@ class ExportServer:
             with contextlib.suppress(Exception):
                 d.close()
         self.held_displays.clear()
+
+
+class _HandshakeLimit(protocol.Factory):
+    """Wraps the TLS factory: a connection past the export's max_handshakes is closed as it
+    comes, before any TLS state is made for it."""
+
+    noisy = False
+
+    def __init__(self, export: ExportServer, tls: TLSMemoryBIOFactory) -> None:
+        self.export = export
+        self.tls = tls
+
+    def doStart(self) -> None:
+        self.tls.doStart()
+
+    def doStop(self) -> None:
+        self.tls.doStop()
+
+    def buildProtocol(self, addr: Any) -> protocol.Protocol | None:
+        if not self.export.may_handshake():
+            return None
+        return self.tls.buildProtocol(addr)

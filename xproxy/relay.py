@@ -1,8 +1,17 @@
 """Twisted adapters around `X11Connection`: they only move bytes.
 
-As in twisted.protocols.portforward: the accepted client is paused until the upstream
-connection is made, then each transport is registered as the other's producer, so a client
-flooding a slow server is paused instead of growing the proxy's memory.
+Connecting: as OpenSSH does for X11 forwarding, the proxy reads the client's setup and checks
+its cookie before it connects upstream, so a client that has not authenticated never takes
+one of the X server's client slots. A setup must be complete within `setup_timeout` seconds,
+and at most `max_setups` connections may be unfinished at a time (ProxyFactory); past that,
+new connections are closed at once and the proxy logs it.
+
+Flow control: as in twisted.protocols.portforward, each side's transport pauses reading the
+other when its writes back up, so a client flooding a slow server is paused instead of growing
+the proxy's memory. A client that does not read its replies is not read either while its
+replies are queued past the transport's window, and a client whose rewritten replies
+(QueryExtension, ListExtensions) are awaited past `max_held` is not read until half have come:
+whatever a client sends, what the proxy keeps for it is bounded.
 """
 
 from __future__ import annotations
@@ -20,10 +29,22 @@ from twisted.logger import Logger
 from .protocol.connection import AuthPolicy, Watch, X11Connection
 from .protocol.errors import X11ProtocolError
 from .protocol.extensions import ExtensionPolicy
-from .protocol.setup import endian_of, setup_failed
+from .protocol.setup import setup_failed
 from .sockwrite import direct_writer, fast_reads
 
 log = Logger(namespace="xproxy")
+
+#: Defaults of ProxyFactory's limits on connections that have not completed their setup.
+SETUP_TIMEOUT = 10.0
+MAX_SETUPS = 64
+#: The log says at most once in this many seconds that max_setups is reached.
+CAP_LOG_EVERY = 10.0
+#: Default of ProxyFactory's max_held: at most this many requests whose replies the proxy
+#: rewrites may await them; past it the client is not read until half have been answered.
+MAX_HELD = 4096
+#: Why reading a client is paused (ClientSide.paused): waiting for the upstream connection,
+#: the server's socket backed up, the client's own socket backed up, max_held reached.
+_UPSTREAM, _SERVER_FULL, _CLIENT_FULL, _HELD_FULL = 1, 2, 4, 8
 
 
 @dataclass
@@ -187,23 +208,29 @@ class _ViewWriter:
 
 
 class ServerSide(protocol.Protocol):
-    """The upstream connection to the real X server."""
+    """The upstream connection to the real X server. As the client transport's producer it
+    is paused when the client does not read: then neither the server nor the client is read
+    (see the module docstring)."""
 
     def __init__(self, client: ClientSide) -> None:
-        self.client = client
+        self.client: ClientSide | None = client
         self.buffers = client.buffers
 
     def connectionMade(self) -> None:
         _nodelay(self.transport)
         fast_reads(self.transport)
         self.outbox = _Outbox(direct_writer(self.transport), self.transport.writeSequence)
-        self.client.upstream_ready(self)
+        self.client.upstream_ready(self)  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
         client = self.client
+        if client is None:
+            return
         out = client.framed_from_server(data)
         if out:
             client.write(out)  # (replies are not held: see _Outbox)
+        if client.paused & _HELD_FULL:
+            client.held_answered()
         if client.observing:
             client.deliver_soon()
 
@@ -214,22 +241,48 @@ class ServerSide(protocol.Protocol):
     def buffer_updated(self, n: int) -> None:
         client = self.client
         chunk = self.buffers.shared[:n]
-        sink = client.to_client
-        if sink is None:
+        if client is None or client.to_client is None:
             self.dataReceived(bytes(chunk))
             return
         out = client.framed_from_server(chunk)
         if out:
-            sink.send(out)
+            client.to_client.send(out)
+        if client.paused & _HELD_FULL:
+            client.held_answered()
         if client.observing:
             client.deliver_soon()
 
+    # The producer of the client's transport.
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()
+        if self.client is not None:
+            self.client.pause(_CLIENT_FULL)
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
+        if self.client is not None:
+            self.client.resume(_CLIENT_FULL)
+
+    def stopProducing(self) -> None:
+        if self.client is not None:
+            self.client.disconnect()
+
     def connectionLost(self, reason) -> None:  # type: ignore[no-untyped-def]
-        self.client.upstream_lost()
+        client, self.client = self.client, None
+        if client is not None:
+            client.upstream_lost()
+        outbox = getattr(self, "outbox", None)
+        if outbox is not None:  # (its writers refer to the transport)
+            outbox.write = outbox.writelines = _dropped
+
+
+def _dropped(data: object) -> None:
+    """What a closed relay writes to."""
 
 
 class ClientSide(protocol.Protocol):
-    """One accepted X client."""
+    """One accepted X client. As the server transport's producer it is paused when the
+    server's socket backs up."""
 
     def __init__(self, factory: ProxyFactory, number: int) -> None:
         self.factory = factory
@@ -243,7 +296,7 @@ class ClientSide(protocol.Protocol):
         self.framer = self.conn.client
         self.server: ServerSide | None = None
         self.outbox: _Outbox | None = None
-        self.early: list[bytes] = []  # read before the upstream connection was made
+        self.early: list[bytes] = []  # framed before the upstream connection was made
         self.buffers = factory.buffers
         self.own: memoryview | None = None  # a read buffer of our own (see ReadBuffers)
         self.fill = 0  # bytes of an unfinished request kept at the start of `own`
@@ -252,27 +305,72 @@ class ClientSide(protocol.Protocol):
         self.upstream_error: str | None = None
         self.closed = False
         self.ready = False  # relaying: upstream connected, not closed
+        self.connecting = False  # the setup passed: upstream connection asked for
+        self.paused = 0  # why reading is paused (_UPSTREAM, _SERVER_FULL, ...), 0 if not
+        self.in_setup = False  # counted among the factory's unfinished setups
+        self._setup_call = None  # the setup timeout
+        self.turned_away = False  # closed at once: too many unfinished setups
 
     def connectionMade(self) -> None:
         _nodelay(self.transport)
         fast_reads(self.transport)
         self.write = direct_writer(self.transport)
         self.to_client = _ViewWriter.of(self.transport)
-        self.factory.totals.clients += 1
-        self.factory.totals.active[self.number] = self
-        self.transport.pauseProducing()
-        d = self.factory.connect_upstream(lambda: ServerSide(self))
-        d.addErrback(self._upstream_failed)
+        factory = self.factory
+        factory.totals.clients += 1
+        factory.totals.active[self.number] = self
+        if not factory.setup_started():
+            self.turned_away = True
+            self._close(None)
+            return
+        self.in_setup = True
+        if factory.clock is not None:
+            self._setup_call = factory.clock.callLater(factory.setup_timeout, self._setup_late)
+
+    def _setup_late(self) -> None:
+        self._setup_call = None
+        log.info("client {n}: no setup within {t:g} s; closed", n=self.number,
+                 t=self.factory.setup_timeout)
+        self._close(None)
+
+    def _setup_over(self) -> None:
+        """The client is no longer an unfinished setup: it passed, or it has gone."""
+        if self._setup_call is not None:
+            if self._setup_call.active():
+                self._setup_call.cancel()
+            self._setup_call = None
+        if self.in_setup:
+            self.in_setup = False
+            self.factory.setup_finished()
+
+    def _before_relay(self, data: bytes) -> None:
+        """Bytes before the relay runs: the setup goes through the framer, which checks the
+        cookie, and only a client that passed gets an upstream connection."""
+        if self.closed or self.upstream_error is not None:
+            return
+        out = self._framed(data)
+        if out is None:
+            return
+        if self.conn.closing is not None:
+            self._refused()
+            return
+        if out:
+            self.early.append(bytes(out))
+        if self.conn.setup is not None and not self.connecting:
+            self.connecting = True
+            self._setup_over()
+            self.pause(_UPSTREAM)
+            d = self.factory.connect_upstream(lambda: ServerSide(self))
+            d.addErrback(self._upstream_failed)
 
     def _upstream_failed(self, failure) -> None:  # type: ignore[no-untyped-def]
         self.upstream_error = f"xproxy: cannot reach {self.factory.target_name}: " + (
             failure.getErrorMessage()
         )
         log.warn("client {n}: {why}", n=self.number, why=self.upstream_error)
-        if self.early:
-            self._not_relaying(self.early[0])
-        else:
-            self.transport.resumeProducing()
+        if not self.closed:
+            self.transport.write(setup_failed(self.conn.endian, self.upstream_error))
+            self._close(None)
 
     def upstream_ready(self, server: ServerSide) -> None:
         self.server = server
@@ -282,20 +380,53 @@ class ClientSide(protocol.Protocol):
         self.outbox = server.outbox
         self.to_server = _ViewWriter.of(server.transport)
         self.ready = True
-        self.transport.registerProducer(server.transport, True)
-        server.transport.registerProducer(self.transport, True)
+        self.transport.registerProducer(server, True)
+        server.transport.registerProducer(self, True)
         early, self.early = self.early, []
-        for data in early:
-            self.dataReceived(data)
-        self.transport.resumeProducing()
+        if early:
+            self.outbox.send(b"".join(early), self.framer._stream)
+        self.resume(_UPSTREAM)
+
+    def pause(self, why: int) -> None:
+        """Stop reading the client, for reason `why` (until `resume(why)`)."""
+        if not self.paused and not self.closed:
+            self.transport.pauseProducing()
+        self.paused |= why
+
+    def resume(self, why: int) -> None:
+        if self.paused & why:
+            self.paused &= ~why
+            if not self.paused and not self.closed:
+                self.transport.resumeProducing()
+
+    # The producer of the server's transport.
+    def pauseProducing(self) -> None:
+        self.pause(_SERVER_FULL)
+
+    def resumeProducing(self) -> None:
+        self.resume(_SERVER_FULL)
+
+    def stopProducing(self) -> None:
+        self._close(None)
+
+    def _held_check(self) -> None:
+        """After a read whose output is not its input (a request may have been held)."""
+        if len(self.conn.pending) > self.factory.max_held:
+            self.pause(_HELD_FULL)
+
+    def held_answered(self) -> None:
+        if len(self.conn.pending) <= self.factory.max_held // 2:
+            self.resume(_HELD_FULL)
 
     def dataReceived(self, data: bytes) -> None:
         if not self.ready:
-            self._not_relaying(data)
+            self._before_relay(data)
             return
         out = self._framed(data)
         if out:
             self.outbox.send(out, self.framer._stream)  # type: ignore[union-attr]
+            if out is not data:
+                self._held_check()
         if self.observing:
             self.conn.deliver()
         if self.conn.closing is not None:
@@ -340,6 +471,7 @@ class ClientSide(protocol.Protocol):
                 sink.send(view[:start])
             if out:
                 sink.send(out)
+            self._held_check()
         if own is not None:
             self.buffers.give_back(own)
             self.own = None
@@ -377,19 +509,6 @@ class ClientSide(protocol.Protocol):
         log.warn("client {n} refused: {why}", n=self.number, why=self.conn.closing)
         self._close(None)
 
-    def _not_relaying(self, data: bytes) -> None:
-        if self.closed:
-            return
-        if self.upstream_error is None:
-            self.early.append(data)  # a read that raced the pause; relayed once connected
-            return
-        try:
-            endian = endian_of(data[0])
-        except X11ProtocolError:
-            endian = "<"
-        self.transport.write(setup_failed(endian, self.upstream_error))
-        self._close(None)
-
     def framed_from_server(self, data: bytes | memoryview) -> bytes | memoryview | None:
         """The server's bytes through the framer: what to send to the client, or None."""
         if self.closed:
@@ -418,6 +537,15 @@ class ClientSide(protocol.Protocol):
         self.factory.totals.active.pop(self.number, None)
         self.factory.totals.add(self.conn)
         self.factory.client_done(self)
+        self._release()
+
+    def _release(self) -> None:
+        """Drop what the connection holds and the references that would make a cycle of it,
+        so its memory goes now, not at the cycle collector's next full run."""
+        self.conn.release()
+        self.early = []
+        self.server = self.outbox = self.to_client = self.to_server = None
+        self.write = _dropped
 
     def _close(self, why: str | None) -> None:
         if why is not None:
@@ -426,6 +554,7 @@ class ClientSide(protocol.Protocol):
             return
         self.closed = True
         self.ready = False
+        self._setup_over()
         self.transport.loseConnection()
         if self.server is not None:
             self.server.outbox.flush()
@@ -437,7 +566,14 @@ class ClientSide(protocol.Protocol):
 
 
 class ProxyFactory(protocol.Factory):
-    """Accepts X clients for one proxy display and relays each to the target."""
+    """Accepts X clients for one proxy display and relays each to the target.
+
+    `auth` is the AuthPolicy, or a function called for each new client that returns it
+    (so the upstream cookie can be looked up again). A client must complete its setup within
+    `setup_timeout` seconds (with a `clock`), and at most `max_setups` clients may be
+    unfinished at a time: past that, new connections are closed at once (logged). A client
+    with more than `max_held` requests whose replies the proxy rewrites awaiting them is not
+    read until half have been answered."""
 
     def __init__(
         self,
@@ -448,6 +584,9 @@ class ProxyFactory(protocol.Factory):
         on_client_done: Callable[[ClientSide], None] | None = None,
         observers: Callable[[int], Watch] | None = None,
         clock: IReactorTime | None = None,
+        setup_timeout: float = SETUP_TIMEOUT,
+        max_setups: int = MAX_SETUPS,
+        max_held: int = MAX_HELD,
     ) -> None:
         self.upstream = upstream
         self.target_name = target_name
@@ -461,6 +600,32 @@ class ProxyFactory(protocol.Factory):
         self.clock = clock
         self.buffers = ReadBuffers()
         self.noisy = False
+        self.setup_timeout = setup_timeout
+        self.max_setups = max_setups
+        self.max_held = max_held
+        self.unfinished = 0  # connections whose setup has not passed yet
+        self.setups_refused = 0  # connections closed at once: too many unfinished
+        self._cap_logged: float | None = None
+        self._cap_unlogged = 0
+
+    def setup_started(self) -> bool:
+        """A new connection: whether it may go on (fewer than max_setups are unfinished)."""
+        if self.unfinished < self.max_setups:
+            self.unfinished += 1
+            return True
+        self.setups_refused += 1
+        self._cap_unlogged += 1
+        now = self.clock.seconds() if self.clock is not None else None
+        if self._cap_logged is None or now is None or now - self._cap_logged >= CAP_LOG_EVERY:
+            log.warn("{n} connections to {d} have not completed their setup (--max-setups): "
+                     "closing new ones; {r} closed since this was last said",
+                     n=self.max_setups, d=self.target_name, r=self._cap_unlogged)
+            self._cap_logged = now if now is not None else 0.0
+            self._cap_unlogged = 0
+        return False
+
+    def setup_finished(self) -> None:
+        self.unfinished -= 1
 
     def auth(self) -> AuthPolicy:
         return self._auth() if callable(self._auth) else self._auth
@@ -480,12 +645,13 @@ class ProxyFactory(protocol.Factory):
 
     def client_done(self, client: ClientSide) -> None:
         c = client.conn
-        log.info(
-            "client {n} closed: {req} requests, {rep} replies, {ev} events, {err} errors; "
-            "{cb} bytes in, {sb} bytes out",
-            n=client.number, req=c.stats.requests, rep=c.stats.replies, ev=c.stats.events,
-            err=c.stats.errors, cb=c.client.bytes, sb=c.server.bytes,
-        )
+        if not client.turned_away:  # (those are counted in setup_started's warning)
+            log.info(
+                "client {n} closed: {req} requests, {rep} replies, {ev} events, {err} errors; "
+                "{cb} bytes in, {sb} bytes out",
+                n=client.number, req=c.stats.requests, rep=c.stats.replies, ev=c.stats.events,
+                err=c.stats.errors, cb=c.client.bytes, sb=c.server.bytes,
+            )
         if self.on_client_done is not None:
             self.on_client_done(client)
 

@@ -26,7 +26,7 @@ from .protocol.xauth import (
     remove_entry,
     replace_entry,
 )
-from .relay import ProxyFactory
+from .relay import MAX_HELD, MAX_SETUPS, SETUP_TIMEOUT, ProxyFactory
 
 log = Logger(namespace="xproxy")
 
@@ -48,6 +48,10 @@ class ServeOptions:
     #: a link agent's socket), and the authorization to present there.
     upstream_endpoint: str | None = None
     upstream_auth: tuple[bytes, bytes] | None = None
+    #: Limits on connections that have not completed their setup (see relay.ProxyFactory).
+    setup_timeout: float = SETUP_TIMEOUT
+    max_setups: int = MAX_SETUPS
+    max_held: int = MAX_HELD
 
 
 class StartError(RuntimeError):
@@ -90,6 +94,8 @@ class ProxyServer:
         self.ports: list = []
         self.untrusted_id: int | None = None
         self.factory: ProxyFactory | None = None
+        self._cookies = xauthfile.CookieLookup(self.target, self.xauthority) \
+            if self.target is not None else None
 
     @property
     def display_name(self) -> str:
@@ -98,14 +104,26 @@ class ProxyServer:
     def _upstream_auth(self) -> tuple[bytes, bytes]:
         if self.options.upstream_auth is not None:
             return self.options.upstream_auth
-        found = xauthfile.lookup_for_display(self.target, self.xauthority)
-        if found is None:
+        found = self._lookup()
+        if self.options.untrusted and found is not None:
+            return self._generate_untrusted(found)
+        return (found.name, found.data) if found is not None else (b"", b"")
+
+    def _lookup(self) -> XauthEntry | None:
+        """The target's cookie as the Xauthority file holds it now (see CookieLookup)."""
+        if self._cookies is None:
+            return None
+        found = self._cookies.current()
+        if found is None and self._cookies.changed:
             log.warn("no cookie for {t} in {f}; connecting upstream without one",
                      t=self.options.target, f=self.xauthority)
-            return b"", b""
-        if self.options.untrusted:
-            return self._generate_untrusted(found)
-        return found.name, found.data
+        return found
+
+    def _auth(self) -> AuthPolicy:
+        """For each new client: the proxy's cookie, and the target's as found now."""
+        found = self._lookup()
+        name, data = (found.name, found.data) if found is not None else (b"", b"")
+        return AuthPolicy(self.cookie, name, data)
 
     def _generate_untrusted(self, real: XauthEntry) -> tuple[bytes, bytes]:
         """An untrusted cookie from the SECURITY extension, as `ssh -X` gets through
@@ -133,15 +151,22 @@ class ProxyServer:
             os.environ.update(env)
 
     def start(self) -> defer.Deferred:
-        name, data = self._upstream_auth()
-        auth = AuthPolicy(self.cookie, name, data)
+        auth: AuthPolicy | Callable[[], AuthPolicy]
+        if self.options.upstream_auth is None and not self.options.untrusted:
+            auth = self._auth
+            self._lookup()
+        else:
+            auth = AuthPolicy(self.cookie, *self._upstream_auth())
         policy = ExtensionPolicy.from_options(self.options.hide_ext, self.options.allow_ext)
         if "MIT-SHM" in self.options.allow_ext and not (self.target and self.target.is_local):
             log.warn("MIT-SHM allowed for a remote target: clients using it will fail")
         upstream = client_endpoint(self.reactor, self.target, self.options.upstream_endpoint)
         self.factory = ProxyFactory(upstream, self.options.target, auth, policy,
                                     on_client_done=self.options.on_client_done,
-                                    observers=self.options.observers, clock=self.reactor)
+                                    observers=self.options.observers, clock=self.reactor,
+                                    setup_timeout=self.options.setup_timeout,
+                                    max_setups=self.options.max_setups,
+                                    max_held=self.options.max_held)
         return defer.ensureDeferred(self._listen())
 
     async def _listen(self) -> str:

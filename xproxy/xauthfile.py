@@ -128,6 +128,34 @@ def lookup_for_display(display: DisplayName, path: str | None = None) -> XauthEn
     return None
 
 
+class CookieLookup:
+    """The cookie for `display` in the Xauthority file at `path` as the file is now: read
+    again whenever the file has changed, as Xlib reads it at each connection, so a proxy
+    reaches an X server restarted with a new cookie. `changed` is true after a lookup whose
+    answer differs from the one before."""
+
+    def __init__(self, display: DisplayName, path: str) -> None:
+        self.display = display
+        self.path = path
+        self.found: XauthEntry | None = None
+        self.changed = False
+        self._key: tuple[int, ...] | None = ()  # () before the first lookup
+
+    def current(self) -> XauthEntry | None:
+        try:
+            st = os.stat(self.path)
+            key: tuple[int, ...] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except OSError:
+            key = None
+        self.changed = False
+        if key is None or key != self._key:
+            first = self._key == ()
+            found = lookup_for_display(self.display, self.path)
+            self.changed = first or found != self.found
+            self.found, self._key = found, key
+        return self.found
+
+
 def _unlink(path: str) -> None:
     try:
         os.unlink(path)

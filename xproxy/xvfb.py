@@ -45,10 +45,12 @@ class Xvfb:
 
 
 def start_xvfb(
-    screen: str = "1024x768x24", tcp: bool = False, extra_args: tuple[str, ...] = ()
+    screen: str = "1024x768x24", tcp: bool = False, extra_args: tuple[str, ...] = (),
+    display: int | None = None,
 ) -> Xvfb:
-    """Start Xvfb on a free display number with a fresh cookie; the server learns the
-    number itself (-displayfd), and the client Xauthority names exactly that display."""
+    """Start Xvfb with a fresh cookie, on `display` or else a free display number (the
+    server learns it itself, -displayfd); the client Xauthority names exactly that display.
+    It is ready when this returns."""
     if shutil.which("Xvfb") is None:
         raise FileNotFoundError("Xvfb is not installed (make install brings it: apt-get install xvfb)")
     tmpdir = tempfile.mkdtemp(prefix="xt-xvfb-")
@@ -60,7 +62,8 @@ def start_xvfb(
         check=True, capture_output=True,
     )
     read_fd, write_fd = os.pipe()
-    args = ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", screen, "-auth", server_auth,
+    args = ["Xvfb"] if display is None else ["Xvfb", f":{display}"]
+    args += ["-displayfd", str(write_fd), "-screen", "0", screen, "-auth", server_auth,
             "-noreset"]
     args += ["-listen", "tcp"] if tcp else ["-nolisten", "tcp"]
     args += list(extra_args)
@@ -78,7 +81,7 @@ def start_xvfb(
     if not data.strip():
         process.kill()
         raise RuntimeError("Xvfb did not report a display number")
-    display = int(data.strip())
+    display = int(data.strip())  # (with a display given, said once it is ready)
     for name in (f":{display}", f"{os.uname().nodename}/unix:{display}"):
         subprocess.run(
             ["xauth", "-f", client_auth, "add", name, "MIT-MAGIC-COOKIE-1", cookie.hex()],

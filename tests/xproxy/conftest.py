@@ -14,6 +14,10 @@ import pytest
 from ..support.xserver import Xvfb, start_xvfb
 
 XPROXY = [sys.executable, "-m", "xproxy.cli"]
+#: The same, with Python's cycle collector off: what a connection leaves behind only in
+#: reference cycles is then never freed, so a test can see it.
+XPROXY_NO_GC = [sys.executable, "-c",
+                "import gc, sys; gc.disable(); from xproxy.cli import run; run()"]
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +33,14 @@ class Proxy:
     display: str
     env: dict[str, str]
     stderr_path: str
+
+    def rss(self) -> int:
+        """The proxy process's resident memory, in bytes."""
+        with open(f"/proc/{self.process.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
 
     @property
     def number(self) -> int:
@@ -61,12 +73,14 @@ def xauthority(xvfb: Xvfb, tmp_path) -> str:
 def start_proxy(xvfb: Xvfb, xauthority: str, tmp_path):
     started: list[Proxy] = []
 
-    def start(*args: str, target: str | None = None, expect_ready: bool = True) -> Proxy:
+    def start(*args: str, target: str | None = None, expect_ready: bool = True,
+              gc_off: bool = False) -> Proxy:
         env = dict(xvfb.env, XAUTHORITY=xauthority)
         stderr_path = str(tmp_path / f"xproxy-{len(started)}.log")
         with open(stderr_path, "w") as err:
             process = subprocess.Popen(
-                [*XPROXY, "serve", "--to", target or xvfb.name, *args],
+                [*(XPROXY_NO_GC if gc_off else XPROXY), "serve", "--to", target or xvfb.name,
+                 *args],
                 env=env, stdout=subprocess.PIPE, stderr=err, text=True,
                 cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
             )

@@ -107,8 +107,9 @@ def relay(e: str = "<", observers=None, clock=None) -> tuple[ClientSide, FakeShi
                            ExtensionPolicy(), observers=observers, clock=clock)
     client = factory.buildProtocol(None)
     client.makeConnection(to_client)  # type: ignore[arg-type]
-    assert client.ready and not to_client.paused
+    assert not client.ready and not to_client.paused  # upstream only once the cookie passed
     read(client, wire.setup_request(e))
+    assert client.ready and not to_client.paused
     read(client.server, wire.setup_success(e))  # type: ignore[arg-type]
     assert to_server.sent() == wire.setup_request(e, MIT, REAL)
     assert to_client.sent() == wire.setup_success(e)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from xproxy.observe import ClientObserver, observers
 from xproxy.protocol.connection import AuthPolicy, X11Connection
-from xproxy.protocol.decode import EXTENSIONS, Decoder
+from xproxy.protocol.decode import EXTENSIONS, MAX_PENDING, Decoder
 
 from . import wire
 
@@ -447,6 +447,18 @@ def test_names_only_decodes_no_fields():
     d.decode("reply", 2, wire.query_extension_reply("<", 2, True, 139, 0, 142), fields=False)
     assert d.decode("request", 3, ext_request("<", 139, 4, bytes(16)),
                     fields=False).name == "RENDER:CreatePicture"
+
+
+def test_requests_awaiting_replies_are_bounded():
+    """A client that sends requests with replies and never reads them cannot grow a traced
+    connection's decoder: past MAX_PENDING the oldest are forgotten."""
+    d = Decoder("<")
+    get_input_focus = wire.request("<", 43)
+    for seq in range(1, MAX_PENDING + 1001):
+        d.decode("request", seq, get_input_focus, fields=False)
+    assert len(d.pending) == MAX_PENDING
+    newest = MAX_PENDING + 1000
+    assert d.decode("reply", newest, wire.reply("<", newest), fields=False).name == "GetInputFocus"
 
 
 def test_fields_only_for_the_names_a_filter_keeps():

@@ -17,7 +17,7 @@ from xproxy import xauthfile
 from xproxy.protocol.xauth import FAMILY_LOCAL, MIT_MAGIC_COOKIE_1, XauthEntry
 
 from . import wire
-from ..support.xserver import require
+from ..support.xserver import Xvfb, require, start_xvfb
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -319,3 +319,182 @@ def test_a_client_flooding_a_stopped_server_is_held_back(start_proxy, xvfb):
     reply = recv_exactly(sock, 32)
     assert reply[0] == 1
     sock.close()
+
+
+LIST_EXTENSIONS = struct.pack("<BBH", 99, 0, 1)
+
+
+def flood(sock: socket.socket, message: bytes, limit: int, seconds: float,
+          quiet: float = 1.0) -> tuple[int, bool]:
+    """Send `message` over and over without reading anything, until the proxy has taken
+    nothing for `quiet` seconds (it stopped reading), or `limit` bytes or `seconds` have
+    gone: (bytes sent, whether the proxy stopped reading)."""
+    sock.setblocking(False)
+    sent, pending, stalled_since = 0, memoryview(message), None
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline and sent < limit:
+            try:
+                n = sock.send(pending)
+                sent += n
+                pending = pending[n:] or memoryview(message)
+                stalled_since = None
+            except BlockingIOError:
+                stalled_since = stalled_since or time.monotonic()
+                if time.monotonic() - stalled_since > quiet:
+                    return sent, True
+                time.sleep(0.01)
+        return sent, False
+    finally:
+        sock.setblocking(True)
+
+
+def test_a_client_that_never_reads_its_rewritten_replies_is_held_back(start_proxy):
+    """ListExtensions replies are held and rewritten (MIT-SHM hidden): a client sending them
+    without reading is not read either once its replies back up, and the proxy stays small
+    (without the bound it grew by hundreds of MB in seconds)."""
+    proxy = start_proxy()
+    sock = raw_connect(proxy, "<")
+    read_setup_reply(sock, "<")
+    base = proxy.rss()
+    sent, stalled = flood(sock, LIST_EXTENSIONS * 4096, limit=256 * 2**20, seconds=10)
+    grown = proxy.rss() - base
+    assert stalled, f"the proxy kept reading: {sent} bytes taken, RSS +{grown >> 20} MB"
+    assert grown < 60 * 2**20, f"RSS +{grown >> 20} MB"
+    sock.close()
+    assert run(["xdpyinfo"], proxy.env).returncode == 0
+
+
+def test_a_client_that_reads_its_rewritten_replies_slowly_is_held_back(start_proxy):
+    """A client that sends ListExtensions fast and reads its replies slowly keeps the
+    socket windows moving, so they alone do not stop it: the proxy stops reading it while
+    more than --max-held replies it rewrites are awaited (without that, +150 MB in 8 s)."""
+    proxy = start_proxy()
+    sock = raw_connect(proxy, "<")
+    read_setup_reply(sock, "<")
+    base = proxy.rss()
+    sock.setblocking(False)
+    message = LIST_EXTENSIONS * 16384
+    pending, received = memoryview(message), 0
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline:
+        try:
+            pending = pending[sock.send(pending):] or memoryview(message)
+        except BlockingIOError:
+            pass
+        try:
+            received += len(sock.recv(65536))
+        except BlockingIOError:
+            pass
+        time.sleep(0.002)
+    grown = proxy.rss() - base
+    sock.close()
+    assert received > 0
+    assert grown < 50 * 2**20, f"RSS +{grown >> 20} MB"
+
+
+def test_a_closed_connection_leaves_no_memory_behind_without_the_cycle_collector(start_proxy):
+    """Run with Python's cycle collector off, so what a connection left in reference cycles
+    would stay: twenty clients in turn, each filling what the proxy keeps for it (replies
+    it rewrites, never read) and closing, leave the proxy near where it started (each left
+    about 5 MB behind when the connection's objects made cycles)."""
+    proxy = start_proxy(gc_off=True)
+    assert run(["xdpyinfo"], proxy.env).returncode == 0
+    base = proxy.rss()
+    for _ in range(20):
+        sock = raw_connect(proxy, "<")
+        read_setup_reply(sock, "<")
+        flood(sock, LIST_EXTENSIONS * 4096, limit=8 * 2**20, seconds=5, quiet=0.3)
+        sock.close()
+        assert proxy.process.poll() is None
+    deadline = time.monotonic() + 10
+    while (grown := proxy.rss() - base) >= 50 * 2**20 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert grown < 50 * 2**20, f"RSS +{grown >> 20} MB after 20 clients came and went"
+    assert run(["xdpyinfo"], proxy.env).returncode == 0
+
+
+def test_unauthenticated_connections_do_not_use_up_the_real_server(start_proxy, xvfb):
+    """300 connections that send nothing or half a setup: the proxy connects upstream only
+    for a client whose cookie passed, caps unfinished setups (and says so), and the real
+    display keeps serving its own clients (it allows 256 at a time)."""
+    require("xdpyinfo")
+    proxy = start_proxy("--max-setups", "64")
+    half = wire.setup_request("<", wire.MIT, proxy_cookie(proxy))[:20]
+    idle = []
+    try:
+        for i in range(300):
+            sock = socket.socket(socket.AF_UNIX)
+            sock.settimeout(10)
+            while True:
+                try:
+                    sock.connect(f"/tmp/.X11-unix/X{proxy.number}")
+                    break
+                except BlockingIOError:  # the listen backlog is full for a moment
+                    time.sleep(0.01)
+            if i % 2:
+                sock.sendall(half)
+            idle.append(sock)
+        deadline = time.monotonic() + 10
+        while "have not completed their setup" not in proxy.log():
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        direct = run(["xdpyinfo"], xvfb.env)
+        assert direct.returncode == 0, direct.stderr
+        assert "have not completed their setup" in proxy.log()
+    finally:
+        for sock in idle:
+            sock.close()
+    deadline = time.monotonic() + 20
+    while (proxied := run(["xdpyinfo"], proxy.env)).returncode != 0:
+        assert time.monotonic() < deadline, proxied.stderr
+        time.sleep(0.2)
+
+
+def test_a_setup_not_completed_in_time_is_closed(start_proxy):
+    proxy = start_proxy("--setup-timeout", "1")
+    cookie = proxy_cookie(proxy)
+    silent = socket.socket(socket.AF_UNIX)
+    half = socket.socket(socket.AF_UNIX)
+    for sock in (silent, half):
+        sock.settimeout(20)
+        sock.connect(f"/tmp/.X11-unix/X{proxy.number}")
+    half.sendall(wire.setup_request("<", wire.MIT, cookie)[:20])
+    good = raw_connect(proxy, "<")
+    read_setup_reply(good, "<")
+    assert silent.recv(100) == b"" and half.recv(100) == b""  # closed by the proxy
+    good.sendall(struct.pack("<BBH", 43, 0, 1))  # GetInputFocus, after the timeout
+    assert recv_exactly(good, 32)[0] == 1
+    for sock in (silent, half, good):
+        sock.close()
+    assert "no setup within 1 s" in proxy.log()
+
+
+def test_an_x_server_restarted_with_a_new_cookie_is_reached(start_proxy, xauthority):
+    """The upstream cookie is looked up again for each client, as Xlib would: an X server
+    restarted with a new cookie (written to the Xauthority file, as a display manager does)
+    is reached through the proxy that was already running."""
+    require("xdpyinfo")
+
+    def add_cookie(server: Xvfb) -> None:
+        subprocess.run(["xauth", "-f", xauthority, "add", server.name, "MIT-MAGIC-COOKIE-1",
+                        server.cookie.hex()], check=True, capture_output=True)
+
+    first = start_xvfb()
+    second = None
+    try:
+        add_cookie(first)
+        proxy = start_proxy(target=first.name)
+        before = run(["xdpyinfo"], proxy.env)
+        assert before.returncode == 0, before.stderr
+        first.stop()
+        second = start_xvfb(display=first.display)
+        assert second.cookie != first.cookie
+        add_cookie(second)
+        after = run(["xdpyinfo"], proxy.env)
+        assert after.returncode == 0, after.stderr + proxy.log()
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()

@@ -143,6 +143,18 @@ class X11Connection:
         kinds = self.server.kinds
         return Stats(self.client.seq, kinds[1], sum(kinds) - kinds[0] - kinds[1], kinds[0])
 
+    def release(self) -> None:
+        """The connection is over: forget what it awaited, and the framers' and the tally's
+        references back to it, so that it is freed as soon as its owner drops it (without
+        waiting for the cycle collector). Its counts (`stats`) stay readable."""
+        self.pending.clear()
+        self.extensions.clear()
+        for framer in (self.client, self.server):
+            framer.release()
+            framer.conn = None  # type: ignore[assignment]
+        if self.tally is not None:
+            self.tally.connection = None
+
     def take_to_client(self) -> bytes:
         out = b"".join(self.to_client)
         self.to_client.clear()

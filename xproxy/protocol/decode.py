@@ -444,6 +444,12 @@ Buffer = bytes | bytearray | memoryview
 Want = bool | Callable[[str], bool]
 
 
+#: Requests awaiting replies that are remembered, the oldest forgotten first (its reply is
+#: then named UnknownReply): a client that sends faster than it reads cannot grow this.
+#: The server's 16-bit sequence numbers cannot tell further ones apart anyway.
+MAX_PENDING = 1 << 16
+
+
 @dataclass(slots=True)
 class _Pending:
     name: str
@@ -561,7 +567,10 @@ class Decoder:
             else:
                 out["length"] = size
         if has_reply:
-            self.pending[seq] = _Pending(name, reply, now, detail)
+            pending = self.pending
+            pending[seq] = _Pending(name, reply, now, detail)
+            if len(pending) > MAX_PENDING:
+                del pending[next(iter(pending))]
         for k in ("opcode", "minor"):
             out.pop(k, None)
         return Decoded("request", seq, name, out, size)

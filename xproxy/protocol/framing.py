@@ -49,6 +49,12 @@ class StreamFramer:
         self.bytes = 0
         self.dead = False
 
+    def release(self) -> None:
+        """Done: no more input; drop what is held."""
+        self.dead = True
+        self._held = bytearray()
+        self._watch = None
+
     def _frame(self, buf: bytes | bytearray | memoryview, pos: int,
                avail: int) -> tuple[int, int] | None:
         """The message starting at buf[pos] (avail bytes there): (size, PASS, HOLD or WATCH;
