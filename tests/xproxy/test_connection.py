@@ -180,6 +180,19 @@ def test_a_big_request_without_the_enable_is_refused_once_the_reply_says_so(e, p
 
 
 @ORDERS
+def test_a_request_the_proxy_reads_whole_cannot_be_big(e):
+    """QueryExtension is read whole (its reply may be rewritten): one of megabytes, through
+    BIG-REQUESTS, is refused at its header instead of being held in memory."""
+    conn = connected(e)
+    conn.client.big_requests = True
+    with pytest.raises(ClientProtocolError, match="longer than any request of its kind"):
+        conn.client_data(struct.pack(e + "BBHI", 98, 0, 0, 4_000_000) + b"\0" * 100)
+    conn = connected(e)
+    longest = wire.query_extension(e, b"x" * 65535)  # the longest real one passes
+    assert conn.client_data(longest) == longest
+
+
+@ORDERS
 def test_zero_length_request_without_big_requests_is_refused(e):
     conn = connected(e)
     with pytest.raises(ClientProtocolError, match="BIG-REQUESTS"):

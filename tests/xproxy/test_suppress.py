@@ -8,6 +8,7 @@ import struct
 
 import pytest
 
+from xproxy.protocol.errors import ClientProtocolError
 from xproxy.protocol.suppress import DisplayCache, Suppressor, TrueColorMap, Visual, parse_screens
 
 E = "<"
@@ -281,6 +282,13 @@ def test_random_chunking_changes_nothing(seed: int) -> None:
     whole, chunked = run(False), run(True)
     assert whole == chunked
     assert whole[0] == b"".join(client)
+
+
+def test_a_request_answered_near_the_client_cannot_be_big() -> None:
+    """InternAtom is read whole to be answered: one of megabytes is refused at its header."""
+    h = Harness()
+    with pytest.raises(ClientProtocolError, match="longer than any request of its kind"):
+        h.send(struct.pack("<BBHI", 16, 0, 0, 4_000_000) + bytes(100))
 
 
 def test_parse_screens() -> None:

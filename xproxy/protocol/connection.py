@@ -33,7 +33,18 @@ from .extensions import (
     filter_list_extensions_reply,
     hide_query_extension_reply,
 )
-from .framing import COUNT, HOLD, PASS, U16, U32, WATCH, Observer, StreamFramer, skip_requests
+from .framing import (
+    COUNT,
+    HOLD,
+    MAX_HELD_REQUEST,
+    PASS,
+    U16,
+    U32,
+    WATCH,
+    Observer,
+    StreamFramer,
+    skip_requests,
+)
 from .setup import (
     STATUS_SUCCESS,
     SetupReply,
@@ -272,6 +283,9 @@ class _ClientFramer(StreamFramer):
             self.tally.request(opcode, buf[pos + 1], self.seq)
         if hold == COUNT:
             hold = PASS
+        elif hold == HOLD and length * 4 > MAX_HELD_REQUEST:
+            raise ClientProtocolError(f"request {opcode} of {length * 4} bytes is longer than "
+                                      f"any request of its kind")
         return length * 4, hold
 
     def _skip(self, data, pos, n):  # type: ignore[no-untyped-def]

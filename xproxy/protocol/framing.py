@@ -32,6 +32,11 @@ U32 = {e: struct.Struct(e + "I").unpack_from for e in "<>"}
 #: framed on its own (`_frame` answers PASS for it).
 PASS, HOLD, WATCH, COUNT = 0, 1, 2, 3
 
+#: The largest request a proxy reads whole: every request it may rewrite or answer carries at
+#: most one string of up to 65535 bytes (a name, a pattern) after a 12-byte header, so anything
+#: longer is a client making the proxy hold a big request in memory, not a real request.
+MAX_HELD_REQUEST = 1 << 17
+
 
 class StreamFramer:
     """Base: streams data through `feed`, calling `_frame` once per message header (or

@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ClientProtocolError, ServerProtocolError
+from .framing import MAX_HELD_REQUEST
 
 INTERN_ATOM, GET_ATOM_NAME, OPEN_FONT, CLOSE_FONT, QUERY_FONT = 16, 17, 45, 46, 47
 LIST_FONTS, LIST_FONTS_WITH_INFO = 49, 50
@@ -443,18 +444,25 @@ class Suppressor:
                 raise ClientProtocolError("BIG-REQUESTS length below 2 words")
         self.seq += 1
         if opcode in _KINDS or opcode in (OPEN_FONT, CLOSE_FONT):
-            return length * 4, True
+            return self._held_size(opcode, length), True
         if opcode >= 128:
             name = self.ext_names.get(opcode, b"")
             answers = EXT_ANSWERS.get(name)
             if answers is not None and buf[pos + 1] in answers:
-                return length * 4, True
+                return self._held_size(opcode, length), True
             last = MULTI_REPLY.get((name, buf[pos + 1]))
             if last is not None:
                 self.multi[self.seq] = last
         if opcode != NO_OPERATION:
             self.barrier = self.seq
         return length * 4, False
+
+    @staticmethod
+    def _held_size(opcode: int, length: int) -> int:
+        if length * 4 > MAX_HELD_REQUEST:
+            raise ClientProtocolError(f"request {opcode} of {length * 4} bytes is longer than "
+                                      f"any request of its kind")
+        return length * 4
 
     def _client_message(self, msg: bytes) -> bytes:
         if not self.setup_done:
