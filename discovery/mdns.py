@@ -38,7 +38,7 @@ multicast immediately by zeroconf anyway (§8.1 says SHOULD, not MUST, for QU).
 What comes in from the LAN passes discovery/guard.py's rules before zeroconf caches it (a
 subclass of zeroconf's record manager screens each response): our own packets looping back
 are recognised by their bytes and dropped, TTLs are clamped, oversized TXT records dropped,
-each type's remote instances capped; an address record for our host name from another host
+each type's remote instances capped, and so are the names cached and the records of a name; an address record for our host name from another host
 is a host-name conflict (we defend the name or rename, ``NAME-2``), and another host's
 SRV/TXT for an instance we own is answered with our own announcement.
 """
@@ -129,6 +129,10 @@ class Limits:
     #: names in zeroconf's cache past which records of new names are dropped (a LAN's real
     #: ones are a few thousand; a flood of made-up names must not grow the daemon)
     max_names: int = 20000
+    #: records of one name (other than PTRs, capped per type above) past which new ones are
+    #: dropped: a name holds a few (SRV, TXT, one address per interface), and zeroconf keeps
+    #: records of one name that differ in data side by side until their TTLs run out
+    max_per_name: int = 16
 
 
 def fqdn_type(type_: str) -> str:
@@ -465,6 +469,7 @@ class MdnsAdapter:
         cached = self.azc.zeroconf.cache.cache if self.azc is not None else {}
         server = self.server.lower()
         kept = []
+        fresh: dict[str, int] = {}  # name -> records new to the cache kept from this response
         for rec in records:
             t = rec.type
             if rec.ttl > lim.max_ttl:
@@ -474,6 +479,13 @@ class MdnsAdapter:
                 self._say(("names", _ip(source)), "mDNS: the cache holds {max} names: dropped records "
                           "of new ones from {source} ({n} time(s))", max=lim.max_names, source=_ip(source))
                 continue
+            if rec.ttl and t != _TYPE_PTR and rec not in (held := cached.get(rec.key, {})):
+                fresh[rec.key] = n = fresh.get(rec.key, 0) + 1  # (the cache takes them after the screen)
+                if (n + len(held) > lim.max_per_name
+                        and n + sum(1 for r in held if r.type != _TYPE_PTR) > lim.max_per_name):
+                    self._say(("records", _ip(source)), "mDNS: {name} holds {max} records: dropped new ones from "
+                              "{source} ({n} time(s))", max=lim.max_per_name, source=_ip(source), name=rec.name)
+                    continue
             if t == _TYPE_TXT and len(rec.text) > lim.max_txt:
                 self._say(("txt", _ip(source)), "mDNS: dropped {n} TXT record(s) over {max} bytes "
                           "from {source} ({name}: {size} bytes)", max=lim.max_txt, source=_ip(source),
