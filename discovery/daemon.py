@@ -55,6 +55,7 @@ from discovery.registry import (
     Service,
     Unpublish,
     replay,
+    service_key,
     validate_type,
 )
 from discovery.superserver import OnDemandService, bind_listener
@@ -228,6 +229,8 @@ class Daemon:
         self._expiry: Any = None
         self._port: Any = None
         self._browse_started: dict[str, defer.Deferred[None]] = {}
+        #: lookups of a name waiting for the LAN, woken as soon as the name is known
+        self._name_waits: dict[tuple[str, str], list[defer.Deferred[None]]] = {}
         self.browsing = BrowseTable(reactor.seconds, max_types=policy.max_browsed_types,
                                     max_watches=policy.max_watches_per_connection, idle=policy.browse_idle)
         self._unbrowse: Any = None
@@ -243,7 +246,7 @@ class Daemon:
             self.mdns = MdnsAdapter(
                 cfg.interfaces,
                 cfg.host,
-                on_upsert=lambda s: self.apply(self.registry.remote_upsert(s)),
+                on_upsert=lambda s: self._remote_upsert(s, REMOTE),
                 on_remove=lambda n, t: self.apply(self.registry.remote_remove(n, t)),
                 on_conflict=self._conflict,
                 timing=cfg.timing,
@@ -256,7 +259,7 @@ class Daemon:
                 self.reactor,
                 cfg.etcd,
                 cfg.host,
-                on_upsert=lambda s: self.apply(self.registry.remote_upsert(s, ETCD)),
+                on_upsert=lambda s: self._remote_upsert(s, ETCD),
                 on_remove=lambda n, t: self.apply(self.registry.remote_remove(n, t, ETCD)),
                 on_conflict=self._conflict,
             )
@@ -339,6 +342,12 @@ class Daemon:
                     conn.send(wire.encode({"event": ev.kind, "watch": ev.service.type, "service": ev.service.to_json()}))
             elif isinstance(eff, Journal):
                 self._journal_write(eff.record)
+
+    def _remote_upsert(self, service: Service, origin: str) -> None:
+        self.apply(self.registry.remote_upsert(service, origin))
+        for waiter in self._name_waits.pop(service_key(service.name, service.type), []):
+            if not waiter.called:
+                waiter.callback(None)
 
     def _retract(self, service: Service) -> None:
         """A name an earlier run of the daemon published, kept for its owner and now dropped:
@@ -675,7 +684,29 @@ class Daemon:
         d = self._browse(type_, need, float(wait))
         if d is None or local_hit or wait == 0:
             return answer()
+        if name is not None:
+            d = self._until_known(service_key(name, type_), d)
         return d.addCallback(answer)
+
+    def _until_known(self, key: tuple[str, str], window: defer.Deferred[None]) -> defer.Deferred[None]:
+        """Fires when ``window`` does, or sooner once the name ``key`` is known: a lookup of one
+        name need not wait for more answers (a browser started for it again finds the name in
+        zeroconf's cache, or asks for it, within milliseconds)."""
+        early: defer.Deferred[None] = defer.Deferred()
+        self._name_waits.setdefault(key, []).append(early)
+
+        def over(result: Any) -> Any:
+            waiters = self._name_waits.get(key)
+            if waiters is not None and early in waiters:
+                waiters.remove(early)
+                if not waiters:
+                    del self._name_waits[key]
+            if not early.called:
+                early.callback(None)
+            return result
+
+        window.addBoth(over)
+        return early
 
     def op_watch(self, conn: APIProtocol, req: dict[str, Any]) -> dict[str, Any]:
         type_ = validate_type(req["type"])

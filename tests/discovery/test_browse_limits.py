@@ -117,7 +117,9 @@ def test_browsers_are_capped_stopped_when_idle_and_watches_capped_per_connection
 
 def test_what_a_stopped_browser_learnt_is_dropped_and_found_again_by_the_next_lookup(daemons, base_dir) -> None:
     """Once a type is no longer browsed nothing would report its instances' departure, so the
-    daemon forgets them (``list`` no longer shows them); the next lookup browses it again."""
+    daemon forgets them (``list`` no longer shows them); the next lookup browses it again, and
+    one of a name answers as soon as the name is known (`xproxy run @NAME` after an idle
+    minute does not wait for the whole window)."""
     policy = base_dir / "policy.toml"
     policy.write_text("[limits]\nbrowse-idle-seconds = 1\n")
     a = daemons("ha", "--policy", str(policy))
@@ -134,9 +136,14 @@ def test_what_a_stopped_browser_learnt_is_dropped_and_found_again_by_the_next_lo
         assert [(s["name"], s["source"]) for s in found] == [("svc", "remote")]
         assert remote_in_list() == ["svc"]
         until(lambda: c.browsers() == 0 and not remote_in_list())
-        found = c.ask("lookup", type=t, wait=1)["services"]
-        assert [(s["name"], s["host"]) for s in found] == [("svc", "hb")]
+        # a lookup of the name is answered once the new browser knows it, not after its window
+        c.sock.settimeout(9)
+        found = c.ask("lookup", type=t, name="svc", wait=10)["services"]
+        c.sock.settimeout(20)
+        assert [(s["name"], s["host"], s["port"]) for s in found] == [("svc", "hb", 7)]
         assert c.browsers() == 1
+        found = c.ask("lookup", type=t, wait=0)["services"]
+        assert [(s["name"], s["host"]) for s in found] == [("svc", "hb")]
     finally:
         holder.close()
         c.close()
