@@ -133,6 +133,9 @@ def parse_policy(text: str, uid_of: Callable[[str], int], filename: str = "<poli
         registrations-per-uid = 256
         connections-per-uid = 128
         connections = 512               # over all uids
+        browsed-types = 256             # these three bind root too
+        watches-per-connection = 64
+        browse-idle-seconds = 60
 
     Root may always register.
     """
@@ -173,6 +176,9 @@ LIMITS = {
     "registrations-per-uid": "max_registrations_per_uid",
     "connections-per-uid": "max_connections_per_uid",
     "connections": "max_connections",
+    "browsed-types": "max_browsed_types",
+    "watches-per-connection": "max_watches_per_connection",
+    "browse-idle-seconds": "browse_idle",
 }
 
 

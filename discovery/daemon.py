@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from discovery import wire
+from discovery.browsing import BrowseTable, Need
 from discovery.config import (
     ConfigError,
     OnDemand,
@@ -33,11 +34,13 @@ from discovery.config import (
 )
 from discovery.etcd import EtcdAdapter
 from discovery.etcdkeys import EtcdConfig
+from discovery.guard import Throttle
 from discovery.mdns import Limits, MdnsAdapter, Timing
 from discovery.registry import (
     ETCD,
     LOCAL,
     ON_DEMAND,
+    REMOTE,
     ROOT_UID,
     STATIC,
     Effect,
@@ -52,6 +55,8 @@ from discovery.registry import (
     Service,
     Unpublish,
     replay,
+    service_key,
+    validate_type,
 )
 from discovery.superserver import OnDemandService, bind_listener
 
@@ -197,6 +202,8 @@ class APIProtocol(protocol.Protocol):
         if self.daemon.connections.pop(self.conn_id, None) is not None:
             self.daemon.refused_uids.discard(self.uid)
         self.daemon.apply(self.daemon.registry.connection_lost(self.conn_id))
+        self.daemon.browsing.connection_lost(self.conn_id)
+        self.daemon.schedule_unbrowse()
 
 
 class APIFactory(protocol.Factory):
@@ -222,6 +229,12 @@ class Daemon:
         self._expiry: Any = None
         self._port: Any = None
         self._browse_started: dict[str, defer.Deferred[None]] = {}
+        #: lookups of a name waiting for the LAN, woken as soon as the name is known
+        self._name_waits: dict[tuple[str, str], list[defer.Deferred[None]]] = {}
+        self.browsing = BrowseTable(reactor.seconds, max_types=policy.max_browsed_types,
+                                    max_watches=policy.max_watches_per_connection, idle=policy.browse_idle)
+        self._unbrowse: Any = None
+        self._said = Throttle(reactor.seconds, 60.0)  # log lines about clients hitting a limit
         #: uids refused a connection since one of theirs last closed (logged once meanwhile)
         self.refused_uids: set[int] = set()
 
@@ -233,7 +246,7 @@ class Daemon:
             self.mdns = MdnsAdapter(
                 cfg.interfaces,
                 cfg.host,
-                on_upsert=lambda s: self.apply(self.registry.remote_upsert(s)),
+                on_upsert=lambda s: self._remote_upsert(s, REMOTE),
                 on_remove=lambda n, t: self.apply(self.registry.remote_remove(n, t)),
                 on_conflict=self._conflict,
                 timing=cfg.timing,
@@ -246,7 +259,7 @@ class Daemon:
                 self.reactor,
                 cfg.etcd,
                 cfg.host,
-                on_upsert=lambda s: self.apply(self.registry.remote_upsert(s, ETCD)),
+                on_upsert=lambda s: self._remote_upsert(s, ETCD),
                 on_remove=lambda n, t: self.apply(self.registry.remote_remove(n, t, ETCD)),
                 on_conflict=self._conflict,
             )
@@ -289,6 +302,8 @@ class Daemon:
             self._journal = None
         if self._expiry is not None and self._expiry.active():
             self._expiry.cancel()
+        if self._unbrowse is not None and self._unbrowse.active():
+            self._unbrowse.cancel()
 
     def admit(self, conn: APIProtocol) -> RegistryError | None:
         """Why a new API connection is refused (the policy's connection limits), or None."""
@@ -327,6 +342,12 @@ class Daemon:
                     conn.send(wire.encode({"event": ev.kind, "watch": ev.service.type, "service": ev.service.to_json()}))
             elif isinstance(eff, Journal):
                 self._journal_write(eff.record)
+
+    def _remote_upsert(self, service: Service, origin: str) -> None:
+        self.apply(self.registry.remote_upsert(service, origin))
+        for waiter in self._name_waits.pop(service_key(service.name, service.type), []):
+            if not waiter.called:
+                waiter.callback(None)
 
     def _retract(self, service: Service) -> None:
         """A name an earlier run of the daemon published, kept for its owner and now dropped:
@@ -553,7 +574,8 @@ class Daemon:
         """Each network backend and whether it works now (``up``, ``down`` with the reason)."""
         out: list[dict[str, Any]] = []
         if self.mdns is not None:
-            out.append({"backend": "mdns", "state": "up", "interfaces": list(self.config.interfaces)})
+            out.append({"backend": "mdns", "state": "up", "interfaces": list(self.config.interfaces),
+                        "browsers": self.mdns.browsers(), "max_browsed_types": self.browsing.max_types})
         if self.etcd is not None:
             out.append(self.etcd.status())
         return out
@@ -588,51 +610,124 @@ class Daemon:
                 "code": "withdrawn", "message": f"withdrawn by uid {conn.uid} (pid {conn.pid})"}}))
         return {}
 
-    def _ensure_browsing(self, type_: str, wait: float) -> defer.Deferred[None] | None:
+    def _browse(self, type_: str, need: Need, wait: float) -> defer.Deferred[None] | None:
+        """Start browsing a type the table says is new; a Deferred that fires once a first
+        lookup of it has waited ``wait`` seconds for the LAN (also for a concurrent lookup of
+        the same type), else None."""
+        key = type_.lower()
         if self.mdns is None:
             return None
-        if self.mdns.browse(type_):
+        if need is Need.NEW:
+            self.mdns.browse(type_)
             d: defer.Deferred[None] = defer.Deferred()
             self.reactor.callLater(wait, d.callback, None)
-            self._browse_started[type_.lower()] = d
-            d.addBoth(lambda r: self._browse_started.pop(type_.lower(), None) and r)
+            self._browse_started[key] = d
+            d.addBoth(lambda r: self._browse_started.pop(key, None) and r)
             return d
-        pending = self._browse_started.get(type_.lower())
-        if pending is not None:
+        pending = self._browse_started.get(key)
+        if need is Need.BROWSING and pending is not None:
             # a concurrent first lookup: wait for the same window
             d2: defer.Deferred[None] = defer.Deferred()
             pending.addBoth(lambda r: (d2.callback(None), r)[1])
             return d2
         return None
 
-    def op_lookup(self, conn: APIProtocol, req: dict[str, Any]) -> Any:
-        from discovery.registry import validate_type
+    def schedule_unbrowse(self) -> None:
+        """Stop browsing, at the right time, the types nobody needs any more."""
+        if self._unbrowse is not None and self._unbrowse.active():
+            self._unbrowse.cancel()
+        self._unbrowse = None
+        for type_ in self.browsing.expire():
+            if self.mdns is not None:
+                self.mdns.unbrowse(type_)
+            self.apply(self.registry.forget_remote(type_, REMOTE))
+        nxt = self.browsing.next_expiry()
+        if nxt is not None:
+            self._unbrowse = self.reactor.callLater(max(0.0, nxt - self.reactor.seconds()) + 0.01,
+                                                    self.schedule_unbrowse)
 
+    def _limit_hit(self, key: Any, fmt: str, **kw: Any) -> None:
+        """Log a client's hitting a limit: the first time, then at most once a minute per ``key``."""
+        n = self._said.allow(key)
+        if n is not None:
+            log.warn(fmt, n=n, **kw)
+
+    def _full(self, conn: APIProtocol) -> None:
+        self._limit_hit("browsed-types", "browsing {max} service types, the limit ([limits] browsed-types): refusing watches "
+                        "of new types and answering lookups of new types from the cache ({n} time(s); the first "
+                        "from pid {pid}, uid {uid})", max=self.browsing.max_types,
+                        pid=conn.pid, uid=conn.uid)
+
+    def op_lookup(self, conn: APIProtocol, req: dict[str, Any]) -> Any:
         type_ = validate_type(req["type"])
         name = req.get("name")
         wait = req.get("wait", DEFAULT_LOOKUP_WAIT)
         if not isinstance(wait, (int, float)) or isinstance(wait, bool) or not 0 <= wait <= MAX_LOOKUP_WAIT:
             raise RegistryError("bad-request", f"wait must be 0..{MAX_LOOKUP_WAIT} seconds")
+        need = self.browsing.lookup(type_, float(wait))
+        self.schedule_unbrowse()
+        if need is Need.FULL:
+            self._full(conn)
+            known = self.registry.lookup(type_, name)
+            seen = {s.key for s in known}
+            cached = [s for s in (self.mdns.cached(type_, name) if self.mdns else []) if s.key not in seen]
+            return {"services": [s.to_json() for s in known + cached],
+                    "warning": {"code": "too-many-browsed-types", "message":
+                                f"answered from the cache without browsing {type_}: discoveryd already browses "
+                                f"{len(self.browsing)} service types ([limits] browsed-types = "
+                                f"{self.browsing.max_types} in the policy file)"}}
 
         def answer(_: Any = None) -> dict[str, Any]:
             return {"services": [s.to_json() for s in self.registry.lookup(type_, name)]}
 
         local_hit = bool(self.registry.lookup(type_, name)) and name is not None
-        d = self._ensure_browsing(type_, float(wait))
+        d = self._browse(type_, need, float(wait))
         if d is None or local_hit or wait == 0:
             return answer()
+        if name is not None:
+            d = self._until_known(service_key(name, type_), d)
         return d.addCallback(answer)
 
-    def op_watch(self, conn: APIProtocol, req: dict[str, Any]) -> dict[str, Any]:
-        from discovery.registry import validate_type
+    def _until_known(self, key: tuple[str, str], window: defer.Deferred[None]) -> defer.Deferred[None]:
+        """Fires when ``window`` does, or sooner once the name ``key`` is known: a lookup of one
+        name need not wait for more answers (a browser started for it again finds the name in
+        zeroconf's cache, or asks for it, within milliseconds)."""
+        early: defer.Deferred[None] = defer.Deferred()
+        self._name_waits.setdefault(key, []).append(early)
 
+        def over(result: Any) -> Any:
+            waiters = self._name_waits.get(key)
+            if waiters is not None and early in waiters:
+                waiters.remove(early)
+                if not waiters:
+                    del self._name_waits[key]
+            if not early.called:
+                early.callback(None)
+            return result
+
+        window.addBoth(over)
+        return early
+
+    def op_watch(self, conn: APIProtocol, req: dict[str, Any]) -> dict[str, Any]:
         type_ = validate_type(req["type"])
+        try:
+            need = self.browsing.watch(conn.conn_id, type_)
+        except RegistryError as e:
+            if e.code == "too-many-browsed-types":
+                self._full(conn)
+            else:
+                self._limit_hit(("watches", conn.uid), "uid {uid} (pid {pid}) watches {max} service types on one "
+                                "connection, the limit ([limits] watches-per-connection): refusing more ({n} time(s))",
+                                uid=conn.uid, pid=conn.pid, max=self.browsing.max_watches)
+            raise
         services = self.registry.watch(conn.conn_id, type_)
-        self._ensure_browsing(type_, 0)
+        self._browse(type_, need, 0)
         return {"services": [s.to_json() for s in services]}
 
     def op_unwatch(self, conn: APIProtocol, req: dict[str, Any]) -> dict[str, Any]:
         self.registry.unwatch(conn.conn_id, req["type"])
+        self.browsing.unwatch(conn.conn_id, req["type"])
+        self.schedule_unbrowse()
         return {}
 
     def op_list(self, conn: APIProtocol, req: dict[str, Any]) -> dict[str, Any]:

@@ -38,7 +38,7 @@ multicast immediately by zeroconf anyway (§8.1 says SHOULD, not MUST, for QU).
 What comes in from the LAN passes discovery/guard.py's rules before zeroconf caches it (a
 subclass of zeroconf's record manager screens each response): our own packets looping back
 are recognised by their bytes and dropped, TTLs are clamped, oversized TXT records dropped,
-each type's remote instances capped; an address record for our host name from another host
+each type's remote instances capped, and so are the names cached and the records of a name; an address record for our host name from another host
 is a host-name conflict (we defend the name or rename, ``NAME-2``), and another host's
 SRV/TXT for an instance we own is answered with our own announcement.
 """
@@ -129,6 +129,10 @@ class Limits:
     #: names in zeroconf's cache past which records of new names are dropped (a LAN's real
     #: ones are a few thousand; a flood of made-up names must not grow the daemon)
     max_names: int = 20000
+    #: records of one name (other than PTRs, capped per type above) past which new ones are
+    #: dropped: a name holds a few (SRV, TXT, one address per interface), and zeroconf keeps
+    #: records of one name that differ in data side by side until their TTLs run out
+    max_per_name: int = 16
 
 
 def fqdn_type(type_: str) -> str:
@@ -238,6 +242,7 @@ class MdnsAdapter:
         self._pubs: dict[str, _Publication] = {}  # key: lower-case fqdn instance name
         self._browsers: dict[str, AsyncServiceBrowser] = {}
         self._browse_types: dict[str, str] = {}  # lower-case type -> as first browsed
+        self._ending: set[AsyncServiceBrowser] = set()  # browsers being cancelled
         self._conflicts: dict[str, str] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
         self.pacer = Pacer(lambda: asyncio.get_running_loop().time(), self.timing.announce_gap,
@@ -270,8 +275,9 @@ class MdnsAdapter:
         for info in leaving:  # (at once, not paced: the daemon is going)
             zc.async_send(zc.generate_service_broadcast(info, 0, broadcast_addresses=False))
         self._pubs.clear()
-        for b in self._browsers.values():
-            await b.async_cancel()
+        for b in [*self._browsers.values(), *self._ending]:
+            if not b.done:
+                await b.async_cancel()
         self._browsers.clear()
         for t in list(self._tasks):
             t.cancel()
@@ -463,6 +469,7 @@ class MdnsAdapter:
         cached = self.azc.zeroconf.cache.cache if self.azc is not None else {}
         server = self.server.lower()
         kept = []
+        fresh: dict[str, int] = {}  # name -> records new to the cache kept from this response
         for rec in records:
             t = rec.type
             if rec.ttl > lim.max_ttl:
@@ -472,6 +479,13 @@ class MdnsAdapter:
                 self._say(("names", _ip(source)), "mDNS: the cache holds {max} names: dropped records "
                           "of new ones from {source} ({n} time(s))", max=lim.max_names, source=_ip(source))
                 continue
+            if rec.ttl and t != _TYPE_PTR and rec not in (held := cached.get(rec.key, {})):
+                fresh[rec.key] = n = fresh.get(rec.key, 0) + 1  # (the cache takes them after the screen)
+                if (n + len(held) > lim.max_per_name
+                        and n + sum(1 for r in held if r.type != _TYPE_PTR) > lim.max_per_name):
+                    self._say(("records", _ip(source)), "mDNS: {name} holds {max} records: dropped new ones from "
+                              "{source} ({n} time(s))", max=lim.max_per_name, source=_ip(source), name=rec.name)
+                    continue
             if t == _TYPE_TXT and len(rec.text) > lim.max_txt:
                 self._say(("txt", _ip(source)), "mDNS: dropped {n} TXT record(s) over {max} bytes "
                           "from {source} ({name}: {size} bytes)", max=lim.max_txt, source=_ip(source),
@@ -623,6 +637,44 @@ class MdnsAdapter:
         self._browsers[t.lower()] = AsyncServiceBrowser(self.azc.zeroconf, [t], handlers=[self._on_change])
         return True
 
+    def unbrowse(self, type_: str) -> None:
+        """Stop browsing a type: its browser stops querying and nothing more is reported of it
+        (the daemon drops what it learnt; zeroconf's cache keeps the records until their TTLs
+        run out, within its limits)."""
+        key = fqdn_type(type_).lower()
+        browser = self._browsers.pop(key, None)
+        self._browse_types.pop(key, None)
+        if browser is not None:
+            self._ending.add(browser)
+            self._spawn(browser.async_cancel()).add_done_callback(lambda _: self._ending.discard(browser))
+
+    def browsers(self) -> int:
+        """Browsers running in zeroconf now (each follows one type): its own count, so a
+        browser this adapter forgot but never stopped still counts."""
+        if self.azc is None:
+            return 0
+        return sum(1 for lsn in self.azc.zeroconf.record_manager.listeners if isinstance(lsn, AsyncServiceBrowser))
+
+    def cached(self, type_: str, name: str | None = None) -> list[Service]:
+        """The instances of a type that zeroconf's cache holds complete records of now, without
+        browsing or asking the LAN (what other hosts announced, or answered earlier)."""
+        if self.azc is None:
+            return []
+        zc = self.azc.zeroconf
+        t = fqdn_type(type_)
+        now = asyncio.get_running_loop().time() * 1000
+        want = f"{name}.{t}".lower() if name is not None else None
+        out = []
+        ptrs: list[Any] = zc.cache.async_all_by_details(t, _TYPE_PTR, _CLASS_IN)
+        for ptr in ptrs:
+            alias = ptr.alias
+            if ptr.is_expired(now) or (want is not None and alias.lower() != want):
+                continue
+            info = AsyncServiceInfo(t, alias)
+            if info.load_from_cache(zc, now) and info.port is not None:
+                out.append(_service_of(info, t, alias))
+        return out
+
     def _on_change(self, zeroconf: Any, service_type: str, name: str, state_change: ServiceStateChange) -> None:
         if state_change is ServiceStateChange.Removed:
             inst = name[: -len(service_type) - 1] if name.lower().endswith(service_type.lower()) else name
@@ -647,8 +699,6 @@ class MdnsAdapter:
 
     async def _resolve(self, service_type: str, name: str) -> None:
         assert self.azc is not None
-        inst = name[: -len(service_type) - 1] if name.lower().endswith(service_type.lower()) else name
-        t = normalize_type(service_type)
         info = AsyncServiceInfo(service_type, name)
         zc = self.azc.zeroconf
         now = asyncio.get_running_loop().time() * 1000
@@ -660,25 +710,29 @@ class MdnsAdapter:
             info.async_update_records(zc, now, [RecordUpdate(r, None) for r in newest])
         if not complete and not await info.async_request(zc, int(self.timing.resolve_timeout * 1000)):
             return
-        if info.port is None:
-            return
-        txt = {}
-        for k, v in (info.properties or {}).items():
-            try:
-                txt[k.decode()] = (v or b"").decode()
-            except UnicodeDecodeError:
-                continue
-        host = (info.server or "").removesuffix(".").removesuffix(".local")
-        self.on_upsert(
-            Service(
-                name=inst,
-                type=t,
-                port=info.port,
-                host=host,
-                addresses=tuple(info.parsed_addresses(IPVersion.V4Only)),
-                txt=tuple(sorted(txt.items())),
-            )
-        )
+        if info.port is None or service_type.lower() not in self._browsers:
+            return  # (or no longer browsed: nothing would report its removal)
+        self.on_upsert(_service_of(info, service_type, name))
+
+
+def _service_of(info: AsyncServiceInfo, service_type: str, name: str) -> Service:
+    """A resolved instance as the registry holds it."""
+    inst = name[: -len(service_type) - 1] if name.lower().endswith(service_type.lower()) else name
+    txt = {}
+    for k, v in (info.properties or {}).items():
+        try:
+            txt[k.decode()] = (v or b"").decode()
+        except UnicodeDecodeError:
+            continue
+    host = (info.server or "").removesuffix(".").removesuffix(".local")
+    return Service(
+        name=inst,
+        type=normalize_type(service_type),
+        port=info.port or 0,
+        host=host,
+        addresses=tuple(info.parsed_addresses(IPVersion.V4Only)),
+        txt=tuple(sorted(txt.items())),
+    )
 
 
 def _newest(zc: Any, name: str, type_: int, now: float) -> Any:

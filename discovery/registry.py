@@ -258,6 +258,11 @@ class Policy:
     max_registrations_per_uid: int = 256
     max_connections_per_uid: int = 128
     max_connections: int = 512
+    #: What the daemon follows on the network for its clients (discovery/browsing.py). These
+    #: bind root too: they bound the daemon's memory and the LAN's query traffic, not a share.
+    max_browsed_types: int = 256
+    max_watches_per_connection: int = 64
+    browse_idle: int = 60  # s a type is still browsed after its last lookup or watcher
 
     def allows(self, uid: int, type_: str) -> bool:
         if uid == ROOT_UID:
@@ -594,6 +599,17 @@ class Registry:
         if key in self._local or after == before or before is None:
             return []
         return self._notify(Updated(after) if after else Removed(before))
+
+    def forget_remote(self, type_: str, origin: str = REMOTE) -> list[Effect]:
+        """Drop every entry of ``type_`` learnt from ``origin``: the adapter stopped following
+        the type, so nothing would tell us when they go."""
+        t = normalize_type(type_).lower()
+        effects: list[Effect] = []
+        for key in sorted(self._by_type.get(t, ())):
+            service = self._remote.get(key, {}).get(origin)
+            if service is not None:
+                effects += self.remote_remove(service.name, service.type, origin)
+        return effects
 
     def remote_services(self, origin: str) -> list[Service]:
         return [by[origin] for by in self._remote.values() if origin in by]

@@ -80,3 +80,14 @@ def test_policy_limits() -> None:
     reg.connection_lost("c2")
     reg.register(alice, "d", "_a._tcp", 1)  # a lost connection gives its registrations back
     assert reg.held_by(1000) == 2 and reg.held_by(0) == 1
+
+
+def test_policy_browse_limits() -> None:
+    p = parse_policy("[limits]\nbrowsed-types = 8\nwatches-per-connection = 3\nbrowse-idle-seconds = 1\n",
+                     USERS.__getitem__)
+    assert (p.max_browsed_types, p.max_watches_per_connection, p.browse_idle) == (8, 3, 1)
+    d = parse_policy("", USERS.__getitem__)
+    assert (d.max_browsed_types, d.max_watches_per_connection, d.browse_idle) == (256, 64, 60)
+    for bad in ("[limits]\nbrowsed-types = 0\n", "[limits]\nbrowse-idle-seconds = 0.5\n"):
+        with pytest.raises(ConfigError, match="limits"):
+            parse_policy(bad, USERS.__getitem__)

@@ -32,3 +32,26 @@ async def test_records_of_new_names_are_dropped_once_the_cache_holds_max_names()
     assert a._screen([big], OTHER) == []  # 1,312 bytes: over 1,300
     forever = txt("n1.local.", ttl=2**32 - 1)
     assert a._screen([forever], OTHER) == [forever] and forever.ttl == 4500
+
+
+@pytest_twisted.ensureDeferred
+async def test_records_of_one_name_are_capped() -> None:
+    """zeroconf keeps records of one name that differ in data side by side (a TXT without the
+    cache-flush bit, an address), so a host sending new ones for one name would grow the cache
+    until their TTLs ran out: past `max_per_name` records of a name, new ones are dropped;
+    known ones are refreshed, goodbyes pass, and PTRs are left to the per-type cap."""
+    from zeroconf import DNSAddress, DNSPointer
+
+    a = MdnsAdapter(["10.0.0.1"], "me", on_upsert=lambda s: None, on_remove=lambda n, t: None,
+                    on_conflict=lambda s, m: None, limits=Limits(max_per_name=2))
+    cache = DNSCache()
+    a.azc = SimpleNamespace(zeroconf=SimpleNamespace(cache=cache))  # type: ignore[assignment]
+    cache.async_add_records([txt("i._q._tcp.local.", text=b"\x03a=1"), txt("i._q._tcp.local.", text=b"\x03a=2")])
+    cache.async_add_records([DNSAddress("h.local.", 1, 1, 120, bytes([10, 1, 0, j])) for j in (1, 2)])
+    new_txt, old_txt = txt("i._q._tcp.local.", text=b"\x03a=3"), txt("i._q._tcp.local.", text=b"\x03a=2")
+    bye = txt("i._q._tcp.local.", ttl=0, text=b"\x03a=4")
+    new_addr, old_addr = (DNSAddress("h.local.", 1, 1, 120, bytes([10, 1, 0, j])) for j in (3, 1))
+    assert a._screen([new_txt, old_txt, bye, new_addr, old_addr], OTHER) == [old_txt, bye, old_addr]
+    cache.async_add_records([DNSPointer("_q._tcp.local.", 12, 1, 4500, f"p{j}._q._tcp.local.") for j in range(3)])
+    ptr = DNSPointer("_q._tcp.local.", 12, 1, 4500, "p9._q._tcp.local.")
+    assert a._screen([ptr], OTHER) == [ptr]

@@ -169,6 +169,22 @@ def test_remote_services_merge_and_are_shadowed_by_local(reg: Registry) -> None:
     assert reg.remote_remove("b", "_kv._tcp") == []
 
 
+def test_forget_remote_drops_one_origins_entries_of_a_type(reg: Registry) -> None:
+    reg.watch("w", "_kv._tcp")
+    mine, _ = reg.register(ALICE, "a", "_kv._tcp", 1)
+    reg.remote_upsert(Service("a", "_kv._tcp", 1, "h1"))  # our own, come back
+    reg.remote_upsert(Service("b", "_kv._tcp", 5, "h2"))
+    reg.remote_upsert(Service("c", "_kv._tcp", 6, "h3"), "etcd")
+    reg.remote_upsert(Service("d", "_other._tcp", 7, "h2"))
+    b, c = reg.lookup("_kv._tcp", "b")[0], reg.lookup("_kv._tcp", "c")[0]
+    assert reg.forget_remote("_KV._tcp.local.") == [Notify("w", Removed(b))]
+    assert reg.lookup("_kv._tcp") == [mine, c]  # local and etcd entries stay
+    assert [s.name for s in reg.lookup("_other._tcp")] == ["d"]
+    assert reg.forget_remote("_kv._tcp") == []
+    reg.withdraw(ALICE, "a", "_kv._tcp")
+    assert reg.lookup("_kv._tcp") == [c]  # the echo of ours went with the rest
+
+
 def test_restart_leases_hold_names_for_their_owner(clock: Clock) -> None:
     reg = Registry("h1", now=clock)
     journal = []
