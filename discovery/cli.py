@@ -75,8 +75,8 @@ def daemon_run(argv: list[str] | None = None) -> None:
 async def _daemon_main(reactor: Any, args: argparse.Namespace) -> None:
     from twisted.internet import defer
 
+    from discovery.backends.mdns import Limits
     from discovery.daemon import Daemon, DaemonConfig, install_sighup
-    from discovery.mdns import Limits
 
     _start_logging(args.verbose)
     etcd = None

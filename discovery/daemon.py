@@ -24,6 +24,8 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from discovery import wire
+from discovery.backends.etcd import EtcdAdapter
+from discovery.backends.mdns import Limits, MdnsAdapter, Timing
 from discovery.browsing import BrowseTable, Need
 from discovery.config import (
     ConfigError,
@@ -32,10 +34,8 @@ from discovery.config import (
     parse_policy,
     parse_service_file,
 )
-from discovery.etcd import EtcdAdapter
 from discovery.etcdkeys import EtcdConfig
 from discovery.guard import Throttle
-from discovery.mdns import Limits, MdnsAdapter, Timing
 from discovery.registry import (
     ETCD,
     LOCAL,

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest_twisted
 from zeroconf import DNSCache, DNSText
 
-from discovery.mdns import Limits, MdnsAdapter
+from discovery.backends.mdns import Limits, MdnsAdapter
 
 OTHER = ("10.0.0.9", 5353)
 
