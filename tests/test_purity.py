@@ -33,7 +33,7 @@ PURE = sorted(
     {f"{package}.{p.stem}" for package in PURE_PACKAGES
      for p in ROOT.joinpath(*package.split(".")).glob("*.py") if p.stem != "__init__"} | {
         "discovery.registry", "discovery.guard", "discovery.schema", "discovery.pacing",
-        "discovery.etcdkeys", "discovery.wire", "discovery.browsing",
+        "discovery.etcdkeys", "discovery.wire", "discovery.browsing", "discovery.journal",
         "replicaclient.policy", "replicaclient.sync", "replicaclient.handoff",
         "replicaclient.tag", "replicaclient.replica", "replicaclient.budget",
         "replicaclient.ejection", "replicaclient.latency", "replicaclient.balancer",

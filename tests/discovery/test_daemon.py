@@ -279,7 +279,7 @@ def test_a_bad_request_is_answered_and_the_connection_and_its_registrations_stay
 
 
 def test_a_watcher_that_never_reads_is_dropped_and_the_daemon_keeps_serving(daemons, stype) -> None:
-    """Watch events for a client that does not read pile up only to daemon.MAX_UNREAD (4 MiB);
+    """Watch events for a client that does not read pile up only to api.MAX_UNREAD (4 MiB);
     then that client is disconnected with a logged reason. A watcher that keeps up gets every
     event, and the daemon goes on serving."""
     a = daemons("ha", "--no-mdns")

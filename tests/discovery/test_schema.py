@@ -58,6 +58,6 @@ def test_badly_typed_requests_are_refused_naming_the_field(body, refusal) -> Non
 
 
 def test_every_op_has_a_handler() -> None:
-    from discovery.daemon import Daemon
+    from discovery.api import API
 
-    assert all(callable(getattr(Daemon, "op_" + op, None)) for op in OPS)
+    assert all(callable(getattr(API, "op_" + op, None)) for op in OPS)
