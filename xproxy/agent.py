@@ -41,11 +41,11 @@ from twisted.internet.endpoints import SSL4ClientEndpoint, UNIXServerEndpoint, c
 from twisted.logger import Logger
 
 from .identity import Identity, IdentityError, KeyChanged, KnownDisplays
-from .linkconn import ChannelTransport, LinkProtocol, LinkSession
-from .protocol.errors import X11ProtocolError
-from .protocol.link import Link
-from .protocol.suppress import DisplayCache, Suppressor
-from .tls import ClientContextFactory
+from .link.protocol import Link
+from .link.tls import ClientContextFactory
+from .link.transport import ChannelTransport, LinkProtocol, LinkSession
+from .suppress.core import DisplayCache, Suppressor
+from .x11.errors import X11ProtocolError
 
 log = Logger(namespace="xproxy.agent")
 

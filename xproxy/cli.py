@@ -142,8 +142,8 @@ async def serve(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-un
 
     from .metrics import listen_metrics
     from .observe import Instruments
-    from .protocol.display import DisplayNameError
     from .server import ProxyServer, ServeOptions, StartError
+    from .x11.display import DisplayNameError
 
     await running(reactor)
     trace_out, close_trace = _open_trace(args.trace, None)
@@ -194,8 +194,8 @@ async def trace(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-un
     from twisted.internet import defer
 
     from .observe import Instruments
-    from .protocol.display import DisplayNameError
     from .server import ProxyServer, ServeOptions, StartError
+    from .x11.display import DisplayNameError
 
     command = args.program[1:] if args.program[:1] == ["--"] else args.program
     if not command:

@@ -31,15 +31,15 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from . import xauthfile
 from .identity import AuthorizedHosts, Identity
-from .linkconn import ChannelTransport, LinkProtocol, LinkSession
+from .link.protocol import LinkProtocolError, ResumeRefused, SessionTable
+from .link.tls import ServerContextFactory
+from .link.transport import ChannelTransport, LinkProtocol, LinkSession
 from .paths import LINK_SERVICE_TYPE
-from .protocol.connection import AuthPolicy
-from .protocol.display import parse_display
-from .protocol.extensions import ExtensionPolicy
-from .protocol.link import LinkProtocolError, ResumeRefused, SessionTable
 from .relay import ProxyFactory
 from .server import client_endpoint
-from .tls import ServerContextFactory
+from .x11.connection import AuthPolicy
+from .x11.display import parse_display
+from .x11.extensions import ExtensionPolicy
 
 log = Logger(namespace="xproxy.export")
 

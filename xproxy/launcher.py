@@ -22,8 +22,8 @@ from twisted.logger import Logger
 from . import xauthfile
 from .child import run_command
 from .paths import LINK_SERVICE_TYPE, RunError
-from .protocol.display import DisplayNameError, parse_display
 from .server import ProxyServer, ServeOptions, StartError
+from .x11.display import DisplayNameError, parse_display
 
 log = Logger(namespace="xproxy.run")
 

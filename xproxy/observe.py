@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 from .metrics import Metrics
-from .protocol.connection import Watch
-from .protocol.decode import Decoder, Want
 from .trace import NameFilter, Tracer
+from .x11.connection import Watch
+from .x11.decode import Decoder, Want
 
 __all__ = ["ClientObserver", "Instruments", "observers"]
 

@@ -16,17 +16,17 @@ from twisted.internet.endpoints import TCP4ServerEndpoint, UNIXServerEndpoint, c
 from twisted.logger import Logger
 
 from . import aiotransport, display_socket, xauthfile
-from .protocol.connection import AuthPolicy
-from .protocol.display import DisplayName, parse_display
-from .protocol.extensions import ExtensionPolicy
-from .protocol.xauth import (
+from .relay import MAX_HELD, MAX_SETUPS, SETUP_TIMEOUT, ProxyFactory
+from .x11.connection import AuthPolicy
+from .x11.display import DisplayName, parse_display
+from .x11.extensions import ExtensionPolicy
+from .x11.xauth import (
     FAMILY_LOCAL,
     MIT_MAGIC_COOKIE_1,
     XauthEntry,
     remove_entry,
     replace_entry,
 )
-from .relay import MAX_HELD, MAX_SETUPS, SETUP_TIMEOUT, ProxyFactory
 
 log = Logger(namespace="xproxy")
 

@@ -20,7 +20,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from xproxy import xauthfile  # noqa: E402
-from xproxy.protocol.display import parse_display  # noqa: E402
+from xproxy.x11.display import parse_display  # noqa: E402
 
 
 def pad(b: bytes) -> bytes:

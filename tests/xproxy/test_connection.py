@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xproxy.metrics import ConnectionMetrics
-from xproxy.protocol.connection import AuthPolicy, X11Connection
-from xproxy.protocol.errors import ClientProtocolError, ServerProtocolError
-from xproxy.protocol.extensions import ExtensionPolicy
-from xproxy.protocol.tally import Tally
+from xproxy.x11.connection import AuthPolicy, X11Connection
+from xproxy.x11.errors import ClientProtocolError, ServerProtocolError
+from xproxy.x11.extensions import ExtensionPolicy
+from xproxy.x11.tally import Tally
 
 from . import wire
 from .wire import COOKIE, MIT, REAL

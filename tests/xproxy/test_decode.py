@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from xproxy.observe import ClientObserver, observers
-from xproxy.protocol.connection import AuthPolicy, X11Connection
-from xproxy.protocol.decode import EXTENSIONS, MAX_PENDING, Decoder
+from xproxy.x11.connection import AuthPolicy, X11Connection
+from xproxy.x11.decode import EXTENSIONS, MAX_PENDING, Decoder
 
 from . import wire
 

@@ -14,10 +14,10 @@ import time
 import pytest
 
 from xproxy import xauthfile
-from xproxy.protocol.xauth import FAMILY_LOCAL, MIT_MAGIC_COOKIE_1, XauthEntry
+from xproxy.x11.xauth import FAMILY_LOCAL, MIT_MAGIC_COOKIE_1, XauthEntry
 
-from . import wire
 from ..support.xserver import Xvfb, require, start_xvfb
+from . import wire
 
 pytestmark = pytest.mark.timeout(120)
 

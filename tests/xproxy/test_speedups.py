@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xproxy.protocol import connection, framing
-from xproxy.protocol.framing import py_skip_requests
+from xproxy.x11 import connection, framing
+from xproxy.x11.framing import py_skip_requests
 
 from . import wire
 from .test_connection import connected, feed_chunks

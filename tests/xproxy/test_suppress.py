@@ -8,8 +8,8 @@ import struct
 
 import pytest
 
-from xproxy.protocol.errors import ClientProtocolError
-from xproxy.protocol.suppress import DisplayCache, Suppressor, TrueColorMap, Visual, parse_screens
+from xproxy.suppress.core import DisplayCache, Suppressor, TrueColorMap, Visual, parse_screens
+from xproxy.x11.errors import ClientProtocolError
 
 E = "<"
 CMAP, ROOT, VISUAL = 0x20, 0x100, 0x21

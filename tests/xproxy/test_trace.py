@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from xproxy.protocol.decode import Decoded
 from xproxy.trace import NameFilter, Tracer, format_json, format_text
+from xproxy.x11.decode import Decoded
 
 from ..support.xserver import require
 from .conftest import XPROXY

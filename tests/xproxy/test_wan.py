@@ -183,7 +183,7 @@ FLOOD = r"""
 import os, socket, struct, sys, time
 sys.path.insert(0, %r)
 from xproxy import xauthfile
-from xproxy.protocol.display import parse_display
+from xproxy.x11.display import parse_display
 d = parse_display(os.environ["DISPLAY"]); e = xauthfile.lookup_for_display(d)
 s = socket.socket(socket.AF_UNIX); s.connect(d.socket_path)
 pad = lambda b: b + b"\0" * (-len(b) %% 4)

@@ -9,8 +9,8 @@ import threading
 import pytest
 
 from xproxy import xauthfile
-from xproxy.protocol.display import DisplayNameError, parse_display
-from xproxy.protocol.xauth import (
+from xproxy.x11.display import DisplayNameError, parse_display
+from xproxy.x11.xauth import (
     FAMILY_INTERNET,
     FAMILY_LOCAL,
     FAMILY_WILD,

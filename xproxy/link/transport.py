@@ -38,7 +38,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .protocol.link import Closed, Credit, Data, Event, Hello, Link, LinkProtocolError, Opened
+from .protocol import Closed, Credit, Data, Event, Hello, Link, LinkProtocolError, Opened
 
 log = Logger(namespace="xproxy.link")
 
@@ -318,7 +318,7 @@ class LinkProtocol(protocol.Protocol):
         self._tick_call: Any = None
 
     def peer_certificate_fingerprint(self) -> str | None:
-        from .identity import fingerprint_of_certificate
+        from ..identity import fingerprint_of_certificate
 
         cert = self.transport.getPeerCertificate()  # type: ignore[attr-defined]
         if cert is None:

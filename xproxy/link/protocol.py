@@ -55,7 +55,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from .errors import X11ProtocolError
+from ..x11.errors import X11ProtocolError
 
 try:
     import zstandard

@@ -51,8 +51,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ClientProtocolError, ServerProtocolError
-from .framing import MAX_HELD_REQUEST
+from ..x11.errors import ClientProtocolError, ServerProtocolError
+from ..x11.framing import MAX_HELD_REQUEST
 
 INTERN_ATOM, GET_ATOM_NAME, OPEN_FONT, CLOSE_FONT, QUERY_FONT = 16, 17, 45, 46, 47
 LIST_FONTS, LIST_FONTS_WITH_INFO = 49, 50
