@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tests.xproxy import wire  # noqa: E402
 from tests.xproxy.wire import COOKIE, MIT, REAL  # noqa: E402
-from xproxy.observe import Instruments  # noqa: E402
+from xproxy.observe.instruments import Instruments  # noqa: E402
 from xproxy.x11.connection import AuthPolicy, Watch, X11Connection  # noqa: E402
 
 

@@ -31,7 +31,8 @@ from typing import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from xproxy import display_socket, xauthfile  # noqa: E402
+from xproxy.relay import display_socket  # noqa: E402
+from xproxy.trust import xauthfile  # noqa: E402
 from xproxy.xvfb import Xvfb, start_xvfb  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -177,13 +177,13 @@ class WanLab:
     def agent_stats(self, *flags: str, via: Relay | None = None) -> dict[str, Any]:
         """The counters of the link agent that `run` with these flags uses."""
         port = (via or self.link_relay).port
-        from xproxy.paths import LinkMode
+        from xproxy.run.paths import LinkMode
 
         mode = LinkMode(suppress="--no-suppress" not in flags, verify="--verify-cache" in flags,
                         compress_level=int(flags[flags.index("--compress-level") + 1])
                         if "--compress-level" in flags else 3)
         code = (f"import os; os.environ['XDG_RUNTIME_DIR']={self.app_env['XDG_RUNTIME_DIR']!r};"
-                "from xproxy.paths import agent_socket_path;"
+                "from xproxy.run.paths import agent_socket_path;"
                 f"print(agent_socket_path('127.0.0.1', {port}, "
                 f"'127.0.0.1:{port}', {mode.key!r}))")
         path = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

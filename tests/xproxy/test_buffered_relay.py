@@ -15,7 +15,7 @@ import socket
 import pytest
 from twisted.internet import defer, task
 
-from xproxy.relay import DELIVER_DELAY, READ_SIZE, ClientSide, ProxyFactory
+from xproxy.relay.proxy import DELIVER_DELAY, READ_SIZE, ClientSide, ProxyFactory
 from xproxy.x11.connection import AuthPolicy, Watch
 from xproxy.x11.extensions import ExtensionPolicy
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xproxy.metrics import ConnectionMetrics
+from xproxy.observe.metrics import ConnectionMetrics
 from xproxy.x11.connection import AuthPolicy, X11Connection
 from xproxy.x11.errors import ClientProtocolError, ServerProtocolError
 from xproxy.x11.extensions import ExtensionPolicy

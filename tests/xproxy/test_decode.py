@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from xproxy.observe import ClientObserver, observers
+from xproxy.observe.instruments import ClientObserver, observers
 from xproxy.x11.connection import AuthPolicy, X11Connection
 from xproxy.x11.decode import EXTENSIONS, MAX_PENDING, Decoder
 

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
 
-from xproxy.metrics import LATENCY_BUCKETS, Metrics
+from xproxy.observe.metrics import LATENCY_BUCKETS, Metrics
 from xproxy.x11 import connection, framing
 from xproxy.x11.connection import AuthPolicy, X11Connection
 from xproxy.x11.decode import Decoder

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from xproxy import xauthfile
+from xproxy.trust import xauthfile
 from xproxy.x11.xauth import FAMILY_LOCAL, MIT_MAGIC_COOKIE_1, XauthEntry
 
 from ..support.xserver import Xvfb, require, start_xvfb

@@ -1,4 +1,4 @@
-"""protocol/suppress.py byte by byte: which answers go at once, which wait, what the client sees
+"""suppress/core.py byte by byte: which answers go at once, which wait, what the client sees
 (every sequence number exact and in order), what is swallowed and compared, and the caches."""
 
 from __future__ import annotations

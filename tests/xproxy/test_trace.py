@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from xproxy.trace import NameFilter, Tracer, format_json, format_text
+from xproxy.observe.trace import NameFilter, Tracer, format_json, format_text
 from xproxy.x11.decode import Decoded
 
 from ..support.xserver import require

@@ -182,7 +182,7 @@ def test_xdpyinfo_same_through_suppression_as_direct(lab) -> None:
 FLOOD = r"""
 import os, socket, struct, sys, time
 sys.path.insert(0, %r)
-from xproxy import xauthfile
+from xproxy.trust import xauthfile
 from xproxy.x11.display import parse_display
 d = parse_display(os.environ["DISPLAY"]); e = xauthfile.lookup_for_display(d)
 s = socket.socket(socket.AF_UNIX); s.connect(d.socket_path)

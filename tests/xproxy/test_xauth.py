@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from xproxy import xauthfile
+from xproxy.trust import xauthfile
 from xproxy.x11.display import DisplayNameError, parse_display
 from xproxy.x11.xauth import (
     FAMILY_INTERNET,

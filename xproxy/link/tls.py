@@ -15,7 +15,7 @@ from twisted.internet.interfaces import (
 )
 from zope.interface import implementer
 
-from ..identity import Identity
+from ..trust.identity import Identity
 
 
 def _context(identity: Identity) -> SSL.Context:

@@ -1,13 +1,13 @@
-"""Twisted adapters for the link: a session (`LinkSession`: the core `protocol.link.Link` and
+"""Twisted adapters for the link: a session (`LinkSession`: the core `protocol.Link` and
 its channels), a connection (`LinkProtocol`: one TLS connection that feeds the session's core
 while it lasts), and a transport per channel (`ChannelTransport`) that X relay protocols
-(relay.ClientSide, the agent's bridge) use as if it were a socket.
+(relay.proxy.ClientSide, the agent's bridge) use as if it were a socket.
 
 A session outlives its connections: when one drops, the channels stay open and writes keep
 queueing in the core (windows still apply, so the local sockets get paused by flow control
 as on a slow link); the app host's agent reconnects, and the core sends again what the peer
-has not received (see protocol/link.py). Who reconnects, and for how long a lost session is
-kept, is decided by agent.py (app host) and export.py (display host).
+has not received (see link/protocol.py). Who reconnects, and for how long a lost session is
+kept, is decided by agent/link_agent.py (app host) and export/server.py (display host).
 
 Survivable: the TCP/TLS connection dropping (a network blip, a relay or NAT box forgetting
 it, NAT rebinding, the app host's address changing) for up to the grace period — X clients
@@ -318,7 +318,7 @@ class LinkProtocol(protocol.Protocol):
         self._tick_call: Any = None
 
     def peer_certificate_fingerprint(self) -> str | None:
-        from ..identity import fingerprint_of_certificate
+        from ..trust.identity import fingerprint_of_certificate
 
         cert = self.transport.getPeerCertificate()  # type: ignore[attr-defined]
         if cert is None:

@@ -26,11 +26,11 @@ from twisted.internet import protocol
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 
+from ..x11.connection import AuthPolicy, Watch, X11Connection
+from ..x11.errors import X11ProtocolError
+from ..x11.extensions import ExtensionPolicy
+from ..x11.setup import setup_failed
 from .sockwrite import direct_writer, fast_reads
-from .x11.connection import AuthPolicy, Watch, X11Connection
-from .x11.errors import X11ProtocolError
-from .x11.extensions import ExtensionPolicy
-from .x11.setup import setup_failed
 
 log = Logger(namespace="xproxy")
 

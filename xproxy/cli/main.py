@@ -90,9 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print traffic per client and totals at the end")
     trace.add_argument("-v", "--verbose", action="store_true")
     trace.add_argument("program", nargs=argparse.REMAINDER, metavar="-- COMMAND ARGS...")
-    from . import cli_remote
+    from . import remote
 
-    cli_remote.add_parsers(sub, _add_trace_options)
+    remote.add_parsers(sub, _add_trace_options)
     return parser
 
 
@@ -140,10 +140,10 @@ async def serve(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-un
     from twisted.internet import defer
     from twisted.logger import Logger
 
-    from .metrics import listen_metrics
-    from .observe import Instruments
-    from .server import ProxyServer, ServeOptions, StartError
-    from .x11.display import DisplayNameError
+    from ..observe.instruments import Instruments
+    from ..observe.metrics import listen_metrics
+    from ..relay.server import ProxyServer, ServeOptions, StartError
+    from ..x11.display import DisplayNameError
 
     await running(reactor)
     trace_out, close_trace = _open_trace(args.trace, None)
@@ -193,9 +193,9 @@ async def trace(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-un
 
     from twisted.internet import defer
 
-    from .observe import Instruments
-    from .server import ProxyServer, ServeOptions, StartError
-    from .x11.display import DisplayNameError
+    from ..observe.instruments import Instruments
+    from ..relay.server import ProxyServer, ServeOptions, StartError
+    from ..x11.display import DisplayNameError
 
     command = args.program[1:] if args.program[:1] == ["--"] else args.program
     if not command:
@@ -219,7 +219,7 @@ async def trace(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-un
         print(f"xproxy: {err}", file=sys.stderr)
         raise SystemExit(1) from None
 
-    from .child import run_command
+    from ..run.child import run_command
 
     env = dict(os.environ, DISPLAY=name, XAUTHORITY=server.xauthority)
     stop_trigger = reactor.addSystemEventTrigger(
@@ -246,18 +246,18 @@ def main(reactor, argv: list[str]):  # type: ignore[no-untyped-def]
     from twisted.internet import defer
 
     args = build_parser().parse_args(argv)
-    from . import cli_remote
+    from . import remote
 
     start_logging(getattr(args, "verbose", False),
-                  quiet=args.command == "trace" or cli_remote.quiet(args))
+                  quiet=args.command == "trace" or remote.quiet(args))
     if args.command == "serve":
         return defer.ensureDeferred(serve(reactor, args))
     if args.command == "trace":
         return defer.ensureDeferred(trace(reactor, args))
-    from . import cli_remote
+    from . import remote
 
-    if args.command in cli_remote.COMMANDS:
-        return cli_remote.dispatch(reactor, args, running, _open_trace)
+    if args.command in remote.COMMANDS:
+        return remote.dispatch(reactor, args, running, _open_trace)
     raise SystemExit(2)
 
 
@@ -265,9 +265,9 @@ def run() -> None:
     argv = sys.argv[1:]
     args = build_parser().parse_args(argv)  # usage errors before the reactor starts
     if args.command == "run":  # through a link agent, without the reactor when one runs
-        from . import quickrun
+        from ..run import client as run_client
 
-        code = quickrun.main(args)
+        code = run_client.main(args)
         if code is not None:
             sys.stdout.flush()
             raise SystemExit(code)

@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from .x11.display import DisplayName
-from .x11.xauth import (
+from ..x11.display import DisplayName
+from ..x11.xauth import (
     FAMILY_INTERNET,
     FAMILY_INTERNET6,
     FAMILY_LOCAL,

@@ -1,6 +1,6 @@
 """What watches each client when tracing or metrics are on: the tracer's observer, which
 decodes each message once it has gone on, and the metrics' tally, which counts from headers
-as the framers read them (protocol/tally.py)."""
+as the framers read them (x11/tally.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
+from ..x11.connection import Watch
+from ..x11.decode import Decoder, Want
 from .metrics import Metrics
 from .trace import NameFilter, Tracer
-from .x11.connection import Watch
-from .x11.decode import Decoder, Want
 
 __all__ = ["ClientObserver", "Instruments", "observers"]
 

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 import orjson
 from twisted.logger import Logger
 
-from .x11.decode import ATOM_FIELDS, RESOURCE_FIELDS, Decoded, Want
+from ..x11.decode import ATOM_FIELDS, RESOURCE_FIELDS, Decoded, Want
 
 __all__ = ["NameFilter", "Tracer", "format_json", "format_text"]
 

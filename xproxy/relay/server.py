@@ -15,18 +15,19 @@ from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ServerEndpoint, UNIXServerEndpoint, clientFromString
 from twisted.logger import Logger
 
-from . import aiotransport, display_socket, xauthfile
-from .relay import MAX_HELD, MAX_SETUPS, SETUP_TIMEOUT, ProxyFactory
-from .x11.connection import AuthPolicy
-from .x11.display import DisplayName, parse_display
-from .x11.extensions import ExtensionPolicy
-from .x11.xauth import (
+from ..trust import xauthfile
+from ..x11.connection import AuthPolicy
+from ..x11.display import DisplayName, parse_display
+from ..x11.extensions import ExtensionPolicy
+from ..x11.xauth import (
     FAMILY_LOCAL,
     MIT_MAGIC_COOKIE_1,
     XauthEntry,
     remove_entry,
     replace_entry,
 )
+from . import aiotransport, display_socket
+from .proxy import MAX_HELD, MAX_SETUPS, SETUP_TIMEOUT, ProxyFactory
 
 log = Logger(namespace="xproxy")
 

@@ -1,6 +1,6 @@
 """Per-connection traffic metrics, the `--stats` summaries, and a Prometheus endpoint.
 
-Each connection's framers count as they frame (protocol/tally.py: no message is copied or
+Each connection's framers count as they frame (x11/tally.py: no message is copied or
 decoded for metrics); `ConnectionMetrics` reads those counts when a summary or a scrape asks.
 A round trip is a request that got a reply; its latency is the time from the proxy reading
 the request's header to it reading the first reply's, in the clock the metrics were given
@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from .x11.tally import LATENCY_BUCKETS, Tally
+from ..x11.tally import LATENCY_BUCKETS, Tally
 
 __all__ = ["LATENCY_BUCKETS", "ConnectionMetrics", "Metrics", "listen_metrics"]
 

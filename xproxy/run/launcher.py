@@ -2,10 +2,10 @@
 
 TARGET is `@NAME` (an exported display found through the local discoveryd), `xproxy://HOST:PORT`
 (an export reached directly), or a plain display name (a local relay, as `xproxy serve`).
-For exports, the link to the display host is a shared agent process (see agent.py), started
-by the first `run` that needs it; each `run` gets a proxy display of its own from it (see
-runservice.py and quickrun.py), with a fresh cookie in a private Xauthority file, so commands
-never see another's cookie.
+For exports, the link to the display host is a shared agent process (see
+agent/link_agent.py), started by the first `run` that needs it; each `run` gets a proxy display
+of its own from it (see agent/runservice.py and run/client.py), with a fresh cookie in a
+private Xauthority file, so commands never see another's cookie.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from typing import Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from . import xauthfile
+from ..relay.server import ProxyServer, ServeOptions, StartError
+from ..trust import xauthfile
+from ..x11.display import DisplayNameError, parse_display
 from .child import run_command
 from .paths import LINK_SERVICE_TYPE, RunError
-from .server import ProxyServer, ServeOptions, StartError
-from .x11.display import DisplayNameError, parse_display
 
 log = Logger(namespace="xproxy.run")
 
@@ -33,7 +33,7 @@ async def run(reactor, target: str, command: list[str],  # type: ignore[no-untyp
               on_client_done: Callable[[Any], None] | None = None,
               hide_ext: list[str] | None = None) -> int:
     """`xproxy run` to a display of this host (a local relay with a cookie of its own);
-    exports are reached through their link agent instead (quickrun.py)."""
+    exports are reached through their link agent instead (run/client.py)."""
     workdir = tempfile.mkdtemp(prefix="xproxy-run-")
     private = os.path.join(workdir, "Xauthority")
     try:
@@ -83,8 +83,8 @@ async def displays(reactor, probe: bool = True, discovery_socket: str | None = N
 
 
 async def _probe(reactor, entry: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
-    from .agent import AgentError, LinkAgent
-    from .identity import KnownDisplays
+    from ..agent.link_agent import AgentError, LinkAgent
+    from ..trust.identity import KnownDisplays
 
     class _Peek(KnownDisplays):
         def check(self, name: str, fingerprint: str) -> bool:  # do not remember on a probe

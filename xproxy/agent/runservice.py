@@ -3,7 +3,7 @@
 The agent process already holds the link, the X cache and a warm reactor, so the display a
 program talks to (its own number, a fresh cookie in the run's private Xauthority, its own
 trace) is served here, and `xproxy run` itself stays a small process that needs neither
-Twisted nor a TLS handshake (quickrun.py). One connection per run, newline-delimited JSON:
+Twisted nor a TLS handshake (run/client.py). One connection per run, newline-delimited JSON:
 
     run   -> {"op": "display", "xauthority": PATH, "label": "@office", "hide_ext": [NAME...],
               "trace": null | {"format": "text"|"json", "only": [...], "skip": [...]},
@@ -29,7 +29,7 @@ from twisted.internet.interfaces import IFileDescriptorReceiver
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from .server import ProxyServer, ServeOptions, StartError
+from ..relay.server import ProxyServer, ServeOptions, StartError
 
 log = Logger(namespace="xproxy.agent")
 
@@ -115,7 +115,7 @@ class _RunControl(protocol.Protocol):
             self.transport.loseConnection()
 
     async def _start(self, req: dict[str, Any]) -> None:
-        from .observe import Instruments
+        from ..observe.instruments import Instruments
 
         trace = req["trace"]
         if trace is not None:

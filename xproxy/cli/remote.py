@@ -9,7 +9,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from .paths import DEFAULT_LINGER
+from ..run.paths import DEFAULT_LINGER
 
 if TYPE_CHECKING:
     from twisted.internet import defer
@@ -18,7 +18,7 @@ COMMANDS = ("id", "authorize", "revoke", "export", "run", "displays", "link-agen
 
 
 def add_parsers(sub: Any, add_trace_options: Any) -> None:
-    from .cli import positive_float, positive_int
+    from .main import positive_float, positive_int
 
     p = sub.add_parser("id", help="print this host's key fingerprint (created on first use)")
     p.add_argument("--json", action="store_true")
@@ -105,7 +105,7 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 async def ident(reactor, args, running, open_trace) -> None:  # type: ignore[no-untyped-def]
-    from .identity import Identity, config_dir
+    from ..trust.identity import Identity, config_dir
 
     identity = Identity.load_or_create()
     if args.json:
@@ -115,7 +115,7 @@ async def ident(reactor, args, running, open_trace) -> None:  # type: ignore[no-
 
 
 async def authorize(reactor, args, running, open_trace) -> None:  # type: ignore[no-untyped-def]
-    from .identity import AuthorizedHosts, IdentityError
+    from ..trust.identity import AuthorizedHosts, IdentityError
 
     hosts = AuthorizedHosts.default()
     try:
@@ -127,7 +127,7 @@ async def authorize(reactor, args, running, open_trace) -> None:  # type: ignore
 
 
 async def revoke(reactor, args, running, open_trace) -> None:  # type: ignore[no-untyped-def]
-    from .identity import AuthorizedHosts
+    from ..trust.identity import AuthorizedHosts
 
     removed = AuthorizedHosts.default().revoke(args.which)
     if not removed:
@@ -136,7 +136,7 @@ async def revoke(reactor, args, running, open_trace) -> None:  # type: ignore[no
 
 
 def _instruments(reactor, args, open_trace):  # type: ignore[no-untyped-def]
-    from .observe import Instruments
+    from ..observe.instruments import Instruments
 
     trace_out, close_trace = open_trace(args.trace, None)
     return Instruments(reactor.seconds, trace_out, args.trace_format, args.only, args.skip,
@@ -145,8 +145,8 @@ def _instruments(reactor, args, open_trace):  # type: ignore[no-untyped-def]
 
 
 async def export(reactor, args, running, open_trace) -> int:  # type: ignore[no-untyped-def]
-    from .export import ExportOptions, ExportServer
-    from .metrics import listen_metrics
+    from ..export.server import ExportOptions, ExportServer
+    from ..observe.metrics import listen_metrics
 
     await running(reactor)
     display = args.display or os.environ.get("DISPLAY")
@@ -183,9 +183,9 @@ async def export(reactor, args, running, open_trace) -> int:  # type: ignore[no-
 
 
 async def run(reactor, args, running, open_trace) -> None:  # type: ignore[no-untyped-def]
-    """`run` to a display of this host (exports go through quickrun.py, before the reactor)."""
-    from .launcher import RunError
-    from .launcher import run as launch
+    """`run` to a display of this host (exports go through run/client.py, before the reactor)."""
+    from ..run.launcher import RunError
+    from ..run.launcher import run as launch
 
     command = args.program[1:] if args.program[:1] == ["--"] else args.program
     if not command:
@@ -206,7 +206,7 @@ async def run(reactor, args, running, open_trace) -> None:  # type: ignore[no-un
 
 
 async def displays(reactor, args, running, open_trace) -> None:  # type: ignore[no-untyped-def]
-    from .launcher import displays as list_displays
+    from ..run.launcher import displays as list_displays
 
     await running(reactor)
     try:
@@ -230,9 +230,9 @@ async def displays(reactor, args, running, open_trace) -> None:  # type: ignore[
 async def link_agent(reactor, args, running, open_trace) -> None:  # type: ignore[no-untyped-def]
     from twisted.logger import Logger
 
-    from .agent import AgentError, LinkAgent
-    from .paths import LinkMode, control_path, name_alias_path
-    from .runservice import RunService
+    from ..agent.link_agent import AgentError, LinkAgent
+    from ..agent.runservice import RunService
+    from ..run.paths import LinkMode, control_path, name_alias_path
 
     await running(reactor)
     agent = LinkAgent(reactor, args.host, args.port, args.trust_name, args.fingerprint,

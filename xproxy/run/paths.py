@@ -1,5 +1,5 @@
 """Where the app host keeps its link agents, and how a run finds one: standard library only,
-so that `xproxy run` can reach a running agent without importing Twisted (see quickrun.py).
+so that `xproxy run` can reach a running agent without importing Twisted (see run/client.py).
 
 Each link agent has, in the private runtime directory (0700):
 

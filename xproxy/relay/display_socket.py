@@ -7,7 +7,7 @@ import os
 import socket
 import stat
 
-from .x11.display import UNIX_SOCKET_DIR
+from ..x11.display import UNIX_SOCKET_DIR
 
 
 class DisplayInUse(RuntimeError):

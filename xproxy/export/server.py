@@ -3,7 +3,7 @@ each X connection they carry is relayed to the display with everything `serve` d
 substitution, extension policy, tracing, metrics), and the display is advertised on the LAN
 through the local discoveryd.
 
-Link sessions outlive their connections (linkconn.py): when an app host's connection drops,
+Link sessions outlive their connections (link/transport.py): when an app host's connection drops,
 its X connections to the display stay open for `link_grace` seconds (60 by default, said in
 our HELLO so the app host does not try longer), and an app host that reconnects with the same
 key and the session's secret id resumes it, its programs none the wiser. After the grace
@@ -29,17 +29,17 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from . import xauthfile
-from .identity import AuthorizedHosts, Identity
-from .link.protocol import LinkProtocolError, ResumeRefused, SessionTable
-from .link.tls import ServerContextFactory
-from .link.transport import ChannelTransport, LinkProtocol, LinkSession
-from .paths import LINK_SERVICE_TYPE
-from .relay import ProxyFactory
-from .server import client_endpoint
-from .x11.connection import AuthPolicy
-from .x11.display import parse_display
-from .x11.extensions import ExtensionPolicy
+from ..link.protocol import LinkProtocolError, ResumeRefused, SessionTable
+from ..link.tls import ServerContextFactory
+from ..link.transport import ChannelTransport, LinkProtocol, LinkSession
+from ..relay.proxy import ProxyFactory
+from ..relay.server import client_endpoint
+from ..run.paths import LINK_SERVICE_TYPE
+from ..trust import xauthfile
+from ..trust.identity import AuthorizedHosts, Identity
+from ..x11.connection import AuthPolicy
+from ..x11.display import parse_display
+from ..x11.extensions import ExtensionPolicy
 
 log = Logger(namespace="xproxy.export")
 

@@ -6,12 +6,12 @@ then trust on first use in known_displays), and serves a unix socket in a privat
 each connection to it becomes one channel of the link, carrying one X connection. It exits
 when no connection has used it for `linger` seconds, or when the link is lost for good.
 
-Reconnection: when the TLS connection drops (or goes silent: see linkconn.py), the agent
+Reconnection: when the TLS connection drops (or goes silent: see link/transport.py), the agent
 keeps its local X clients connected and reconnects, after 0.1 s and then at doubling
 intervals up to 2 s, for up to `grace` seconds (60 by default, or less if the export keeps
 lost sessions for less, as its HELLO says). The export still holds the X server connections
 of the session; the agent's HELLO names the session and the export resumes it if the TLS key
-is the same, and both ends send again what the other had not received (protocol/link.py).
+is the same, and both ends send again what the other had not received (link/protocol.py).
 Meanwhile the X clients just wait: their requests queue in the link until the channel
 windows fill, then the local sockets are paused. Survived: connection drops, network blips,
 NAT rebinding, a new address on the app host — anything where both processes live on and the
@@ -23,7 +23,7 @@ beyond it, a user looking at frozen windows is better served by a clear end (the
 keeps the windows on screen, frozen, for as long). The round-trip suppression state is per
 local connection (the bridge) and is untouched by reconnects.
 
-The agent is where round trips are suppressed (protocol/suppress.py): it sees every X
+The agent is where round trips are suppressed (suppress/core.py): it sees every X
 connection to one display host, so it holds that host's cache (`DisplayCache`), keyed by the
 display host's key and the X server epoch its export announces, and kept on disk under
 `$XDG_CACHE_HOME/xtransparency/` between sessions. Counters go to `<socket>.stats.json`.
@@ -40,12 +40,12 @@ from twisted.internet import defer, protocol
 from twisted.internet.endpoints import SSL4ClientEndpoint, UNIXServerEndpoint, connectProtocol
 from twisted.logger import Logger
 
-from .identity import Identity, IdentityError, KeyChanged, KnownDisplays
-from .link.protocol import Link
-from .link.tls import ClientContextFactory
-from .link.transport import ChannelTransport, LinkProtocol, LinkSession
-from .suppress.core import DisplayCache, Suppressor
-from .x11.errors import X11ProtocolError
+from ..link.protocol import Link
+from ..link.tls import ClientContextFactory
+from ..link.transport import ChannelTransport, LinkProtocol, LinkSession
+from ..suppress.core import DisplayCache, Suppressor
+from ..trust.identity import Identity, IdentityError, KeyChanged, KnownDisplays
+from ..x11.errors import X11ProtocolError
 
 log = Logger(namespace="xproxy.agent")
 

@@ -1,6 +1,6 @@
 """`xproxy run --to @NAME|xproxy://HOST:PORT -- COMMAND`: the run itself, kept small.
 
-The display a program uses is served by the link agent (runservice.py), which already holds the
+The display a program uses is served by the link agent (agent/runservice.py), which already holds the
 link, the X cache and a warm reactor; this process only asks it for a display, runs the
 command, and says when the command is done, with the standard library only (importing
 Twisted alone takes a quarter of a second): on a warm link, time to the first X request is

@@ -7,7 +7,7 @@ x11perf -prop round trips, same run: a plain Twisted relay on uvloop 0.66x direc
 relay on uvloop's transports 0.78x (socat, in C: 0.74x). So the relay's sockets use them,
 while everything else (TLS links, discovery, timers) stays Twisted's on the same loop.
 
-The relay's protocols (relay.ClientSide / ServerSide) are Twisted protocols; `TransportShim`
+The relay's protocols (proxy.ClientSide / ServerSide) are Twisted protocols; `TransportShim`
 gives them the Twisted transport and producer/consumer interface over an asyncio transport, so
 they run unchanged on either kind of socket. On these transports they also read into buffers
 of their own (asyncio's BufferedProtocol, see relay.ReadBuffers) and write slices of them on.
@@ -94,7 +94,7 @@ class _Adapter(asyncio.BaseProtocol):
 
     Received bytes go straight to the protocol (bound in the subclasses, before the loop
     looks up its read callbacks), paused or not: a read can race a pause, and the protocol
-    keeps what it cannot use yet (relay.ClientSide.early; a paused ServerSide's one late read
+    keeps what it cannot use yet (proxy.ClientSide.early; a paused ServerSide's one late read
     is simply relayed, flow control bounds it)."""
 
     def __init__(self, proto: protocol.Protocol) -> None:
