@@ -19,8 +19,8 @@ from xproxy.relay.proxy import DELIVER_DELAY, READ_SIZE, ClientSide, ProxyFactor
 from xproxy.x11.connection import AuthPolicy, Watch
 from xproxy.x11.extensions import ExtensionPolicy
 
-from . import wire
-from .wire import COOKIE, MIT, REAL
+from testing import x11wire as wire
+from testing.x11wire import COOKIE, MIT, REAL
 
 
 class FakeShim:

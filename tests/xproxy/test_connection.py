@@ -15,8 +15,8 @@ from xproxy.x11.errors import ClientProtocolError, ServerProtocolError
 from xproxy.x11.extensions import ExtensionPolicy
 from xproxy.x11.tally import Tally
 
-from . import wire
-from .wire import COOKIE, MIT, REAL
+from testing import x11wire as wire
+from testing.x11wire import COOKIE, MIT, REAL
 
 ORDERS = pytest.mark.parametrize("e", ["<", ">"], ids=["lsb", "msb"])
 

@@ -14,7 +14,7 @@ from xproxy.observe.instruments import ClientObserver, observers
 from xproxy.x11.connection import AuthPolicy, X11Connection
 from xproxy.x11.decode import EXTENSIONS, MAX_PENDING, Decoder
 
-from . import wire
+from testing import x11wire as wire
 
 ORDERS = pytest.mark.parametrize("e", ["<", ">"], ids=["lsb", "msb"])
 

@@ -21,8 +21,8 @@ from xproxy.x11 import connection, framing
 from xproxy.x11.connection import AuthPolicy, X11Connection
 from xproxy.x11.decode import Decoder
 
-from ..support.xserver import require
-from . import wire
+from testing.xserver import require
+from testing import x11wire as wire
 from .test_connection import feed_chunks
 
 

@@ -9,7 +9,7 @@ import struct
 
 from xproxy.relay.proxy import COALESCE_MAX, _Outbox
 
-from . import wire
+from testing import x11wire as wire
 from .test_connection import connected
 
 

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from ..support.wanlab import ROOT, XPROXY, Relay, WanLab
-from ..support.xserver import require
+from testing.wanlab import ROOT, XPROXY, Relay, WanLab
+from testing.xserver import require
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -2,7 +2,7 @@
 checked, a warm run that never imports Twisted, tracing to stdout through a passed descriptor,
 a killed run losing its display, a bad client on the control socket, and an agent that does
 not linger out under a run whose program has no X connection open yet. Real processes: an
-export, a real Xvfb and real X programs on loopback (tests/support/wanlab.py)."""
+export, a real Xvfb and real X programs on loopback (testing/wanlab.py)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ import pytest
 
 from xproxy.agent.runservice import RunRequestError, parse_request
 
-from ..support.wanlab import ROOT, WanLab
-from ..support.xserver import require
+from testing.wanlab import ROOT, WanLab
+from testing.xserver import require
 
 pytestmark = pytest.mark.timeout(120)
 

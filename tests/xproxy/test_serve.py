@@ -16,8 +16,8 @@ import pytest
 from xproxy.trust import xauthfile
 from xproxy.x11.xauth import FAMILY_LOCAL, MIT_MAGIC_COOKIE_1, XauthEntry
 
-from ..support.xserver import Xvfb, require, start_xvfb
-from . import wire
+from testing.xserver import Xvfb, require, start_xvfb
+from testing import x11wire as wire
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -16,7 +16,7 @@ import pytest
 from xproxy.observe.trace import NameFilter, Tracer, format_json, format_text
 from xproxy.x11.decode import Decoded
 
-from ..support.xserver import require
+from testing.xserver import require
 from .conftest import XPROXY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from ..support.wanlab import ROOT, WanLab
-from ..support.xserver import require
+from testing.wanlab import ROOT, WanLab
+from testing.xserver import require
 from .test_serve import normalise_xdpyinfo
 
 pytestmark = pytest.mark.timeout(120)

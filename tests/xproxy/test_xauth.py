@@ -23,7 +23,7 @@ from xproxy.x11.xauth import (
     serialize_xauthority,
 )
 
-from ..support.xserver import require
+from testing.xserver import require
 
 LOCAL = XauthEntry(FAMILY_LOCAL, b"box", b"3", MIT_MAGIC_COOKIE_1, b"a" * 16)
 INET = XauthEntry(FAMILY_INTERNET, bytes([10, 0, 0, 2]), b"0", MIT_MAGIC_COOKIE_1, b"b" * 16)

@@ -1,7 +1,7 @@
 """A TCP relay that makes a fast link slow: a fixed one-way delay in each direction and an
 optional bandwidth cap, for tests and benchmarks (tc netem is not available here).
 
-    python -m xproxy.delayrelay --listen 127.0.0.1:0 --to 127.0.0.1:6000 --delay-ms 10 \
+    python -m testing.delayrelay --listen 127.0.0.1:0 --to 127.0.0.1:6000 --delay-ms 10 \
         [--rate-kbit 2000] [--stats FILE]
 
 prints `ready port=N` once listening. A 20 ms round trip is `--delay-ms 10`. Each chunk read
@@ -24,7 +24,7 @@ from twisted.internet import protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.logger import Logger
 
-log = Logger(namespace="xproxy.delayrelay")
+log = Logger(namespace="testing.delayrelay")
 
 
 @dataclass

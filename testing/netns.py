@@ -41,7 +41,7 @@ def available() -> str | None:
 
 def _ip(*args: str, check: bool = True, ns: str | None = None) -> subprocess.CompletedProcess:
     cmd = ["ip", "netns", "exec", ns, "ip", *args] if ns else ["ip", *args]
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if check and r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed: {r.stderr.strip()}")
     return r
@@ -58,18 +58,20 @@ def _alive(pid: int) -> bool:
 
 
 def _delete_ns(ns: str) -> None:
-    pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+    pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True,
+                          check=False).stdout.split()
     for p in pids:
         try:
             os.kill(int(p), signal.SIGKILL)
         except (ProcessLookupError, ValueError):
             pass
-    subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
 
 
 def cleanup_leftovers() -> None:
     """Remove namespaces and bridges that runs which are no longer alive left behind."""
-    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                             check=False).stdout
     for line in listing.splitlines():
         ns = line.split()[0] if line.split() else ""
         m = _NS_RE.match(ns)
@@ -82,7 +84,7 @@ def cleanup_leftovers() -> None:
             continue
         m = re.match(rf"^{NS_PREFIX}-(\d+)$", alias)
         if m and not _alive(int(m.group(1))):
-            subprocess.run(["ip", "link", "del", dev.name], capture_output=True)
+            subprocess.run(["ip", "link", "del", dev.name], capture_output=True, check=False)
 
 
 @dataclass
@@ -106,7 +108,8 @@ class Host:
     def run(self, argv: Sequence[str], **kw: Any) -> subprocess.CompletedProcess:
         kw.setdefault("capture_output", True)
         kw.setdefault("timeout", 30)
-        return subprocess.run(self.argv(argv), **kw)
+        kw.setdefault("check", False)
+        return subprocess.run(self.argv(argv), **kw)  # noqa: PLW1510 (in kw)
 
 
 @contextmanager
@@ -149,4 +152,4 @@ def netns_lan(n_hosts: int, subnet: str = "10.77.0", prefix_len: int = 24) -> It
                 except subprocess.TimeoutExpired:
                     pass
             _delete_ns(host.ns)
-        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)

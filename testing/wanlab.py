@@ -1,6 +1,6 @@
 """A display host and an app host on loopback with a slow link between them, for the WAN tests
 and benchmarks/wan.py: a private Xvfb (TCP too), `xproxy export` on 127.0.0.1, two separate
-identities (config, runtime and cache directories), and delaying relays (xproxy.delayrelay)
+identities (config, runtime and cache directories), and delaying relays (testing.delayrelay)
 in front of the export and of the X server's TCP port.
 
     with WanLab(delay_ms=10) as lab:
@@ -19,11 +19,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import Any, Self
 
-from xproxy.xvfb import Xvfb, start_xvfb
+from testing.xvfb import Xvfb, start_xvfb
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 XPROXY = [sys.executable, "-m", "xproxy.cli"]
 
 
@@ -33,7 +33,7 @@ class Relay:
     def __init__(self, target: str, delay_ms: float, work: str, name: str,
                  listen: str = "127.0.0.1:0", rate_kbit: float = 0) -> None:
         self.stats_path = os.path.join(work, f"{name}.stats.json")
-        argv = [sys.executable, "-m", "xproxy.delayrelay", "--listen", listen, "--to", target,
+        argv = [sys.executable, "-m", "testing.delayrelay", "--listen", listen, "--to", target,
                 "--delay-ms", str(delay_ms), "--stats", self.stats_path]
         if rate_kbit:
             argv += ["--rate-kbit", str(rate_kbit)]
@@ -88,7 +88,7 @@ class WanLab:
         env.pop("DISPLAY", None)
         return env
 
-    def __enter__(self) -> "WanLab":
+    def __enter__(self) -> Self:
         try:
             self.start()
         except BaseException:
@@ -96,7 +96,7 @@ class WanLab:
             raise
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def start(self) -> None:
@@ -109,11 +109,11 @@ class WanLab:
         subprocess.run([*XPROXY, "authorize", fp["fingerprint"], "--name", "app"],
                        env=self.display_env, cwd=ROOT, capture_output=True, check=True)
         self.export_log = os.path.join(self.work, "export.log")
-        self.export = subprocess.Popen(
-            [*XPROXY, "export", self.xvfb.name, "--name", "lab", "--port", "0",
-             "--interface", "127.0.0.1", "--no-advertise", *self.export_args],
-            env=self.display_env, cwd=ROOT, stdout=subprocess.PIPE,
-            stderr=open(self.export_log, "w"), text=True)
+        with open(self.export_log, "w") as log:
+            self.export = subprocess.Popen(
+                [*XPROXY, "export", self.xvfb.name, "--name", "lab", "--port", "0",
+                 "--interface", "127.0.0.1", "--no-advertise", *self.export_args],
+                env=self.display_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
         line = self.export.stdout.readline()  # type: ignore[union-attr]
         if not line.startswith("ready"):
             raise RuntimeError(f"export did not start: {line!r}; see {self.export_log}")
@@ -139,8 +139,10 @@ class WanLab:
             **kw: Any) -> subprocess.CompletedProcess:
         kw.setdefault("capture_output", True)
         kw.setdefault("text", True)
-        return subprocess.run(self.run_argv(command, *flags, via=via), env=self.app_env, cwd=ROOT,
-                              timeout=timeout, **kw)
+        kw.setdefault("check", False)
+        argv = self.run_argv(command, *flags, via=via)
+        return subprocess.run(argv, env=self.app_env, cwd=ROOT, timeout=timeout,  # noqa: PLW1510 (in kw)
+                              **kw)
 
     def plain_env(self, delay_ms: float | None = None) -> dict[str, str]:
         """DISPLAY=127.0.0.1:N with the X server's TCP port behind a delaying relay."""

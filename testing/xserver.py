@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from xproxy.xvfb import Xvfb, start_xvfb
+from testing.xvfb import Xvfb, start_xvfb
 
 __all__ = ["Xvfb", "require", "start_xvfb"]
 
