@@ -24,8 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 PY = sys.executable
 BIN = Path(PY).parent
 DISCOVERYD = str(BIN / "discoveryd")
@@ -138,7 +136,7 @@ class Hosts:
     """Two places to run things: namespaces as root, else the host's loopback."""
 
     def __init__(self) -> None:
-        from tests.support import netns
+        from testing import netns
 
         self.ctx = None
         # hosts 0 and 1 run the daemons; host 2 runs the etcd cluster
@@ -253,7 +251,7 @@ def bench_zc_local() -> dict[str, float]:
 
 def start_etcd(hosts: Hosts, tmp: Path) -> tuple[str, list[subprocess.Popen]]:
     """Three etcd members on host 2 (its own namespace as root); returns the --backend URL."""
-    from tests.discovery.etcd_cluster import free_ports
+    from testing.etcd_cluster import free_ports
 
     ip = hosts.ips[2]
     ports = free_ports(6) if ip == "127.0.0.1" else [2379, 2380, 22379, 22380, 32379, 32380]

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # demos/ (the replicated server) is not an installed package
 
 from twisted.internet import asyncioreactor  # noqa: E402
 
@@ -48,7 +48,7 @@ from twisted.protocols import amp  # noqa: E402
 
 from demos.kvstore import Get, Put  # noqa: E402
 from replicaclient import Balancer, First, MembershipFeed, ReplicatedClient  # noqa: E402
-from tests.replicaclient import processes  # noqa: E402
+from testing import replicas as processes  # noqa: E402
 
 THROUGHPUT_CALLS = 6000
 IN_FLIGHT = 32

@@ -17,12 +17,10 @@ import struct
 import sys
 import timeit
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from tests.xproxy import wire  # noqa: E402
-from tests.xproxy.wire import COOKIE, MIT, REAL  # noqa: E402
-from xproxy.observe import Instruments  # noqa: E402
-from xproxy.protocol.connection import AuthPolicy, Watch, X11Connection  # noqa: E402
+from testing import x11wire as wire
+from testing.x11wire import COOKIE, MIT, REAL
+from xproxy.observe.instruments import Instruments
+from xproxy.x11.connection import AuthPolicy, Watch, X11Connection
 
 
 def connection(mode: str) -> tuple[X11Connection, io.StringIO]:

@@ -1,7 +1,7 @@
 """X over a slow link, side by side in one run: how long xterm, xlogo, xclock and xdpyinfo take
 to start at 0, 20 and 100 ms round-trip time, and the bytes and round trips on the wire.
 
-Paths, each through its own delaying relay (xproxy.delayrelay, a fixed one-way delay of half
+Paths, each through its own delaying relay (testing.delayrelay, a fixed one-way delay of half
 the RTT each way) on loopback:
 - plain X over TCP (DISPLAY=127.0.0.1:N, the relay in front of Xvfb's TCP port);
 - ssh -X (a private sshd on loopback, the relay in front of it; only as root);
@@ -35,12 +35,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from tests.support.wanlab import Relay, WanLab  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sshlab import start_sshd  # noqa: E402
+from testing.sshlab import start_sshd
+from testing.wanlab import Relay, WanLab
 
 PROGRAMS: dict[str, tuple[list[str], str | None]] = {
     "xterm": (["xterm", "-e", "true"], None),

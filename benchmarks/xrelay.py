@@ -29,13 +29,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from xproxy import display_socket, xauthfile  # noqa: E402
-from xproxy.xvfb import Xvfb, start_xvfb  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sshlab import start_sshd  # noqa: E402
+from testing.sshlab import start_sshd
+from testing.xvfb import Xvfb, start_xvfb
+from xproxy.relay import display_socket
+from xproxy.trust import xauthfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_TESTS = ["-prop", "-getimage10", "-noop", "-rect10", "-putimage100", "-getimage100"]

@@ -20,7 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from xproxy.xvfb import Xvfb, start_xvfb
+from testing.xvfb import Xvfb, start_xvfb
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT_DIR = os.path.join(ROOT, "demo-output")
@@ -142,7 +142,7 @@ def make_host(name: str, ip: str, prefix: list[str], workdir: str) -> Host:
 @contextlib.contextmanager
 def two_hosts(workdir: str):  # type: ignore[no-untyped-def]
     """(office, laptop): network namespaces when we are root, else loopback."""
-    from tests.support import netns
+    from testing import netns
 
     if netns.available() is None and not os.environ.get("XT_DEMO_LOOPBACK"):
         with netns.netns_lan(2, subnet="10.79.0") as hosts:

@@ -10,9 +10,9 @@ import sys
 import pytest
 from PIL import Image
 
-from tests.support import netns
+from testing import netns
 
-from .support.xserver import require
+from testing.xserver import require
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

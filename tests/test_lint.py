@@ -17,7 +17,7 @@ def run(*argv: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff():
-    done = run("ruff", "check", "xproxy", "discovery", "replicaclient")
+    done = run("ruff", "check", "xproxy", "discovery", "replicaclient", "testing")
     assert done.returncode == 0, done.stdout + done.stderr
 
 

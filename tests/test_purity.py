@@ -26,12 +26,14 @@ FORBIDDEN = frozenset({
     "os", "shutil", "tempfile", "fcntl", "prometheus_client",
 })
 
-# Every module of the X11 and link protocols, plus the listed cores of discovery and
-# replicaclient. An entry in IMPURE must say why the module is an adapter.
-PURE_PACKAGES = ("xproxy.protocol",)
+# Every module of the X11 wire and of round-trip suppression, the link's protocol, plus the
+# listed cores of discovery and replicaclient. An entry in IMPURE must say why the module is an
+# adapter.
+PURE_PACKAGES = ("xproxy.x11", "xproxy.suppress")
 PURE = sorted(
     {f"{package}.{p.stem}" for package in PURE_PACKAGES
      for p in ROOT.joinpath(*package.split(".")).glob("*.py") if p.stem != "__init__"} | {
+        "xproxy.link.protocol",
         "discovery.registry", "discovery.guard", "discovery.schema", "discovery.pacing",
         "discovery.etcdkeys", "discovery.wire", "discovery.browsing", "discovery.journal",
         "replicaclient.policy", "replicaclient.sync", "replicaclient.handoff",

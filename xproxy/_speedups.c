@@ -1,6 +1,6 @@
 /* The framer's inner loop in C: skip the whole requests that pass through untouched.
  *
- * xproxy.protocol.framing has the same function in Python (py_skip_requests), which is
+ * xproxy.x11.framing has the same function in Python (py_skip_requests), which is
  * what runs when this module was not built; tests check that the two agree. A client
  * that sends many small requests per write (x11perf -noop: 4096 NoOperations in 16 KB)
  * otherwise costs the proxy a Python loop turn per request.
@@ -76,7 +76,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "xproxy._speedups",
-    "The framer's inner loop in C (see xproxy.protocol.framing).", -1, methods,
+    "The framer's inner loop in C (see xproxy.x11.framing).", -1, methods,
 };
 
 PyMODINIT_FUNC

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.ready import wait_ready  # noqa: F401 (used by the tests here)
+from testing.ready import wait_ready  # noqa: F401 (used by the tests here)
 
 VENV_BIN = Path(sys.executable).parent
 DISCOVERYD = str(VENV_BIN / "discoveryd")

@@ -24,7 +24,7 @@ from twisted.internet import reactor
 from discovery import client
 
 from .conftest import DISCOVERY
-from .etcd_cluster import EtcdCluster, EtcdMember, free_ports
+from testing.etcd_cluster import EtcdCluster, EtcdMember, free_ports
 from .test_daemon import eventually, sleep
 
 TTL = 3

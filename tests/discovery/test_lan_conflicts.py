@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import netns
+from testing import netns
 
 from .conftest import DISCOVERY, DISCOVERYD, wait_ready
 

@@ -14,7 +14,7 @@ import pytest_twisted
 from twisted.internet import reactor, task
 
 from discovery import client
-from tests.support import netns
+from testing import netns
 
 from .conftest import DISCOVERY, DISCOVERYD, wait_ready
 

@@ -277,7 +277,7 @@ def test_quorum_calls_between_two_stubs_in_one_process(listen):
 def test_a_dead_replica_is_ejected_and_skipped(listen):
     from replicaclient import OutlierDetector
 
-    from tests.replicaclient.processes import free_port
+    from testing.replicas import free_port
 
     good = [listen(ReplicaFactory(Service())) for _ in range(2)]
     dead = f"tcp:127.0.0.1:{free_port()}"

@@ -24,9 +24,9 @@ from twisted.internet import task
 from demos.kvstore import Get, Put
 from replicaclient import ReplicatedClient
 
-from tests.support.ready import wait_ready
+from testing.ready import wait_ready
 
-from .processes import ROOT, free_port
+from testing.replicas import ROOT, free_port
 
 DISCOVERYD = str(Path(sys.executable).parent / "discoveryd")
 

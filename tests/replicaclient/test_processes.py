@@ -12,7 +12,7 @@ from twisted.internet import defer, task
 
 from demos.kvstore import Get, Put
 from replicaclient import NoQuorum, ReplicatedClient
-from tests.replicaclient import processes
+from testing import replicas as processes
 from tests.replicaclient.linearizability import INF, Op, check
 
 

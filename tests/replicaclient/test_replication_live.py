@@ -11,7 +11,7 @@ from twisted.protocols import amp
 
 from demos.kvstore import Get, Put
 from replicaclient import ReplicatedClient
-from tests.replicaclient import processes
+from testing import replicas as processes
 
 
 def _reactor():

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from ..support.xserver import Xvfb, start_xvfb
+from testing.xserver import Xvfb, start_xvfb
 
 XPROXY = [sys.executable, "-m", "xproxy.cli"]
 #: The same, with Python's cycle collector off: what a connection leaves behind only in

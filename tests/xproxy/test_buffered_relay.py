@@ -15,12 +15,12 @@ import socket
 import pytest
 from twisted.internet import defer, task
 
-from xproxy.protocol.connection import AuthPolicy, Watch
-from xproxy.protocol.extensions import ExtensionPolicy
-from xproxy.relay import DELIVER_DELAY, READ_SIZE, ClientSide, ProxyFactory
+from xproxy.relay.proxy import DELIVER_DELAY, READ_SIZE, ClientSide, ProxyFactory
+from xproxy.x11.connection import AuthPolicy, Watch
+from xproxy.x11.extensions import ExtensionPolicy
 
-from . import wire
-from .wire import COOKIE, MIT, REAL
+from testing import x11wire as wire
+from testing.x11wire import COOKIE, MIT, REAL
 
 
 class FakeShim:

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from xproxy.observe import ClientObserver, observers
-from xproxy.protocol.connection import AuthPolicy, X11Connection
-from xproxy.protocol.decode import EXTENSIONS, MAX_PENDING, Decoder
+from xproxy.observe.instruments import ClientObserver, observers
+from xproxy.x11.connection import AuthPolicy, X11Connection
+from xproxy.x11.decode import EXTENSIONS, MAX_PENDING, Decoder
 
-from . import wire
+from testing import x11wire as wire
 
 ORDERS = pytest.mark.parametrize("e", ["<", ">"], ids=["lsb", "msb"])
 

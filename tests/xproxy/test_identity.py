@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from xproxy.identity import (
+from xproxy.trust.identity import (
     AuthorizedHosts,
     Identity,
     IdentityError,

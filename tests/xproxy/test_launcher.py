@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.support import netns
+from testing import netns
 
-from ..support.xserver import require, start_xvfb
+from testing.xserver import require, start_xvfb
 from .test_serve import normalise_xdpyinfo
 
 pytestmark = [

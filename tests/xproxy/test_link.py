@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xproxy.protocol.link import (
+from xproxy.link.protocol import (
     HEADER,
     MAX_PAYLOAD,
     Closed,
@@ -108,7 +108,7 @@ def test_garbage_raises_only_link_protocol_errors(data):
 from twisted.internet import protocol, task  # noqa: E402
 from twisted.internet.testing import StringTransport  # noqa: E402
 
-from xproxy.linkconn import LinkProtocol, LinkSession  # noqa: E402
+from xproxy.link.transport import LinkProtocol, LinkSession  # noqa: E402
 
 
 class Recorder(protocol.Protocol):

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from xproxy.protocol.link import Data, Hello, Link, LinkProtocolError, Opened
+from xproxy.link.protocol import Data, Hello, Link, LinkProtocolError, Opened
 
 
 def feed(dst: Link, data: bytes, rng: random.Random | None = None) -> list:

@@ -12,8 +12,7 @@ import pytest
 from twisted.internet import protocol, task
 from twisted.internet.testing import StringTransport
 
-from xproxy.linkconn import LinkProtocol, LinkSession
-from xproxy.protocol.link import (
+from xproxy.link.protocol import (
     ACK,
     ACK_BYTES,
     ACK_FRAMES,
@@ -30,6 +29,7 @@ from xproxy.protocol.link import (
     ResumeRefused,
     SessionTable,
 )
+from xproxy.link.transport import LinkProtocol, LinkSession
 
 
 def hello_pair(level: int | None = None) -> tuple[Link, Link]:
@@ -434,7 +434,7 @@ def test_the_idle_timer_acknowledges_what_came_since_the_last_ack() -> None:
 def test_a_peer_that_credits_but_never_acknowledges_is_a_protocol_error() -> None:
     """Credit without acknowledgement would let our replay queue grow without end: past
     MAX_UNACKED the link is closed instead."""
-    from xproxy.protocol.link import CREDIT, MAX_UNACKED
+    from xproxy.link.protocol import CREDIT, MAX_UNACKED
 
     app, disp = hello_pair()
     app.open(1)

@@ -16,13 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
 
-from xproxy.metrics import LATENCY_BUCKETS, Metrics
-from xproxy.protocol import connection, framing
-from xproxy.protocol.connection import AuthPolicy, X11Connection
-from xproxy.protocol.decode import Decoder
+from xproxy.observe.metrics import LATENCY_BUCKETS, Metrics
+from xproxy.x11 import connection, framing
+from xproxy.x11.connection import AuthPolicy, X11Connection
+from xproxy.x11.decode import Decoder
 
-from ..support.xserver import require
-from . import wire
+from testing.xserver import require
+from testing import x11wire as wire
 from .test_connection import feed_chunks
 
 

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from ..support.wanlab import ROOT, XPROXY, Relay, WanLab
-from ..support.xserver import require
+from testing.wanlab import ROOT, XPROXY, Relay, WanLab
+from testing.xserver import require
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,7 +35,7 @@ def lab():
 def agent_socket(lab: WanLab, relay: Relay) -> str:
     """Where `run --to xproxy://127.0.0.1:PORT` looks for its link agent (default mode)."""
     code = (f"import os; os.environ['XDG_RUNTIME_DIR']={lab.app_env['XDG_RUNTIME_DIR']!r};"
-            "from xproxy.paths import agent_socket_path;"
+            "from xproxy.run.paths import agent_socket_path;"
             f"print(agent_socket_path('127.0.0.1', {relay.port}, '127.0.0.1:{relay.port}'))")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=ROOT, check=True).stdout.strip()

@@ -1,8 +1,8 @@
-"""`xproxy run` through a link agent's control socket (runservice.py, quickrun.py): requests
+"""`xproxy run` through a link agent's control socket (agent/runservice.py, run/client.py): requests
 checked, a warm run that never imports Twisted, tracing to stdout through a passed descriptor,
 a killed run losing its display, a bad client on the control socket, and an agent that does
 not linger out under a run whose program has no X connection open yet. Real processes: an
-export, a real Xvfb and real X programs on loopback (tests/support/wanlab.py)."""
+export, a real Xvfb and real X programs on loopback (testing/wanlab.py)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ import time
 
 import pytest
 
-from xproxy.runservice import RunRequestError, parse_request
+from xproxy.agent.runservice import RunRequestError, parse_request
 
-from ..support.wanlab import ROOT, WanLab
-from ..support.xserver import require
+from testing.wanlab import ROOT, WanLab
+from testing.xserver import require
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -53,8 +53,8 @@ def test_bad_requests_are_refused_with_a_reason(change, match) -> None:
 def test_the_run_path_imports_no_twisted() -> None:
     """What `xproxy run` imports before it knows whether an agent answers: the standard
     library only (Twisted's reactor alone costs a quarter of a second to import)."""
-    code = ("import sys; from xproxy import cli, quickrun; "
-            "cli.build_parser().parse_args(['run', '--to', '@x', '--', 'true']); "
+    code = ("import sys; from xproxy.cli import main; import xproxy.run.client; "
+            "main.build_parser().parse_args(['run', '--to', '@x', '--', 'true']); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('twisted', 'OpenSSL', 'cryptography', 'zope')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,

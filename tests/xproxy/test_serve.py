@@ -13,11 +13,11 @@ import time
 
 import pytest
 
-from xproxy import xauthfile
-from xproxy.protocol.xauth import FAMILY_LOCAL, MIT_MAGIC_COOKIE_1, XauthEntry
+from xproxy.trust import xauthfile
+from xproxy.x11.xauth import FAMILY_LOCAL, MIT_MAGIC_COOKIE_1, XauthEntry
 
-from . import wire
-from ..support.xserver import Xvfb, require, start_xvfb
+from testing.xserver import Xvfb, require, start_xvfb
+from testing import x11wire as wire
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,4 +1,4 @@
-"""protocol/suppress.py byte by byte: which answers go at once, which wait, what the client sees
+"""suppress/core.py byte by byte: which answers go at once, which wait, what the client sees
 (every sequence number exact and in order), what is swallowed and compared, and the caches."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import struct
 
 import pytest
 
-from xproxy.protocol.errors import ClientProtocolError
-from xproxy.protocol.suppress import DisplayCache, Suppressor, TrueColorMap, Visual, parse_screens
+from xproxy.suppress.core import DisplayCache, Suppressor, TrueColorMap, Visual, parse_screens
+from xproxy.x11.errors import ClientProtocolError
 
 E = "<"
 CMAP, ROOT, VISUAL = 0x20, 0x100, 0x21

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from ..support.wanlab import ROOT, WanLab
-from ..support.xserver import require
+from testing.wanlab import ROOT, WanLab
+from testing.xserver import require
 from .test_serve import normalise_xdpyinfo
 
 pytestmark = pytest.mark.timeout(120)
@@ -182,8 +182,8 @@ def test_xdpyinfo_same_through_suppression_as_direct(lab) -> None:
 FLOOD = r"""
 import os, socket, struct, sys, time
 sys.path.insert(0, %r)
-from xproxy import xauthfile
-from xproxy.protocol.display import parse_display
+from xproxy.trust import xauthfile
+from xproxy.x11.display import parse_display
 d = parse_display(os.environ["DISPLAY"]); e = xauthfile.lookup_for_display(d)
 s = socket.socket(socket.AF_UNIX); s.connect(d.socket_path)
 pad = lambda b: b + b"\0" * (-len(b) %% 4)

@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
-from xproxy import xauthfile
-from xproxy.protocol.display import DisplayNameError, parse_display
-from xproxy.protocol.xauth import (
+from xproxy.trust import xauthfile
+from xproxy.x11.display import DisplayNameError, parse_display
+from xproxy.x11.xauth import (
     FAMILY_INTERNET,
     FAMILY_LOCAL,
     FAMILY_WILD,
@@ -23,7 +23,7 @@ from xproxy.protocol.xauth import (
     serialize_xauthority,
 )
 
-from ..support.xserver import require
+from testing.xserver import require
 
 LOCAL = XauthEntry(FAMILY_LOCAL, b"box", b"3", MIT_MAGIC_COOKIE_1, b"a" * 16)
 INET = XauthEntry(FAMILY_INTERNET, bytes([10, 0, 0, 2]), b"0", MIT_MAGIC_COOKIE_1, b"b" * 16)

@@ -1,0 +1,5 @@
+"""`python -m xproxy.cli`."""
+
+from .main import run
+
+run()

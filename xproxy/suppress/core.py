@@ -1,0 +1,797 @@
+"""Round-trip suppression: answer, near the application, the requests whose replies are known,
+keeping every sequence number the client and the server see exact. Pure: bytes in, bytes out.
+
+Theory of operation
+-------------------
+Every request is forwarded to the server, unchanged, so the server's sequence numbers are the
+client's and the server's state is the same as without us (AllocColor still allocates). When a
+request's reply is known (`DisplayCache`), the client gets our copy of it and the server's reply,
+when it comes, is swallowed and compared byte for byte (a mismatch is logged, counted and the
+cache entry dropped; `verify` mode instead delivers the server's reply and only compares).
+nxcomp's other choice, a NoOperation in the request's place, would save the server a little
+work, but loses that comparison, and AllocColor must be sent anyway.
+
+Ordering. X promises that a reply to request N follows everything the server sent for requests
+before N: an error for N-3 arrives before reply N, and xcb widens 16-bit sequence numbers from
+the last one read and marks requests before N complete (no error) when reply N arrives. So a
+known answer for N is delivered at once only when no request still unconfirmed before N could
+produce an error or an event: every request after the last one the server has finished
+(`done`) must itself be one of ours (known answers cannot fail and make no events). Otherwise
+the answer is held until the server has finished the last unknown request before N; at worst
+that is when the server's own reply to N comes, which is no slower than not suppressing.
+"Finished" is learned from the server's messages: a reply or error with sequence s finishes s,
+an event with sequence s finishes s - 1.
+
+Events the server generates on its own (input, other clients' requests) while it works through
+our known requests carry a sequence number below one we already answered. They are relabelled
+with the last sequence number the client has seen: exactly what the server would have sent had
+the event happened a moment later, and it keeps the sequence numbers a client reads monotonic.
+Replies and errors are never relabelled (none can be in that range, see above).
+
+Answers: InternAtom/GetAtomName (atoms never change for the life of the server),
+QueryExtension/ListExtensions, QueryFont (for a font this connection opened by name),
+ListFonts/ListFontsWithInfo, LookupColor, GetKeyboardMapping/GetModifierMapping (while a
+connection that has been open since the answer was learned is still open, so any MappingNotify
+would have been seen, and until one is), and AllocColor/AllocNamedColor on a screen's default
+colormap when its visual is TrueColor, computed as the X.Org server computes it
+(miResolveColor, then the nearest entry of the colormap's ramp in each channel), and
+QueryColors on such a colormap from the same ramps; and the extension requests of
+`EXT_ANSWERS` (versions, RENDER's picture formats, BIG-REQUESTS' length), whose opcodes come
+from this connection's own QueryExtension answers. An OpenFont of a name that opened once is
+not a barrier. Everything else goes to the server. GetInputFocus is not answered: its reply names the focus window, which other clients
+change without this client hearing of it.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..x11.errors import ClientProtocolError, ServerProtocolError
+from ..x11.framing import MAX_HELD_REQUEST
+
+INTERN_ATOM, GET_ATOM_NAME, OPEN_FONT, CLOSE_FONT, QUERY_FONT = 16, 17, 45, 46, 47
+LIST_FONTS, LIST_FONTS_WITH_INFO = 49, 50
+ALLOC_COLOR, ALLOC_NAMED_COLOR, QUERY_COLORS, LOOKUP_COLOR = 84, 85, 91, 92
+QUERY_EXTENSION, LIST_EXTENSIONS = 98, 99
+GET_KEYBOARD_MAPPING, GET_MODIFIER_MAPPING = 101, 119
+NO_OPERATION = 127
+KEYMAP_NOTIFY, MAPPING_NOTIFY, GENERIC_EVENT = 11, 34, 35
+TRUE_COLOR = 4
+
+#: Extension requests whose replies are a function of the request and of the X server alone
+#: (versions, constant lists), by extension name and minor opcode. They cannot fail but with
+#: BadLength, which a request identical to one the server accepted does not get. A reply may
+#: also depend on the version the same connection announced first (QueryPictFormats leaves
+#: out sub-pixel orders for RENDER clients below 0.6), so the connection's own minor-0
+#: request to the extension is part of the key. XInput is not here: XIQueryVersion fails
+#: for a client that announced another version before.
+EXT_ANSWERS: dict[bytes, frozenset[int]] = {
+    b"BIG-REQUESTS": frozenset({0}),  # Enable: the maximum request length
+    b"RENDER": frozenset({0, 1}),  # QueryVersion, QueryPictFormats
+    b"XKEYBOARD": frozenset({0}),  # UseExtension
+    b"XFIXES": frozenset({0}), b"RANDR": frozenset({0}), b"SHAPE": frozenset({0}),
+    b"Composite": frozenset({0}), b"DAMAGE": frozenset({0}), b"Present": frozenset({0}),
+    b"XC-MISC": frozenset({0}), b"SYNC": frozenset({0}),
+}
+
+#: Extension requests answered by a series of replies with one sequence number, and how to
+#: tell the last one: RECORD's EnableContext sends replies until EndOfData (category 5).
+#: The request is finished only by its last reply (as ListFontsWithInfo's), so an answer held
+#: behind it is not let out between them.
+MULTI_REPLY: dict[tuple[bytes, int], Callable[[int], bool]] = {
+    (b"RECORD", 5): lambda category: category == 5,
+}
+
+#: Requests this module may answer; the value names the cache kind.
+_KINDS = {
+    INTERN_ATOM: "atom", GET_ATOM_NAME: "name", QUERY_FONT: "font", LIST_FONTS: "lf",
+    LIST_FONTS_WITH_INFO: "lfi", ALLOC_COLOR: "color", ALLOC_NAMED_COLOR: "named",
+    LOOKUP_COLOR: "lookup", QUERY_EXTENSION: "ext", LIST_EXTENSIONS: "exts",
+    GET_KEYBOARD_MAPPING: "kbd", GET_MODIFIER_MAPPING: "mod",
+}
+
+
+def _stamp(reply: bytes, endian: str, seq: int) -> bytes:
+    return reply[:2] + struct.pack(endian + "H", seq & 0xFFFF) + reply[4:]
+
+
+def _unstamp(reply: bytes) -> bytes:
+    return reply[:2] + b"\0\0" + reply[4:]
+
+
+# -- TrueColor allocation, as X.Org's dix/colormap.c and mi/micmap.c compute it ---------------
+
+@dataclass(frozen=True, slots=True)
+class Visual:
+    id: int
+    cls: int
+    bits_per_rgb: int
+    red_mask: int
+    green_mask: int
+    blue_mask: int
+    depth: int
+    entries: int = 256
+
+
+def _shift_of(mask: int) -> int:
+    return (mask & -mask).bit_length() - 1 if mask else 0
+
+
+class TrueColorMap:
+    """The default colormap of a TrueColor visual: its three ramps and how AllocColor picks."""
+
+    def __init__(self, v: Visual) -> None:
+        self.v = v
+        bits = v.bits_per_rgb
+        self.shift = 16 - bits
+        self.lim = (1 << bits) - 1
+        self.offsets = [_shift_of(m) for m in (v.red_mask, v.green_mask, v.blue_mask)]
+        self.ramps = []
+        for mask, off in zip((v.red_mask, v.green_mask, v.blue_mask), self.offsets):
+            top = mask >> off
+            # miInitializeColormap: rescale to [0..65535], then to the visual's rgb bits
+            self.ramps.append([((((i * 65535) // top) >> self.shift) * 65535) // self.lim
+                               for i in range(top + 1)])
+
+    def resolve(self, value: int) -> int:
+        return ((value >> self.shift) * 65535) // self.lim  # miResolveColor
+
+    def query(self, pixel: int) -> tuple[int, int, int] | None:
+        """The r, g, b QueryColors replies for a pixel, or None where the server would
+        answer BadValue (bits outside the masks, or an index past the colormap's entries)."""
+        v = self.v
+        if pixel & ~(v.red_mask | v.green_mask | v.blue_mask):
+            return None
+        out = []
+        for mask, off, ramp in zip((v.red_mask, v.green_mask, v.blue_mask), self.offsets,
+                                   self.ramps):
+            i = (pixel & mask) >> off
+            if i >= v.entries:
+                return None
+            out.append(ramp[i])
+        return out[0], out[1], out[2]
+
+    def alloc(self, r: int, g: int, b: int) -> tuple[int, int, int, int]:
+        """(pixel, red, green, blue) as AllocColor replies for a requested r, g, b."""
+        pixel = 0
+        out = []
+        for value, ramp, off in zip((r, g, b), self.ramps, self.offsets):
+            want = self.resolve(value)
+            best, best_d = 0, None
+            for i, entry in enumerate(ramp):  # FindBestPixel: the first smallest distance
+                d = (entry - want) ** 2
+                if best_d is None or d < best_d:
+                    best, best_d = i, d
+            pixel |= best << off
+            out.append(ramp[best])
+        return pixel, out[0], out[1], out[2]
+
+
+def parse_screens(setup: bytes, e: str) -> list[tuple[int, Visual | None]]:
+    """(default colormap, its visual) of each screen of a successful setup reply."""
+    vendor_len, = struct.unpack_from(e + "H", setup, 24)
+    n_screens, n_formats = setup[28], setup[29]
+    pos = 40 + vendor_len + (-vendor_len % 4) + 8 * n_formats
+    screens = []
+    for _ in range(n_screens):
+        cmap, = struct.unpack_from(e + "I", setup, pos + 4)
+        root_visual, = struct.unpack_from(e + "I", setup, pos + 32)
+        n_depths = setup[pos + 39]
+        pos += 40
+        found = None
+        for _ in range(n_depths):
+            depth = setup[pos]
+            n_vis, = struct.unpack_from(e + "H", setup, pos + 2)
+            pos += 8
+            for _ in range(n_vis):
+                vid, cls, bits, entries, rm, gm, bm = struct.unpack_from(e + "IBBHIII", setup, pos)
+                if vid == root_visual:
+                    found = Visual(vid, cls, bits, rm, gm, bm, depth, entries)
+                pos += 24
+        screens.append((cmap, found))
+    return screens
+
+
+# -- the caches ---------------------------------------------------------------------------------
+
+@dataclass
+class Stats:
+    answered: int = 0  # answers given without waiting for the server
+    held: int = 0  # answers known, held until the server had caught up
+    forwarded_replies: int = 0  # replies the client had to wait for from the server
+    compared: int = 0
+    mismatches: int = 0
+
+
+class DisplayCache:
+    """What one display host's X server answers, for the life of that server (its `epoch`).
+    Shared by every connection to it; atoms, extensions, fonts and colour names persist
+    (`to_json`/`from_json`), keyboard mappings only while a witness connection stays open."""
+
+    def __init__(self, epoch: str = "") -> None:
+        self.epoch = epoch
+        self.atoms: dict[bytes, int] = {}
+        self.atom_names: dict[int, bytes] = {}
+        self.replies: dict[tuple[str, str, bytes], bytes | tuple[bytes, ...]] = {}
+        self.colors: dict[bytes, tuple[int, int, int]] = {}  # name -> exact r, g, b
+        self.keymaps: dict[tuple[str, str, bytes], tuple[bytes, set[int]]] = {}
+        self.open_connections: set[int] = set()
+        self.stats = Stats()
+        self.mismatch_log: list[dict[str, Any]] = []
+        self.changed = False
+        self.no_color = False  # set if a computed AllocColor ever differed from the server's
+        self.fonts_ok: set[bytes] = set()  # names an OpenFont has opened without error
+
+    # keyboard mappings: valid while a connection that has seen every MappingNotify since
+    def keymap(self, key: tuple[str, str, bytes]) -> bytes | None:
+        entry = self.keymaps.get(key)
+        return entry[0] if entry else None
+
+    def learn_keymap(self, key: tuple[str, str, bytes], reply: bytes) -> None:
+        self.keymaps[key] = (reply, set(self.open_connections))
+
+    def mapping_changed(self) -> None:
+        self.keymaps.clear()
+
+    def connection_opened(self, number: int) -> None:
+        self.open_connections.add(number)
+
+    def connection_closed(self, number: int) -> None:
+        self.open_connections.discard(number)
+        for key, (_, witnesses) in list(self.keymaps.items()):
+            witnesses.discard(number)
+            if not witnesses:
+                del self.keymaps[key]
+
+    def learn_atom(self, name: bytes, atom: int) -> None:
+        if atom and self.atoms.get(name) != atom:
+            self.atoms[name] = atom
+            self.atom_names[atom] = name
+            self.changed = True
+
+    def forget(self, kind: str, e: str, arg: bytes) -> None:
+        self.changed = True
+        if kind == "atom":
+            atom = self.atoms.pop(arg, None)
+            self.atom_names.pop(atom or 0, None)
+        elif kind == "name":
+            (atom,) = struct.unpack(">I", arg)
+            name = self.atom_names.pop(atom, None)
+            self.atoms.pop(name or b"", None)
+        elif kind in ("kbd", "mod"):
+            self.keymaps.pop((e, kind, arg), None)
+        elif kind == "named":
+            self.colors.pop(arg[4:], None)
+        elif kind in ("color", "qcolors"):
+            self.no_color = True
+        else:
+            self.replies.pop((e, kind, arg), None)
+
+    def to_json(self) -> dict[str, Any]:
+        def enc(b: bytes) -> str:
+            return base64.b64encode(b).decode()
+
+        replies = {}
+        for (e, kind, arg), value in self.replies.items():
+            key = f"{e}|{kind}|{enc(arg)}"
+            replies[key] = [enc(v) for v in value] if isinstance(value, tuple) else enc(value)
+        return {"epoch": self.epoch,
+                "atoms": {enc(k): v for k, v in self.atoms.items()},
+                "colors": {enc(k): list(v) for k, v in self.colors.items()},
+                "replies": replies, "fonts": sorted(enc(f) for f in self.fonts_ok)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DisplayCache:
+        dec = base64.b64decode
+        cache = cls(str(data.get("epoch", "")))
+        for k, v in data.get("atoms", {}).items():
+            cache.learn_atom(dec(k), int(v))
+        for k, v in data.get("colors", {}).items():
+            cache.colors[dec(k)] = (int(v[0]), int(v[1]), int(v[2]))
+        for key, value in data.get("replies", {}).items():
+            e, kind, arg = key.split("|", 2)
+            cache.replies[(e, kind, dec(arg))] = (tuple(dec(v) for v in value)
+                                                  if isinstance(value, list) else dec(value))
+        cache.fonts_ok = {dec(f) for f in data.get("fonts", [])}
+        cache.changed = False
+        return cache
+
+
+# -- one connection -------------------------------------------------------------------------------
+
+@dataclass
+class _Held:
+    seq: int
+    barrier: int
+    replies: tuple[bytes, ...]  # already stamped
+
+
+class _Cutter:
+    """Cuts a byte stream into messages by their headers, streaming through those nobody
+    needs whole. `frame(buf, pos, avail)` returns (size, whole) or None for a short header;
+    `message(bytes)` returns what to send on for a message held whole."""
+
+    def __init__(self, frame: Callable[[bytearray, int, int], tuple[int, bool] | None],
+                 message: Callable[[bytes], bytes], header: int) -> None:
+        self.frame, self.message, self.header = frame, message, header
+        self.buf = bytearray()
+        self.stream = 0  # bytes of a passing message still to come
+        self.whole = 0  # size of the message being collected whole, 0 if none
+
+    @property
+    def at_boundary(self) -> bool:
+        return self.stream == 0 and not self.buf
+
+    def feed(self, data: bytes) -> list[bytes]:
+        out: list[bytes] = []
+        view = memoryview(data)
+        pos, n = 0, len(data)
+        while pos < n:
+            if self.stream:
+                take = min(self.stream, n - pos)
+                out.append(bytes(view[pos : pos + take]))
+                self.stream -= take
+                pos += take
+                continue
+            if self.whole:
+                take = min(self.whole - len(self.buf), n - pos)
+                self.buf += view[pos : pos + take]
+                pos += take
+                if len(self.buf) == self.whole:
+                    msg = bytes(self.buf)
+                    self.buf.clear()
+                    self.whole = 0
+                    out.append(self.message(msg))
+                continue
+            take = min(self.header - len(self.buf), n - pos)
+            self.buf += view[pos : pos + take]
+            pos += take
+            framed = self.frame(self.buf, 0, len(self.buf))
+            if framed is None:
+                continue
+            size, whole = framed
+            if whole:
+                self.whole = size
+                if len(self.buf) >= size:  # a message shorter than the header we read
+                    extra = bytes(self.buf[size:])
+                    del self.buf[size:]
+                    msg = bytes(self.buf)
+                    self.buf.clear()
+                    self.whole = 0
+                    out.append(self.message(msg))
+                    out.extend(self.feed(extra))
+                continue
+            head = bytes(self.buf)
+            self.buf.clear()
+            if len(head) >= size:
+                out.append(head[:size])
+                out.extend(self.feed(head[size:]))
+            else:
+                out.append(head)
+                self.stream = size - len(head)
+        return out
+
+
+class Suppressor:
+    """One X connection seen from the app side, between the client and the link.
+
+    `from_client(data)` returns (bytes for the server, bytes for the client);
+    `from_server(data)` returns bytes for the client. `number` identifies the connection to
+    the shared cache (keyboard-mapping witnesses)."""
+
+    def __init__(self, cache: DisplayCache, number: int = 0, verify: bool = False,
+                 enabled: bool = True) -> None:
+        self.cache = cache
+        self.number = number
+        self.verify = verify
+        self.enabled = enabled
+        self.e = "<"
+        self.setup_done = False
+        self.server_setup_done = False
+        self.seq = 0  # full number of the last request sent
+        self.barrier = 0  # full number of the last forwarded request we cannot vouch for
+        self.done = 0  # full number of the last request the server has finished
+        self.last_read = 0  # widened sequence number of the last server message
+        self.delivered = 0  # highest sequence number the client has been given
+        self.ext_names: dict[int, bytes] = {}  # major opcode -> extension, from its replies
+        self.ext_version: dict[bytes, bytes] = {}  # extension -> our minor-0 request's body
+        self.multi: dict[int, Callable[[int], bool]] = {}  # seq -> "is this its last reply"
+        self.colormaps: dict[int, TrueColorMap] = {}
+        self.fonts: dict[int, bytes] = {}
+        self.opening: dict[int, bytes] = {}  # seq -> name of an OpenFont not yet finished
+        self.learn: dict[int, tuple[str, bytes]] = {}  # seq -> what its reply teaches
+        self.partial: dict[int, list[bytes]] = {}  # ListFontsWithInfo replies so far
+        self.swallow: dict[int, tuple[str, bytes, tuple[bytes, ...]]] = {}
+        self.held: deque[_Held] = deque()
+        self.to_client: list[bytes] = []
+        self._release_pending = False
+        self.client = _Cutter(self._client_frame, self._client_message, 12)
+        self.server = _Cutter(self._server_frame, self._server_message, 32)
+        cache.connection_opened(number)
+
+    def close(self) -> None:
+        self.cache.connection_closed(self.number)
+
+    # -- client to server -------------------------------------------------------------------
+
+    def from_client(self, data: bytes) -> tuple[bytes, bytes]:
+        out = b"".join(self.client.feed(data))
+        # answers wait while a server message streams through; it carries them at its end
+        back = self._take_answers() if self.server.at_boundary and self.to_client else b""
+        return out, back
+
+    def _client_frame(self, buf: bytearray, pos: int, avail: int) -> tuple[int, bool] | None:
+        if not self.setup_done:
+            if avail < 12:
+                return None
+            self.e = "<" if buf[pos] == 0x6C else ">"
+            n, d = struct.unpack_from(self.e + "HH", buf, pos + 6)
+            return 12 + n + (-n % 4) + d + (-d % 4), True
+        if avail < 4:
+            return None
+        opcode = buf[pos]
+        (length,) = struct.unpack_from(self.e + "H", buf, pos + 2)
+        if length == 0:
+            if avail < 8:
+                return None
+            (length,) = struct.unpack_from(self.e + "I", buf, pos + 4)
+            if length < 2:
+                raise ClientProtocolError("BIG-REQUESTS length below 2 words")
+        self.seq += 1
+        if opcode in _KINDS or opcode in (OPEN_FONT, CLOSE_FONT):
+            return self._held_size(opcode, length), True
+        if opcode >= 128:
+            name = self.ext_names.get(opcode, b"")
+            answers = EXT_ANSWERS.get(name)
+            if answers is not None and buf[pos + 1] in answers:
+                return self._held_size(opcode, length), True
+            last = MULTI_REPLY.get((name, buf[pos + 1]))
+            if last is not None:
+                self.multi[self.seq] = last
+        if opcode != NO_OPERATION:
+            self.barrier = self.seq
+        return length * 4, False
+
+    @staticmethod
+    def _held_size(opcode: int, length: int) -> int:
+        if length * 4 > MAX_HELD_REQUEST:
+            raise ClientProtocolError(f"request {opcode} of {length * 4} bytes is longer than "
+                                      f"any request of its kind")
+        return length * 4
+
+    def _client_message(self, msg: bytes) -> bytes:
+        if not self.setup_done:
+            self.setup_done = True
+            return msg
+        opcode = msg[0]
+        seq = self.seq
+        e = self.e
+        if opcode == OPEN_FONT:
+            fid, n = struct.unpack_from(e + "IH", msg, 4)
+            name = msg[12 : 12 + n]
+            # A name this server has opened before (an OpenFont of it finished without an
+            # error, or we hold its QueryFont reply) cannot fail with BadName; a fresh id
+            # cannot fail with BadIDChoice unless the client reuses a live id, which its own
+            # allocator never does. Anything else may fail: a barrier, and if it succeeds,
+            # the name is known to open from then on.
+            c = self.cache
+            if not (self.enabled and (name in c.fonts_ok or (e, "font", name) in c.replies)
+                    and fid not in self.fonts):
+                self.barrier = seq
+                if name not in c.fonts_ok:
+                    self.opening[seq] = name
+            self.fonts[fid] = name
+            return msg
+        if opcode == CLOSE_FONT:
+            self.fonts.pop(struct.unpack_from(e + "I", msg, 4)[0], None)
+            self.barrier = seq
+            return msg
+        known: tuple[bytes, tuple[bytes, ...]] | None
+        if opcode >= 128:
+            kind = "xreq"
+            name, minor = self.ext_names[opcode], msg[1]
+            context = self.ext_version.get(name, b"")
+            arg = name + struct.pack(">BBH", 0, minor, len(context)) + context + msg[4:]
+            if minor == 0:
+                self.ext_version[name] = msg[4:]
+            value = self.cache.replies.get((e, kind, arg)) if self.enabled else None
+            if not isinstance(value, bytes):
+                self.barrier = seq
+                self.learn[seq] = (kind, arg)
+                return msg
+            known = (arg, (value,))
+        else:
+            kind = _KINDS[opcode]
+            known = self._answer(kind, msg) if self.enabled else None
+        if known is None:
+            self.barrier = seq
+            learn = self._learn_key(kind, msg)
+            if learn is not None:
+                self.learn[seq] = learn
+            return msg
+        key, replies = known
+        if opcode == QUERY_EXTENSION and replies[0][8]:
+            self.ext_names[replies[0][9]] = key
+        stamped = tuple(_stamp(r, e, seq) for r in replies)
+        self.swallow[seq] = (kind, key, stamped)
+        if self.verify:
+            self.barrier = seq  # the client waits for the server's own reply
+            return msg
+        if self.barrier <= self.done and not self.held:
+            self.to_client.extend(stamped)
+            self.delivered = max(self.delivered, seq)
+            self.cache.stats.answered += 1
+        else:
+            self.held.append(_Held(seq, self.barrier, stamped))
+            self.cache.stats.held += 1
+        return msg
+
+    def _learn_key(self, kind: str, msg: bytes) -> tuple[str, bytes] | None:
+        e = self.e
+        if kind == "atom":
+            n, = struct.unpack_from(e + "H", msg, 4)
+            return kind, msg[8 : 8 + n]
+        if kind == "name":
+            return kind, struct.pack(">I", *struct.unpack_from(e + "I", msg, 4))
+        if kind == "font":
+            name = self.fonts.get(struct.unpack_from(e + "I", msg, 4)[0])
+            return (kind, name) if name is not None else None
+        if kind in ("lf", "lfi"):
+            return kind, msg[4:]
+        if kind in ("named", "lookup"):
+            cmap, n = struct.unpack_from(e + "IH", msg, 4)
+            if cmap not in self.colormaps:
+                return None
+            return kind, struct.pack(">I", cmap) + msg[12 : 12 + n]
+        if kind == "ext":
+            n, = struct.unpack_from(e + "H", msg, 4)
+            return kind, msg[8 : 8 + n]
+        if kind == "kbd":
+            return kind, msg[4:6]
+        if kind in ("exts", "mod"):
+            return kind, b""
+        return None
+
+    def _answer(self, kind: str, msg: bytes) -> tuple[bytes, tuple[bytes, ...]] | None:
+        """(cache key, the server's replies) when the answer is known, else None."""
+        c, e = self.cache, self.e
+        if kind == "color":
+            cmap, r, g, b = struct.unpack_from(e + "IHHH", msg, 4)
+            tc = self.colormaps.get(cmap)
+            if tc is None or c.no_color:
+                return None
+            pixel, rr, gg, bb = tc.alloc(r, g, b)
+            return b"", (struct.pack(e + "BBHIHHHHI12x", 1, 0, 0, 0, rr, gg, bb, 0, pixel),)
+        if kind == "qcolors":
+            cmap, = struct.unpack_from(e + "I", msg, 4)
+            tc = self.colormaps.get(cmap)
+            n = (len(msg) - 8) // 4
+            if tc is None or c.no_color or not 0 < n <= 16000:
+                return None
+            items = []
+            for pixel in struct.unpack_from(e + f"{n}I", msg, 8):
+                rgb = tc.query(pixel)
+                if rgb is None:
+                    return None  # BadValue: let the server say so
+                items.append(struct.pack(e + "HHH2x", *rgb))
+            return b"", (struct.pack(e + "BBHIH22x", 1, 0, 0, 2 * n, n) + b"".join(items),)
+        learn = self._learn_key(kind, msg)
+        if learn is None:
+            return None
+        _, arg = learn
+        if kind == "atom":
+            if msg[1] > 1:
+                return None  # BadValue
+            atom = c.atoms.get(arg)
+            if atom is None:
+                return None
+            return arg, (struct.pack(e + "BBHII20x", 1, 0, 0, 0, atom),)
+        if kind == "name":
+            name = c.atom_names.get(struct.unpack(">I", arg)[0])
+            if name is None:
+                return None
+            n = len(name)
+            body = name + b"\0" * (-n % 4)
+            return arg, (struct.pack(e + "BBHIH22x", 1, 0, 0, len(body) // 4, n) + body,)
+        if kind == "named":
+            exact = c.colors.get(arg[4:])
+            tc = self.colormaps.get(struct.unpack_from(e + "I", msg, 4)[0])
+            if exact is None or tc is None or c.no_color:
+                return None
+            pixel, rr, gg, bb = tc.alloc(*exact)
+            return arg, (struct.pack(e + "BBHII3H3H8x", 1, 0, 0, 0, pixel, *exact, rr, gg, bb),)
+        if kind in ("kbd", "mod"):
+            reply = c.keymap((e, kind, arg))
+            return (arg, (reply,)) if reply is not None else None
+        value = c.replies.get((e, kind, arg))
+        if value is None:
+            return None
+        return arg, value if isinstance(value, tuple) else (value,)
+
+    # -- server to client -------------------------------------------------------------------
+
+    def from_server(self, data: bytes) -> bytes:
+        parts = self.server.feed(data)
+        if self.opening:
+            self._opened()
+        if self.server.at_boundary:
+            self._release(self.done)
+            if self.to_client:
+                parts.append(self._take_answers())
+        return b"".join(parts)
+
+    def _opened(self) -> None:
+        """Fonts whose OpenFont the server has finished: without an error (an error would
+        have come first and taken it out of `opening`), so the name opens."""
+        for seq in [s for s in self.opening if s <= self.done]:
+            self.cache.fonts_ok.add(self.opening.pop(seq))
+            self.cache.changed = True
+
+    def _take_answers(self) -> bytes:
+        out = b"".join(self.to_client)
+        self.to_client.clear()
+        return out
+
+    def _release(self, done: int, below: int | None = None) -> bytes:
+        """Queue the held answers whose barrier the server has finished (with `below`: also
+        every one for a request before that sequence number); returns everything queued."""
+        held = self.held
+        while held and (held[0].barrier <= done or (below is not None and held[0].seq < below)):
+            h = held.popleft()
+            self.to_client.extend(h.replies)
+            self.delivered = max(self.delivered, h.seq)
+        return self._take_answers() if self.to_client else b""
+
+    def _server_frame(self, buf: bytearray, pos: int, avail: int) -> tuple[int, bool] | None:
+        if not self.server_setup_done:
+            if avail < 8:
+                return None
+            (words,) = struct.unpack_from(self.e + "H", buf, pos + 6)
+            return 8 + 4 * words, True
+        if avail < 32:
+            return None
+        kind = buf[pos]
+        size = 32
+        if kind == 1 or kind & 0x7F == GENERIC_EVENT:
+            (length,) = struct.unpack_from(self.e + "I", buf, pos + 4)
+            size += 4 * length
+        if kind & 0x7F == KEYMAP_NOTIFY:
+            return size, False  # no sequence number; it follows its event at once
+        (seq16,) = struct.unpack_from(self.e + "H", buf, pos + 2)
+        last = self.last_read
+        seq = last + ((seq16 - last) & 0xFFFF)
+        if seq > self.seq:  # the server is never ahead of the requests sent
+            seq -= 0x10000
+        if seq < 0:
+            raise ServerProtocolError(f"sequence number {seq16} of a request not sent")
+        self.last_read = seq
+        if kind == 0 and self.opening:
+            self.opening.pop(seq, None)  # that font did not open
+        # whole: to drop or relabel it, to learn from it, or to put answers before or after it
+        whole = (kind <= 1 and (seq in self.swallow or seq in self.learn)) \
+            or kind & 0x7F == MAPPING_NOTIFY or seq < self.delivered \
+            or bool(self.held) or bool(self.to_client)
+        if not whole:  # passes through as it is
+            if kind == 1 and seq in self.multi and not self.multi[seq](buf[pos + 1]):
+                finished = seq - 1  # more replies to come for it
+            else:
+                finished = seq if kind <= 1 else seq - 1
+                if kind <= 1:
+                    self.multi.pop(seq, None)
+            self.done = max(self.done, finished)
+            self.delivered = max(self.delivered, seq)
+            if kind == 1:
+                self.cache.stats.forwarded_replies += 1
+        return size, whole
+
+    def _server_message(self, msg: bytes) -> bytes:
+        if not self.server_setup_done:
+            self.server_setup_done = True
+            if msg[0] == 1:
+                for cmap, visual in parse_screens(msg, self.e):
+                    if visual is not None and visual.cls == TRUE_COLOR and visual.depth < 32:
+                        self.colormaps[cmap] = TrueColorMap(visual)
+            return msg
+        kind = msg[0]
+        seq = self.last_read
+        # everything before `seq` is finished; answers for requests before it go first
+        self.done = max(self.done, seq - 1)
+        before = self._release(self.done, below=seq)
+        if kind > 1:
+            if kind & 0x7F == MAPPING_NOTIFY:
+                self.cache.mapping_changed()
+            if seq < self.delivered:  # an event of its own, while our answers went ahead
+                msg = _stamp(msg, self.e, self.delivered)
+            self.delivered = max(self.delivered, seq)
+            return before + msg + self._release(self.done)
+        final = True
+        if seq in self.swallow:
+            final = self._compare(seq, msg)
+            msg = b""
+        else:
+            if kind == 1 and seq in self.learn:
+                final = self._learn(seq, msg)
+            elif seq in self.partial:
+                final = msg[1] == 0
+            if seq in self.multi:
+                final = kind == 0 or self.multi[seq](msg[1])
+                if final:
+                    del self.multi[seq]
+            if kind == 0:
+                self.learn.pop(seq, None)
+                self.partial.pop(seq, None)
+                final = True
+            if kind == 1:
+                self.cache.stats.forwarded_replies += final
+            self.delivered = max(self.delivered, seq)
+        if final:
+            self.done = max(self.done, seq)
+        return before + msg + self._release(self.done)
+
+    def _compare(self, seq: int, msg: bytes) -> bool:
+        """Check the server's reply against ours; True once the request has all its replies."""
+        kind, key, ours = self.swallow[seq]
+        if kind == "lfi" and msg[0] == 1:
+            got = self.partial.setdefault(seq, [])
+            got.append(msg)
+            if msg[1] != 0:
+                return False  # more to come
+            del self.partial[seq]
+            theirs = tuple(got)
+        else:
+            theirs = (msg,)
+        del self.swallow[seq]
+        stats = self.cache.stats
+        stats.compared += 1
+        if theirs != ours:
+            stats.mismatches += 1
+            self.cache.mismatch_log.append({
+                "kind": kind, "key": base64.b64encode(key).decode(), "seq": seq,
+                "ours": [r.hex() for r in ours], "server": [r.hex() for r in theirs]})
+            self.cache.forget(kind, self.e, key)
+        if self.verify:  # the client gets the server's own reply
+            self.to_client.extend(theirs)
+            self.delivered = max(self.delivered, seq)
+        return True
+
+    def _learn(self, seq: int, msg: bytes) -> bool:
+        """Remember what the reply teaches; True once the request has all its replies."""
+        kind, arg = self.learn[seq]
+        c, e = self.cache, self.e
+        if kind == "lfi":
+            got = self.partial.setdefault(seq, [])
+            got.append(msg)
+            if msg[1] != 0:
+                return False
+            del self.partial[seq]
+            del self.learn[seq]
+            c.replies[(e, kind, arg)] = tuple(_unstamp(r) for r in got)
+            c.changed = True
+            return True
+        del self.learn[seq]
+        if kind == "atom":
+            c.learn_atom(arg, struct.unpack_from(e + "I", msg, 8)[0])
+        elif kind == "name":
+            n, = struct.unpack_from(e + "H", msg, 8)
+            c.learn_atom(msg[32 : 32 + n], struct.unpack(">I", arg)[0])
+        elif kind == "named":
+            c.colors[arg[4:]] = struct.unpack_from(e + "3H", msg, 12)
+            c.changed = True
+        elif kind in ("kbd", "mod"):
+            c.learn_keymap((e, kind, arg), _unstamp(msg))
+        else:
+            if kind == "lookup":
+                c.colors[arg[4:]] = struct.unpack_from(e + "3H", msg, 8)
+            if kind == "ext" and msg[8]:
+                self.ext_names[msg[9]] = arg
+            c.replies[(e, kind, arg)] = _unstamp(msg)
+            c.changed = True
+        return True
+
+
+__all__ = ["DisplayCache", "Stats", "Suppressor", "TrueColorMap", "Visual", "parse_screens"]
