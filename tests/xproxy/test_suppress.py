@@ -9,7 +9,15 @@ import struct
 import pytest
 
 from xproxy.protocol.errors import ClientProtocolError
-from xproxy.protocol.suppress import DisplayCache, Suppressor, TrueColorMap, Visual, parse_screens
+from xproxy.protocol.suppress import (
+    KINDS,
+    DisplayCache,
+    Kind,
+    Suppressor,
+    TrueColorMap,
+    Visual,
+    parse_screens,
+)
 
 E = "<"
 CMAP, ROOT, VISUAL = 0x20, 0x100, 0x21
@@ -182,6 +190,56 @@ def test_truecolor_565_ramp() -> None:
     assert pixel == 0 and (r, g, b) == (0, 0, 0)
     assert tc.query(pixel) == (0, 0, 0)
     assert tc.query(0x10000) is None
+
+
+def query_colors(*pixels: int, cmap: int = CMAP) -> bytes:
+    return struct.pack(f"<BxHI{len(pixels)}I", 91, 2 + len(pixels), cmap, *pixels)
+
+
+def query_colors_reply(seq: int, *rgbs: tuple[int, int, int]) -> bytes:
+    return (struct.pack("<BBHIH22x", 1, 0, seq & 0xFFFF, 2 * len(rgbs), len(rgbs))
+            + b"".join(struct.pack("<HHH2x", *rgb) for rgb in rgbs))
+
+
+def test_truecolor_query_colors_computed_from_the_ramps_and_still_sent() -> None:
+    h = Harness()
+    base = h.s.seq
+    request = query_colors(0xFF8012, 0, 0x0000FF)
+    h.send(request)
+    assert h.to_server.endswith(request)
+    assert h.to_client == query_colors_reply(base + 1, (0xFFFF, 0x8080, 0x1212), (0, 0, 0),
+                                             (0, 0, 0xFFFF))
+    assert h.cache.stats.answered == 1
+    h.take()
+    h.server(query_colors_reply(base + 1, (0xFFFF, 0x8080, 0x1212), (0, 0, 0), (0, 0, 0xFFFF)))
+    assert h.to_client == b"" and h.cache.stats.mismatches == 0
+
+
+def test_query_colors_the_server_may_refuse_goes_to_the_server() -> None:
+    h = Harness()
+    h.send(query_colors(0x1000000))  # a bit outside the masks: BadValue
+    h.send(query_colors(1, cmap=0x400001))  # not a default TrueColor colormap
+    h.send(query_colors(*range(20000)))  # longer than any answered here: not read whole
+    assert h.to_client == b"" and h.cache.stats.answered == h.cache.stats.held == 0
+    assert h.to_server.endswith(query_colors(*range(20000)))
+
+
+def test_a_query_colors_mismatch_stops_computing_colours() -> None:
+    h = Harness()
+    base = h.s.seq
+    h.send(query_colors(0x010203))
+    h.server(query_colors_reply(base + 1, (1, 2, 3)))
+    assert h.cache.stats.mismatches == 1 and h.cache.no_color
+    assert h.cache.mismatch_log[0]["kind"] == "qcolors"
+    h.take()
+    h.send(query_colors(0x010203), alloc_color(1, 2, 3))
+    assert h.to_client == b""
+
+
+def test_every_answer_kind_is_reachable() -> None:
+    """A Kind no request maps to is dead code in the suppressor (as QueryColors once was)."""
+    assert set(KINDS.values()) | {Kind.EXT_REQUEST} == set(Kind)
+    assert len(set(KINDS.values())) == len(KINDS)
 
 
 def test_mismatch_is_counted_and_the_entry_forgotten() -> None:

@@ -49,6 +49,7 @@ import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from .errors import ClientProtocolError, ServerProtocolError
@@ -87,13 +88,40 @@ MULTI_REPLY: dict[tuple[bytes, int], Callable[[int], bool]] = {
     (b"RECORD", 5): lambda category: category == 5,
 }
 
-#: Requests this module may answer; the value names the cache kind.
-_KINDS = {
-    INTERN_ATOM: "atom", GET_ATOM_NAME: "name", QUERY_FONT: "font", LIST_FONTS: "lf",
-    LIST_FONTS_WITH_INFO: "lfi", ALLOC_COLOR: "color", ALLOC_NAMED_COLOR: "named",
-    LOOKUP_COLOR: "lookup", QUERY_EXTENSION: "ext", LIST_EXTENSIONS: "exts",
-    GET_KEYBOARD_MAPPING: "kbd", GET_MODIFIER_MAPPING: "mod",
+
+
+class Kind(Enum):
+    """What kind of answer a request has: how it is keyed, answered, learnt and forgotten.
+    The values name the kind in the cache file and the mismatch log."""
+
+    ATOM = "atom"  # InternAtom
+    ATOM_NAME = "name"  # GetAtomName
+    FONT = "font"  # QueryFont
+    LIST_FONTS = "lf"
+    LIST_FONTS_WITH_INFO = "lfi"
+    ALLOC_COLOR = "color"
+    ALLOC_NAMED_COLOR = "named"
+    QUERY_COLORS = "qcolors"
+    LOOKUP_COLOR = "lookup"
+    EXTENSION = "ext"  # QueryExtension
+    EXTENSIONS = "exts"  # ListExtensions
+    KEYBOARD = "kbd"  # GetKeyboardMapping
+    MODIFIERS = "mod"  # GetModifierMapping
+    EXT_REQUEST = "xreq"  # an extension request of EXT_ANSWERS
+
+
+#: Requests this module may answer, by opcode (extension requests aside: Kind.EXT_REQUEST).
+KINDS: dict[int, Kind] = {
+    INTERN_ATOM: Kind.ATOM, GET_ATOM_NAME: Kind.ATOM_NAME, QUERY_FONT: Kind.FONT,
+    LIST_FONTS: Kind.LIST_FONTS, LIST_FONTS_WITH_INFO: Kind.LIST_FONTS_WITH_INFO,
+    ALLOC_COLOR: Kind.ALLOC_COLOR, ALLOC_NAMED_COLOR: Kind.ALLOC_NAMED_COLOR,
+    QUERY_COLORS: Kind.QUERY_COLORS, LOOKUP_COLOR: Kind.LOOKUP_COLOR,
+    QUERY_EXTENSION: Kind.EXTENSION, LIST_EXTENSIONS: Kind.EXTENSIONS,
+    GET_KEYBOARD_MAPPING: Kind.KEYBOARD, GET_MODIFIER_MAPPING: Kind.MODIFIERS,
 }
+_KEYMAP_KINDS = frozenset({Kind.KEYBOARD, Kind.MODIFIERS})
+#: The most pixels of a QueryColors answered here; a longer one goes to the server unread.
+MAX_QUERY_COLORS = 16000
 
 
 def _stamp(reply: bytes, endian: str, seq: int) -> bytes:
@@ -217,9 +245,9 @@ class DisplayCache:
         self.epoch = epoch
         self.atoms: dict[bytes, int] = {}
         self.atom_names: dict[int, bytes] = {}
-        self.replies: dict[tuple[str, str, bytes], bytes | tuple[bytes, ...]] = {}
+        self.replies: dict[tuple[str, Kind, bytes], bytes | tuple[bytes, ...]] = {}
         self.colors: dict[bytes, tuple[int, int, int]] = {}  # name -> exact r, g, b
-        self.keymaps: dict[tuple[str, str, bytes], tuple[bytes, set[int]]] = {}
+        self.keymaps: dict[tuple[str, Kind, bytes], tuple[bytes, set[int]]] = {}
         self.open_connections: set[int] = set()
         self.stats = Stats()
         self.mismatch_log: list[dict[str, Any]] = []
@@ -228,11 +256,11 @@ class DisplayCache:
         self.fonts_ok: set[bytes] = set()  # names an OpenFont has opened without error
 
     # keyboard mappings: valid while a connection that has seen every MappingNotify since
-    def keymap(self, key: tuple[str, str, bytes]) -> bytes | None:
+    def keymap(self, key: tuple[str, Kind, bytes]) -> bytes | None:
         entry = self.keymaps.get(key)
         return entry[0] if entry else None
 
-    def learn_keymap(self, key: tuple[str, str, bytes], reply: bytes) -> None:
+    def learn_keymap(self, key: tuple[str, Kind, bytes], reply: bytes) -> None:
         self.keymaps[key] = (reply, set(self.open_connections))
 
     def mapping_changed(self) -> None:
@@ -254,20 +282,20 @@ class DisplayCache:
             self.atom_names[atom] = name
             self.changed = True
 
-    def forget(self, kind: str, e: str, arg: bytes) -> None:
+    def forget(self, kind: Kind, e: str, arg: bytes) -> None:
         self.changed = True
-        if kind == "atom":
+        if kind is Kind.ATOM:
             atom = self.atoms.pop(arg, None)
             self.atom_names.pop(atom or 0, None)
-        elif kind == "name":
+        elif kind is Kind.ATOM_NAME:
             (atom,) = struct.unpack(">I", arg)
             name = self.atom_names.pop(atom, None)
             self.atoms.pop(name or b"", None)
-        elif kind in ("kbd", "mod"):
+        elif kind in _KEYMAP_KINDS:
             self.keymaps.pop((e, kind, arg), None)
-        elif kind == "named":
+        elif kind is Kind.ALLOC_NAMED_COLOR:
             self.colors.pop(arg[4:], None)
-        elif kind in ("color", "qcolors"):
+        elif kind in (Kind.ALLOC_COLOR, Kind.QUERY_COLORS):
             self.no_color = True
         else:
             self.replies.pop((e, kind, arg), None)
@@ -278,7 +306,7 @@ class DisplayCache:
 
         replies = {}
         for (e, kind, arg), value in self.replies.items():
-            key = f"{e}|{kind}|{enc(arg)}"
+            key = f"{e}|{kind.value}|{enc(arg)}"
             replies[key] = [enc(v) for v in value] if isinstance(value, tuple) else enc(value)
         return {"epoch": self.epoch,
                 "atoms": {enc(k): v for k, v in self.atoms.items()},
@@ -293,10 +321,12 @@ class DisplayCache:
             cache.learn_atom(dec(k), int(v))
         for k, v in data.get("colors", {}).items():
             cache.colors[dec(k)] = (int(v[0]), int(v[1]), int(v[2]))
+        kinds = {k.value: k for k in Kind}
         for key, value in data.get("replies", {}).items():
             e, kind, arg = key.split("|", 2)
-            cache.replies[(e, kind, dec(arg))] = (tuple(dec(v) for v in value)
-                                                  if isinstance(value, list) else dec(value))
+            if kind in kinds:  # a kind this version does not know is relearnt
+                cache.replies[(e, kinds[kind], dec(arg))] = (
+                    tuple(dec(v) for v in value) if isinstance(value, list) else dec(value))
         cache.fonts_ok = {dec(f) for f in data.get("fonts", [])}
         cache.changed = False
         return cache
@@ -404,9 +434,9 @@ class Suppressor:
         self.colormaps: dict[int, TrueColorMap] = {}
         self.fonts: dict[int, bytes] = {}
         self.opening: dict[int, bytes] = {}  # seq -> name of an OpenFont not yet finished
-        self.learn: dict[int, tuple[str, bytes]] = {}  # seq -> what its reply teaches
+        self.learn: dict[int, tuple[Kind, bytes]] = {}  # seq -> what its reply teaches
         self.partial: dict[int, list[bytes]] = {}  # ListFontsWithInfo replies so far
-        self.swallow: dict[int, tuple[str, bytes, tuple[bytes, ...]]] = {}
+        self.swallow: dict[int, tuple[Kind, bytes, tuple[bytes, ...]]] = {}
         self.held: deque[_Held] = deque()
         self.to_client: list[bytes] = []
         self._release_pending = False
@@ -443,7 +473,8 @@ class Suppressor:
             if length < 2:
                 raise ClientProtocolError("BIG-REQUESTS length below 2 words")
         self.seq += 1
-        if opcode in _KINDS or opcode in (OPEN_FONT, CLOSE_FONT):
+        if (opcode in KINDS or opcode in (OPEN_FONT, CLOSE_FONT)) \
+                and (opcode != QUERY_COLORS or length <= 2 + MAX_QUERY_COLORS):
             return self._held_size(opcode, length), True
         if opcode >= 128:
             name = self.ext_names.get(opcode, b"")
@@ -480,7 +511,7 @@ class Suppressor:
             # allocator never does. Anything else may fail: a barrier, and if it succeeds,
             # the name is known to open from then on.
             c = self.cache
-            if not (self.enabled and (name in c.fonts_ok or (e, "font", name) in c.replies)
+            if not (self.enabled and (name in c.fonts_ok or (e, Kind.FONT, name) in c.replies)
                     and fid not in self.fonts):
                 self.barrier = seq
                 if name not in c.fonts_ok:
@@ -493,7 +524,7 @@ class Suppressor:
             return msg
         known: tuple[bytes, tuple[bytes, ...]] | None
         if opcode >= 128:
-            kind = "xreq"
+            kind = Kind.EXT_REQUEST
             name, minor = self.ext_names[opcode], msg[1]
             context = self.ext_version.get(name, b"")
             arg = name + struct.pack(">BBH", 0, minor, len(context)) + context + msg[4:]
@@ -506,7 +537,7 @@ class Suppressor:
                 return msg
             known = (arg, (value,))
         else:
-            kind = _KINDS[opcode]
+            kind = KINDS[opcode]
             known = self._answer(kind, msg) if self.enabled else None
         if known is None:
             self.barrier = seq
@@ -531,47 +562,49 @@ class Suppressor:
             self.cache.stats.held += 1
         return msg
 
-    def _learn_key(self, kind: str, msg: bytes) -> tuple[str, bytes] | None:
+    def _learn_key(self, kind: Kind, msg: bytes) -> tuple[Kind, bytes] | None:
+        """What the reply to this request teaches (its kind and cache key), or None when it
+        teaches nothing: AllocColor and QueryColors are computed, not learnt."""
         e = self.e
-        if kind == "atom":
+        if kind is Kind.ATOM:
             n, = struct.unpack_from(e + "H", msg, 4)
             return kind, msg[8 : 8 + n]
-        if kind == "name":
+        if kind is Kind.ATOM_NAME:
             return kind, struct.pack(">I", *struct.unpack_from(e + "I", msg, 4))
-        if kind == "font":
+        if kind is Kind.FONT:
             name = self.fonts.get(struct.unpack_from(e + "I", msg, 4)[0])
             return (kind, name) if name is not None else None
-        if kind in ("lf", "lfi"):
+        if kind in (Kind.LIST_FONTS, Kind.LIST_FONTS_WITH_INFO):
             return kind, msg[4:]
-        if kind in ("named", "lookup"):
+        if kind in (Kind.ALLOC_NAMED_COLOR, Kind.LOOKUP_COLOR):
             cmap, n = struct.unpack_from(e + "IH", msg, 4)
             if cmap not in self.colormaps:
                 return None
             return kind, struct.pack(">I", cmap) + msg[12 : 12 + n]
-        if kind == "ext":
+        if kind is Kind.EXTENSION:
             n, = struct.unpack_from(e + "H", msg, 4)
             return kind, msg[8 : 8 + n]
-        if kind == "kbd":
+        if kind is Kind.KEYBOARD:
             return kind, msg[4:6]
-        if kind in ("exts", "mod"):
+        if kind in (Kind.EXTENSIONS, Kind.MODIFIERS):
             return kind, b""
         return None
 
-    def _answer(self, kind: str, msg: bytes) -> tuple[bytes, tuple[bytes, ...]] | None:
+    def _answer(self, kind: Kind, msg: bytes) -> tuple[bytes, tuple[bytes, ...]] | None:
         """(cache key, the server's replies) when the answer is known, else None."""
         c, e = self.cache, self.e
-        if kind == "color":
+        if kind is Kind.ALLOC_COLOR:
             cmap, r, g, b = struct.unpack_from(e + "IHHH", msg, 4)
             tc = self.colormaps.get(cmap)
             if tc is None or c.no_color:
                 return None
             pixel, rr, gg, bb = tc.alloc(r, g, b)
             return b"", (struct.pack(e + "BBHIHHHHI12x", 1, 0, 0, 0, rr, gg, bb, 0, pixel),)
-        if kind == "qcolors":
+        if kind is Kind.QUERY_COLORS:
             cmap, = struct.unpack_from(e + "I", msg, 4)
             tc = self.colormaps.get(cmap)
             n = (len(msg) - 8) // 4
-            if tc is None or c.no_color or not 0 < n <= 16000:
+            if tc is None or c.no_color or not 0 < n <= MAX_QUERY_COLORS:
                 return None
             items = []
             for pixel in struct.unpack_from(e + f"{n}I", msg, 8):
@@ -584,28 +617,28 @@ class Suppressor:
         if learn is None:
             return None
         _, arg = learn
-        if kind == "atom":
+        if kind is Kind.ATOM:
             if msg[1] > 1:
                 return None  # BadValue
             atom = c.atoms.get(arg)
             if atom is None:
                 return None
             return arg, (struct.pack(e + "BBHII20x", 1, 0, 0, 0, atom),)
-        if kind == "name":
+        if kind is Kind.ATOM_NAME:
             name = c.atom_names.get(struct.unpack(">I", arg)[0])
             if name is None:
                 return None
             n = len(name)
             body = name + b"\0" * (-n % 4)
             return arg, (struct.pack(e + "BBHIH22x", 1, 0, 0, len(body) // 4, n) + body,)
-        if kind == "named":
+        if kind is Kind.ALLOC_NAMED_COLOR:
             exact = c.colors.get(arg[4:])
             tc = self.colormaps.get(struct.unpack_from(e + "I", msg, 4)[0])
             if exact is None or tc is None or c.no_color:
                 return None
             pixel, rr, gg, bb = tc.alloc(*exact)
             return arg, (struct.pack(e + "BBHII3H3H8x", 1, 0, 0, 0, pixel, *exact, rr, gg, bb),)
-        if kind in ("kbd", "mod"):
+        if kind in _KEYMAP_KINDS:
             reply = c.keymap((e, kind, arg))
             return (arg, (reply,)) if reply is not None else None
         value = c.replies.get((e, kind, arg))
@@ -736,7 +769,7 @@ class Suppressor:
     def _compare(self, seq: int, msg: bytes) -> bool:
         """Check the server's reply against ours; True once the request has all its replies."""
         kind, key, ours = self.swallow[seq]
-        if kind == "lfi" and msg[0] == 1:
+        if kind is Kind.LIST_FONTS_WITH_INFO and msg[0] == 1:
             got = self.partial.setdefault(seq, [])
             got.append(msg)
             if msg[1] != 0:
@@ -751,7 +784,7 @@ class Suppressor:
         if theirs != ours:
             stats.mismatches += 1
             self.cache.mismatch_log.append({
-                "kind": kind, "key": base64.b64encode(key).decode(), "seq": seq,
+                "kind": kind.value, "key": base64.b64encode(key).decode(), "seq": seq,
                 "ours": [r.hex() for r in ours], "server": [r.hex() for r in theirs]})
             self.cache.forget(kind, self.e, key)
         if self.verify:  # the client gets the server's own reply
@@ -763,7 +796,7 @@ class Suppressor:
         """Remember what the reply teaches; True once the request has all its replies."""
         kind, arg = self.learn[seq]
         c, e = self.cache, self.e
-        if kind == "lfi":
+        if kind is Kind.LIST_FONTS_WITH_INFO:
             got = self.partial.setdefault(seq, [])
             got.append(msg)
             if msg[1] != 0:
@@ -774,24 +807,25 @@ class Suppressor:
             c.changed = True
             return True
         del self.learn[seq]
-        if kind == "atom":
+        if kind is Kind.ATOM:
             c.learn_atom(arg, struct.unpack_from(e + "I", msg, 8)[0])
-        elif kind == "name":
+        elif kind is Kind.ATOM_NAME:
             n, = struct.unpack_from(e + "H", msg, 8)
             c.learn_atom(msg[32 : 32 + n], struct.unpack(">I", arg)[0])
-        elif kind == "named":
+        elif kind is Kind.ALLOC_NAMED_COLOR:
             c.colors[arg[4:]] = struct.unpack_from(e + "3H", msg, 12)
             c.changed = True
-        elif kind in ("kbd", "mod"):
+        elif kind in _KEYMAP_KINDS:
             c.learn_keymap((e, kind, arg), _unstamp(msg))
         else:
-            if kind == "lookup":
+            if kind is Kind.LOOKUP_COLOR:
                 c.colors[arg[4:]] = struct.unpack_from(e + "3H", msg, 8)
-            if kind == "ext" and msg[8]:
+            if kind is Kind.EXTENSION and msg[8]:
                 self.ext_names[msg[9]] = arg
             c.replies[(e, kind, arg)] = _unstamp(msg)
             c.changed = True
         return True
 
 
-__all__ = ["DisplayCache", "Stats", "Suppressor", "TrueColorMap", "Visual", "parse_screens"]
+__all__ = ["DisplayCache", "Kind", "Stats", "Suppressor", "TrueColorMap", "Visual",
+           "parse_screens"]
