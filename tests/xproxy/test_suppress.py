@@ -486,3 +486,43 @@ def test_an_answer_is_not_let_out_between_the_replies_of_a_multi_reply_request()
     assert h.take() == [(1, enable), (1, enable)]  # still held: more replies may come
     h.server(end)
     assert h.take() == [(1, enable), (1, enable + 1)]  # then the answer
+
+
+def big(opcode: int, body: bytes) -> bytes:
+    """A request in BIG-REQUESTS form: length 0, then the whole length in 32 bits."""
+    return struct.pack("<BBHI", opcode, 0, 0, 2 + len(body) // 4) + body
+
+
+def test_a_length_of_0_is_refused_until_big_requests_is_enabled() -> None:
+    h = Harness()
+    with pytest.raises(ClientProtocolError, match="without BIG-REQUESTS enabled"):
+        h.send(big(18, bytes(24)))
+    h = Harness()
+    with pytest.raises(ClientProtocolError, match="less than 2 words"):
+        h.send(struct.pack("<BBHI", 18, 0, 0, 1))
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_big_requests_framed_after_the_enable(cached: bool) -> None:
+    """After the Enable (answered near the client or not), a length of 0 is followed by the
+    whole length: the request after a big one is framed where it starts."""
+    cache = DisplayCache("epoch")
+    if cached:
+        h = Harness(cache)
+        h.send(query_extension(b"BIG-REQUESTS"))
+        h.server(query_extension_reply(h.s.seq, 133))
+        h.send(ext_request(133, 0))
+        h.server(ext_reply(h.s.seq, struct.pack("<I", 4194303)))
+    h = Harness(cache)
+    h.send(query_extension(b"BIG-REQUESTS"))
+    if not cached:
+        h.server(query_extension_reply(h.s.seq, 133))
+    h.send(ext_request(133, 0))
+    if not cached:
+        h.server(ext_reply(h.s.seq, struct.pack("<I", 4194303)))
+    h.take()
+    base = h.s.seq
+    payload = big(18, bytes(70000 * 4))
+    h.send(payload, intern(b"A"))
+    assert h.s.seq == base + 2
+    assert h.to_server.endswith(payload + intern(b"A"))

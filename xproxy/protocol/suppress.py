@@ -53,7 +53,14 @@ from enum import Enum
 from typing import Any
 
 from .errors import ClientProtocolError, ServerProtocolError
-from .framing import MAX_HELD_REQUEST
+from .framing import MAX_HELD_REQUEST, U16, U32, StreamFramer
+from .setup import (
+    SETUP_REPLY_HEADER,
+    SETUP_REQUEST_HEADER,
+    endian_of,
+    setup_reply_size,
+    setup_request_size,
+)
 
 INTERN_ATOM, GET_ATOM_NAME, OPEN_FONT, CLOSE_FONT, QUERY_FONT = 16, 17, 45, 46, 47
 LIST_FONTS, LIST_FONTS_WITH_INFO = 49, 50
@@ -341,70 +348,43 @@ class _Held:
     replies: tuple[bytes, ...]  # already stamped
 
 
-class _Cutter:
-    """Cuts a byte stream into messages by their headers, streaming through those nobody
-    needs whole. `frame(buf, pos, avail)` returns (size, whole) or None for a short header;
-    `message(bytes)` returns what to send on for a message held whole."""
+Buffer = bytes | bytearray | memoryview
 
-    def __init__(self, frame: Callable[[bytearray, int, int], tuple[int, bool] | None],
-                 message: Callable[[bytes], bytes], header: int) -> None:
-        self.frame, self.message, self.header = frame, message, header
-        self.buf = bytearray()
-        self.stream = 0  # bytes of a passing message still to come
-        self.whole = 0  # size of the message being collected whole, 0 if none
+
+class _Requests(StreamFramer):
+    """The client's byte stream, cut by the one X11 framer; the Suppressor is its hold
+    policy: `_client_frame` says, from each request's header, whether it is read whole."""
+
+    def __init__(self, policy: Suppressor) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def _frame(self, buf: Buffer, pos: int, avail: int) -> tuple[int, int] | None:
+        return self.policy._client_frame(buf, pos, avail)
+
+    def _message(self, msg: bytes) -> bytes:
+        return self.policy._client_message(msg)
+
+
+class _ServerMessages(StreamFramer):
+    """The server's byte stream, cut by the one X11 framer; `_server_frame` is the hold
+    policy (a message is read whole to be dropped, relabelled, learnt from, or to put
+    answers beside it)."""
+
+    def __init__(self, policy: Suppressor) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def _frame(self, buf: Buffer, pos: int, avail: int) -> tuple[int, int] | None:
+        return self.policy._server_frame(buf, pos, avail)
+
+    def _message(self, msg: bytes) -> bytes:
+        return self.policy._server_message(msg)
 
     @property
     def at_boundary(self) -> bool:
-        return self.stream == 0 and not self.buf
-
-    def feed(self, data: bytes) -> list[bytes]:
-        out: list[bytes] = []
-        view = memoryview(data)
-        pos, n = 0, len(data)
-        while pos < n:
-            if self.stream:
-                take = min(self.stream, n - pos)
-                out.append(bytes(view[pos : pos + take]))
-                self.stream -= take
-                pos += take
-                continue
-            if self.whole:
-                take = min(self.whole - len(self.buf), n - pos)
-                self.buf += view[pos : pos + take]
-                pos += take
-                if len(self.buf) == self.whole:
-                    msg = bytes(self.buf)
-                    self.buf.clear()
-                    self.whole = 0
-                    out.append(self.message(msg))
-                continue
-            take = min(self.header - len(self.buf), n - pos)
-            self.buf += view[pos : pos + take]
-            pos += take
-            framed = self.frame(self.buf, 0, len(self.buf))
-            if framed is None:
-                continue
-            size, whole = framed
-            if whole:
-                self.whole = size
-                if len(self.buf) >= size:  # a message shorter than the header we read
-                    extra = bytes(self.buf[size:])
-                    del self.buf[size:]
-                    msg = bytes(self.buf)
-                    self.buf.clear()
-                    self.whole = 0
-                    out.append(self.message(msg))
-                    out.extend(self.feed(extra))
-                continue
-            head = bytes(self.buf)
-            self.buf.clear()
-            if len(head) >= size:
-                out.append(head[:size])
-                out.extend(self.feed(head[size:]))
-            else:
-                out.append(head)
-                self.stream = size - len(head)
-        return out
+        """No message is part way through: answers may go to the client now."""
+        return not self._stream and not self._held
 
 
 class Suppressor:
@@ -440,8 +420,9 @@ class Suppressor:
         self.held: deque[_Held] = deque()
         self.to_client: list[bytes] = []
         self._release_pending = False
-        self.client = _Cutter(self._client_frame, self._client_message, 12)
-        self.server = _Cutter(self._server_frame, self._server_message, 32)
+        self.big_requests = False  # the client has sent BIG-REQUESTS' Enable
+        self.client = _Requests(self)
+        self.server = _ServerMessages(self)
         cache.connection_opened(number)
 
     def close(self) -> None:
@@ -450,49 +431,53 @@ class Suppressor:
     # -- client to server -------------------------------------------------------------------
 
     def from_client(self, data: bytes) -> tuple[bytes, bytes]:
-        out = b"".join(self.client.feed(data))
+        out = bytes(self.client.feed(data))
         # answers wait while a server message streams through; it carries them at its end
         back = self._take_answers() if self.server.at_boundary and self.to_client else b""
         return out, back
 
-    def _client_frame(self, buf: bytearray, pos: int, avail: int) -> tuple[int, bool] | None:
+    def _client_frame(self, buf: Buffer, pos: int, avail: int) -> tuple[int, bool] | None:
+        """The hold policy for requests: (size, whether it is read whole)."""
         if not self.setup_done:
-            if avail < 12:
+            if avail < SETUP_REQUEST_HEADER:
                 return None
-            self.e = "<" if buf[pos] == 0x6C else ">"
-            n, d = struct.unpack_from(self.e + "HH", buf, pos + 6)
-            return 12 + n + (-n % 4) + d + (-d % 4), True
+            self.e = endian_of(buf[pos])
+            return setup_request_size(bytes(buf[pos : pos + SETUP_REQUEST_HEADER])), True
         if avail < 4:
             return None
         opcode = buf[pos]
-        (length,) = struct.unpack_from(self.e + "H", buf, pos + 2)
-        if length == 0:
+        (length,) = U16[self.e](buf, pos + 2)
+        big = length == 0
+        if big:  # BIG-REQUESTS: a 32-bit length follows, counting the whole request
             if avail < 8:
                 return None
-            (length,) = struct.unpack_from(self.e + "I", buf, pos + 4)
+            (length,) = U32[self.e](buf, pos + 4)
             if length < 2:
-                raise ClientProtocolError("BIG-REQUESTS length below 2 words")
+                raise ClientProtocolError(f"BIG-REQUESTS length {length} is less than 2 words")
         self.seq += 1
         if (opcode in KINDS or opcode in (OPEN_FONT, CLOSE_FONT)) \
                 and (opcode != QUERY_COLORS or length <= 2 + MAX_QUERY_COLORS):
-            return self._held_size(opcode, length), True
+            return self._held_size(opcode, length, big), True
         if opcode >= 128:
             name = self.ext_names.get(opcode, b"")
             answers = EXT_ANSWERS.get(name)
             if answers is not None and buf[pos + 1] in answers:
-                return self._held_size(opcode, length), True
+                return self._held_size(opcode, length, big), True
             last = MULTI_REPLY.get((name, buf[pos + 1]))
             if last is not None:
                 self.multi[self.seq] = last
+        if big and not self.big_requests:
+            raise ClientProtocolError("request of length 0 without BIG-REQUESTS enabled")
         if opcode != NO_OPERATION:
             self.barrier = self.seq
         return length * 4, False
 
-    @staticmethod
-    def _held_size(opcode: int, length: int) -> int:
+    def _held_size(self, opcode: int, length: int, big: bool) -> int:
         if length * 4 > MAX_HELD_REQUEST:
             raise ClientProtocolError(f"request {opcode} of {length * 4} bytes is longer than "
                                       f"any request of its kind")
+        if big and not self.big_requests:
+            raise ClientProtocolError("request of length 0 without BIG-REQUESTS enabled")
         return length * 4
 
     def _client_message(self, msg: bytes) -> bytes:
@@ -526,6 +511,8 @@ class Suppressor:
         if opcode >= 128:
             kind = Kind.EXT_REQUEST
             name, minor = self.ext_names[opcode], msg[1]
+            if name == b"BIG-REQUESTS" and minor == 0:
+                self.big_requests = True  # Enable: lengths of 0 are allowed from the next
             context = self.ext_version.get(name, b"")
             arg = name + struct.pack(">BBH", 0, minor, len(context)) + context + msg[4:]
             if minor == 0:
@@ -649,14 +636,14 @@ class Suppressor:
     # -- server to client -------------------------------------------------------------------
 
     def from_server(self, data: bytes) -> bytes:
-        parts = self.server.feed(data)
+        out = bytes(self.server.feed(data))
         if self.opening:
             self._opened()
         if self.server.at_boundary:
             self._release(self.done)
             if self.to_client:
-                parts.append(self._take_answers())
-        return b"".join(parts)
+                return out + self._take_answers()
+        return out
 
     def _opened(self) -> None:
         """Fonts whose OpenFont the server has finished: without an error (an error would
@@ -680,22 +667,20 @@ class Suppressor:
             self.delivered = max(self.delivered, h.seq)
         return self._take_answers() if self.to_client else b""
 
-    def _server_frame(self, buf: bytearray, pos: int, avail: int) -> tuple[int, bool] | None:
+    def _server_frame(self, buf: Buffer, pos: int, avail: int) -> tuple[int, bool] | None:
         if not self.server_setup_done:
-            if avail < 8:
+            if avail < SETUP_REPLY_HEADER:
                 return None
-            (words,) = struct.unpack_from(self.e + "H", buf, pos + 6)
-            return 8 + 4 * words, True
+            return setup_reply_size(bytes(buf[pos : pos + SETUP_REPLY_HEADER]), self.e), True
         if avail < 32:
             return None
         kind = buf[pos]
         size = 32
         if kind == 1 or kind & 0x7F == GENERIC_EVENT:
-            (length,) = struct.unpack_from(self.e + "I", buf, pos + 4)
-            size += 4 * length
+            size += 4 * U32[self.e](buf, pos + 4)[0]
         if kind & 0x7F == KEYMAP_NOTIFY:
             return size, False  # no sequence number; it follows its event at once
-        (seq16,) = struct.unpack_from(self.e + "H", buf, pos + 2)
+        (seq16,) = U16[self.e](buf, pos + 2)
         last = self.last_read
         seq = last + ((seq16 - last) & 0xFFFF)
         if seq > self.seq:  # the server is never ahead of the requests sent
