@@ -45,6 +45,16 @@ from .framing import (
     StreamFramer,
     skip_requests,
 )
+from .opcodes import (
+    ERROR,
+    EVENT_CODE_MASK,
+    FIRST_EXTENSION_OPCODE,
+    GENERIC_EVENT,
+    KEYMAP_NOTIFY,
+    LIST_EXTENSIONS,
+    QUERY_EXTENSION,
+    REPLY,
+)
 from .setup import (
     STATUS_SUCCESS,
     SetupReply,
@@ -61,10 +71,6 @@ from .xauth import MIT_MAGIC_COOKIE_1
 if TYPE_CHECKING:
     from .tally import Tally
 
-QUERY_EXTENSION = 98
-LIST_EXTENSIONS = 99
-KEYMAP_NOTIFY = 11
-GENERIC_EVENT = 35
 #: Xorg's maxBigRequestSize (4194303 words), used until the server tells its own.
 DEFAULT_MAX_BIG_REQUEST = 4194303 * 4
 #: A bound on any server message; the largest real ones (GetImage of a big screen) are far less.
@@ -152,7 +158,8 @@ class X11Connection:
     def stats(self) -> Stats:
         """Messages so far: requests, and the server's replies, events and errors."""
         kinds = self.server.kinds
-        return Stats(self.client.seq, kinds[1], sum(kinds) - kinds[0] - kinds[1], kinds[0])
+        return Stats(self.client.seq, kinds[REPLY], sum(kinds) - kinds[ERROR] - kinds[REPLY],
+                     kinds[ERROR])
 
     def release(self) -> None:
         """The connection is over: forget what it awaited, and the framers' and the tally's
@@ -221,7 +228,8 @@ class _ClientFramer(StreamFramer):
         if self.bigreq_opcode >= 0:
             table[self.bigreq_opcode] = HOLD
         elif self.bigreq_query:
-            for op in range(128, 256):  # framed one by one until the opcode is known
+            # framed one by one until the opcode is known
+            for op in range(FIRST_EXTENSION_OPCODE, 256):
                 if not table[op]:
                     table[op] = COUNT
         return bytes(table)
@@ -277,7 +285,7 @@ class _ClientFramer(StreamFramer):
                 )
         self.seq += 1
         hold = self._holds[opcode]
-        if self.bigreq_query and opcode >= 128 and buf[pos + 1] == 0:
+        if self.bigreq_query and opcode >= FIRST_EXTENSION_OPCODE and buf[pos + 1] == 0:
             self.enable_candidates.setdefault(opcode, self.seq)
         if self.tally is not None:
             self.tally.request(opcode, buf[pos + 1], self.seq)
@@ -366,7 +374,7 @@ class _ServerFramer(StreamFramer):
             return None
         kind = buf[pos]
         size = 32
-        if kind == 1 or kind & 0x7F == GENERIC_EVENT:
+        if kind == REPLY or kind & EVENT_CODE_MASK == GENERIC_EVENT:
             size = 32 + 4 * self._u32(buf, pos + 4)[0]
             if size > MAX_SERVER_MESSAGE:
                 raise ServerProtocolError(f"server message of {size} bytes")
@@ -376,11 +384,11 @@ class _ServerFramer(StreamFramer):
             last = self.last_seq
             self.last_seq = seq = last + ((self._u16(buf, pos + 2)[0] - last) & 0xFFFF)
             pending = self.conn.pending
-            if pending and kind <= 1:
+            if pending and kind <= REPLY:
                 while pending and pending[0][0] < seq:
                     pending.popleft()
                 if pending and pending[0][0] == seq:
-                    if kind == 1:
+                    if kind == REPLY:
                         hold = HOLD
                     else:
                         pending.popleft()  # an error instead of the reply
@@ -390,7 +398,7 @@ class _ServerFramer(StreamFramer):
 
     def _watched(self, msg: bytes) -> None:
         kind = msg[0]
-        self.conn.observer("reply" if kind == 1 else "error" if kind == 0 else "event",  # type: ignore[misc]
+        self.conn.observer("reply" if kind == REPLY else "error" if kind == ERROR else "event",  # type: ignore[misc]
                            self.last_seq, msg)
 
     def _message(self, msg: bytes) -> bytes:
@@ -402,11 +410,11 @@ class _ServerFramer(StreamFramer):
                 conn.observer("setup-reply", 0, msg)
             return msg
         kind = msg[0]
-        if kind == 1 and conn.pending and conn.pending[0][0] == self.last_seq:
+        if kind == REPLY and conn.pending and conn.pending[0][0] == self.last_seq:
             _, what, detail = conn.pending.popleft()
             msg = self._reply(what, detail, msg)
         if conn.observer is not None:
-            conn.observer("reply" if kind == 1 else "error" if kind == 0 else "event",
+            conn.observer("reply" if kind == REPLY else "error" if kind == ERROR else "event",
                           self.last_seq, msg)
         return msg
 

@@ -54,22 +54,40 @@ from typing import Any
 
 from .errors import ClientProtocolError, ServerProtocolError
 from .framing import MAX_HELD_REQUEST, U16, U32, StreamFramer
+from .opcodes import (
+    ALLOC_COLOR,
+    ALLOC_NAMED_COLOR,
+    CLOSE_FONT,
+    ERROR,
+    EVENT_CODE_MASK,
+    FIRST_EXTENSION_OPCODE,
+    GENERIC_EVENT,
+    GET_ATOM_NAME,
+    GET_KEYBOARD_MAPPING,
+    GET_MODIFIER_MAPPING,
+    INTERN_ATOM,
+    KEYMAP_NOTIFY,
+    LIST_EXTENSIONS,
+    LIST_FONTS,
+    LIST_FONTS_WITH_INFO,
+    LOOKUP_COLOR,
+    MAPPING_NOTIFY,
+    NO_OPERATION,
+    OPEN_FONT,
+    QUERY_COLORS,
+    QUERY_EXTENSION,
+    QUERY_FONT,
+    REPLY,
+    TRUE_COLOR,
+)
 from .setup import (
     SETUP_REPLY_HEADER,
     SETUP_REQUEST_HEADER,
+    STATUS_SUCCESS,
     endian_of,
     setup_reply_size,
     setup_request_size,
 )
-
-INTERN_ATOM, GET_ATOM_NAME, OPEN_FONT, CLOSE_FONT, QUERY_FONT = 16, 17, 45, 46, 47
-LIST_FONTS, LIST_FONTS_WITH_INFO = 49, 50
-ALLOC_COLOR, ALLOC_NAMED_COLOR, QUERY_COLORS, LOOKUP_COLOR = 84, 85, 91, 92
-QUERY_EXTENSION, LIST_EXTENSIONS = 98, 99
-GET_KEYBOARD_MAPPING, GET_MODIFIER_MAPPING = 101, 119
-NO_OPERATION = 127
-KEYMAP_NOTIFY, MAPPING_NOTIFY, GENERIC_EVENT = 11, 34, 35
-TRUE_COLOR = 4
 
 #: Extension requests whose replies are a function of the request and of the X server alone
 #: (versions, constant lists), by extension name and minor opcode. They cannot fail but with
@@ -458,7 +476,7 @@ class Suppressor:
         if (opcode in KINDS or opcode in (OPEN_FONT, CLOSE_FONT)) \
                 and (opcode != QUERY_COLORS or length <= 2 + MAX_QUERY_COLORS):
             return self._held_size(opcode, length, big), True
-        if opcode >= 128:
+        if opcode >= FIRST_EXTENSION_OPCODE:
             name = self.ext_names.get(opcode, b"")
             answers = EXT_ANSWERS.get(name)
             if answers is not None and buf[pos + 1] in answers:
@@ -508,7 +526,7 @@ class Suppressor:
             self.barrier = seq
             return msg
         known: tuple[bytes, tuple[bytes, ...]] | None
-        if opcode >= 128:
+        if opcode >= FIRST_EXTENSION_OPCODE:
             kind = Kind.EXT_REQUEST
             name, minor = self.ext_names[opcode], msg[1]
             if name == b"BIG-REQUESTS" and minor == 0:
@@ -676,9 +694,9 @@ class Suppressor:
             return None
         kind = buf[pos]
         size = 32
-        if kind == 1 or kind & 0x7F == GENERIC_EVENT:
+        if kind == REPLY or kind & EVENT_CODE_MASK == GENERIC_EVENT:
             size += 4 * U32[self.e](buf, pos + 4)[0]
-        if kind & 0x7F == KEYMAP_NOTIFY:
+        if kind & EVENT_CODE_MASK == KEYMAP_NOTIFY:
             return size, False  # no sequence number; it follows its event at once
         (seq16,) = U16[self.e](buf, pos + 2)
         last = self.last_read
@@ -688,29 +706,29 @@ class Suppressor:
         if seq < 0:
             raise ServerProtocolError(f"sequence number {seq16} of a request not sent")
         self.last_read = seq
-        if kind == 0 and self.opening:
+        if kind == ERROR and self.opening:
             self.opening.pop(seq, None)  # that font did not open
         # whole: to drop or relabel it, to learn from it, or to put answers before or after it
-        whole = (kind <= 1 and (seq in self.swallow or seq in self.learn)) \
-            or kind & 0x7F == MAPPING_NOTIFY or seq < self.delivered \
+        whole = (kind <= REPLY and (seq in self.swallow or seq in self.learn)) \
+            or kind & EVENT_CODE_MASK == MAPPING_NOTIFY or seq < self.delivered \
             or bool(self.held) or bool(self.to_client)
         if not whole:  # passes through as it is
-            if kind == 1 and seq in self.multi and not self.multi[seq](buf[pos + 1]):
+            if kind == REPLY and seq in self.multi and not self.multi[seq](buf[pos + 1]):
                 finished = seq - 1  # more replies to come for it
             else:
-                finished = seq if kind <= 1 else seq - 1
-                if kind <= 1:
+                finished = seq if kind <= REPLY else seq - 1
+                if kind <= REPLY:
                     self.multi.pop(seq, None)
             self.done = max(self.done, finished)
             self.delivered = max(self.delivered, seq)
-            if kind == 1:
+            if kind == REPLY:
                 self.cache.stats.forwarded_replies += 1
         return size, whole
 
     def _server_message(self, msg: bytes) -> bytes:
         if not self.server_setup_done:
             self.server_setup_done = True
-            if msg[0] == 1:
+            if msg[0] == STATUS_SUCCESS:
                 for cmap, visual in parse_screens(msg, self.e):
                     if visual is not None and visual.cls == TRUE_COLOR and visual.depth < 32:
                         self.colormaps[cmap] = TrueColorMap(visual)
@@ -720,8 +738,8 @@ class Suppressor:
         # everything before `seq` is finished; answers for requests before it go first
         self.done = max(self.done, seq - 1)
         before = self._release(self.done, below=seq)
-        if kind > 1:
-            if kind & 0x7F == MAPPING_NOTIFY:
+        if kind > REPLY:
+            if kind & EVENT_CODE_MASK == MAPPING_NOTIFY:
                 self.cache.mapping_changed()
             if seq < self.delivered:  # an event of its own, while our answers went ahead
                 msg = _stamp(msg, self.e, self.delivered)
@@ -732,19 +750,19 @@ class Suppressor:
             final = self._compare(seq, msg)
             msg = b""
         else:
-            if kind == 1 and seq in self.learn:
+            if kind == REPLY and seq in self.learn:
                 final = self._learn(seq, msg)
             elif seq in self.partial:
                 final = msg[1] == 0
             if seq in self.multi:
-                final = kind == 0 or self.multi[seq](msg[1])
+                final = kind == ERROR or self.multi[seq](msg[1])
                 if final:
                     del self.multi[seq]
-            if kind == 0:
+            if kind == ERROR:
                 self.learn.pop(seq, None)
                 self.partial.pop(seq, None)
                 final = True
-            if kind == 1:
+            if kind == REPLY:
                 self.cache.stats.forwarded_replies += final
             self.delivered = max(self.delivered, seq)
         if final:
@@ -754,7 +772,7 @@ class Suppressor:
     def _compare(self, seq: int, msg: bytes) -> bool:
         """Check the server's reply against ours; True once the request has all its replies."""
         kind, key, ours = self.swallow[seq]
-        if kind is Kind.LIST_FONTS_WITH_INFO and msg[0] == 1:
+        if kind is Kind.LIST_FONTS_WITH_INFO and msg[0] == REPLY:
             got = self.partial.setdefault(seq, [])
             got.append(msg)
             if msg[1] != 0:
