@@ -526,3 +526,21 @@ def test_big_requests_framed_after_the_enable(cached: bool) -> None:
     h.send(payload, intern(b"A"))
     assert h.s.seq == base + 2
     assert h.to_server.endswith(payload + intern(b"A"))
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_a_big_request_beyond_the_servers_maximum_is_refused(cached: bool) -> None:
+    """The maximum is the Enable's reply, the server's or the cache's."""
+    cache = DisplayCache("epoch")
+    for connection in range(2 if cached else 1):
+        h = Harness(cache)
+        h.send(query_extension(b"BIG-REQUESTS"))
+        if h.to_client == b"":
+            h.server(query_extension_reply(h.s.seq, 133))
+        h.send(ext_request(133, 0))
+        if connection == 0:
+            h.server(ext_reply(h.s.seq, struct.pack("<I", 1000)))
+    assert (h.cache.stats.answered > 0) == cached
+    h.send(big(18, bytes(3000)))
+    with pytest.raises(ClientProtocolError, match="exceeds the server's maximum of 4000"):
+        h.send(big(18, bytes(4000)))

@@ -38,8 +38,11 @@ colormap when its visual is TrueColor, computed as the X.Org server computes it
 QueryColors on such a colormap from the same ramps; and the extension requests of
 `EXT_ANSWERS` (versions, RENDER's picture formats, BIG-REQUESTS' length), whose opcodes come
 from this connection's own QueryExtension answers. An OpenFont of a name that opened once is
-not a barrier. Everything else goes to the server. GetInputFocus is not answered: its reply names the focus window, which other clients
-change without this client hearing of it.
+not a barrier. Everything else goes to the server. GetInputFocus is not answered: its reply
+names the focus window, which other clients change without this client hearing of it.
+
+The two streams are cut by framing.py's RequestFramer and ServerFramer (sizes, BIG-REQUESTS,
+sequence numbers); the Suppressor is their hold policy (`_client_request`, `_server_header`).
 """
 
 from __future__ import annotations
@@ -53,7 +56,15 @@ from enum import Enum
 from typing import Any
 
 from .errors import ClientProtocolError, ServerProtocolError
-from .framing import MAX_HELD_REQUEST, U16, U32, StreamFramer
+from .framing import (
+    HOLD,
+    MAX_HELD_REQUEST,
+    PASS,
+    U32,
+    Buffer,
+    RequestFramer,
+    ServerFramer,
+)
 from .opcodes import (
     ALLOC_COLOR,
     ALLOC_NAMED_COLOR,
@@ -61,12 +72,10 @@ from .opcodes import (
     ERROR,
     EVENT_CODE_MASK,
     FIRST_EXTENSION_OPCODE,
-    GENERIC_EVENT,
     GET_ATOM_NAME,
     GET_KEYBOARD_MAPPING,
     GET_MODIFIER_MAPPING,
     INTERN_ATOM,
-    KEYMAP_NOTIFY,
     LIST_EXTENSIONS,
     LIST_FONTS,
     LIST_FONTS_WITH_INFO,
@@ -80,14 +89,7 @@ from .opcodes import (
     REPLY,
     TRUE_COLOR,
 )
-from .setup import (
-    SETUP_REPLY_HEADER,
-    SETUP_REQUEST_HEADER,
-    STATUS_SUCCESS,
-    endian_of,
-    setup_reply_size,
-    setup_request_size,
-)
+from .setup import STATUS_SUCCESS
 
 #: Extension requests whose replies are a function of the request and of the X server alone
 #: (versions, constant lists), by extension name and minor opcode. They cannot fail but with
@@ -366,37 +368,45 @@ class _Held:
     replies: tuple[bytes, ...]  # already stamped
 
 
-Buffer = bytes | bytearray | memoryview
-
-
-class _Requests(StreamFramer):
-    """The client's byte stream, cut by the one X11 framer; the Suppressor is its hold
-    policy: `_client_frame` says, from each request's header, whether it is read whole."""
+class _Requests(RequestFramer):
+    """The client's byte stream, cut by the one X11 request framer; the Suppressor is its
+    hold policy (`_client_request`: from each request's header, whether it is read whole)."""
 
     def __init__(self, policy: Suppressor) -> None:
         super().__init__()
         self.policy = policy
 
-    def _frame(self, buf: Buffer, pos: int, avail: int) -> tuple[int, int] | None:
-        return self.policy._client_frame(buf, pos, avail)
+    def _length_zero(self) -> None:
+        """Checked in `_client_request`, after the bound on a request read whole."""
+
+    def _request(self, buf: Buffer, pos: int, opcode: int, size: int, big: bool) -> int:
+        return self.policy._client_request(buf, pos, opcode, size, big)
 
     def _message(self, msg: bytes) -> bytes:
+        if self.in_setup:
+            self.in_setup = False
+            self.policy.e = self.endian
+            self.policy.server.expect_setup(self.endian)
+            return msg
         return self.policy._client_message(msg)
 
 
-class _ServerMessages(StreamFramer):
-    """The server's byte stream, cut by the one X11 framer; `_server_frame` is the hold
-    policy (a message is read whole to be dropped, relabelled, learnt from, or to put
-    answers beside it)."""
+class _ServerMessages(ServerFramer):
+    """The server's byte stream, cut by the one X11 server-message framer; the Suppressor is
+    its hold policy (`_server_header`: a message is read whole to be dropped, relabelled,
+    learnt from, or to put answers beside it)."""
 
     def __init__(self, policy: Suppressor) -> None:
         super().__init__()
         self.policy = policy
 
-    def _frame(self, buf: Buffer, pos: int, avail: int) -> tuple[int, int] | None:
-        return self.policy._server_frame(buf, pos, avail)
+    def _sequenced(self, buf: Buffer, pos: int, kind: int, seq: int) -> int:
+        return self.policy._server_header(buf, pos, kind, seq)
 
     def _message(self, msg: bytes) -> bytes:
+        if self.in_setup:
+            self.in_setup = False
+            return self.policy._server_setup(msg)
         return self.policy._server_message(msg)
 
     @property
@@ -419,12 +429,8 @@ class Suppressor:
         self.verify = verify
         self.enabled = enabled
         self.e = "<"
-        self.setup_done = False
-        self.server_setup_done = False
-        self.seq = 0  # full number of the last request sent
         self.barrier = 0  # full number of the last forwarded request we cannot vouch for
         self.done = 0  # full number of the last request the server has finished
-        self.last_read = 0  # widened sequence number of the last server message
         self.delivered = 0  # highest sequence number the client has been given
         self.ext_names: dict[int, bytes] = {}  # major opcode -> extension, from its replies
         self.ext_version: dict[bytes, bytes] = {}  # extension -> our minor-0 request's body
@@ -437,14 +443,18 @@ class Suppressor:
         self.swallow: dict[int, tuple[Kind, bytes, tuple[bytes, ...]]] = {}
         self.held: deque[_Held] = deque()
         self.to_client: list[bytes] = []
-        self._release_pending = False
-        self.big_requests = False  # the client has sent BIG-REQUESTS' Enable
+        self.bigreq_enable = 0  # sequence number of BIG-REQUESTS' Enable, until its reply
         self.client = _Requests(self)
         self.server = _ServerMessages(self)
         cache.connection_opened(number)
 
     def close(self) -> None:
         self.cache.connection_closed(self.number)
+
+    @property
+    def seq(self) -> int:
+        """The full sequence number of the last request sent."""
+        return self.client.seq
 
     # -- client to server -------------------------------------------------------------------
 
@@ -454,54 +464,35 @@ class Suppressor:
         back = self._take_answers() if self.server.at_boundary and self.to_client else b""
         return out, back
 
-    def _client_frame(self, buf: Buffer, pos: int, avail: int) -> tuple[int, bool] | None:
-        """The hold policy for requests: (size, whether it is read whole)."""
-        if not self.setup_done:
-            if avail < SETUP_REQUEST_HEADER:
-                return None
-            self.e = endian_of(buf[pos])
-            return setup_request_size(bytes(buf[pos : pos + SETUP_REQUEST_HEADER])), True
-        if avail < 4:
-            return None
-        opcode = buf[pos]
-        (length,) = U16[self.e](buf, pos + 2)
-        big = length == 0
-        if big:  # BIG-REQUESTS: a 32-bit length follows, counting the whole request
-            if avail < 8:
-                return None
-            (length,) = U32[self.e](buf, pos + 4)
-            if length < 2:
-                raise ClientProtocolError(f"BIG-REQUESTS length {length} is less than 2 words")
-        self.seq += 1
+    def _client_request(self, buf: Buffer, pos: int, opcode: int, size: int,
+                        big: bool) -> int:
+        """The hold policy for requests: whether this one is read whole (HOLD) or passes."""
         if (opcode in KINDS or opcode in (OPEN_FONT, CLOSE_FONT)) \
-                and (opcode != QUERY_COLORS or length <= 2 + MAX_QUERY_COLORS):
-            return self._held_size(opcode, length, big), True
+                and (opcode != QUERY_COLORS or size <= 8 + 4 * MAX_QUERY_COLORS):
+            return self._held(opcode, size, big)
         if opcode >= FIRST_EXTENSION_OPCODE:
             name = self.ext_names.get(opcode, b"")
             answers = EXT_ANSWERS.get(name)
             if answers is not None and buf[pos + 1] in answers:
-                return self._held_size(opcode, length, big), True
+                return self._held(opcode, size, big)
             last = MULTI_REPLY.get((name, buf[pos + 1]))
             if last is not None:
                 self.multi[self.seq] = last
-        if big and not self.big_requests:
-            raise ClientProtocolError("request of length 0 without BIG-REQUESTS enabled")
+        if big:
+            self.client.require_big_requests()
         if opcode != NO_OPERATION:
             self.barrier = self.seq
-        return length * 4, False
+        return PASS
 
-    def _held_size(self, opcode: int, length: int, big: bool) -> int:
-        if length * 4 > MAX_HELD_REQUEST:
-            raise ClientProtocolError(f"request {opcode} of {length * 4} bytes is longer than "
+    def _held(self, opcode: int, size: int, big: bool) -> int:
+        if size > MAX_HELD_REQUEST:
+            raise ClientProtocolError(f"request {opcode} of {size} bytes is longer than "
                                       f"any request of its kind")
-        if big and not self.big_requests:
-            raise ClientProtocolError("request of length 0 without BIG-REQUESTS enabled")
-        return length * 4
+        if big:
+            self.client.require_big_requests()
+        return HOLD
 
     def _client_message(self, msg: bytes) -> bytes:
-        if not self.setup_done:
-            self.setup_done = True
-            return msg
         opcode = msg[0]
         seq = self.seq
         e = self.e
@@ -530,7 +521,8 @@ class Suppressor:
             kind = Kind.EXT_REQUEST
             name, minor = self.ext_names[opcode], msg[1]
             if name == b"BIG-REQUESTS" and minor == 0:
-                self.big_requests = True  # Enable: lengths of 0 are allowed from the next
+                self.client.big_requests = True  # Enable: lengths of 0 from the next one
+                self.bigreq_enable = seq
             context = self.ext_version.get(name, b"")
             arg = name + struct.pack(">BBH", 0, minor, len(context)) + context + msg[4:]
             if minor == 0:
@@ -540,6 +532,8 @@ class Suppressor:
                 self.barrier = seq
                 self.learn[seq] = (kind, arg)
                 return msg
+            if seq == self.bigreq_enable:
+                self.client.max_big_request = 4 * U32[e](value, 8)[0]
             known = (arg, (value,))
         else:
             kind = KINDS[opcode]
@@ -685,27 +679,13 @@ class Suppressor:
             self.delivered = max(self.delivered, h.seq)
         return self._take_answers() if self.to_client else b""
 
-    def _server_frame(self, buf: Buffer, pos: int, avail: int) -> tuple[int, bool] | None:
-        if not self.server_setup_done:
-            if avail < SETUP_REPLY_HEADER:
-                return None
-            return setup_reply_size(bytes(buf[pos : pos + SETUP_REPLY_HEADER]), self.e), True
-        if avail < 32:
-            return None
-        kind = buf[pos]
-        size = 32
-        if kind == REPLY or kind & EVENT_CODE_MASK == GENERIC_EVENT:
-            size += 4 * U32[self.e](buf, pos + 4)[0]
-        if kind & EVENT_CODE_MASK == KEYMAP_NOTIFY:
-            return size, False  # no sequence number; it follows its event at once
-        (seq16,) = U16[self.e](buf, pos + 2)
-        last = self.last_read
-        seq = last + ((seq16 - last) & 0xFFFF)
+    def _server_header(self, buf: Buffer, pos: int, kind: int, seq: int) -> int:
+        """The hold policy for server messages: whether this one is read whole (HOLD)."""
         if seq > self.seq:  # the server is never ahead of the requests sent
             seq -= 0x10000
+            self.server.last_seq = seq
         if seq < 0:
-            raise ServerProtocolError(f"sequence number {seq16} of a request not sent")
-        self.last_read = seq
+            raise ServerProtocolError(f"sequence number {seq & 0xFFFF} of a request not sent")
         if kind == ERROR and self.opening:
             self.opening.pop(seq, None)  # that font did not open
         # whole: to drop or relabel it, to learn from it, or to put answers before or after it
@@ -723,18 +703,21 @@ class Suppressor:
             self.delivered = max(self.delivered, seq)
             if kind == REPLY:
                 self.cache.stats.forwarded_replies += 1
-        return size, whole
+        return HOLD if whole else PASS
+
+    def _server_setup(self, msg: bytes) -> bytes:
+        if msg[0] == STATUS_SUCCESS:
+            for cmap, visual in parse_screens(msg, self.e):
+                if visual is not None and visual.cls == TRUE_COLOR and visual.depth < 32:
+                    self.colormaps[cmap] = TrueColorMap(visual)
+        return msg
 
     def _server_message(self, msg: bytes) -> bytes:
-        if not self.server_setup_done:
-            self.server_setup_done = True
-            if msg[0] == STATUS_SUCCESS:
-                for cmap, visual in parse_screens(msg, self.e):
-                    if visual is not None and visual.cls == TRUE_COLOR and visual.depth < 32:
-                        self.colormaps[cmap] = TrueColorMap(visual)
-            return msg
         kind = msg[0]
-        seq = self.last_read
+        seq = self.server.last_seq
+        if kind == REPLY and seq == self.bigreq_enable:
+            self.client.max_big_request = 4 * U32[self.e](msg, 8)[0]
+            self.bigreq_enable = 0
         # everything before `seq` is finished; answers for requests before it go first
         self.done = max(self.done, seq - 1)
         before = self._release(self.done, below=seq)
