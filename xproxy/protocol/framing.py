@@ -294,6 +294,7 @@ class RequestFramer(StreamFramer):
         self.require_big_requests()
 
     def require_big_requests(self) -> None:
+        """Raise ClientProtocolError unless the client has enabled BIG-REQUESTS."""
         if not self.big_requests:
             raise ClientProtocolError("request of length 0 without BIG-REQUESTS enabled")
 
