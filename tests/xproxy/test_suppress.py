@@ -8,8 +8,16 @@ import struct
 
 import pytest
 
-from xproxy.suppress.core import DisplayCache, Suppressor, TrueColorMap, Visual, parse_screens
 from xproxy.x11.errors import ClientProtocolError
+from xproxy.suppress.core import (
+    KINDS,
+    DisplayCache,
+    Kind,
+    Suppressor,
+    TrueColorMap,
+    Visual,
+    parse_screens,
+)
 
 E = "<"
 CMAP, ROOT, VISUAL = 0x20, 0x100, 0x21
@@ -182,6 +190,56 @@ def test_truecolor_565_ramp() -> None:
     assert pixel == 0 and (r, g, b) == (0, 0, 0)
     assert tc.query(pixel) == (0, 0, 0)
     assert tc.query(0x10000) is None
+
+
+def query_colors(*pixels: int, cmap: int = CMAP) -> bytes:
+    return struct.pack(f"<BxHI{len(pixels)}I", 91, 2 + len(pixels), cmap, *pixels)
+
+
+def query_colors_reply(seq: int, *rgbs: tuple[int, int, int]) -> bytes:
+    return (struct.pack("<BBHIH22x", 1, 0, seq & 0xFFFF, 2 * len(rgbs), len(rgbs))
+            + b"".join(struct.pack("<HHH2x", *rgb) for rgb in rgbs))
+
+
+def test_truecolor_query_colors_computed_from_the_ramps_and_still_sent() -> None:
+    h = Harness()
+    base = h.s.seq
+    request = query_colors(0xFF8012, 0, 0x0000FF)
+    h.send(request)
+    assert h.to_server.endswith(request)
+    assert h.to_client == query_colors_reply(base + 1, (0xFFFF, 0x8080, 0x1212), (0, 0, 0),
+                                             (0, 0, 0xFFFF))
+    assert h.cache.stats.answered == 1
+    h.take()
+    h.server(query_colors_reply(base + 1, (0xFFFF, 0x8080, 0x1212), (0, 0, 0), (0, 0, 0xFFFF)))
+    assert h.to_client == b"" and h.cache.stats.mismatches == 0
+
+
+def test_query_colors_the_server_may_refuse_goes_to_the_server() -> None:
+    h = Harness()
+    h.send(query_colors(0x1000000))  # a bit outside the masks: BadValue
+    h.send(query_colors(1, cmap=0x400001))  # not a default TrueColor colormap
+    h.send(query_colors(*range(20000)))  # longer than any answered here: not read whole
+    assert h.to_client == b"" and h.cache.stats.answered == h.cache.stats.held == 0
+    assert h.to_server.endswith(query_colors(*range(20000)))
+
+
+def test_a_query_colors_mismatch_stops_computing_colours() -> None:
+    h = Harness()
+    base = h.s.seq
+    h.send(query_colors(0x010203))
+    h.server(query_colors_reply(base + 1, (1, 2, 3)))
+    assert h.cache.stats.mismatches == 1 and h.cache.no_color
+    assert h.cache.mismatch_log[0]["kind"] == "qcolors"
+    h.take()
+    h.send(query_colors(0x010203), alloc_color(1, 2, 3))
+    assert h.to_client == b""
+
+
+def test_every_answer_kind_is_reachable() -> None:
+    """A Kind no request maps to is dead code in the suppressor (as QueryColors once was)."""
+    assert set(KINDS.values()) | {Kind.EXT_REQUEST} == set(Kind)
+    assert len(set(KINDS.values())) == len(KINDS)
 
 
 def test_mismatch_is_counted_and_the_entry_forgotten() -> None:
@@ -428,3 +486,61 @@ def test_an_answer_is_not_let_out_between_the_replies_of_a_multi_reply_request()
     assert h.take() == [(1, enable), (1, enable)]  # still held: more replies may come
     h.server(end)
     assert h.take() == [(1, enable), (1, enable + 1)]  # then the answer
+
+
+def big(opcode: int, body: bytes) -> bytes:
+    """A request in BIG-REQUESTS form: length 0, then the whole length in 32 bits."""
+    return struct.pack("<BBHI", opcode, 0, 0, 2 + len(body) // 4) + body
+
+
+def test_a_length_of_0_is_refused_until_big_requests_is_enabled() -> None:
+    h = Harness()
+    with pytest.raises(ClientProtocolError, match="without BIG-REQUESTS enabled"):
+        h.send(big(18, bytes(24)))
+    h = Harness()
+    with pytest.raises(ClientProtocolError, match="less than 2 words"):
+        h.send(struct.pack("<BBHI", 18, 0, 0, 1))
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_big_requests_framed_after_the_enable(cached: bool) -> None:
+    """After the Enable (answered near the client or not), a length of 0 is followed by the
+    whole length: the request after a big one is framed where it starts."""
+    cache = DisplayCache("epoch")
+    if cached:
+        h = Harness(cache)
+        h.send(query_extension(b"BIG-REQUESTS"))
+        h.server(query_extension_reply(h.s.seq, 133))
+        h.send(ext_request(133, 0))
+        h.server(ext_reply(h.s.seq, struct.pack("<I", 4194303)))
+    h = Harness(cache)
+    h.send(query_extension(b"BIG-REQUESTS"))
+    if not cached:
+        h.server(query_extension_reply(h.s.seq, 133))
+    h.send(ext_request(133, 0))
+    if not cached:
+        h.server(ext_reply(h.s.seq, struct.pack("<I", 4194303)))
+    h.take()
+    base = h.s.seq
+    payload = big(18, bytes(70000 * 4))
+    h.send(payload, intern(b"A"))
+    assert h.s.seq == base + 2
+    assert h.to_server.endswith(payload + intern(b"A"))
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_a_big_request_beyond_the_servers_maximum_is_refused(cached: bool) -> None:
+    """The maximum is the Enable's reply, the server's or the cache's."""
+    cache = DisplayCache("epoch")
+    for connection in range(2 if cached else 1):
+        h = Harness(cache)
+        h.send(query_extension(b"BIG-REQUESTS"))
+        if h.to_client == b"":
+            h.server(query_extension_reply(h.s.seq, 133))
+        h.send(ext_request(133, 0))
+        if connection == 0:
+            h.server(ext_reply(h.s.seq, struct.pack("<I", 1000)))
+    assert (h.cache.stats.answered > 0) == cached
+    h.send(big(18, bytes(3000)))
+    with pytest.raises(ClientProtocolError, match="exceeds the server's maximum of 4000"):
+        h.send(big(18, bytes(4000)))

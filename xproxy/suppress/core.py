@@ -38,8 +38,11 @@ colormap when its visual is TrueColor, computed as the X.Org server computes it
 QueryColors on such a colormap from the same ramps; and the extension requests of
 `EXT_ANSWERS` (versions, RENDER's picture formats, BIG-REQUESTS' length), whose opcodes come
 from this connection's own QueryExtension answers. An OpenFont of a name that opened once is
-not a barrier. Everything else goes to the server. GetInputFocus is not answered: its reply names the focus window, which other clients
-change without this client hearing of it.
+not a barrier. Everything else goes to the server. GetInputFocus is not answered: its reply
+names the focus window, which other clients change without this client hearing of it.
+
+The two streams are cut by framing.py's RequestFramer and ServerFramer (sizes, BIG-REQUESTS,
+sequence numbers); the Suppressor is their hold policy (`_client_request`, `_server_header`).
 """
 
 from __future__ import annotations
@@ -49,19 +52,44 @@ import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from ..x11.errors import ClientProtocolError, ServerProtocolError
-from ..x11.framing import MAX_HELD_REQUEST
-
-INTERN_ATOM, GET_ATOM_NAME, OPEN_FONT, CLOSE_FONT, QUERY_FONT = 16, 17, 45, 46, 47
-LIST_FONTS, LIST_FONTS_WITH_INFO = 49, 50
-ALLOC_COLOR, ALLOC_NAMED_COLOR, QUERY_COLORS, LOOKUP_COLOR = 84, 85, 91, 92
-QUERY_EXTENSION, LIST_EXTENSIONS = 98, 99
-GET_KEYBOARD_MAPPING, GET_MODIFIER_MAPPING = 101, 119
-NO_OPERATION = 127
-KEYMAP_NOTIFY, MAPPING_NOTIFY, GENERIC_EVENT = 11, 34, 35
-TRUE_COLOR = 4
+from ..x11.framing import (
+    HOLD,
+    MAX_HELD_REQUEST,
+    PASS,
+    U32,
+    Buffer,
+    RequestFramer,
+    ServerFramer,
+)
+from ..x11.opcodes import (
+    ALLOC_COLOR,
+    ALLOC_NAMED_COLOR,
+    CLOSE_FONT,
+    ERROR,
+    EVENT_CODE_MASK,
+    FIRST_EXTENSION_OPCODE,
+    GET_ATOM_NAME,
+    GET_KEYBOARD_MAPPING,
+    GET_MODIFIER_MAPPING,
+    INTERN_ATOM,
+    LIST_EXTENSIONS,
+    LIST_FONTS,
+    LIST_FONTS_WITH_INFO,
+    LOOKUP_COLOR,
+    MAPPING_NOTIFY,
+    NO_OPERATION,
+    OPEN_FONT,
+    QUERY_COLORS,
+    QUERY_EXTENSION,
+    QUERY_FONT,
+    REPLY,
+    TRUE_COLOR,
+)
+from ..x11.setup import STATUS_SUCCESS
 
 #: Extension requests whose replies are a function of the request and of the X server alone
 #: (versions, constant lists), by extension name and minor opcode. They cannot fail but with
@@ -87,13 +115,40 @@ MULTI_REPLY: dict[tuple[bytes, int], Callable[[int], bool]] = {
     (b"RECORD", 5): lambda category: category == 5,
 }
 
-#: Requests this module may answer; the value names the cache kind.
-_KINDS = {
-    INTERN_ATOM: "atom", GET_ATOM_NAME: "name", QUERY_FONT: "font", LIST_FONTS: "lf",
-    LIST_FONTS_WITH_INFO: "lfi", ALLOC_COLOR: "color", ALLOC_NAMED_COLOR: "named",
-    LOOKUP_COLOR: "lookup", QUERY_EXTENSION: "ext", LIST_EXTENSIONS: "exts",
-    GET_KEYBOARD_MAPPING: "kbd", GET_MODIFIER_MAPPING: "mod",
+
+
+class Kind(Enum):
+    """What kind of answer a request has: how it is keyed, answered, learnt and forgotten.
+    The values name the kind in the cache file and the mismatch log."""
+
+    ATOM = "atom"  # InternAtom
+    ATOM_NAME = "name"  # GetAtomName
+    FONT = "font"  # QueryFont
+    LIST_FONTS = "lf"
+    LIST_FONTS_WITH_INFO = "lfi"
+    ALLOC_COLOR = "color"
+    ALLOC_NAMED_COLOR = "named"
+    QUERY_COLORS = "qcolors"
+    LOOKUP_COLOR = "lookup"
+    EXTENSION = "ext"  # QueryExtension
+    EXTENSIONS = "exts"  # ListExtensions
+    KEYBOARD = "kbd"  # GetKeyboardMapping
+    MODIFIERS = "mod"  # GetModifierMapping
+    EXT_REQUEST = "xreq"  # an extension request of EXT_ANSWERS
+
+
+#: Requests this module may answer, by opcode (extension requests aside: Kind.EXT_REQUEST).
+KINDS: dict[int, Kind] = {
+    INTERN_ATOM: Kind.ATOM, GET_ATOM_NAME: Kind.ATOM_NAME, QUERY_FONT: Kind.FONT,
+    LIST_FONTS: Kind.LIST_FONTS, LIST_FONTS_WITH_INFO: Kind.LIST_FONTS_WITH_INFO,
+    ALLOC_COLOR: Kind.ALLOC_COLOR, ALLOC_NAMED_COLOR: Kind.ALLOC_NAMED_COLOR,
+    QUERY_COLORS: Kind.QUERY_COLORS, LOOKUP_COLOR: Kind.LOOKUP_COLOR,
+    QUERY_EXTENSION: Kind.EXTENSION, LIST_EXTENSIONS: Kind.EXTENSIONS,
+    GET_KEYBOARD_MAPPING: Kind.KEYBOARD, GET_MODIFIER_MAPPING: Kind.MODIFIERS,
 }
+_KEYMAP_KINDS = frozenset({Kind.KEYBOARD, Kind.MODIFIERS})
+#: The most pixels of a QueryColors answered here; a longer one goes to the server unread.
+MAX_QUERY_COLORS = 16000
 
 
 def _stamp(reply: bytes, endian: str, seq: int) -> bytes:
@@ -217,9 +272,9 @@ class DisplayCache:
         self.epoch = epoch
         self.atoms: dict[bytes, int] = {}
         self.atom_names: dict[int, bytes] = {}
-        self.replies: dict[tuple[str, str, bytes], bytes | tuple[bytes, ...]] = {}
+        self.replies: dict[tuple[str, Kind, bytes], bytes | tuple[bytes, ...]] = {}
         self.colors: dict[bytes, tuple[int, int, int]] = {}  # name -> exact r, g, b
-        self.keymaps: dict[tuple[str, str, bytes], tuple[bytes, set[int]]] = {}
+        self.keymaps: dict[tuple[str, Kind, bytes], tuple[bytes, set[int]]] = {}
         self.open_connections: set[int] = set()
         self.stats = Stats()
         self.mismatch_log: list[dict[str, Any]] = []
@@ -228,11 +283,11 @@ class DisplayCache:
         self.fonts_ok: set[bytes] = set()  # names an OpenFont has opened without error
 
     # keyboard mappings: valid while a connection that has seen every MappingNotify since
-    def keymap(self, key: tuple[str, str, bytes]) -> bytes | None:
+    def keymap(self, key: tuple[str, Kind, bytes]) -> bytes | None:
         entry = self.keymaps.get(key)
         return entry[0] if entry else None
 
-    def learn_keymap(self, key: tuple[str, str, bytes], reply: bytes) -> None:
+    def learn_keymap(self, key: tuple[str, Kind, bytes], reply: bytes) -> None:
         self.keymaps[key] = (reply, set(self.open_connections))
 
     def mapping_changed(self) -> None:
@@ -254,20 +309,20 @@ class DisplayCache:
             self.atom_names[atom] = name
             self.changed = True
 
-    def forget(self, kind: str, e: str, arg: bytes) -> None:
+    def forget(self, kind: Kind, e: str, arg: bytes) -> None:
         self.changed = True
-        if kind == "atom":
+        if kind is Kind.ATOM:
             atom = self.atoms.pop(arg, None)
             self.atom_names.pop(atom or 0, None)
-        elif kind == "name":
+        elif kind is Kind.ATOM_NAME:
             (atom,) = struct.unpack(">I", arg)
             name = self.atom_names.pop(atom, None)
             self.atoms.pop(name or b"", None)
-        elif kind in ("kbd", "mod"):
+        elif kind in _KEYMAP_KINDS:
             self.keymaps.pop((e, kind, arg), None)
-        elif kind == "named":
+        elif kind is Kind.ALLOC_NAMED_COLOR:
             self.colors.pop(arg[4:], None)
-        elif kind in ("color", "qcolors"):
+        elif kind in (Kind.ALLOC_COLOR, Kind.QUERY_COLORS):
             self.no_color = True
         else:
             self.replies.pop((e, kind, arg), None)
@@ -278,7 +333,7 @@ class DisplayCache:
 
         replies = {}
         for (e, kind, arg), value in self.replies.items():
-            key = f"{e}|{kind}|{enc(arg)}"
+            key = f"{e}|{kind.value}|{enc(arg)}"
             replies[key] = [enc(v) for v in value] if isinstance(value, tuple) else enc(value)
         return {"epoch": self.epoch,
                 "atoms": {enc(k): v for k, v in self.atoms.items()},
@@ -293,10 +348,12 @@ class DisplayCache:
             cache.learn_atom(dec(k), int(v))
         for k, v in data.get("colors", {}).items():
             cache.colors[dec(k)] = (int(v[0]), int(v[1]), int(v[2]))
+        kinds = {k.value: k for k in Kind}
         for key, value in data.get("replies", {}).items():
             e, kind, arg = key.split("|", 2)
-            cache.replies[(e, kind, dec(arg))] = (tuple(dec(v) for v in value)
-                                                  if isinstance(value, list) else dec(value))
+            if kind in kinds:  # a kind this version does not know is relearnt
+                cache.replies[(e, kinds[kind], dec(arg))] = (
+                    tuple(dec(v) for v in value) if isinstance(value, list) else dec(value))
         cache.fonts_ok = {dec(f) for f in data.get("fonts", [])}
         cache.changed = False
         return cache
@@ -311,70 +368,51 @@ class _Held:
     replies: tuple[bytes, ...]  # already stamped
 
 
-class _Cutter:
-    """Cuts a byte stream into messages by their headers, streaming through those nobody
-    needs whole. `frame(buf, pos, avail)` returns (size, whole) or None for a short header;
-    `message(bytes)` returns what to send on for a message held whole."""
+class _Requests(RequestFramer):
+    """The client's byte stream, cut by the one X11 request framer; the Suppressor is its
+    hold policy (`_client_request`: from each request's header, whether it is read whole)."""
 
-    def __init__(self, frame: Callable[[bytearray, int, int], tuple[int, bool] | None],
-                 message: Callable[[bytes], bytes], header: int) -> None:
-        self.frame, self.message, self.header = frame, message, header
-        self.buf = bytearray()
-        self.stream = 0  # bytes of a passing message still to come
-        self.whole = 0  # size of the message being collected whole, 0 if none
+    def __init__(self, policy: Suppressor) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def _length_zero(self) -> None:
+        """Checked in `_client_request`, after the bound on a request read whole."""
+
+    def _request(self, buf: Buffer, pos: int, opcode: int, size: int, big: bool) -> int:
+        return self.policy._client_request(buf, pos, opcode, size, big)
+
+    def _message(self, msg: bytes) -> bytes:
+        if self.in_setup:
+            self.in_setup = False
+            self.policy.e = self.endian
+            self.policy.server.expect_setup(self.endian)
+            return msg
+        return self.policy._client_message(msg)
+
+
+class _ServerMessages(ServerFramer):
+    """The server's byte stream, cut by the one X11 server-message framer; the Suppressor is
+    its hold policy (`_server_header`: a message is read whole to be dropped, relabelled,
+    learnt from, or to put answers beside it)."""
+
+    def __init__(self, policy: Suppressor) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def _sequenced(self, buf: Buffer, pos: int, kind: int, seq: int) -> int:
+        return self.policy._server_header(buf, pos, kind, seq)
+
+    def _message(self, msg: bytes) -> bytes:
+        if self.in_setup:
+            self.in_setup = False
+            return self.policy._server_setup(msg)
+        return self.policy._server_message(msg)
 
     @property
     def at_boundary(self) -> bool:
-        return self.stream == 0 and not self.buf
-
-    def feed(self, data: bytes) -> list[bytes]:
-        out: list[bytes] = []
-        view = memoryview(data)
-        pos, n = 0, len(data)
-        while pos < n:
-            if self.stream:
-                take = min(self.stream, n - pos)
-                out.append(bytes(view[pos : pos + take]))
-                self.stream -= take
-                pos += take
-                continue
-            if self.whole:
-                take = min(self.whole - len(self.buf), n - pos)
-                self.buf += view[pos : pos + take]
-                pos += take
-                if len(self.buf) == self.whole:
-                    msg = bytes(self.buf)
-                    self.buf.clear()
-                    self.whole = 0
-                    out.append(self.message(msg))
-                continue
-            take = min(self.header - len(self.buf), n - pos)
-            self.buf += view[pos : pos + take]
-            pos += take
-            framed = self.frame(self.buf, 0, len(self.buf))
-            if framed is None:
-                continue
-            size, whole = framed
-            if whole:
-                self.whole = size
-                if len(self.buf) >= size:  # a message shorter than the header we read
-                    extra = bytes(self.buf[size:])
-                    del self.buf[size:]
-                    msg = bytes(self.buf)
-                    self.buf.clear()
-                    self.whole = 0
-                    out.append(self.message(msg))
-                    out.extend(self.feed(extra))
-                continue
-            head = bytes(self.buf)
-            self.buf.clear()
-            if len(head) >= size:
-                out.append(head[:size])
-                out.extend(self.feed(head[size:]))
-            else:
-                out.append(head)
-                self.stream = size - len(head)
-        return out
+        """No message is part way through: answers may go to the client now."""
+        return not self._stream and not self._held
 
 
 class Suppressor:
@@ -391,12 +429,8 @@ class Suppressor:
         self.verify = verify
         self.enabled = enabled
         self.e = "<"
-        self.setup_done = False
-        self.server_setup_done = False
-        self.seq = 0  # full number of the last request sent
         self.barrier = 0  # full number of the last forwarded request we cannot vouch for
         self.done = 0  # full number of the last request the server has finished
-        self.last_read = 0  # widened sequence number of the last server message
         self.delivered = 0  # highest sequence number the client has been given
         self.ext_names: dict[int, bytes] = {}  # major opcode -> extension, from its replies
         self.ext_version: dict[bytes, bytes] = {}  # extension -> our minor-0 request's body
@@ -404,70 +438,61 @@ class Suppressor:
         self.colormaps: dict[int, TrueColorMap] = {}
         self.fonts: dict[int, bytes] = {}
         self.opening: dict[int, bytes] = {}  # seq -> name of an OpenFont not yet finished
-        self.learn: dict[int, tuple[str, bytes]] = {}  # seq -> what its reply teaches
+        self.learn: dict[int, tuple[Kind, bytes]] = {}  # seq -> what its reply teaches
         self.partial: dict[int, list[bytes]] = {}  # ListFontsWithInfo replies so far
-        self.swallow: dict[int, tuple[str, bytes, tuple[bytes, ...]]] = {}
+        self.swallow: dict[int, tuple[Kind, bytes, tuple[bytes, ...]]] = {}
         self.held: deque[_Held] = deque()
         self.to_client: list[bytes] = []
-        self._release_pending = False
-        self.client = _Cutter(self._client_frame, self._client_message, 12)
-        self.server = _Cutter(self._server_frame, self._server_message, 32)
+        self.bigreq_enable = 0  # sequence number of BIG-REQUESTS' Enable, until its reply
+        self.client = _Requests(self)
+        self.server = _ServerMessages(self)
         cache.connection_opened(number)
 
     def close(self) -> None:
         self.cache.connection_closed(self.number)
 
+    @property
+    def seq(self) -> int:
+        """The full sequence number of the last request sent."""
+        return self.client.seq
+
     # -- client to server -------------------------------------------------------------------
 
     def from_client(self, data: bytes) -> tuple[bytes, bytes]:
-        out = b"".join(self.client.feed(data))
+        out = bytes(self.client.feed(data))
         # answers wait while a server message streams through; it carries them at its end
         back = self._take_answers() if self.server.at_boundary and self.to_client else b""
         return out, back
 
-    def _client_frame(self, buf: bytearray, pos: int, avail: int) -> tuple[int, bool] | None:
-        if not self.setup_done:
-            if avail < 12:
-                return None
-            self.e = "<" if buf[pos] == 0x6C else ">"
-            n, d = struct.unpack_from(self.e + "HH", buf, pos + 6)
-            return 12 + n + (-n % 4) + d + (-d % 4), True
-        if avail < 4:
-            return None
-        opcode = buf[pos]
-        (length,) = struct.unpack_from(self.e + "H", buf, pos + 2)
-        if length == 0:
-            if avail < 8:
-                return None
-            (length,) = struct.unpack_from(self.e + "I", buf, pos + 4)
-            if length < 2:
-                raise ClientProtocolError("BIG-REQUESTS length below 2 words")
-        self.seq += 1
-        if opcode in _KINDS or opcode in (OPEN_FONT, CLOSE_FONT):
-            return self._held_size(opcode, length), True
-        if opcode >= 128:
+    def _client_request(self, buf: Buffer, pos: int, opcode: int, size: int,
+                        big: bool) -> int:
+        """The hold policy for requests: whether this one is read whole (HOLD) or passes."""
+        if (opcode in KINDS or opcode in (OPEN_FONT, CLOSE_FONT)) \
+                and (opcode != QUERY_COLORS or size <= 8 + 4 * MAX_QUERY_COLORS):
+            return self._held(opcode, size, big)
+        if opcode >= FIRST_EXTENSION_OPCODE:
             name = self.ext_names.get(opcode, b"")
             answers = EXT_ANSWERS.get(name)
             if answers is not None and buf[pos + 1] in answers:
-                return self._held_size(opcode, length), True
+                return self._held(opcode, size, big)
             last = MULTI_REPLY.get((name, buf[pos + 1]))
             if last is not None:
                 self.multi[self.seq] = last
+        if big:
+            self.client.require_big_requests()
         if opcode != NO_OPERATION:
             self.barrier = self.seq
-        return length * 4, False
+        return PASS
 
-    @staticmethod
-    def _held_size(opcode: int, length: int) -> int:
-        if length * 4 > MAX_HELD_REQUEST:
-            raise ClientProtocolError(f"request {opcode} of {length * 4} bytes is longer than "
+    def _held(self, opcode: int, size: int, big: bool) -> int:
+        if size > MAX_HELD_REQUEST:
+            raise ClientProtocolError(f"request {opcode} of {size} bytes is longer than "
                                       f"any request of its kind")
-        return length * 4
+        if big:
+            self.client.require_big_requests()
+        return HOLD
 
     def _client_message(self, msg: bytes) -> bytes:
-        if not self.setup_done:
-            self.setup_done = True
-            return msg
         opcode = msg[0]
         seq = self.seq
         e = self.e
@@ -480,7 +505,7 @@ class Suppressor:
             # allocator never does. Anything else may fail: a barrier, and if it succeeds,
             # the name is known to open from then on.
             c = self.cache
-            if not (self.enabled and (name in c.fonts_ok or (e, "font", name) in c.replies)
+            if not (self.enabled and (name in c.fonts_ok or (e, Kind.FONT, name) in c.replies)
                     and fid not in self.fonts):
                 self.barrier = seq
                 if name not in c.fonts_ok:
@@ -492,9 +517,12 @@ class Suppressor:
             self.barrier = seq
             return msg
         known: tuple[bytes, tuple[bytes, ...]] | None
-        if opcode >= 128:
-            kind = "xreq"
+        if opcode >= FIRST_EXTENSION_OPCODE:
+            kind = Kind.EXT_REQUEST
             name, minor = self.ext_names[opcode], msg[1]
+            if name == b"BIG-REQUESTS" and minor == 0:
+                self.client.big_requests = True  # Enable: lengths of 0 from the next one
+                self.bigreq_enable = seq
             context = self.ext_version.get(name, b"")
             arg = name + struct.pack(">BBH", 0, minor, len(context)) + context + msg[4:]
             if minor == 0:
@@ -504,9 +532,11 @@ class Suppressor:
                 self.barrier = seq
                 self.learn[seq] = (kind, arg)
                 return msg
+            if seq == self.bigreq_enable:
+                self.client.max_big_request = 4 * U32[e](value, 8)[0]
             known = (arg, (value,))
         else:
-            kind = _KINDS[opcode]
+            kind = KINDS[opcode]
             known = self._answer(kind, msg) if self.enabled else None
         if known is None:
             self.barrier = seq
@@ -531,47 +561,49 @@ class Suppressor:
             self.cache.stats.held += 1
         return msg
 
-    def _learn_key(self, kind: str, msg: bytes) -> tuple[str, bytes] | None:
+    def _learn_key(self, kind: Kind, msg: bytes) -> tuple[Kind, bytes] | None:
+        """What the reply to this request teaches (its kind and cache key), or None when it
+        teaches nothing: AllocColor and QueryColors are computed, not learnt."""
         e = self.e
-        if kind == "atom":
+        if kind is Kind.ATOM:
             n, = struct.unpack_from(e + "H", msg, 4)
             return kind, msg[8 : 8 + n]
-        if kind == "name":
+        if kind is Kind.ATOM_NAME:
             return kind, struct.pack(">I", *struct.unpack_from(e + "I", msg, 4))
-        if kind == "font":
+        if kind is Kind.FONT:
             name = self.fonts.get(struct.unpack_from(e + "I", msg, 4)[0])
             return (kind, name) if name is not None else None
-        if kind in ("lf", "lfi"):
+        if kind in (Kind.LIST_FONTS, Kind.LIST_FONTS_WITH_INFO):
             return kind, msg[4:]
-        if kind in ("named", "lookup"):
+        if kind in (Kind.ALLOC_NAMED_COLOR, Kind.LOOKUP_COLOR):
             cmap, n = struct.unpack_from(e + "IH", msg, 4)
             if cmap not in self.colormaps:
                 return None
             return kind, struct.pack(">I", cmap) + msg[12 : 12 + n]
-        if kind == "ext":
+        if kind is Kind.EXTENSION:
             n, = struct.unpack_from(e + "H", msg, 4)
             return kind, msg[8 : 8 + n]
-        if kind == "kbd":
+        if kind is Kind.KEYBOARD:
             return kind, msg[4:6]
-        if kind in ("exts", "mod"):
+        if kind in (Kind.EXTENSIONS, Kind.MODIFIERS):
             return kind, b""
         return None
 
-    def _answer(self, kind: str, msg: bytes) -> tuple[bytes, tuple[bytes, ...]] | None:
+    def _answer(self, kind: Kind, msg: bytes) -> tuple[bytes, tuple[bytes, ...]] | None:
         """(cache key, the server's replies) when the answer is known, else None."""
         c, e = self.cache, self.e
-        if kind == "color":
+        if kind is Kind.ALLOC_COLOR:
             cmap, r, g, b = struct.unpack_from(e + "IHHH", msg, 4)
             tc = self.colormaps.get(cmap)
             if tc is None or c.no_color:
                 return None
             pixel, rr, gg, bb = tc.alloc(r, g, b)
             return b"", (struct.pack(e + "BBHIHHHHI12x", 1, 0, 0, 0, rr, gg, bb, 0, pixel),)
-        if kind == "qcolors":
+        if kind is Kind.QUERY_COLORS:
             cmap, = struct.unpack_from(e + "I", msg, 4)
             tc = self.colormaps.get(cmap)
             n = (len(msg) - 8) // 4
-            if tc is None or c.no_color or not 0 < n <= 16000:
+            if tc is None or c.no_color or not 0 < n <= MAX_QUERY_COLORS:
                 return None
             items = []
             for pixel in struct.unpack_from(e + f"{n}I", msg, 8):
@@ -584,28 +616,28 @@ class Suppressor:
         if learn is None:
             return None
         _, arg = learn
-        if kind == "atom":
+        if kind is Kind.ATOM:
             if msg[1] > 1:
                 return None  # BadValue
             atom = c.atoms.get(arg)
             if atom is None:
                 return None
             return arg, (struct.pack(e + "BBHII20x", 1, 0, 0, 0, atom),)
-        if kind == "name":
+        if kind is Kind.ATOM_NAME:
             name = c.atom_names.get(struct.unpack(">I", arg)[0])
             if name is None:
                 return None
             n = len(name)
             body = name + b"\0" * (-n % 4)
             return arg, (struct.pack(e + "BBHIH22x", 1, 0, 0, len(body) // 4, n) + body,)
-        if kind == "named":
+        if kind is Kind.ALLOC_NAMED_COLOR:
             exact = c.colors.get(arg[4:])
             tc = self.colormaps.get(struct.unpack_from(e + "I", msg, 4)[0])
             if exact is None or tc is None or c.no_color:
                 return None
             pixel, rr, gg, bb = tc.alloc(*exact)
             return arg, (struct.pack(e + "BBHII3H3H8x", 1, 0, 0, 0, pixel, *exact, rr, gg, bb),)
-        if kind in ("kbd", "mod"):
+        if kind in _KEYMAP_KINDS:
             reply = c.keymap((e, kind, arg))
             return (arg, (reply,)) if reply is not None else None
         value = c.replies.get((e, kind, arg))
@@ -616,14 +648,14 @@ class Suppressor:
     # -- server to client -------------------------------------------------------------------
 
     def from_server(self, data: bytes) -> bytes:
-        parts = self.server.feed(data)
+        out = bytes(self.server.feed(data))
         if self.opening:
             self._opened()
         if self.server.at_boundary:
             self._release(self.done)
             if self.to_client:
-                parts.append(self._take_answers())
-        return b"".join(parts)
+                return out + self._take_answers()
+        return out
 
     def _opened(self) -> None:
         """Fonts whose OpenFont the server has finished: without an error (an error would
@@ -647,63 +679,50 @@ class Suppressor:
             self.delivered = max(self.delivered, h.seq)
         return self._take_answers() if self.to_client else b""
 
-    def _server_frame(self, buf: bytearray, pos: int, avail: int) -> tuple[int, bool] | None:
-        if not self.server_setup_done:
-            if avail < 8:
-                return None
-            (words,) = struct.unpack_from(self.e + "H", buf, pos + 6)
-            return 8 + 4 * words, True
-        if avail < 32:
-            return None
-        kind = buf[pos]
-        size = 32
-        if kind == 1 or kind & 0x7F == GENERIC_EVENT:
-            (length,) = struct.unpack_from(self.e + "I", buf, pos + 4)
-            size += 4 * length
-        if kind & 0x7F == KEYMAP_NOTIFY:
-            return size, False  # no sequence number; it follows its event at once
-        (seq16,) = struct.unpack_from(self.e + "H", buf, pos + 2)
-        last = self.last_read
-        seq = last + ((seq16 - last) & 0xFFFF)
+    def _server_header(self, buf: Buffer, pos: int, kind: int, seq: int) -> int:
+        """The hold policy for server messages: whether this one is read whole (HOLD)."""
         if seq > self.seq:  # the server is never ahead of the requests sent
             seq -= 0x10000
+            self.server.last_seq = seq
         if seq < 0:
-            raise ServerProtocolError(f"sequence number {seq16} of a request not sent")
-        self.last_read = seq
-        if kind == 0 and self.opening:
+            raise ServerProtocolError(f"sequence number {seq & 0xFFFF} of a request not sent")
+        if kind == ERROR and self.opening:
             self.opening.pop(seq, None)  # that font did not open
         # whole: to drop or relabel it, to learn from it, or to put answers before or after it
-        whole = (kind <= 1 and (seq in self.swallow or seq in self.learn)) \
-            or kind & 0x7F == MAPPING_NOTIFY or seq < self.delivered \
+        whole = (kind <= REPLY and (seq in self.swallow or seq in self.learn)) \
+            or kind & EVENT_CODE_MASK == MAPPING_NOTIFY or seq < self.delivered \
             or bool(self.held) or bool(self.to_client)
         if not whole:  # passes through as it is
-            if kind == 1 and seq in self.multi and not self.multi[seq](buf[pos + 1]):
+            if kind == REPLY and seq in self.multi and not self.multi[seq](buf[pos + 1]):
                 finished = seq - 1  # more replies to come for it
             else:
-                finished = seq if kind <= 1 else seq - 1
-                if kind <= 1:
+                finished = seq if kind <= REPLY else seq - 1
+                if kind <= REPLY:
                     self.multi.pop(seq, None)
             self.done = max(self.done, finished)
             self.delivered = max(self.delivered, seq)
-            if kind == 1:
+            if kind == REPLY:
                 self.cache.stats.forwarded_replies += 1
-        return size, whole
+        return HOLD if whole else PASS
+
+    def _server_setup(self, msg: bytes) -> bytes:
+        if msg[0] == STATUS_SUCCESS:
+            for cmap, visual in parse_screens(msg, self.e):
+                if visual is not None and visual.cls == TRUE_COLOR and visual.depth < 32:
+                    self.colormaps[cmap] = TrueColorMap(visual)
+        return msg
 
     def _server_message(self, msg: bytes) -> bytes:
-        if not self.server_setup_done:
-            self.server_setup_done = True
-            if msg[0] == 1:
-                for cmap, visual in parse_screens(msg, self.e):
-                    if visual is not None and visual.cls == TRUE_COLOR and visual.depth < 32:
-                        self.colormaps[cmap] = TrueColorMap(visual)
-            return msg
         kind = msg[0]
-        seq = self.last_read
+        seq = self.server.last_seq
+        if kind == REPLY and seq == self.bigreq_enable:
+            self.client.max_big_request = 4 * U32[self.e](msg, 8)[0]
+            self.bigreq_enable = 0
         # everything before `seq` is finished; answers for requests before it go first
         self.done = max(self.done, seq - 1)
         before = self._release(self.done, below=seq)
-        if kind > 1:
-            if kind & 0x7F == MAPPING_NOTIFY:
+        if kind > REPLY:
+            if kind & EVENT_CODE_MASK == MAPPING_NOTIFY:
                 self.cache.mapping_changed()
             if seq < self.delivered:  # an event of its own, while our answers went ahead
                 msg = _stamp(msg, self.e, self.delivered)
@@ -714,19 +733,19 @@ class Suppressor:
             final = self._compare(seq, msg)
             msg = b""
         else:
-            if kind == 1 and seq in self.learn:
+            if kind == REPLY and seq in self.learn:
                 final = self._learn(seq, msg)
             elif seq in self.partial:
                 final = msg[1] == 0
             if seq in self.multi:
-                final = kind == 0 or self.multi[seq](msg[1])
+                final = kind == ERROR or self.multi[seq](msg[1])
                 if final:
                     del self.multi[seq]
-            if kind == 0:
+            if kind == ERROR:
                 self.learn.pop(seq, None)
                 self.partial.pop(seq, None)
                 final = True
-            if kind == 1:
+            if kind == REPLY:
                 self.cache.stats.forwarded_replies += final
             self.delivered = max(self.delivered, seq)
         if final:
@@ -736,7 +755,7 @@ class Suppressor:
     def _compare(self, seq: int, msg: bytes) -> bool:
         """Check the server's reply against ours; True once the request has all its replies."""
         kind, key, ours = self.swallow[seq]
-        if kind == "lfi" and msg[0] == 1:
+        if kind is Kind.LIST_FONTS_WITH_INFO and msg[0] == REPLY:
             got = self.partial.setdefault(seq, [])
             got.append(msg)
             if msg[1] != 0:
@@ -751,7 +770,7 @@ class Suppressor:
         if theirs != ours:
             stats.mismatches += 1
             self.cache.mismatch_log.append({
-                "kind": kind, "key": base64.b64encode(key).decode(), "seq": seq,
+                "kind": kind.value, "key": base64.b64encode(key).decode(), "seq": seq,
                 "ours": [r.hex() for r in ours], "server": [r.hex() for r in theirs]})
             self.cache.forget(kind, self.e, key)
         if self.verify:  # the client gets the server's own reply
@@ -763,7 +782,7 @@ class Suppressor:
         """Remember what the reply teaches; True once the request has all its replies."""
         kind, arg = self.learn[seq]
         c, e = self.cache, self.e
-        if kind == "lfi":
+        if kind is Kind.LIST_FONTS_WITH_INFO:
             got = self.partial.setdefault(seq, [])
             got.append(msg)
             if msg[1] != 0:
@@ -774,24 +793,25 @@ class Suppressor:
             c.changed = True
             return True
         del self.learn[seq]
-        if kind == "atom":
+        if kind is Kind.ATOM:
             c.learn_atom(arg, struct.unpack_from(e + "I", msg, 8)[0])
-        elif kind == "name":
+        elif kind is Kind.ATOM_NAME:
             n, = struct.unpack_from(e + "H", msg, 8)
             c.learn_atom(msg[32 : 32 + n], struct.unpack(">I", arg)[0])
-        elif kind == "named":
+        elif kind is Kind.ALLOC_NAMED_COLOR:
             c.colors[arg[4:]] = struct.unpack_from(e + "3H", msg, 12)
             c.changed = True
-        elif kind in ("kbd", "mod"):
+        elif kind in _KEYMAP_KINDS:
             c.learn_keymap((e, kind, arg), _unstamp(msg))
         else:
-            if kind == "lookup":
+            if kind is Kind.LOOKUP_COLOR:
                 c.colors[arg[4:]] = struct.unpack_from(e + "3H", msg, 8)
-            if kind == "ext" and msg[8]:
+            if kind is Kind.EXTENSION and msg[8]:
                 self.ext_names[msg[9]] = arg
             c.replies[(e, kind, arg)] = _unstamp(msg)
             c.changed = True
         return True
 
 
-__all__ = ["DisplayCache", "Stats", "Suppressor", "TrueColorMap", "Visual", "parse_screens"]
+__all__ = ["DisplayCache", "Kind", "Stats", "Suppressor", "TrueColorMap", "Visual",
+           "parse_screens"]

@@ -26,7 +26,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
-from .errors import ClientProtocolError, ServerProtocolError
+from .errors import ClientProtocolError
 from .extensions import (
     ExtensionInfo,
     ExtensionPolicy,
@@ -38,37 +38,33 @@ from .framing import (
     HOLD,
     MAX_HELD_REQUEST,
     PASS,
-    U16,
-    U32,
     WATCH,
+    Buffer,
     Observer,
-    StreamFramer,
+    RequestFramer,
+    ServerFramer,
     skip_requests,
+)
+from .opcodes import (
+    ERROR,
+    FIRST_EXTENSION_OPCODE,
+    LIST_EXTENSIONS,
+    QUERY_EXTENSION,
+    REPLY,
 )
 from .setup import (
     STATUS_SUCCESS,
     SetupReply,
     SetupRequest,
-    endian_of,
     parse_setup_reply,
     parse_setup_request,
     setup_failed,
-    setup_reply_size,
-    setup_request_size,
 )
 from .xauth import MIT_MAGIC_COOKIE_1
 
 if TYPE_CHECKING:
     from .tally import Tally
 
-QUERY_EXTENSION = 98
-LIST_EXTENSIONS = 99
-KEYMAP_NOTIFY = 11
-GENERIC_EVENT = 35
-#: Xorg's maxBigRequestSize (4194303 words), used until the server tells its own.
-DEFAULT_MAX_BIG_REQUEST = 4194303 * 4
-#: A bound on any server message; the largest real ones (GetImage of a big screen) are far less.
-MAX_SERVER_MESSAGE = 1 << 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +148,8 @@ class X11Connection:
     def stats(self) -> Stats:
         """Messages so far: requests, and the server's replies, events and errors."""
         kinds = self.server.kinds
-        return Stats(self.client.seq, kinds[1], sum(kinds) - kinds[0] - kinds[1], kinds[0])
+        return Stats(self.client.seq, kinds[REPLY], sum(kinds) - kinds[ERROR] - kinds[REPLY],
+                     kinds[ERROR])
 
     def release(self) -> None:
         """The connection is over: forget what it awaited, and the framers' and the tally's
@@ -183,15 +180,11 @@ class X11Connection:
 
 
 
-class _ClientFramer(StreamFramer):
+class _ClientFramer(RequestFramer):
     def __init__(self, conn: X11Connection) -> None:
         super().__init__()
         self.conn = conn
-        self.in_setup = True
-        self.seq = 0  # full count of requests sent; the server's 16-bit numbers are its low bits
-        self.big_requests = False
         self.bigreq_opcode = -1
-        self.max_big_request = DEFAULT_MAX_BIG_REQUEST
         # A client whose QueryExtension("BIG-REQUESTS") was answered near it (a link agent's
         # cache) sends the Enable, and big requests, before the server's reply can teach us
         # the opcode. Until that reply: the sequence number of the query, the first minor-0
@@ -200,9 +193,6 @@ class _ClientFramer(StreamFramer):
         self.bigreq_query = 0
         self.enable_candidates: dict[int, int] = {}
         self.big_unconfirmed = False
-        self.endian = "<"
-        self._u16 = U16["<"]
-        self._u32 = U32["<"]
         self.tally = conn.tally
         self._counts = conn.tally.core if conn.tally is not None else None
         self._holds = self._hold_table()
@@ -221,7 +211,8 @@ class _ClientFramer(StreamFramer):
         if self.bigreq_opcode >= 0:
             table[self.bigreq_opcode] = HOLD
         elif self.bigreq_query:
-            for op in range(128, 256):  # framed one by one until the opcode is known
+            # framed one by one until the opcode is known
+            for op in range(FIRST_EXTENSION_OPCODE, 256):
                 if not table[op]:
                     table[op] = COUNT
         return bytes(table)
@@ -247,46 +238,28 @@ class _ClientFramer(StreamFramer):
         if unconfirmed and not self.big_requests:
             raise ClientProtocolError("request of length 0 without BIG-REQUESTS enabled")
 
-    def _frame(self, buf, pos, avail):  # type: ignore[no-untyped-def]
-        if self.in_setup:
-            if avail < 12:
-                return None
-            self.endian = self.conn.endian = endian_of(buf[pos])
-            self._u16 = U16[self.endian]
-            self._u32 = U32[self.endian]
-            return setup_request_size(bytes(buf[pos : pos + 12])), True
-        if avail < 4:
-            return None
-        opcode = buf[pos]
-        length = self._u16(buf, pos + 2)[0]
-        if length == 0:
-            if not self.big_requests:
-                if not self.enable_candidates:
-                    raise ClientProtocolError(
-                        "request of length 0 without BIG-REQUESTS enabled")
-                self.big_unconfirmed = True
-            if avail < 8:
-                return None
-            length = self._u32(buf, pos + 4)[0]
-            if length < 2:
-                raise ClientProtocolError(f"BIG-REQUESTS length {length} is less than 2 words")
-            if length * 4 > self.max_big_request:
-                raise ClientProtocolError(
-                    f"request of {length * 4} bytes exceeds the server's maximum "
-                    f"of {self.max_big_request}"
-                )
-        self.seq += 1
+    def _set_endian(self, endian: str) -> None:
+        super()._set_endian(endian)
+        self.conn.endian = endian
+
+    def _length_zero(self) -> None:
+        if not self.big_requests:
+            if not self.enable_candidates:
+                raise ClientProtocolError("request of length 0 without BIG-REQUESTS enabled")
+            self.big_unconfirmed = True
+
+    def _request(self, buf: Buffer, pos: int, opcode: int, size: int, big: bool) -> int:
         hold = self._holds[opcode]
-        if self.bigreq_query and opcode >= 128 and buf[pos + 1] == 0:
+        if self.bigreq_query and opcode >= FIRST_EXTENSION_OPCODE and buf[pos + 1] == 0:
             self.enable_candidates.setdefault(opcode, self.seq)
         if self.tally is not None:
             self.tally.request(opcode, buf[pos + 1], self.seq)
         if hold == COUNT:
-            hold = PASS
-        elif hold == HOLD and length * 4 > MAX_HELD_REQUEST:
-            raise ClientProtocolError(f"request {opcode} of {length * 4} bytes is longer than "
+            return PASS
+        if hold == HOLD and size > MAX_HELD_REQUEST:
+            raise ClientProtocolError(f"request {opcode} of {size} bytes is longer than "
                                       f"any request of its kind")
-        return length * 4, hold
+        return hold
 
     def _skip(self, data, pos, n):  # type: ignore[no-untyped-def]
         end, count = skip_requests(data, pos, n, self._holds, self.endian == "<", self._counts)
@@ -339,58 +312,37 @@ class _ClientFramer(StreamFramer):
         return upstream.to_bytes()
 
 
-class _ServerFramer(StreamFramer):
+class _ServerFramer(ServerFramer):
     def __init__(self, conn: X11Connection) -> None:
         super().__init__()
         self.conn = conn
-        self.in_setup = True
-        self.endian = "<"
-        self.last_seq = 0  # full sequence number of the last server message that had one
         self.kinds = [0] * 256  # messages by their first byte: 0 error, 1 reply, else events
         self.watch_all = WATCH if conn.observer is not None else PASS
         self.tally = conn.tally
-        self._u16 = U16["<"]
-        self._u32 = U32["<"]
 
-    def expect_setup(self, endian: str) -> None:
-        self.endian = endian
-        self._u16 = U16[endian]
-        self._u32 = U32[endian]
+    def _unsequenced(self, buf: Buffer, pos: int, kind: int) -> int:
+        self.kinds[kind] += 1
+        return self.watch_all
 
-    def _frame(self, buf, pos, avail):  # type: ignore[no-untyped-def]
-        if self.in_setup:
-            if avail < 8:
-                return None
-            return setup_reply_size(bytes(buf[pos : pos + 8]), self.endian), True
-        if avail < 32:
-            return None
-        kind = buf[pos]
-        size = 32
-        if kind == 1 or kind & 0x7F == GENERIC_EVENT:
-            size = 32 + 4 * self._u32(buf, pos + 4)[0]
-            if size > MAX_SERVER_MESSAGE:
-                raise ServerProtocolError(f"server message of {size} bytes")
+    def _sequenced(self, buf: Buffer, pos: int, kind: int, seq: int) -> int:
         hold = self.watch_all
         self.kinds[kind] += 1
-        if kind != KEYMAP_NOTIFY:
-            last = self.last_seq
-            self.last_seq = seq = last + ((self._u16(buf, pos + 2)[0] - last) & 0xFFFF)
-            pending = self.conn.pending
-            if pending and kind <= 1:
-                while pending and pending[0][0] < seq:
-                    pending.popleft()
-                if pending and pending[0][0] == seq:
-                    if kind == 1:
-                        hold = HOLD
-                    else:
-                        pending.popleft()  # an error instead of the reply
-            if self.tally is not None:
-                self.tally.server(kind, seq)
-        return size, hold
+        pending = self.conn.pending
+        if pending and kind <= REPLY:
+            while pending and pending[0][0] < seq:
+                pending.popleft()
+            if pending and pending[0][0] == seq:
+                if kind == REPLY:
+                    hold = HOLD
+                else:
+                    pending.popleft()  # an error instead of the reply
+        if self.tally is not None:
+            self.tally.server(kind, seq)
+        return hold
 
     def _watched(self, msg: bytes) -> None:
         kind = msg[0]
-        self.conn.observer("reply" if kind == 1 else "error" if kind == 0 else "event",  # type: ignore[misc]
+        self.conn.observer("reply" if kind == REPLY else "error" if kind == ERROR else "event",  # type: ignore[misc]
                            self.last_seq, msg)
 
     def _message(self, msg: bytes) -> bytes:
@@ -402,11 +354,11 @@ class _ServerFramer(StreamFramer):
                 conn.observer("setup-reply", 0, msg)
             return msg
         kind = msg[0]
-        if kind == 1 and conn.pending and conn.pending[0][0] == self.last_seq:
+        if kind == REPLY and conn.pending and conn.pending[0][0] == self.last_seq:
             _, what, detail = conn.pending.popleft()
             msg = self._reply(what, detail, msg)
         if conn.observer is not None:
-            conn.observer("reply" if kind == 1 else "error" if kind == 0 else "event",
+            conn.observer("reply" if kind == REPLY else "error" if kind == ERROR else "event",
                           self.last_seq, msg)
         return msg
 

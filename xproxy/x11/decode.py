@@ -33,6 +33,15 @@ from Xlib.protocol import request as xrequest
 from Xlib.protocol import rq
 from Xlib.protocol import structs as _structs
 
+from .opcodes import (
+    EVENT_CODE_MASK,
+    FIRST_EXTENSION_OPCODE,
+    GENERIC_EVENT,
+    GET_ATOM_NAME,
+    INTERN_ATOM,
+    QUERY_EXTENSION,
+)
+
 __all__ = [
     "ATOM_FIELDS",
     "EXTENSIONS",
@@ -49,9 +58,6 @@ MAX_ITEMS = 64
 MAX_BYTES = 32
 #: How many characters of a string are kept.
 MAX_TEXT = 256
-
-GENERIC_EVENT = 35
-KEYMAP_NOTIFY = 11
 
 PREDEFINED_ATOMS: dict[int, str] = {
     v: k for k, v in vars(Xatom).items() if k.isupper() and isinstance(v, int) and 0 < v < 69
@@ -383,7 +389,7 @@ CORE_REPLIES = bytes(1 if getattr(_CORE_REQUESTS.get(op), "_reply", None) is not
 def request_name(op: int, minor: int, extension: str | None) -> str:
     """A request's name from its opcodes and, for an extension's (op >= 128), the name of the
     extension that has that major opcode on this connection (None when unknown)."""
-    if op < 128:
+    if op < FIRST_EXTENSION_OPCODE:
         cls = _CORE_REQUESTS.get(op)
         return cls.__name__ if cls is not None else f"Request{op}"
     if extension is None:
@@ -536,7 +542,7 @@ class Decoder:
         layout: rq.Struct | None = None
         reply: rq.Struct | None = None
         has_reply = False
-        if op < 128:
+        if op < FIRST_EXTENSION_OPCODE:
             cls = _CORE_REQUESTS.get(op)
             if cls is not None:
                 layout = cls._request
@@ -556,9 +562,9 @@ class Decoder:
             body = msg[:4] + msg[8:]  # BIG-REQUESTS: drop the extended length
             if want:
                 out["big_request"] = True
-        if op == 98 or op == 17 or (op == 16 and tracing):  # QueryExtension, GetAtomName, InternAtom
+        if op == QUERY_EXTENSION or op == GET_ATOM_NAME or (op == INTERN_ATOM and tracing):
             parsed = self._fields(xrequest.major_codes[op]._request, body, e, "request")
-            detail = parsed.get("name") if op != 17 else parsed.get("atom")
+            detail = parsed.get("name") if op != GET_ATOM_NAME else parsed.get("atom")
             if want:
                 out.update(parsed)
         elif want:
@@ -627,7 +633,7 @@ class Decoder:
     def _event(self, seq: int, msg: bytes, want: Want) -> Decoded:
         self._prune(seq)
         e = self.endian
-        code = msg[0] & 0x7F
+        code = msg[0] & EVENT_CODE_MASK
         size = len(msg)
         head: dict[str, Any] = {}  # fields before the layout's
         bare: dict[str, Any] = {}  # what stands for the layout's fields when it has none

@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from .opcodes import REPLY
 from .setup import pad4
 
 DEFAULT_HIDDEN = frozenset({"MIT-SHM"})
@@ -52,7 +53,7 @@ def filter_list_extensions_reply(reply: bytes, endian: str, hidden: frozenset[st
     body = b"".join(bytes((len(n),)) + n for n in kept)
     body += b"\0" * pad4(len(body))
     (seq,) = struct.unpack_from(endian + "H", reply, 2)
-    header = struct.pack(endian + "BBHI24x", 1, len(kept), seq, len(body) // 4)
+    header = struct.pack(endian + "BBHI24x", REPLY, len(kept), seq, len(body) // 4)
     return header + body
 
 

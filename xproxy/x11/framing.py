@@ -14,6 +14,11 @@ Sizes (X11 protocol, sections 8 and 5; BIG-REQUESTS extension):
   32-bit length follows at offset 4, counting the whole request in 4-byte units.
 - server message: 32 bytes; a reply (type 1) or a GenericEvent (35, SendEvent bit ignored as
   xcb does) has 4 * length (32 bits at offset 4) more.
+
+`RequestFramer` and `ServerFramer` are the one implementation of these rules (and of request
+counting and sequence-number widening); a user of them is a hold policy that says, per
+message header, what is held, watched or passed: connection.py's relay and tracer, and
+suppress.py's answers near the client.
 """
 
 from __future__ import annotations
@@ -21,6 +26,16 @@ from __future__ import annotations
 import struct
 from array import array
 from collections.abc import Callable
+
+from .errors import ClientProtocolError, ServerProtocolError
+from .opcodes import EVENT_CODE_MASK, GENERIC_EVENT, KEYMAP_NOTIFY, REPLY
+from .setup import (
+    SETUP_REPLY_HEADER,
+    SETUP_REQUEST_HEADER,
+    endian_of,
+    setup_reply_size,
+    setup_request_size,
+)
 
 #: 16- and 32-bit readers (`unpack_from`) per byte order ("<" or ">").
 U16 = {e: struct.Struct(e + "H").unpack_from for e in "<>"}
@@ -36,6 +51,10 @@ PASS, HOLD, WATCH, COUNT = 0, 1, 2, 3
 #: most one string of up to 65535 bytes (a name, a pattern) after a 12-byte header, so anything
 #: longer is a client making the proxy hold a big request in memory, not a real request.
 MAX_HELD_REQUEST = 1 << 17
+#: Xorg's maxBigRequestSize (4194303 words), used until the server tells its own.
+DEFAULT_MAX_BIG_REQUEST = 4194303 * 4
+#: A bound on any server message; the largest real ones (GetImage of a big screen) are far less.
+MAX_SERVER_MESSAGE = 1 << 30
 
 
 class StreamFramer:
@@ -214,6 +233,124 @@ class StreamFramer:
     def pending_bytes(self) -> int:
         """Bytes held back, waiting for the rest of their message."""
         return len(self._held)
+
+
+Buffer = bytes | bytearray | memoryview
+
+
+class RequestFramer(StreamFramer):
+    """The client's stream: the setup request, then requests by their length, counted
+    (`seq`, the number the server gives the last one). A subclass is the hold policy: it
+    says in `_request` what becomes of each request and handles the held ones in `_message`
+    (clearing `in_setup` when the setup request is there).
+
+    A length of 0 is BIG-REQUESTS' form: a 32-bit length of at least 2 words follows,
+    counting the whole request, no more than `max_big_request` bytes. `_length_zero` says
+    whether the form is allowed; by default, once `big_requests` is set (the Enable sent)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_setup = True
+        self.endian = "<"
+        self._u16 = U16["<"]
+        self._u32 = U32["<"]
+        self.seq = 0
+        self.big_requests = False
+        self.max_big_request = DEFAULT_MAX_BIG_REQUEST
+
+    def _set_endian(self, endian: str) -> None:
+        self.endian = endian
+        self._u16 = U16[endian]
+        self._u32 = U32[endian]
+
+    def _frame(self, buf: Buffer, pos: int, avail: int) -> tuple[int, int] | None:
+        if self.in_setup:
+            if avail < SETUP_REQUEST_HEADER:
+                return None
+            self._set_endian(endian_of(buf[pos]))
+            return setup_request_size(bytes(buf[pos : pos + SETUP_REQUEST_HEADER])), HOLD
+        if avail < 4:
+            return None
+        opcode = buf[pos]
+        length = self._u16(buf, pos + 2)[0]
+        big = length == 0
+        if big:
+            self._length_zero()
+            if avail < 8:
+                return None
+            length = self._u32(buf, pos + 4)[0]
+            if length < 2:
+                raise ClientProtocolError(f"BIG-REQUESTS length {length} is less than 2 words")
+            if length * 4 > self.max_big_request:
+                raise ClientProtocolError(
+                    f"request of {length * 4} bytes exceeds the server's maximum "
+                    f"of {self.max_big_request}"
+                )
+        self.seq += 1
+        return length * 4, self._request(buf, pos, opcode, length * 4, big)
+
+    def _length_zero(self) -> None:
+        """A request's 16-bit length is 0: raise unless BIG-REQUESTS allows it."""
+        self.require_big_requests()
+
+    def require_big_requests(self) -> None:
+        """Raise ClientProtocolError unless the client has enabled BIG-REQUESTS."""
+        if not self.big_requests:
+            raise ClientProtocolError("request of length 0 without BIG-REQUESTS enabled")
+
+    def _request(self, buf: Buffer, pos: int, opcode: int, size: int, big: bool) -> int:
+        """The hold policy for the request at buf[pos] (numbered `seq`, `size` bytes, `big`
+        when in BIG-REQUESTS form): PASS, HOLD or WATCH."""
+        raise NotImplementedError
+
+
+class ServerFramer(StreamFramer):
+    """The server's stream: the setup reply, then errors, replies and events, each 32 bytes
+    but a reply or a GenericEvent (4 * length more), each but KeymapNotify with a 16-bit
+    sequence number, widened from the last one read (`last_seq`) as xcb does. A subclass is
+    the hold policy (`_sequenced`, `_unsequenced`, `_message`, clearing `in_setup`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_setup = True
+        self.endian = "<"
+        self._u16 = U16["<"]
+        self._u32 = U32["<"]
+        self.last_seq = 0  # full sequence number of the last server message that had one
+
+    def expect_setup(self, endian: str) -> None:
+        """The client's byte order, which the server answers in."""
+        self.endian = endian
+        self._u16 = U16[endian]
+        self._u32 = U32[endian]
+
+    def _frame(self, buf: Buffer, pos: int, avail: int) -> tuple[int, int] | None:
+        if self.in_setup:
+            if avail < SETUP_REPLY_HEADER:
+                return None
+            return setup_reply_size(bytes(buf[pos : pos + SETUP_REPLY_HEADER]), self.endian), HOLD
+        if avail < 32:
+            return None
+        kind = buf[pos]
+        size = 32
+        if kind == REPLY or kind & EVENT_CODE_MASK == GENERIC_EVENT:
+            size = 32 + 4 * self._u32(buf, pos + 4)[0]
+            if size > MAX_SERVER_MESSAGE:
+                raise ServerProtocolError(f"server message of {size} bytes")
+        if kind == KEYMAP_NOTIFY:  # no sequence number: it follows its event at once
+            return size, self._unsequenced(buf, pos, kind)
+        last = self.last_seq
+        seq = last + ((self._u16(buf, pos + 2)[0] - last) & 0xFFFF)
+        self.last_seq = seq
+        return size, self._sequenced(buf, pos, kind, seq)
+
+    def _unsequenced(self, buf: Buffer, pos: int, kind: int) -> int:
+        """The hold policy for a message without a sequence number (KeymapNotify)."""
+        return PASS
+
+    def _sequenced(self, buf: Buffer, pos: int, kind: int, seq: int) -> int:
+        """The hold policy for an error, reply or event with full sequence number `seq`."""
+        raise NotImplementedError
 
 
 Observer = Callable[[str, int, bytes], None]

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .decode import CORE_REPLIES, extension_replies, request_name
+from .opcodes import FIRST_EXTENSION_OPCODE, REPLY
 
 if TYPE_CHECKING:
     from .connection import X11Connection
@@ -62,11 +63,11 @@ class Tally:
     def stops(self, op: int) -> bool:
         """Whether a request with major opcode `op` must be framed one by one to be counted
         (it may have a reply, or it is an extension's)."""
-        return op >= 128 or bool(CORE_REPLIES[op])
+        return op >= FIRST_EXTENSION_OPCODE or bool(CORE_REPLIES[op])
 
     def request(self, op: int, minor: int, seq: int) -> None:
         """The client framer read the header of request `seq`."""
-        if op < 128:
+        if op < FIRST_EXTENSION_OPCODE:
             self.core[op] += 1
             if CORE_REPLIES[op]:
                 self.pending.append((seq, self.clock()))
@@ -84,9 +85,9 @@ class Tally:
         pending = self.pending
         while pending and pending[0][0] < seq:
             pending.popleft()
-        if kind <= 1 and pending and pending[0][0] == seq:
+        if kind <= REPLY and pending and pending[0][0] == seq:
             sent = pending.popleft()[1]
-            if kind == 1:  # (later replies to the same request find nothing: one round trip)
+            if kind == REPLY:  # (later replies to the same request find nothing: one round trip)
                 latency = self.clock() - sent
                 self.round_trips += 1
                 self.latency_sum += latency
