@@ -31,8 +31,9 @@ FORBIDDEN = frozenset({
 # adapter.
 PURE_PACKAGES = ("xproxy.x11", "xproxy.suppress")
 PURE = sorted(
-    {f"{package}.{p.stem}" for package in PURE_PACKAGES
-     for p in ROOT.joinpath(*package.split(".")).glob("*.py") if p.stem != "__init__"} | {
+    {".".join((package, *p.relative_to(ROOT.joinpath(*package.split("."))).with_suffix("").parts))
+     for package in PURE_PACKAGES
+     for p in ROOT.joinpath(*package.split(".")).rglob("*.py") if p.stem != "__init__"} | {
         "xproxy.link.protocol",
         "discovery.registry", "discovery.guard", "discovery.schema", "discovery.pacing",
         "discovery.etcdkeys", "discovery.wire", "discovery.browsing", "discovery.journal",

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from xproxy.observe.instruments import ClientObserver, observers
 from xproxy.x11.connection import AuthPolicy, X11Connection
-from xproxy.x11.decode import EXTENSIONS, MAX_PENDING, Decoder
+from xproxy.x11.decode.decoder import MAX_PENDING, Decoder
+from xproxy.x11.decode.tables import EXTENSIONS
 
 from testing import x11wire as wire
 
@@ -569,3 +570,27 @@ def test_decoder_never_raises_on_any_framed_message(e, kind, code, minor, words,
     assert isinstance(m.name, str) and m.name
     assert m.size == len(msg)
     json.dumps(m.fields)
+
+
+def test_a_layout_made_after_another_is_freed_gets_its_own_plan() -> None:
+    """Plans are cached per layout object: a layout created where a freed one lived (same
+    id()) is read with its own fields, not the freed layout's."""
+    from Xlib.protocol import rq
+
+    from xproxy.x11.decode.layouts import parse
+
+    dec = Decoder()
+    for i in range(50):
+        names = [f"a{i}", f"b{i}"] if i % 2 else [f"c{i}"]
+        layout = rq.Struct(*(rq.Card16(n) for n in names))
+        out: dict = {}
+        parse(layout, b"\x01\x00\x02\x00", "<", dec, out)
+        assert list(out) == names
+        del layout
+
+
+def test_resource_fields_are_read_from_every_layout_once_and_cannot_change() -> None:
+    from xproxy.x11.decode.fields import RESOURCE_FIELDS
+
+    assert isinstance(RESOURCE_FIELDS, frozenset)
+    assert {"window", "drawable", "resource_id", "bad_value_resource"} <= RESOURCE_FIELDS

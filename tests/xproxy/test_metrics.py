@@ -19,7 +19,7 @@ from prometheus_client import generate_latest
 from xproxy.observe.metrics import LATENCY_BUCKETS, Metrics
 from xproxy.x11 import connection, framing
 from xproxy.x11.connection import AuthPolicy, X11Connection
-from xproxy.x11.decode import Decoder
+from xproxy.x11.decode.decoder import Decoder
 
 from testing.xserver import require
 from testing import x11wire as wire

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from xproxy.observe.trace import NameFilter, Tracer, format_json, format_text
-from xproxy.x11.decode import Decoded
+from xproxy.x11.decode.decoder import Decoded
 
 from testing.xserver import require
 from .conftest import XPROXY

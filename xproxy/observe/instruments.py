@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 from ..x11.connection import Watch
-from ..x11.decode import Decoder, Want
+from ..x11.decode.decoder import Decoder, Want
 from .metrics import Metrics
 from .trace import NameFilter, Tracer
 

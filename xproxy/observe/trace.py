@@ -18,7 +18,8 @@ from typing import Any, TextIO
 import orjson
 from twisted.logger import Logger
 
-from ..x11.decode import ATOM_FIELDS, RESOURCE_FIELDS, Decoded, Want
+from ..x11.decode.decoder import Decoded, Want
+from ..x11.decode.fields import ATOM_FIELDS, RESOURCE_FIELDS
 
 __all__ = ["NameFilter", "Tracer", "format_json", "format_text"]
 

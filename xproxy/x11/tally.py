@@ -23,7 +23,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .decode import CORE_REPLIES, extension_replies, request_name
+from .decode.tables import CORE_REPLIES, extension_replies, request_name
 from .opcodes import FIRST_EXTENSION_OPCODE, REPLY
 
 if TYPE_CHECKING:
