@@ -11,6 +11,7 @@ The relay's protocols (proxy.ClientSide / ServerSide) are Twisted protocols; `Tr
 gives them the Twisted transport and producer/consumer interface over an asyncio transport, so
 they run unchanged on either kind of socket. On these transports they also read into buffers
 of their own (asyncio's BufferedProtocol, see relay.ReadBuffers) and write slices of them on.
+The loop under the reactor comes from `twisted_internals.event_loop`.
 """
 
 from __future__ import annotations
@@ -24,11 +25,6 @@ from twisted.internet import defer, error, protocol
 from twisted.internet.interfaces import IPushProducer, ITransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
-
-
-def event_loop(reactor) -> asyncio.AbstractEventLoop | None:  # type: ignore[no-untyped-def]
-    """The asyncio loop under `reactor`, or None when it is not the asyncio reactor."""
-    return getattr(reactor, "_asyncioEventloop", None)
 
 
 @implementer(ITransport, IPushProducer)

@@ -28,6 +28,7 @@ from ..x11.xauth import (
 )
 from . import aiotransport, display_socket
 from .proxy import MAX_HELD, MAX_SETUPS, SETUP_TIMEOUT, ProxyFactory
+from .twisted_internals import event_loop
 
 log = Logger(namespace="xproxy")
 
@@ -62,7 +63,7 @@ class StartError(RuntimeError):
 def client_endpoint(reactor, target: DisplayName | None, endpoint: str | None = None):  # type: ignore[no-untyped-def]
     """Where the relay connects upstream: on the event loop's own transports when the reactor
     is the asyncio one (see aiotransport.py), else a Twisted endpoint."""
-    loop = aiotransport.event_loop(reactor)
+    loop = event_loop(reactor)
     if loop is not None:
         if target is not None and endpoint is None:
             if target.is_local:
@@ -187,7 +188,7 @@ class ProxyServer:
         assert self.number is not None
         try:
             path = display_socket.socket_path(self.number)
-            loop = aiotransport.event_loop(self.reactor)
+            loop = event_loop(self.reactor)
             if loop is not None:
                 self.ports.append(await aiotransport.listen_unix(loop, path, self.factory))
                 if self.options.tcp:
