@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -30,6 +29,7 @@ from ..x11.connection import AuthPolicy, Watch, X11Connection
 from ..x11.errors import X11ProtocolError
 from ..x11.extensions import ExtensionPolicy
 from ..x11.setup import setup_failed
+from .sockopts import nodelay
 from .sockwrite import direct_writer, fast_reads
 
 log = Logger(namespace="xproxy")
@@ -217,7 +217,7 @@ class ServerSide(protocol.Protocol):
         self.buffers = client.buffers
 
     def connectionMade(self) -> None:
-        _nodelay(self.transport)
+        nodelay(self.transport)
         fast_reads(self.transport)
         self.outbox = _Outbox(direct_writer(self.transport), self.transport.writeSequence)
         self.client.upstream_ready(self)  # type: ignore[union-attr]
@@ -312,7 +312,7 @@ class ClientSide(protocol.Protocol):
         self.turned_away = False  # closed at once: too many unfinished setups
 
     def connectionMade(self) -> None:
-        _nodelay(self.transport)
+        nodelay(self.transport)
         fast_reads(self.transport)
         self.write = direct_writer(self.transport)
         self.to_client = _ViewWriter.of(self.transport)
@@ -655,11 +655,3 @@ class ProxyFactory(protocol.Factory):
         if self.on_client_done is not None:
             self.on_client_done(client)
 
-
-def _nodelay(transport) -> None:  # type: ignore[no-untyped-def]
-    sock = getattr(transport, "socket", None)
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
