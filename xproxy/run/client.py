@@ -23,6 +23,7 @@ import sys
 import tempfile
 from typing import IO, Any
 
+from ..cli.errors import fail
 from .paths import (
     LINK_SERVICE_TYPE,
     LinkMode,
@@ -44,11 +45,6 @@ class _NoAgent(Exception):
     """No agent answers at that control socket (none runs, or it is exiting)."""
 
 
-def _fail(message: str, code: int = 1) -> int:
-    print(f"xproxy: {message}", file=sys.stderr)
-    return code
-
-
 def control_for(target: str, mode: LinkMode) -> str:
     """Where a running agent for `target` would answer, without asking the LAN."""
     if target.startswith("@"):
@@ -64,7 +60,7 @@ def main(args: argparse.Namespace) -> int | None:
         return None
     command = args.program[1:] if args.program[:1] == ["--"] else args.program
     if not command:
-        return _fail("no command given (xproxy run --to TARGET -- COMMAND ARGS...)", 2)
+        fail("no command given (xproxy run --to TARGET -- COMMAND ARGS...)", 2)
     mode = LinkMode(suppress=not args.no_suppress, verify=args.verify_cache,
                     compress_level=max(0, args.compress_level))
     trace_file: IO[str] | None = None
@@ -72,7 +68,7 @@ def main(args: argparse.Namespace) -> int | None:
         try:
             trace_file = sys.stdout if args.trace == "-" else open(args.trace, "w")  # noqa: SIM115 - open for the whole run
         except OSError as err:
-            return _fail(f"cannot write the trace: {err}")
+            fail(f"cannot write the trace: {err}")
     workdir = tempfile.mkdtemp(prefix="xproxy-run-")
     try:
         xauthority = os.path.join(workdir, "Xauthority")
@@ -88,9 +84,9 @@ def main(args: argparse.Namespace) -> int | None:
                 ctl = control_path(ensure_agent(resolve(args.target), mode, args.linger))
                 sock, display = ask(ctl, request, trace_file)
         except _NoAgent as err:
-            return _fail(f"the link agent did not answer: {err}")
+            fail(f"the link agent did not answer: {err}")
         except RunError as err:
-            return _fail(str(err))
+            fail(str(err))
         if trace_file is not None and trace_file is not sys.stdout:
             trace_file.close()  # the agent has its own descriptor
             trace_file = None
