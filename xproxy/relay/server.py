@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import socket
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,27 +127,19 @@ class ProxyServer:
     def _generate_untrusted(self, real: XauthEntry) -> tuple[bytes, bytes]:
         """An untrusted cookie from the SECURITY extension, as `ssh -X` gets through
         `xauth generate ... untrusted`; revoked when the proxy stops."""
-        from Xlib import display as xdisplay
         from Xlib.ext import security
 
-        env = dict(os.environ)
-        try:
-            os.environ["XAUTHORITY"] = self.xauthority
-            with contextlib.redirect_stdout(sys.stderr):
-                d = xdisplay.Display(self.options.target)
-            if not d.has_extension("SECURITY"):
-                d.close()
-                raise StartError(f"{self.options.target} has no SECURITY extension for --untrusted")
-            reply = d.security_generate_authorization(
-                MIT_MAGIC_COOKIE_1.decode(), b"", timeout=0,
-                trust_level=security.SecurityClientUntrusted,
-            )
-            self.untrusted_id = reply.authid
-            self._security_display = d
-            return MIT_MAGIC_COOKIE_1, bytes(reply.auth_data_return)
-        finally:
-            os.environ.clear()
-            os.environ.update(env)
+        d = xauthfile.open_xlib_display(self.options.target, self.xauthority)
+        if not d.has_extension("SECURITY"):
+            d.close()
+            raise StartError(f"{self.options.target} has no SECURITY extension for --untrusted")
+        reply = d.security_generate_authorization(
+            MIT_MAGIC_COOKIE_1.decode(), b"", timeout=0,
+            trust_level=security.SecurityClientUntrusted,
+        )
+        self.untrusted_id = reply.authid
+        self._security_display = d
+        return MIT_MAGIC_COOKIE_1, bytes(reply.auth_data_return)
 
     def start(self) -> defer.Deferred:
         auth: AuthPolicy | Callable[[], AuthPolicy]
