@@ -16,7 +16,6 @@ import fcntl
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import tempfile
 from typing import IO, Any
 
 from ..cli.errors import fail
+from .child import run_command
 from .paths import (
     LINK_SERVICE_TYPE,
     LinkMode,
@@ -152,33 +152,6 @@ def done(sock: socket.socket) -> None:
         _read_line(sock)
     except OSError:
         pass
-
-
-def run_command(argv: list[str], env: dict[str, str]) -> int:
-    """Run argv with our stdin/stdout/stderr; its exit status (128+N when killed by signal N,
-    127 when it cannot be started, as shells report). SIGTERM and SIGHUP sent to us are
-    passed on; SIGINT and SIGQUIT from the terminal reach the command by themselves."""
-    path = shutil.which(argv[0], path=env.get("PATH")) or argv[0]
-    try:
-        child = subprocess.Popen(argv, executable=path, env=env)
-    except OSError as err:
-        print(f"xproxy: cannot run {argv[0]}: {err}", file=sys.stderr)
-        return 127
-
-    def forward(signum: int, frame: Any) -> None:
-        try:
-            child.send_signal(signum)
-        except OSError:
-            pass
-
-    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGHUP)}
-    old.update({s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGQUIT)})
-    try:
-        code = child.wait()
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-    return 128 - code if code < 0 else code
 
 
 def resolve(target: str, discovery_socket: str | None = None) -> LinkTarget:
