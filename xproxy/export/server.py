@@ -30,6 +30,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from ..link.protocol import LinkProtocolError, ResumeRefused, SessionTable
 from ..link.tls import ServerContextFactory
 from ..link.transport import ChannelTransport, LinkProtocol, LinkSession
+from ..relay.drain import drain
 from ..relay.proxy import ProxyFactory
 from ..relay.server import client_endpoint
 from ..run.paths import LINK_SERVICE_TYPE
@@ -322,12 +323,7 @@ class ExportServer:
             session.end("link lost and not resumed")
 
     async def _links_gone(self, timeout: float) -> None:
-        from twisted.internet import task
-
-        for _ in range(int(timeout / 0.02)):
-            if all(link.gone for link in self.links):
-                return
-            await task.deferLater(self.reactor, 0.02, lambda: None)
+        await drain(self.reactor, lambda: all(link.gone for link in self.links), timeout)
 
     async def stop(self) -> None:
         if self.registration is not None:

@@ -25,6 +25,7 @@ from ..x11.xauth import (
     replace_entry,
 )
 from . import aiotransport, display_socket
+from .drain import drain
 from .proxy import MAX_HELD, MAX_SETUPS, SETUP_TIMEOUT, ProxyFactory
 
 log = Logger(namespace="xproxy")
@@ -202,12 +203,8 @@ class ProxyServer:
     async def drain(self, timeout: float = 1.0) -> None:
         """Wait (at most `timeout`) for the connections still open to finish: a command that
         has exited may have left its last bytes on the way through the proxy."""
-        from twisted.internet import task
-
-        for _ in range(int(timeout / 0.02)):
-            if self.factory is None or not self.factory.totals.active:
-                return
-            await task.deferLater(self.reactor, 0.02, lambda: None)
+        await drain(self.reactor, lambda: self.factory is None or not self.factory.totals.active,
+                    timeout)
 
     async def stop(self) -> None:
         for port in self.ports:
