@@ -24,6 +24,8 @@ from twisted.internet import protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.logger import Logger
 
+from xproxy.relay.twisted_internals import nodelay
+
 log = Logger(namespace="testing.delayrelay")
 
 
@@ -82,7 +84,7 @@ class _Target(protocol.Protocol):
         self.front = front
 
     def connectionMade(self) -> None:
-        _nodelay(self.transport)
+        nodelay(self.transport)
         self.front.up.attach(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
@@ -102,7 +104,7 @@ class _Front(protocol.Protocol):
         self.target: _Target | None = None
 
     def connectionMade(self) -> None:
-        _nodelay(self.transport)
+        nodelay(self.transport)
         self.relay.counters.connections += 1
         self.relay.fronts.add(self)
         self.down.attach(self.transport)
@@ -160,13 +162,6 @@ class DelayRelay:
             json.dump(vars(self.counters), f)
         os.replace(tmp, self.stats_path)  # type: ignore[arg-type]
 
-
-def _nodelay(transport: Any) -> None:
-    import socket
-
-    sock = getattr(transport, "socket", None)
-    if sock is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _hostport(text: str) -> tuple[str, int]:

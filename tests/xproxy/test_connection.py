@@ -383,3 +383,24 @@ def test_an_observer_sees_each_message_once_and_the_bytes_pass_unchanged(kinds, 
     conn.pending.clear()
     assert feed_chunks(conn.server_data, stream, sizes) == stream
     assert [(d, m) for d, _, m in seen] == replies
+
+
+@ORDERS
+def test_relay_totals_and_metrics_agree_on_what_connections_did(e):
+    """The relay's summary on exit and `--stats` read one record (x11/traffic.py)."""
+    from xproxy.relay.proxy import Totals
+
+    totals, summed = Totals(), ConnectionMetrics()
+    for n in (1, 2):
+        conn = connected(e)
+        for _ in range(n):
+            conn.client_data(wire.request(e, 99))
+        totals.add(conn)
+        summed.add(ConnectionMetrics.of_connection(n, conn))
+    assert summed.kinds["request"] == 3
+    assert totals.traffic.bytes_from_client == summed.bytes_from_client > 0
+    assert totals.traffic.bytes_from_server == summed.bytes_from_server > 0
+    assert totals.summary() == (
+        f"0 clients (0 refused, 0 protocol errors); {summed.bytes_from_client} bytes from "
+        f"clients, {summed.bytes_from_server} from the server; 3 requests, 0 replies, "
+        "0 events, 0 errors")

@@ -213,3 +213,10 @@ def test_an_export_that_stops_ends_its_clients_at_once_not_after_the_grace(lab) 
             if p.poll() is None:
                 p.kill()
                 p.wait(10)
+
+
+def test_reconnect_delays_are_the_documented_ones():
+    """0.1 s, doubling up to 2 s, no jitter (docs/xproxy.md and agent/link_agent.py say so)."""
+    from xproxy.agent.link_agent import RECONNECT_BACKOFF
+
+    assert [RECONNECT_BACKOFF(n) for n in range(8)] == [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0, 2.0]

@@ -147,6 +147,10 @@ def _programs() -> list[tuple[str, list[str]]]:
     ]
 
 
+def _without_display_name(xdpyinfo: str) -> list[str]:
+    return [line for line in xdpyinfo.splitlines() if not line.startswith("name of display:")]
+
+
 def test_verify_cache_on_real_programs_finds_no_mismatch(lab) -> None:
     for prog in ("xdpyinfo", "xterm", "xlogo", "x11perf"):
         require(prog)
@@ -160,8 +164,8 @@ def test_verify_cache_on_real_programs_finds_no_mismatch(lab) -> None:
         assert r.returncode == 0, (name, r.stderr[-1000:])
         assert re.search(r"verify-cache: \d+ answers compared with the server's, 0 mismatches",
                          r.stderr), r.stderr[-1000:]
-        if name == "xdpyinfo":
-            assert r.stdout == outputs[name]
+        if name == "xdpyinfo":  # the same answers; the display's number is the agent's own
+            assert _without_display_name(r.stdout) == _without_display_name(outputs[name])
     stats = lab.agent_stats("--verify-cache")
     assert stats["compared"] > 200, stats  # xterm alone has 212 AllocColor
     assert stats["mismatches"] == 0, stats["mismatch_log"]

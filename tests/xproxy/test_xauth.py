@@ -106,3 +106,23 @@ def test_display_names(name, host, number, screen, local):
 def test_bad_display_names(name):
     with pytest.raises(DisplayNameError):
         parse_display(name)
+
+
+@pytest.mark.parametrize("before", [None, "/nonexistent/Xauthority"])
+def test_xlib_display_uses_the_given_file_and_leaves_the_environment(xvfb, tmp_path,
+                                                                      monkeypatch, before):
+    """python-xlib reads its cookie from $XAUTHORITY only; `open_xlib_display` gives it the
+    file asked for and puts the variable back as it was, also when it was unset."""
+    if before is None:
+        monkeypatch.delenv("XAUTHORITY", raising=False)
+    else:
+        monkeypatch.setenv("XAUTHORITY", before)
+    d = xauthfile.open_xlib_display(xvfb.name, xvfb.xauthority)
+    try:
+        assert d.screen().width_in_pixels > 0
+    finally:
+        d.close()
+    assert os.environ.get("XAUTHORITY") == before
+    with pytest.raises(Exception):  # noqa: B017 - python-xlib's refusal, whatever its class
+        xauthfile.open_xlib_display(xvfb.name, str(tmp_path / "missing"))
+    assert os.environ.get("XAUTHORITY") == before

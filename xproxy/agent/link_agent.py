@@ -36,6 +36,7 @@ import json
 import os
 from typing import Any
 
+from twisted.application.internet import backoffPolicy
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import SSL4ClientEndpoint, UNIXServerEndpoint, connectProtocol
 from twisted.logger import Logger
@@ -46,6 +47,11 @@ from ..link.transport import ChannelTransport, LinkProtocol, LinkSession
 from ..suppress.core import DisplayCache, Suppressor
 from ..trust.identity import Identity, IdentityError, KeyChanged, KnownDisplays
 from ..x11.errors import X11ProtocolError
+
+#: The delay before each reconnection attempt: 0.1 s, doubling up to 2 s, without jitter; the
+#: `grace` deadline ends the attempts. Twisted's policy, as `ClientService` takes it; the link's
+#: resumption does not fit `ClientService` itself (see `_retry`).
+RECONNECT_BACKOFF = backoffPolicy(initialDelay=0.1, factor=2, maxDelay=2.0, jitter=lambda: 0.0)
 
 log = Logger(namespace="xproxy.agent")
 
@@ -181,7 +187,7 @@ class LinkAgent:
         self.reconnecting = False
         self._deadline = 0.0
         self._lost_at = 0.0
-        self._delay = 0.1
+        self._attempts = 0  # failed resumption attempts since the link was lost
         self._retry_call: Any = None
         self._deadline_call: Any = None
         self._last_error = ""
@@ -339,7 +345,7 @@ class LinkAgent:
         self.reconnecting = True
         self._lost_at = now
         self._deadline = now + self.grace
-        self._delay = 0.1
+        self._attempts = 0
         self._last_error = why
         self._deadline_call = self.reactor.callLater(self.grace, self._deadline_passed)
         log.warn("link to {host}:{port} lost ({why}); reconnecting for up to {g:g} s, keeping "
@@ -353,12 +359,16 @@ class LinkAgent:
             self._give_up(f"not resumed within {self.grace:g} s (last: {self._last_error})")
 
     def _retry(self) -> None:
-        """The next reconnection attempt, after the current back-off delay."""
+        """The next reconnection attempt, after the current back-off delay, cut short by the
+        deadline. Not a `ClientService`: that counts failed TCP connections and starts over
+        on one that succeeds, while here an attempt fails until the display host answers the
+        resume HELLO, every attempt's connect timeout shrinks with the time left, and the
+        first connection is not retried at all (a refusal is the user's answer)."""
         if self._retry_call is not None and self._retry_call.active():
             return
         now = self.reactor.seconds()
-        delay = min(self._delay, max(0.0, self._deadline - now))
-        self._delay = min(self._delay * 2, 2.0)
+        delay = min(RECONNECT_BACKOFF(self._attempts), max(0.0, self._deadline - now))
+        self._attempts += 1
         self._retry_call = self.reactor.callLater(delay, self._attempt)
 
     def _attempt(self) -> None:

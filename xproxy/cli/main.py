@@ -219,12 +219,12 @@ async def trace(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-un
         print(f"xproxy: {err}", file=sys.stderr)
         raise SystemExit(1) from None
 
-    from ..run.child import run_command
+    from ..run.child import spawn_command
 
     env = dict(os.environ, DISPLAY=name, XAUTHORITY=server.xauthority)
     stop_trigger = reactor.addSystemEventTrigger(
         "before", "shutdown", lambda: defer.ensureDeferred(server.stop()))
-    code = await run_command(reactor, command, env)
+    code = await spawn_command(reactor, command, env)
     await server.drain()
     reactor.removeSystemEventTrigger(stop_trigger)
     await server.stop()

@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from typing import TYPE_CHECKING, Any
 
 from ..run.paths import DEFAULT_LINGER
+from .errors import fail
 
 if TYPE_CHECKING:
     from twisted.internet import defer
@@ -99,11 +99,6 @@ def dispatch(reactor, args: argparse.Namespace, running, open_trace) -> defer.De
     return defer.ensureDeferred(handler(reactor, args, running, open_trace))
 
 
-def _fail(message: str, code: int = 1) -> None:
-    print(f"xproxy: {message}", file=sys.stderr)
-    raise SystemExit(code)
-
-
 async def ident(reactor, args, running, open_trace) -> None:  # type: ignore[no-untyped-def]
     from ..trust.identity import Identity, config_dir
 
@@ -121,7 +116,7 @@ async def authorize(reactor, args, running, open_trace) -> None:  # type: ignore
     try:
         new = hosts.authorize(args.fingerprint, args.name)
     except IdentityError as err:
-        _fail(str(err), 2)
+        fail(str(err), 2)
     print(f"{'authorized' if new else 'already authorized'}: {args.fingerprint} "
           f"{args.name}".rstrip())
 
@@ -131,7 +126,7 @@ async def revoke(reactor, args, running, open_trace) -> None:  # type: ignore[no
 
     removed = AuthorizedHosts.default().revoke(args.which)
     if not removed:
-        _fail(f"{args.which} is not in the authorized list")
+        fail(f"{args.which} is not in the authorized list")
     print(f"revoked {removed} entr{'y' if removed == 1 else 'ies'} for {args.which}")
 
 
@@ -151,7 +146,7 @@ async def export(reactor, args, running, open_trace) -> int:  # type: ignore[no-
     await running(reactor)
     display = args.display or os.environ.get("DISPLAY")
     if not display:
-        _fail("no display to export: give one or set DISPLAY", 2)
+        fail("no display to export: give one or set DISPLAY", 2)
     inst = _instruments(reactor, args, open_trace)
     server = ExportServer(reactor, ExportOptions(
         display=display, name=args.name, port=args.port, interface=args.interface,
@@ -165,7 +160,7 @@ async def export(reactor, args, running, open_trace) -> int:  # type: ignore[no-
             await listen_metrics(reactor, args.metrics, inst.metrics)
     except Exception as err:  # noqa: BLE001 - any start failure ends the command with its reason
         await server.stop()
-        _fail(str(err))
+        fail(str(err))
     from twisted.internet import defer
 
     done: defer.Deferred[int] = defer.Deferred()
@@ -189,7 +184,7 @@ async def run(reactor, args, running, open_trace) -> None:  # type: ignore[no-un
 
     command = args.program[1:] if args.program[:1] == ["--"] else args.program
     if not command:
-        _fail("no command given (xproxy run --to TARGET -- COMMAND ARGS...)", 2)
+        fail("no command given (xproxy run --to TARGET -- COMMAND ARGS...)", 2)
     await running(reactor)
     inst = _instruments(reactor, args, open_trace) if args.trace else None
     try:
@@ -198,7 +193,7 @@ async def run(reactor, args, running, open_trace) -> None:  # type: ignore[no-un
                             on_client_done=inst.client_done if inst else None,
                             hide_ext=args.hide_ext)
     except RunError as err:
-        _fail(str(err))
+        fail(str(err))
     finally:
         if inst is not None:
             inst.stop()
@@ -212,7 +207,7 @@ async def displays(reactor, args, running, open_trace) -> None:  # type: ignore[
     try:
         found = await list_displays(reactor, probe=not args.no_probe)
     except Exception as err:  # noqa: BLE001 - reported to the user, who asked for the list
-        _fail(f"cannot list displays: {err}")
+        fail(f"cannot list displays: {err}")
     if args.json:
         print(json.dumps(found, indent=None))
         return

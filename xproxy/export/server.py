@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +30,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from ..link.protocol import LinkProtocolError, ResumeRefused, SessionTable
 from ..link.tls import ServerContextFactory
 from ..link.transport import ChannelTransport, LinkProtocol, LinkSession
+from ..relay.drain import drain
 from ..relay.proxy import ProxyFactory
 from ..relay.server import client_endpoint
 from ..run.paths import LINK_SERVICE_TYPE
@@ -98,38 +97,28 @@ def _inspect(display: str, xauthority: str, keep: list[Any] | None,
     import secrets
 
     from Xlib import Xatom
-    from Xlib import display as xdisplay
 
-    old = os.environ.get("XAUTHORITY")
-    os.environ["XAUTHORITY"] = xauthority
+    d = xauthfile.open_xlib_display(display, xauthority)
     try:
-        with contextlib.redirect_stdout(sys.stderr):
-            d = xdisplay.Display(display)
-        try:
-            screen = d.screen()
-            size = f"{screen.width_in_pixels}x{screen.height_in_pixels}"
-            token = ""
-            if epoch:
-                atom = d.intern_atom(EPOCH_PROPERTY)
-                prop = screen.root.get_full_property(atom, Xatom.STRING)
-                if prop is not None and prop.value:
-                    value = prop.value
-                    token = value.decode("latin-1") if isinstance(value, bytes) else str(value)
-                else:
-                    token = secrets.token_hex(12)
-                    screen.root.change_property(atom, Xatom.STRING, 8, token.encode())
-                    d.sync()
-            return size, token
-        finally:
-            if keep is None:
-                d.close()
+        screen = d.screen()
+        size = f"{screen.width_in_pixels}x{screen.height_in_pixels}"
+        token = ""
+        if epoch:
+            atom = d.intern_atom(EPOCH_PROPERTY)
+            prop = screen.root.get_full_property(atom, Xatom.STRING)
+            if prop is not None and prop.value:
+                value = prop.value
+                token = value.decode("latin-1") if isinstance(value, bytes) else str(value)
             else:
-                keep.append(d)
+                token = secrets.token_hex(12)
+                screen.root.change_property(atom, Xatom.STRING, 8, token.encode())
+                d.sync()
+        return size, token
     finally:
-        if old is None:
-            os.environ.pop("XAUTHORITY", None)
+        if keep is None:
+            d.close()
         else:
-            os.environ["XAUTHORITY"] = old
+            keep.append(d)
 
 
 class ExportServer:
@@ -334,12 +323,7 @@ class ExportServer:
             session.end("link lost and not resumed")
 
     async def _links_gone(self, timeout: float) -> None:
-        from twisted.internet import task
-
-        for _ in range(int(timeout / 0.02)):
-            if all(link.gone for link in self.links):
-                return
-            await task.deferLater(self.reactor, 0.02, lambda: None)
+        await drain(self.reactor, lambda: all(link.gone for link in self.links), timeout)
 
     async def stop(self) -> None:
         if self.registration is not None:

@@ -38,6 +38,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ..relay.twisted_internals import nodelay
 from .protocol import Closed, Credit, Data, Event, Hello, Link, LinkProtocolError, Opened
 
 log = Logger(namespace="xproxy.link")
@@ -328,7 +329,7 @@ class LinkProtocol(protocol.Protocol):
     def connectionMade(self) -> None:
         # frames are small and latency is the point: no Nagle (with delayed ACKs it costs
         # up to 40 ms per round trip)
-        _nodelay(self.transport)
+        nodelay(self.transport)
         self.last_rx = self._last_ping = self.clock.seconds()
         if self.session is not None:
             session = self.session
@@ -434,15 +435,3 @@ class LinkProtocol(protocol.Protocol):
         if self.on_lost is not None:
             self.on_lost(self, reason)
 
-
-def _nodelay(transport: Any) -> None:
-    import socket
-
-    for t in (transport, getattr(transport, "transport", None)):
-        sock = getattr(t, "socket", None)
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
-            return

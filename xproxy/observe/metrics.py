@@ -9,82 +9,17 @@ the request's header to it reading the first reply's, in the clock the metrics w
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from ..x11.tally import LATENCY_BUCKETS, Tally
+from ..x11.tally import Tally
+from ..x11.traffic import LATENCY_BUCKETS, ConnectionMetrics
 
 __all__ = ["LATENCY_BUCKETS", "ConnectionMetrics", "Metrics", "listen_metrics"]
-
-
-@dataclass
-class ConnectionMetrics:
-    """What one client connection (or, summed, a whole proxy) did."""
-
-    client: int = 0
-    bytes_from_client: int = 0
-    bytes_from_server: int = 0
-    messages_from_client: int = 0
-    messages_from_server: int = 0
-    kinds: Counter[str] = field(default_factory=Counter)
-    requests: Counter[str] = field(default_factory=Counter)
-    round_trips: int = 0
-    latency_sum: float = 0.0
-    latency_max: float = 0.0
-    #: counts per LATENCY_BUCKETS slot, the last one for anything larger
-    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
-
-    @classmethod
-    def of(cls, number: int, tally: Tally) -> ConnectionMetrics:
-        """What client `number` did so far, from its connection's tally."""
-        m = cls(client=number, requests=tally.requests(), round_trips=tally.round_trips,
-                latency_sum=tally.latency_sum, latency_max=tally.latency_max,
-                latency_counts=list(tally.latency_counts))
-        conn = tally.connection
-        if conn is None:  # (not connected yet)
-            return m
-        m.bytes_from_client = conn.client.bytes
-        m.bytes_from_server = conn.server.bytes
-        s = conn.stats
-        kinds = m.kinds
-        kinds["setup"] = int(conn.setup is not None)
-        kinds["setup-reply"] = int(conn.setup_reply is not None)
-        kinds["request"], kinds["reply"] = s.requests, s.replies
-        kinds["event"], kinds["error"] = s.events, s.errors
-        m.messages_from_client = kinds["setup"] + s.requests
-        m.messages_from_server = kinds["setup-reply"] + s.replies + s.events + s.errors
-        return m
-
-    def add(self, other: ConnectionMetrics) -> None:
-        self.bytes_from_client += other.bytes_from_client
-        self.bytes_from_server += other.bytes_from_server
-        self.messages_from_client += other.messages_from_client
-        self.messages_from_server += other.messages_from_server
-        self.kinds.update(other.kinds)
-        self.requests.update(other.requests)
-        self.round_trips += other.round_trips
-        self.latency_sum += other.latency_sum
-        self.latency_max = max(self.latency_max, other.latency_max)
-        self.latency_counts = [a + b for a, b in zip(self.latency_counts, other.latency_counts)]
-
-    def summary(self, top: int = 5) -> str:
-        k = self.kinds
-        mean = self.latency_sum / self.round_trips * 1000 if self.round_trips else 0.0
-        busiest = ", ".join(f"{n} {c}" for n, c in self.requests.most_common(top))
-        return (
-            f"{self.bytes_from_client} bytes in {self.messages_from_client} messages from the "
-            f"client ({k['request']} requests), {self.bytes_from_server} bytes in "
-            f"{self.messages_from_server} messages from the server ({k['reply']} replies, "
-            f"{k['event']} events, {k['error']} errors); {self.round_trips} round trips, "
-            f"reply latency mean {mean:.3f} ms, max {self.latency_max * 1000:.3f} ms"
-            + (f"; most requests: {busiest}" if busiest else "")
-        )
 
 
 class Metrics:

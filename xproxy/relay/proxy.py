@@ -29,6 +29,7 @@ from ..x11.connection import AuthPolicy, Watch, X11Connection
 from ..x11.errors import X11ProtocolError
 from ..x11.extensions import ExtensionPolicy
 from ..x11.setup import setup_failed
+from ..x11.traffic import ConnectionMetrics
 from .twisted_internals import direct_writer, fast_reads, nodelay
 
 log = Logger(namespace="xproxy")
@@ -48,33 +49,26 @@ _UPSTREAM, _SERVER_FULL, _CLIENT_FULL, _HELD_FULL = 1, 2, 4, 8
 
 @dataclass
 class Totals:
-    """What all connections of one proxy did, for the summary on exit."""
+    """What all connections of one proxy did, for the summary on exit: how many came, were
+    refused or broke the protocol, and their traffic summed (`traffic`)."""
 
     clients: int = 0
     refused: int = 0
     failed: int = 0
-    bytes_from_clients: int = 0
-    bytes_from_server: int = 0
-    requests: int = 0
-    replies: int = 0
-    events: int = 0
-    errors: int = 0
+    traffic: ConnectionMetrics = field(default_factory=ConnectionMetrics)
     active: dict[int, ClientSide] = field(default_factory=dict)
 
     def add(self, conn: X11Connection) -> None:
-        self.bytes_from_clients += conn.client.bytes
-        self.bytes_from_server += conn.server.bytes
-        self.requests += conn.stats.requests
-        self.replies += conn.stats.replies
-        self.events += conn.stats.events
-        self.errors += conn.stats.errors
+        self.traffic.add(ConnectionMetrics.of_connection(0, conn))
 
     def summary(self) -> str:
+        t = self.traffic
+        k = t.kinds
         return (
             f"{self.clients} clients ({self.refused} refused, {self.failed} protocol errors); "
-            f"{self.bytes_from_clients} bytes from clients, {self.bytes_from_server} from the "
-            f"server; {self.requests} requests, {self.replies} replies, {self.events} events, "
-            f"{self.errors} errors"
+            f"{t.bytes_from_client} bytes from clients, {t.bytes_from_server} from the "
+            f"server; {k['request']} requests, {k['reply']} replies, {k['event']} events, "
+            f"{k['error']} errors"
         )
 
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import socket
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +25,7 @@ from ..x11.xauth import (
     replace_entry,
 )
 from . import aiotransport, display_socket
+from .drain import drain
 from .proxy import MAX_HELD, MAX_SETUPS, SETUP_TIMEOUT, ProxyFactory
 from .twisted_internals import event_loop
 
@@ -130,27 +129,19 @@ class ProxyServer:
     def _generate_untrusted(self, real: XauthEntry) -> tuple[bytes, bytes]:
         """An untrusted cookie from the SECURITY extension, as `ssh -X` gets through
         `xauth generate ... untrusted`; revoked when the proxy stops."""
-        from Xlib import display as xdisplay
         from Xlib.ext import security
 
-        env = dict(os.environ)
-        try:
-            os.environ["XAUTHORITY"] = self.xauthority
-            with contextlib.redirect_stdout(sys.stderr):
-                d = xdisplay.Display(self.options.target)
-            if not d.has_extension("SECURITY"):
-                d.close()
-                raise StartError(f"{self.options.target} has no SECURITY extension for --untrusted")
-            reply = d.security_generate_authorization(
-                MIT_MAGIC_COOKIE_1.decode(), b"", timeout=0,
-                trust_level=security.SecurityClientUntrusted,
-            )
-            self.untrusted_id = reply.authid
-            self._security_display = d
-            return MIT_MAGIC_COOKIE_1, bytes(reply.auth_data_return)
-        finally:
-            os.environ.clear()
-            os.environ.update(env)
+        d = xauthfile.open_xlib_display(self.options.target, self.xauthority)
+        if not d.has_extension("SECURITY"):
+            d.close()
+            raise StartError(f"{self.options.target} has no SECURITY extension for --untrusted")
+        reply = d.security_generate_authorization(
+            MIT_MAGIC_COOKIE_1.decode(), b"", timeout=0,
+            trust_level=security.SecurityClientUntrusted,
+        )
+        self.untrusted_id = reply.authid
+        self._security_display = d
+        return MIT_MAGIC_COOKIE_1, bytes(reply.auth_data_return)
 
     def start(self) -> defer.Deferred:
         auth: AuthPolicy | Callable[[], AuthPolicy]
@@ -213,12 +204,8 @@ class ProxyServer:
     async def drain(self, timeout: float = 1.0) -> None:
         """Wait (at most `timeout`) for the connections still open to finish: a command that
         has exited may have left its last bytes on the way through the proxy."""
-        from twisted.internet import task
-
-        for _ in range(int(timeout / 0.02)):
-            if self.factory is None or not self.factory.totals.active:
-                return
-            await task.deferLater(self.reactor, 0.02, lambda: None)
+        await drain(self.reactor, lambda: self.factory is None or not self.factory.totals.active,
+                    timeout)
 
     async def stop(self) -> None:
         for port in self.ports:

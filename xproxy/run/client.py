@@ -16,13 +16,14 @@ import fcntl
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 from typing import IO, Any
 
+from ..cli.errors import fail
+from .child import run_command
 from .paths import (
     LINK_SERVICE_TYPE,
     LinkMode,
@@ -44,11 +45,6 @@ class _NoAgent(Exception):
     """No agent answers at that control socket (none runs, or it is exiting)."""
 
 
-def _fail(message: str, code: int = 1) -> int:
-    print(f"xproxy: {message}", file=sys.stderr)
-    return code
-
-
 def control_for(target: str, mode: LinkMode) -> str:
     """Where a running agent for `target` would answer, without asking the LAN."""
     if target.startswith("@"):
@@ -64,7 +60,7 @@ def main(args: argparse.Namespace) -> int | None:
         return None
     command = args.program[1:] if args.program[:1] == ["--"] else args.program
     if not command:
-        return _fail("no command given (xproxy run --to TARGET -- COMMAND ARGS...)", 2)
+        fail("no command given (xproxy run --to TARGET -- COMMAND ARGS...)", 2)
     mode = LinkMode(suppress=not args.no_suppress, verify=args.verify_cache,
                     compress_level=max(0, args.compress_level))
     trace_file: IO[str] | None = None
@@ -72,7 +68,7 @@ def main(args: argparse.Namespace) -> int | None:
         try:
             trace_file = sys.stdout if args.trace == "-" else open(args.trace, "w")  # noqa: SIM115 - open for the whole run
         except OSError as err:
-            return _fail(f"cannot write the trace: {err}")
+            fail(f"cannot write the trace: {err}")
     workdir = tempfile.mkdtemp(prefix="xproxy-run-")
     try:
         xauthority = os.path.join(workdir, "Xauthority")
@@ -88,9 +84,9 @@ def main(args: argparse.Namespace) -> int | None:
                 ctl = control_path(ensure_agent(resolve(args.target), mode, args.linger))
                 sock, display = ask(ctl, request, trace_file)
         except _NoAgent as err:
-            return _fail(f"the link agent did not answer: {err}")
+            fail(f"the link agent did not answer: {err}")
         except RunError as err:
-            return _fail(str(err))
+            fail(str(err))
         if trace_file is not None and trace_file is not sys.stdout:
             trace_file.close()  # the agent has its own descriptor
             trace_file = None
@@ -156,33 +152,6 @@ def done(sock: socket.socket) -> None:
         _read_line(sock)
     except OSError:
         pass
-
-
-def run_command(argv: list[str], env: dict[str, str]) -> int:
-    """Run argv with our stdin/stdout/stderr; its exit status (128+N when killed by signal N,
-    127 when it cannot be started, as shells report). SIGTERM and SIGHUP sent to us are
-    passed on; SIGINT and SIGQUIT from the terminal reach the command by themselves."""
-    path = shutil.which(argv[0], path=env.get("PATH")) or argv[0]
-    try:
-        child = subprocess.Popen(argv, executable=path, env=env)
-    except OSError as err:
-        print(f"xproxy: cannot run {argv[0]}: {err}", file=sys.stderr)
-        return 127
-
-    def forward(signum: int, frame: Any) -> None:
-        try:
-            child.send_signal(signum)
-        except OSError:
-            pass
-
-    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGHUP)}
-    old.update({s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGQUIT)})
-    try:
-        code = child.wait()
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-    return 128 - code if code < 0 else code
 
 
 def resolve(target: str, discovery_socket: str | None = None) -> LinkTarget:

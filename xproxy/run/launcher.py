@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from ..relay.server import ProxyServer, ServeOptions, StartError
 from ..trust import xauthfile
 from ..x11.display import DisplayNameError, parse_display
-from .child import run_command
+from .child import spawn_command
 from .paths import LINK_SERVICE_TYPE, RunError
 
 log = Logger(namespace="xproxy.run")
@@ -54,7 +54,7 @@ async def run(reactor, target: str, command: list[str],  # type: ignore[no-untyp
             raise RunError(str(err)) from err
         env = dict(os.environ, DISPLAY=name, XAUTHORITY=private)
         try:
-            code = await run_command(reactor, command, env)
+            code = await spawn_command(reactor, command, env)
             await server.drain()
         finally:
             await server.stop()

@@ -7,12 +7,16 @@ FILE, so a reader never sees half a file.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from ..x11.display import DisplayName
 from ..x11.xauth import (
@@ -30,6 +34,34 @@ STALE_LOCK_SECONDS = 600
 
 class XauthorityLockError(OSError):
     """The Xauthority file stayed locked by someone else."""
+
+
+#: Held while $XAUTHORITY is set for python-xlib (`open_xlib_display`).
+_XLIB_AUTH_LOCK = threading.Lock()
+
+
+def open_xlib_display(display: str, xauthority: str) -> Any:
+    """A python-xlib `Display` connected to `display` with the cookie from the file
+    `xauthority`, whatever $XAUTHORITY says.
+
+    python-xlib takes no auth argument: `Display()` reads the cookie through
+    `Xlib.support.unix_connect.new_get_auth`, which opens `Xlib.xauth.Xauthority()` with no
+    file name, and that reads $XAUTHORITY. So the variable is set for the constructor alone,
+    under a lock, and put back as it was; nothing else in the project sets it. What python-xlib
+    prints while connecting goes to stderr, as stdout may carry a command's output."""
+    from Xlib import display as xdisplay
+
+    with _XLIB_AUTH_LOCK:
+        old = os.environ.get("XAUTHORITY")
+        os.environ["XAUTHORITY"] = xauthority
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                return xdisplay.Display(display)
+        finally:
+            if old is None:
+                os.environ.pop("XAUTHORITY", None)
+            else:
+                os.environ["XAUTHORITY"] = old
 
 
 def default_path() -> str:

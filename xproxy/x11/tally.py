@@ -25,15 +25,13 @@ from typing import TYPE_CHECKING
 
 from .decode.tables import CORE_REPLIES, extension_replies, request_name
 from .opcodes import FIRST_EXTENSION_OPCODE, REPLY
+from .traffic import LATENCY_BUCKETS
 
 if TYPE_CHECKING:
     from .connection import X11Connection
 
 __all__ = ["LATENCY_BUCKETS", "MAX_PENDING", "Tally"]
 
-#: Upper bounds (seconds) of the reply latency histogram.
-LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                   0.25, 0.5, 1.0, 2.5)
 #: Requests awaiting a reply that are remembered, the oldest forgotten first. The server's
 #: 16-bit sequence numbers cannot tell further ones apart anyway.
 MAX_PENDING = 1 << 16
