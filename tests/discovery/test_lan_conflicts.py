@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from testing import netns
+from testing import mdnscapture, netns
 
 from .conftest import DISCOVERY, DISCOVERYD, wait_ready
 
@@ -59,38 +59,6 @@ for packet in spec["packets"]:
 print("sent", flush=True)
 """
 
-# Records every mDNS packet on the LAN that mentions `name` (a substring, lower case) until
-# stdin closes: one JSON list of [time, source, is_response, [[type, name, ttl, port, unique],
-# ...]] where a query's known answers are its records.
-_CAPTURE = r"""
-import json, socket, sys, threading, time
-from zeroconf import DNSIncoming
-ip, name = sys.argv[1], sys.argv[2].lower()
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-s.bind(("", 5353))
-s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton("224.0.0.251") + socket.inet_aton(ip))
-s.settimeout(0.2)
-seen = []
-done = threading.Event()
-threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
-print("listening", flush=True)
-end = time.monotonic() + 90
-while not done.is_set() and time.monotonic() < end:
-    try:
-        data, (addr, _) = s.recvfrom(9000)
-    except socket.timeout:
-        continue
-    msg = DNSIncoming(data)
-    recs = [[r.type, r.name, r.ttl, getattr(r, "port", None), r.unique] for r in msg.answers()
-            if name in r.name.lower() or name in getattr(r, "alias", "").lower()]
-    if recs:
-        seen.append([time.monotonic(), addr, msg.is_response(), recs])
-print(json.dumps(seen), flush=True)
-"""
-
-
 class Lan:
     """Hosts on a bridge; daemons started on them on demand, each with its log file."""
 
@@ -119,10 +87,7 @@ class Lan:
         assert r.returncode == 0 and "sent" in r.stdout, r.stderr
 
     def capture(self, host: netns.Host, name: str) -> subprocess.Popen:
-        p = host.popen([sys.executable, "-c", _CAPTURE, host.ip, name], stdin=subprocess.PIPE,
-                       stdout=subprocess.PIPE, text=True)
-        assert p.stdout is not None and p.stdout.readline().strip() == "listening"
-        return p
+        return mdnscapture.capture(host, name)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from itertools import pairwise
@@ -14,7 +13,7 @@ import pytest_twisted
 from twisted.internet import reactor, task
 
 from discovery import client
-from testing import netns
+from testing import mdnscapture, netns
 
 from .conftest import DISCOVERY, DISCOVERYD, wait_ready
 
@@ -120,37 +119,15 @@ async def pause(seconds: float) -> None:
     await task.deferLater(reactor, seconds)
 
 
-# Listens on one host for a minute at most: every mDNS response from `source` that carries
-# records of instance `name`; prints one JSON line per packet (time, TTLs) when stdin closes.
-_CAPTURE = r"""
-import json, socket, struct, sys, threading, time
-from zeroconf import DNSIncoming
-ip, source, name = sys.argv[1], sys.argv[2], sys.argv[3].lower()
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-s.bind(("", 5353))
-s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
-             socket.inet_aton("224.0.0.251") + socket.inet_aton(ip))
-s.settimeout(0.2)
-seen = []
-done = threading.Event()
-threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
-print("listening", flush=True)
-end = time.monotonic() + 60
-while not done.is_set() and time.monotonic() < end:
-    try:
-        data, (addr, _) = s.recvfrom(9000)
-    except socket.timeout:
-        continue
-    msg = DNSIncoming(data)
-    if addr != source or not msg.is_response():
-        continue
-    ttls = [r.ttl for r in msg.answers() if r.name.lower().startswith(name + ".")]
-    if ttls:
-        seen.append([time.monotonic(), ttls])
-print(json.dumps(seen), flush=True)
-"""
+def responses(out: str, source: str, name: str) -> list[tuple[float, list[int]]]:
+    """From a capture's output: (time, TTLs of `name`'s records) of each response `source`
+    sent that carries records of instance `name`."""
+    found = []
+    for t, addr, response, recs in json.loads(out):
+        ttls = [ttl for _, rname, ttl, _, _ in recs if rname.lower().startswith(name + ".")]
+        if addr == source and response and ttls:
+            found.append((t, ttls))
+    return found
 
 
 @pytest_twisted.ensureDeferred
@@ -160,9 +137,7 @@ async def test_a_name_registered_and_withdrawn_in_a_loop_is_paced(lan, stype) ->
     taking the name's slot; and the other hosts end up with what was current at the end,
     both when it ends registered and when it ends withdrawn."""
     (h0, s0), (h1, s1), _ = lan
-    capture = h1.popen([sys.executable, "-c", _CAPTURE, h1.ip, h0.ip, "churn"],
-                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert capture.stdout.readline().strip() == "listening"
+    capture = mdnscapture.capture(h1, "churn")
     c = await client.connect(socket=s0)
     try:
         started = time.monotonic()
@@ -184,7 +159,7 @@ async def test_a_name_registered_and_withdrawn_in_a_loop_is_paced(lan, stype) ->
     finally:
         await c.close()
         out, _ = capture.communicate("", timeout=30)
-    packets = json.loads(out)
+    packets = responses(out, h0.ip, "churn")
     took = time.monotonic() - started
     assert burst < took / 2  # (the loop itself was fast: pacing, not a slow loop, did this)
     announced = [t for t, ttls in packets if any(ttls)]
@@ -214,9 +189,7 @@ async def test_a_burst_of_updates_is_coalesced(lan, stype) -> None:
             assert time.monotonic() < deadline, "the registration never reached h1"
             await pause(0.1)
         await pause(2.5)  # probing done and announced: the name is zeroconf's, updates follow
-        capture = h1.popen([sys.executable, "-c", _CAPTURE, h1.ip, h0.ip, "upd"],
-                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert capture.stdout.readline().strip() == "listening"
+        capture = mdnscapture.capture(h1, "upd")
         started = time.monotonic()
         for i in range(1, 101):
             await c.register("upd", stype, 6000, {"v": str(i)})
@@ -228,7 +201,7 @@ async def test_a_burst_of_updates_is_coalesced(lan, stype) -> None:
         took = time.monotonic() - started
     finally:
         await c.close()
-    packets = json.loads(out)
+    packets = responses(out, h0.ip, "upd")
     times = [t for t, _ in packets]
     assert 1 <= len(packets) <= took + 1, packets
     assert all(b - a > 0.9 for a, b in pairwise(times)), packets
