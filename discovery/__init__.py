@@ -10,13 +10,14 @@ from typing import Any
 
 _FROM = {
     **dict.fromkeys(("DiscoveryClient", "DiscoveryError", "NotConnected", "Registration",
-                     "ServiceRecord", "Watch", "WatchEvent", "connect", "lookup", "register",
+                     "ServiceRecord", "Services", "Watch", "WatchEvent", "connect", "lookup",
+                     "register",
                      "socket_path", "watch"), "discovery.client"),
     **dict.fromkeys(("Policy", "Registry", "RegistryError", "Service"), "discovery.registry"),
 }
 
 __all__ = ["DiscoveryClient", "DiscoveryError", "NotConnected", "Policy", "Registration",
-           "Registry", "RegistryError", "Service", "ServiceRecord", "Watch", "WatchEvent",
+           "Registry", "RegistryError", "Service", "ServiceRecord", "Services", "Watch", "WatchEvent",
            "connect", "lookup", "register", "socket_path", "watch"]
 
 

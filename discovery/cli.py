@@ -300,6 +300,8 @@ async def _cmd_withdraw(reactor: Any, client: Any, args: argparse.Namespace) -> 
 
 async def _cmd_lookup(reactor: Any, client: Any, args: argparse.Namespace) -> int:
     recs = await client.lookup(args.type, args.name, args.wait)
+    if recs.warning:
+        print(f"discovery: warning: {recs.warning.get('message', recs.warning)}", file=sys.stderr)
     if args.json:
         print(json.dumps([r.to_json() for r in recs]))
     else:

@@ -104,6 +104,13 @@ class ServiceRecord:
         return (self.name.lower(), self.type.lower())
 
 
+class Services(list[ServiceRecord]):
+    """What a lookup found. ``warning`` is the daemon's ``{"code", "message"}`` when it
+    answered with a caveat (from its cache, without browsing, past ``browsed-types``)."""
+
+    warning: dict[str, str] | None = None
+
+
 @dataclass(frozen=True)
 class WatchEvent:
     kind: str  # "added" | "updated" | "removed"
@@ -341,7 +348,7 @@ class DiscoveryClient:
     async def withdraw(self, name: str, type: str) -> None:
         await self._request({"op": "withdraw", "name": name, "type": type})
 
-    async def lookup(self, type: str, name: str | None = None, wait: float | None = None) -> list[ServiceRecord]:
+    async def lookup(self, type: str, name: str | None = None, wait: float | None = None) -> Services:
         """Services of ``type`` known to the daemon, local first.
 
         The first lookup of a type the daemon is not browsing yet waits ``wait`` seconds
@@ -353,7 +360,9 @@ class DiscoveryClient:
         if wait is not None:
             req["wait"] = wait
         r = await self._request(req)
-        return [ServiceRecord.from_json(s) for s in r["services"]]
+        found = Services(ServiceRecord.from_json(s) for s in r["services"])
+        found.warning = r.get("warning")
+        return found
 
     def watch(self, type: str, callback: Callable[[WatchEvent], None] | None = None) -> Watch:
         """Subscribe to a type; ``await w.ready`` to know the subscription is in place."""
@@ -497,7 +506,7 @@ async def register(
 
 async def lookup(
     type: str, name: str | None = None, *, wait: float | None = None, socket: str | None = None, reactor: Any = None
-) -> list[ServiceRecord]:
+) -> Services:
     c = await connect(socket, reactor, reconnect=False)
     try:
         return await c.lookup(type, name, wait)

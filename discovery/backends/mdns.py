@@ -49,7 +49,7 @@ import asyncio
 import random
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from twisted.logger import Logger
@@ -85,7 +85,7 @@ from discovery.guard import (
     record_decision,
 )
 from discovery.pacing import Pacer
-from discovery.registry import Service, normalize_type
+from discovery.registry import REMOTE, Service, normalize_type
 
 log = Logger(namespace="discovery.mdns")
 
@@ -672,7 +672,7 @@ class MdnsAdapter:
                 continue
             info = AsyncServiceInfo(t, alias)
             if info.load_from_cache(zc, now) and info.port is not None:
-                out.append(_service_of(info, t, alias))
+                out.append(replace(_service_of(info, t, alias), source=REMOTE))
         return out
 
     def _on_change(self, zeroconf: Any, service_type: str, name: str, state_change: ServiceStateChange) -> None:

@@ -99,6 +99,11 @@ def test_browsers_are_capped_stopped_when_idle_and_watches_capped_per_connection
             found = until(lambda: (r := c3.ask("lookup", type=other, wait=0))["services"] and r)
             assert [(s["name"], s["host"], s["port"]) for s in found["services"]] == [("svc", "hb", 7)]
             assert found["warning"]["code"] == "too-many-browsed-types"
+            # the CLI lists what was found and says it came from the cache
+            cli = a.cli("lookup", other)
+            assert cli.returncode == 0 and b"svc" in cli.stdout, cli
+            assert found["services"][0]["source"] == "remote"
+            assert b"discovery: warning: answered from the cache" in cli.stderr, cli.stderr
             assert c3.browsers() == 8
         finally:
             bc.close()
