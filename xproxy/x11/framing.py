@@ -238,7 +238,22 @@ class StreamFramer:
 Buffer = bytes | bytearray | memoryview
 
 
-class RequestFramer(StreamFramer):
+class _X11Framer(StreamFramer):
+    """What both X11 streams keep: whether the setup is still to come, and the byte order
+    (the client's, which the server answers in) with its readers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_setup = True
+        _X11Framer._set_endian(self, "<")  # not a subclass's: it may need what it has not set yet
+
+    def _set_endian(self, endian: str) -> None:
+        self.endian = endian
+        self._u16 = U16[endian]
+        self._u32 = U32[endian]
+
+
+class RequestFramer(_X11Framer):
     """The client's stream: the setup request, then requests by their length, counted
     (`seq`, the number the server gives the last one). A subclass is the hold policy: it
     says in `_request` what becomes of each request and handles the held ones in `_message`
@@ -250,18 +265,9 @@ class RequestFramer(StreamFramer):
 
     def __init__(self) -> None:
         super().__init__()
-        self.in_setup = True
-        self.endian = "<"
-        self._u16 = U16["<"]
-        self._u32 = U32["<"]
         self.seq = 0
         self.big_requests = False
         self.max_big_request = DEFAULT_MAX_BIG_REQUEST
-
-    def _set_endian(self, endian: str) -> None:
-        self.endian = endian
-        self._u16 = U16[endian]
-        self._u32 = U32[endian]
 
     def _frame(self, buf: Buffer, pos: int, avail: int) -> tuple[int, int] | None:
         if self.in_setup:
@@ -304,7 +310,7 @@ class RequestFramer(StreamFramer):
         raise NotImplementedError
 
 
-class ServerFramer(StreamFramer):
+class ServerFramer(_X11Framer):
     """The server's stream: the setup reply, then errors, replies and events, each 32 bytes
     but a reply or a GenericEvent (4 * length more), each but KeymapNotify with a 16-bit
     sequence number, widened from the last one read (`last_seq`) as xcb does. A subclass is
@@ -312,17 +318,11 @@ class ServerFramer(StreamFramer):
 
     def __init__(self) -> None:
         super().__init__()
-        self.in_setup = True
-        self.endian = "<"
-        self._u16 = U16["<"]
-        self._u32 = U32["<"]
         self.last_seq = 0  # full sequence number of the last server message that had one
 
     def expect_setup(self, endian: str) -> None:
         """The client's byte order, which the server answers in."""
-        self.endian = endian
-        self._u16 = U16[endian]
-        self._u32 = U32[endian]
+        self._set_endian(endian)
 
     def _frame(self, buf: Buffer, pos: int, avail: int) -> tuple[int, int] | None:
         if self.in_setup:
