@@ -6,10 +6,11 @@ trace) is served here, and `xproxy run` itself stays a small process that needs 
 Twisted nor a TLS handshake (run/client.py). One connection per run, newline-delimited JSON:
 
     run   -> {"op": "display", "xauthority": PATH, "label": "@office", "hide_ext": [NAME...],
-              "trace": null | {"format": "text"|"json", "only": [...], "skip": [...]},
+              "trace": null | {"format": "text"|"json"|"perfetto", "only": [...], "skip": [...]},
               "stats": false}   (true: the agent's counters are written before it answers "done")
              (with "trace", the file to write it to arrives with this message as a passed
-              file descriptor, so a run may trace to its stdout or to a file only it can open)
+              file descriptor, so a run may trace to its stdout or to a file only it can open;
+              "perfetto" writes the run's waits there, observe/waits.py, when it is done)
     agent -> {"ok": true, "display": ":12"}   or   {"ok": false, "error": "why"}
     run   -> {"op": "done"}                      (the program has exited)
     agent -> {"ok": true}                        (its connections drained; the display is gone)
@@ -56,8 +57,10 @@ def parse_request(line: bytes) -> dict[str, Any]:
         raise RunRequestError("hide_ext must be a list of names")
     trace = req.get("trace")
     if trace is not None:
-        if not isinstance(trace, dict) or trace.get("format", "text") not in ("text", "json"):
-            raise RunRequestError("trace must be null or {\"format\": \"text\"|\"json\", ...}")
+        if not isinstance(trace, dict) \
+                or trace.get("format", "text") not in ("text", "json", "perfetto"):
+            raise RunRequestError(
+                "trace must be null or {\"format\": \"text\"|\"json\"|\"perfetto\", ...}")
         for key in ("only", "skip"):
             if not all(isinstance(x, str) for x in trace.get(key, [])):
                 raise RunRequestError(f"trace {key} must be a list of names")
@@ -126,7 +129,8 @@ class _RunControl(protocol.Protocol):
             out = os.fdopen(self.fds.pop(), "w", buffering=1 << 16)
             self.instruments = Instruments(self.service.reactor.seconds, out,
                                            trace.get("format", "text"), trace.get("only", []),
-                                           trace.get("skip", []), close_trace=True)
+                                           trace.get("skip", []), close_trace=True,
+                                           link=True)
         options = ServeOptions(target=req["label"] or "link", xauthority=req["xauthority"],
                                hide_ext=req["hide_ext"],
                                upstream_endpoint=f"unix:path={self.service.socket_path}",

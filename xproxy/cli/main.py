@@ -82,8 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("-v", "--verbose", action="store_true")
     trace = sub.add_parser("trace", help="run a command on a tracing proxy display, like xtrace")
     trace.add_argument("-o", "--output", metavar="FILE", default=None,
-                       help="write the trace to FILE (default: stderr; - for stdout)")
-    _add_trace_options(trace, "--format")
+                       help="write the trace to FILE (default: stderr, or nothing with "
+                            "--timeline; - for stdout)")
+    _add_trace_options(trace, "--format", PERFETTO)
+    trace.add_argument("--timeline", metavar="PNG", default=None,
+                       help="draw the round trips the program waited for to PNG "
+                            "(docs/xproxy.md: the waits)")
     trace.add_argument("--to", dest="target", default=None, metavar="TARGET",
                        help="the real display (default: $DISPLAY)")
     trace.add_argument("--stats", action="store_true",
@@ -96,9 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_trace_options(parser: argparse.ArgumentParser, format_flag: str) -> None:
-    parser.add_argument(format_flag, dest="trace_format", choices=("text", "json"),
-                        default="text", help="trace lines as text (default) or JSON Lines")
+#: The trace formats of a proxy that runs the program: the waits as Chrome/Perfetto JSON too.
+PERFETTO = ("text", "json", "perfetto")
+
+
+def _add_trace_options(parser: argparse.ArgumentParser, format_flag: str,
+                       formats: tuple[str, ...] = ("text", "json")) -> None:
+    parser.add_argument(format_flag, dest="trace_format", choices=formats,
+                        default="text", help="trace lines as text (default) or JSON Lines"
+                        + ("; perfetto: the round trips the program waited for, as "
+                           "Chrome/Perfetto trace JSON (needs a file)"
+                           if "perfetto" in formats else ""))
     parser.add_argument("--only", action="append", default=[], metavar="NAMES",
                         help="trace only these messages (comma-separated names or patterns)")
     parser.add_argument("--skip", action="append", default=[], metavar="NAMES",
@@ -206,10 +218,13 @@ async def trace(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-un
     if not target:
         print("xproxy trace: no display to trace to: set DISPLAY or give --to", file=sys.stderr)
         raise SystemExit(2)
+    check_waits_output(args.trace_format, args.output, "-o FILE")
     await running(reactor)
-    trace_out, close_trace = _open_trace(args.output, sys.stderr)
+    quiet = args.timeline is not None and args.output is None
+    trace_out, close_trace = _open_trace(args.output, None if quiet else sys.stderr)
     inst = Instruments(reactor.seconds, trace_out, args.trace_format, args.only, args.skip,
-                       stats=args.stats, close_trace=close_trace)
+                       stats=args.stats, close_trace=close_trace,
+                       waits=args.timeline is not None)
     inst.start_flushing(reactor)  # `-o FILE` can be followed (tail -f), a second behind at most
     server = ProxyServer(reactor, ServeOptions(target=target, observers=inst.observers,
                                                on_client_done=inst.client_done))
@@ -222,14 +237,50 @@ async def trace(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-un
     from ..run.child import spawn_command
 
     env = dict(os.environ, DISPLAY=name, XAUTHORITY=server.xauthority)
+    finished = False
+
+    async def finish() -> None:
+        """The trace's end, once: also on SIGINT/SIGTERM (a program that runs until
+        stopped still gets its timeline)."""
+        nonlocal finished
+        if finished:
+            return
+        finished = True
+        await server.stop()
+        inst.stop()
+        if args.timeline is not None and inst.waits is not None:
+            draw_timeline(inst.waits, args.timeline, " ".join(command))
+
     stop_trigger = reactor.addSystemEventTrigger(
-        "before", "shutdown", lambda: defer.ensureDeferred(server.stop()))
+        "before", "shutdown", lambda: defer.ensureDeferred(finish()))
     code = await spawn_command(reactor, command, env)
     await server.drain()
     reactor.removeSystemEventTrigger(stop_trigger)
-    await server.stop()
-    inst.stop()
+    await finish()
     raise SystemExit(code)
+
+
+def check_waits_output(trace_format: str, output: str | None, flag: str) -> None:
+    """The waits as Perfetto JSON are one document: they need a file of their own."""
+    if trace_format == "perfetto" and output in (None, "-"):
+        print(f"xproxy: --format perfetto needs {flag} (the program's own output goes to "
+              "stdout and stderr)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def draw_timeline(waits, path: str, title: str) -> None:  # type: ignore[no-untyped-def]
+    """Draw the timeline and say on stderr what it holds."""
+    from ..observe.timeline import draw
+
+    try:
+        rows = draw(waits, path, title)
+    except (OSError, ValueError) as err:
+        print(f"xproxy: cannot draw the timeline to {path}: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+    s = waits.summary()
+    print(f"xproxy: {s['waits']} round trips waited ({s['waited']:.3f} s), {s['before_map']} "
+          f"before the first window was mapped; {rows} rows in {path}", file=sys.stderr,
+          flush=True)
 
 
 def running(reactor):  # type: ignore[no-untyped-def]

@@ -18,7 +18,7 @@ COMMANDS = ("id", "authorize", "revoke", "export", "run", "displays", "link-agen
 
 
 def add_parsers(sub: Any, add_trace_options: Any) -> None:
-    from .main import positive_float, positive_int
+    from .main import PERFETTO, positive_float, positive_int
 
     p = sub.add_parser("id", help="print this host's key fingerprint (created on first use)")
     p.add_argument("--json", action="store_true")
@@ -57,7 +57,10 @@ def add_parsers(sub: Any, add_trace_options: Any) -> None:
     p.add_argument("--to", dest="target", required=True, metavar="TARGET",
                    help="@NAME (found on the LAN), xproxy://HOST:PORT, or a display (:0)")
     p.add_argument("--trace", metavar="FILE", default=None, help="trace the program's X traffic")
-    add_trace_options(p, "--trace-format")
+    add_trace_options(p, "--trace-format", PERFETTO)
+    p.add_argument("--timeline", metavar="PNG", default=None,
+                   help="draw the round trips the program waited for, and who answered "
+                        "them, to PNG (docs/xproxy.md: the waits)")
     p.add_argument("--hide-ext", action="append", default=[], metavar="NAME")
     p.add_argument("--no-suppress", action="store_true",
                    help="send every request to the display host (no answers from the cache)")
@@ -130,13 +133,14 @@ async def revoke(reactor, args, running, open_trace) -> None:  # type: ignore[no
     print(f"revoked {removed} entr{'y' if removed == 1 else 'ies'} for {args.which}")
 
 
-def _instruments(reactor, args, open_trace):  # type: ignore[no-untyped-def]
+def _instruments(reactor, args, open_trace, waits: bool = False):  # type: ignore[no-untyped-def]
     from ..observe.instruments import Instruments
 
     trace_out, close_trace = open_trace(args.trace, None)
     return Instruments(reactor.seconds, trace_out, args.trace_format, args.only, args.skip,
                        stats=getattr(args, "stats", False),
-                       metrics=getattr(args, "metrics", None) is not None, close_trace=close_trace)
+                       metrics=getattr(args, "metrics", None) is not None, close_trace=close_trace,
+                       waits=waits)
 
 
 async def export(reactor, args, running, open_trace) -> int:  # type: ignore[no-untyped-def]
@@ -181,12 +185,15 @@ async def run(reactor, args, running, open_trace) -> None:  # type: ignore[no-un
     """`run` to a display of this host (exports go through run/client.py, before the reactor)."""
     from ..run.launcher import RunError
     from ..run.launcher import run as launch
+    from .main import check_waits_output, draw_timeline
 
     command = args.program[1:] if args.program[:1] == ["--"] else args.program
     if not command:
         fail("no command given (xproxy run --to TARGET -- COMMAND ARGS...)", 2)
+    check_waits_output(args.trace_format, args.trace, "--trace FILE")
     await running(reactor)
-    inst = _instruments(reactor, args, open_trace) if args.trace else None
+    inst = _instruments(reactor, args, open_trace, waits=args.timeline is not None) \
+        if args.trace or args.timeline else None
     try:
         code = await launch(reactor, args.target, command,
                             observers=inst.observers if inst else None,
@@ -197,6 +204,8 @@ async def run(reactor, args, running, open_trace) -> None:  # type: ignore[no-un
     finally:
         if inst is not None:
             inst.stop()
+    if args.timeline is not None and inst is not None and inst.waits is not None:
+        draw_timeline(inst.waits, args.timeline, " ".join(command))
     raise SystemExit(code)
 
 

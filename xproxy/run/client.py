@@ -64,18 +64,30 @@ def main(args: argparse.Namespace) -> int | None:
     mode = LinkMode(suppress=not args.no_suppress, verify=args.verify_cache,
                     compress_level=max(0, args.compress_level))
     trace_file: IO[str] | None = None
-    if args.trace is not None:
-        try:
-            trace_file = sys.stdout if args.trace == "-" else open(args.trace, "w")  # noqa: SIM115 - open for the whole run
-        except OSError as err:
-            fail(f"cannot write the trace: {err}")
+    timeline = getattr(args, "timeline", None)
+    trace_format = args.trace_format
+    if trace_format == "perfetto" and args.trace in (None, "-"):
+        fail("--trace-format perfetto needs --trace FILE", 2)
+    if timeline is not None and args.trace is not None and trace_format != "perfetto":
+        fail("--timeline with --trace needs --trace-format perfetto (the agent writes one "
+             "trace per run)", 2)
     workdir = tempfile.mkdtemp(prefix="xproxy-run-")
+    waits_path = args.trace
+    if timeline is not None and args.trace is None:  # the agent's waits, to draw afterwards
+        waits_path = os.path.join(workdir, "waits.json")
+        trace_format = "perfetto"
+    if waits_path is not None:
+        try:
+            trace_file = sys.stdout if waits_path == "-" else open(waits_path, "w")  # noqa: SIM115 - open for the whole run
+        except OSError as err:
+            shutil.rmtree(workdir, ignore_errors=True)
+            fail(f"cannot write the trace: {err}")
     try:
         xauthority = os.path.join(workdir, "Xauthority")
         request = {"op": "display", "xauthority": xauthority, "label": args.target,
                    "hide_ext": list(args.hide_ext), "stats": mode.verify,
                    "trace": None if trace_file is None else {
-                       "format": args.trace_format, "only": args.only, "skip": args.skip}}
+                       "format": trace_format, "only": args.only, "skip": args.skip}}
         try:
             ctl = control_for(args.target, mode)
             try:
@@ -95,11 +107,27 @@ def main(args: argparse.Namespace) -> int | None:
             done(sock)
         if mode.verify:
             report_verify(os.path.realpath(ctl)[: -len(".ctl")] + ".sock.stats.json")
+        if timeline is not None and waits_path is not None:
+            draw_from(waits_path, timeline, " ".join(command))
         return code
     finally:
         if trace_file is not None and trace_file is not sys.stdout:
             trace_file.close()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def draw_from(waits_path: str, png: str, title: str) -> None:
+    """Draw the waits the agent wrote (Perfetto JSON) to `png` (Pillow is imported only
+    here, once the program has exited)."""
+    from ..cli.main import draw_timeline
+    from ..observe.waits import from_perfetto
+
+    try:
+        with open(waits_path) as f:
+            analysis = from_perfetto(json.load(f))
+    except (OSError, ValueError) as err:
+        fail(f"cannot read the waits the link agent wrote: {err}")
+    draw_timeline(analysis, png, title)
 
 
 def ask(ctl: str, request: dict[str, Any], trace_file: IO[str] | None) -> tuple[socket.socket, str]:
