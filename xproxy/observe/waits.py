@@ -185,7 +185,8 @@ class WaitAnalysis:
         return [w for w in self.waits if w.start < self.first_map]
 
     def summary(self) -> dict[str, Any]:
-        """Counts and times, in all and before the first map, with the waits by name."""
+        """Counts and times, in all and before the first map, with the waits before it by
+        name, by who answered, and by name for those the link answered."""
         before = self.before_map()
         return {
             "waits": len(self.waits), "dropped": self.dropped,
@@ -197,6 +198,8 @@ class WaitAnalysis:
             "link": self.link,
             "by_name": dict(Counter(w.name for w in before).most_common()),
             "answered": dict(Counter(w.answered.value for w in before).most_common()),
+            "link_answered_by_name": dict(Counter(
+                w.name for w in before if w.answered is Answered.LINK).most_common()),
         }
 
     def to_perfetto(self) -> dict[str, Any]:
