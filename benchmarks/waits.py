@@ -81,8 +81,9 @@ def over_link(lab: WanLab, program: str, work: str, trace: str | None) -> dict[s
 
 def table(rows: dict[str, dict[str, dict[str, Any]]], top: int) -> str:
     lines = [("| program | local: waits before map | link, warm: waits before map "
-              "(answered by the link) | top waits, local / link (answered by the link) |"),
-             "|---|---|---|---|"]
+              "(answered by the link) | agent's answers at once / held, whole run "
+              "| top waits, local / link (answered by the link) |"),
+             "|---|---|---|---|---|"]
     for program, r in rows.items():
         loc, link = r.get("local"), r.get("link")
         names: Counter[str] = Counter()
@@ -99,7 +100,9 @@ def table(rows: dict[str, dict[str, dict[str, Any]]], top: int) -> str:
         lw = "-" if not loc else str(loc["otherData"]["before_map"])
         kw = "-" if not link else (f"{link['otherData']['before_map']} "
                                    f"({link['otherData']['answered'].get('link', 0)})")
-        lines.append(f"| {program} | {lw} | {kw} | {', '.join(tops)} |")
+        agent = (link or {}).get("agent")
+        held = "-" if not agent else f"{agent['answered']} / {agent['held']}"
+        lines.append(f"| {program} | {lw} | {kw} | {held} | {', '.join(tops)} |")
     return "\n".join(lines)
 
 
@@ -129,8 +132,12 @@ def main() -> int:
                 try:
                     r["local"] = local(lab, program, work)
                     over_link(lab, program, work, None)  # the cache warm
+                    before = lab.agent_stats(via=lab.link_relay)
                     r["link"] = over_link(lab, program, work,
                                           os.path.join(work, f"{program}.link.json")) or {}
+                    after = lab.agent_stats(via=lab.link_relay)
+                    r["link"]["agent"] = {k: after.get(k, 0) - before.get(k, 0)
+                                          for k in ("answered", "held", "forwarded_replies")}
                 except (TimeoutError, RuntimeError, OSError, ValueError) as err:
                     print(f"  {program}: {err}", file=sys.stderr, flush=True)
                     continue
@@ -144,8 +151,8 @@ def main() -> int:
           "one Xvfb, loopback, a delaying relay")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({p: {k: v.get("otherData") for k, v in r.items()} for p, r in rows.items()},
-                      f, indent=1)
+            json.dump({p: {k: dict(v.get("otherData", {}), agent=v.get("agent"))
+                           for k, v in r.items()} for p, r in rows.items()}, f, indent=1)
     return 0
 
 

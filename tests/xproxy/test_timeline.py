@@ -148,3 +148,16 @@ def test_timeline_through_a_slow_link_shows_the_links_answers(tmp_path):
         server_rows = rows_with_bars(png, timeline.BAR_COLOURS[Answered.SERVER])
         assert link_rows and server_rows
         assert sorted(link_rows + server_rows) == list(range(len(complete)))
+
+
+def test_perfetto_needs_a_file_of_its_own(tmp_path):
+    """The program's own output goes to stdout and stderr: the JSON document cannot."""
+    for args in (["trace", "--to", ":99", "--format", "perfetto"],
+                 ["trace", "--to", ":99", "--format", "perfetto", "-o", "-"],
+                 ["run", "--to", "xproxy://127.0.0.1:1", "--trace-format", "perfetto"],
+                 ["run", "--to", "xproxy://127.0.0.1:1", "--trace", str(tmp_path / "t"),
+                  "--timeline", str(tmp_path / "t.png")]):
+        done = subprocess.run([*XPROXY, *args, "--", "true"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60, check=False)
+        assert done.returncode == 2, (args, done.stderr)
+        assert "perfetto" in done.stderr, (args, done.stderr)
