@@ -161,3 +161,20 @@ def test_perfetto_needs_a_file_of_its_own(tmp_path):
                               text=True, timeout=60, check=False)
         assert done.returncode == 2, (args, done.stderr)
         assert "perfetto" in done.stderr, (args, done.stderr)
+
+
+def test_drawing_nothing_and_more_rows_than_drawn(tmp_path, monkeypatch):
+    from xproxy.observe.waits import Wait, WaitAnalysis
+
+    empty = WaitAnalysis()
+    assert timeline.draw(empty, str(tmp_path / "empty.png")) == 0
+    with Image.open(tmp_path / "empty.png") as img:
+        assert img.size == (timeline.WIDTH, timeline.height(0))
+    monkeypatch.setattr(timeline, "MAX_ROWS", 5)
+    many = WaitAnalysis()
+    many.start = 0.0
+    many.waits = [Wait(1, n, "GetInputFocus", n * 0.01, 0.005, Answered.NO_LINK)
+                  for n in range(1, 9)]
+    assert timeline.draw(many, str(tmp_path / "many.png")) == 5
+    assert rows_with_bars(str(tmp_path / "many.png"),
+                          timeline.BAR_COLOURS[Answered.NO_LINK]) == list(range(5))
