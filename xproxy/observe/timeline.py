@@ -26,7 +26,7 @@ MAX_ROWS = 20_000
 #: Where the time axis starts (the columns of text are to its left).
 _COLUMNS = (("#", 8), ("client:seq", 60), ("request", 150), ("waited", 430),
             ("answered by", 500))
-_AXIS_LEFT = 600
+_AXIS_LEFT = 630
 _AXIS_RIGHT = WIDTH - 20
 
 BAR_COLOURS = {
@@ -36,10 +36,10 @@ BAR_COLOURS = {
     Answered.UNKNOWN: (127, 127, 127),
 }
 _ANSWERED_TEXT = {
-    Answered.SERVER: "the server, over the link",
-    Answered.LINK: "the link (near the app)",
+    Answered.SERVER: "server, over the link",
+    Answered.LINK: "the link agent",
     Answered.NO_LINK: "server (no link)",
-    Answered.UNKNOWN: "? (link too fast to tell)",
+    Answered.UNKNOWN: "? (link too fast)",
 }
 _MAP_COLOUR = (148, 103, 189)
 _TEXT = (20, 20, 20)
