@@ -72,13 +72,13 @@ def main(args: argparse.Namespace) -> int | None:
         fail("--timeline with --trace needs --trace-format perfetto (the agent writes one "
              "trace per run)", 2)
     workdir = tempfile.mkdtemp(prefix="xproxy-run-")
-    waits_path = args.trace
+    trace_path = args.trace
     if timeline is not None and args.trace is None:  # the agent's waits, to draw afterwards
-        waits_path = os.path.join(workdir, "waits.json")
+        trace_path = os.path.join(workdir, "waits.json")
         trace_format = "perfetto"
-    if waits_path is not None:
+    if trace_path is not None:
         try:
-            trace_file = sys.stdout if waits_path == "-" else open(waits_path, "w")  # noqa: SIM115 - open for the whole run
+            trace_file = sys.stdout if trace_path == "-" else open(trace_path, "w")  # noqa: SIM115 - open for the whole run
         except OSError as err:
             shutil.rmtree(workdir, ignore_errors=True)
             fail(f"cannot write the trace: {err}")
@@ -107,8 +107,8 @@ def main(args: argparse.Namespace) -> int | None:
             done(sock)
         if mode.verify:
             report_verify(os.path.realpath(ctl)[: -len(".ctl")] + ".sock.stats.json")
-        if timeline is not None and waits_path is not None:
-            draw_from(waits_path, timeline, " ".join(command))
+        if timeline is not None and trace_path is not None:
+            draw_from(trace_path, timeline, " ".join(command))
         return code
     finally:
         if trace_file is not None and trace_file is not sys.stdout:
