@@ -607,6 +607,23 @@ async def test_watch_resubscribes_after_daemon_restart(daemons, stype) -> None:
         await c.close()
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_watch_made_before_the_daemon_starts_sees_it_once_it_does(daemons, stype) -> None:
+    a = daemons("ha", "--no-mdns", start=False)
+    w = client.watch(stype, socket=a.socket)
+    try:
+        await task.deferLater(reactor, 0.3, lambda: None)  # a few attempts find no daemon
+        assert not w.ready.called
+        a.start()
+        await w.ready
+        reg = await client.register("late", stype, 1, socket=a.socket)
+        ev = await w.next_event(timeout=10)
+        assert (ev.kind, ev.service.name) == ("added", "late")
+        await reg.withdraw()
+    finally:
+        await w.close()
+
+
 def test_journal_is_compacted_under_churn(daemons, stype) -> None:
     a = daemons("ha", "--no-mdns")
     s = socket.socket(socket.AF_UNIX)
