@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from twisted.application.internet import ClientService, backoffPolicy
-from twisted.internet import defer, error, protocol
+from twisted.internet import defer, error, protocol, task
 from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IAddress
 from twisted.logger import Logger
@@ -317,22 +317,29 @@ class DiscoveryClient:
         return self._proto is not None
 
     async def connect(self) -> DiscoveryClient:
-        """Connect once; raises ``NotConnected`` when no daemon answers at the socket."""
-        endpoint = UNIXClientEndpoint(self.reactor, self.path)
+        """Connect once; raises ``NotConnected`` when no daemon answers at the socket, and
+        ``DiscoveryError`` when it refuses the connection (then nothing goes on trying)."""
         try:
             if self.reconnect:
                 service = self._start()
                 try:
                     await service.whenConnected(failAfterFailures=1)
                 except BaseException:
+                    # (stopped on the next turn: the failure arrives while the service is
+                    # still handling it, and it cannot be stopped from inside that)
                     self._service = None
-                    await service.stopService()
+                    await task.deferLater(self.reactor, 0, service.stopService)
                     raise
             else:
+                endpoint = UNIXClientEndpoint(self.reactor, self.path)
                 self._proto = await connectProtocol(endpoint, _LineProtocol(self))
         except (error.ConnectError, OSError) as e:
             raise NotConnected(f"cannot connect to discoveryd at {self.path}: {e}") from None
-        await self._hello()
+        try:
+            await self._hello()
+        except BaseException:
+            await self.close()
+            raise
         return self
 
     def _start(self) -> ClientService:
@@ -507,12 +514,17 @@ class DiscoveryClient:
         the connection is dropped, and the service makes the next one after a longer wait."""
         try:
             await self._reconnected()
-        except Exception as e:  # noqa: BLE001 - any failure means: try again later
+        except Exception as e:  # noqa: BLE001 - whatever failed, the next connection may not
             if self._closed:
                 return
+            if isinstance(e, NotConnected):
+                pass  # the connection went again
+            elif isinstance(e, DiscoveryError):
+                log.warn("discoveryd refused the connection: {e}; trying again later",
+                         e=e.message)
+            else:
+                log.failure("restoring registrations and watches failed; trying again later")
             self._failed_restores += 1
-            if isinstance(e, DiscoveryError):
-                log.warn("discoveryd refused the connection made again: {e}", e=e.message)
             if proto.transport is not None:
                 proto.transport.loseConnection()
         else:

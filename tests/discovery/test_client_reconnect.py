@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 
-from twisted.internet import error
+import pytest
+from twisted.internet import defer, error
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
@@ -45,6 +46,34 @@ def next_wait(reactor: MemoryReactorClock) -> float:
     """How long until the one timer set (the next connection attempt) fires."""
     (call,) = reactor.getDelayedCalls()
     return round(call.getTime() - reactor.seconds(), 6)
+
+
+def test_connect_with_no_daemon_fails_at_once_and_tries_no_more() -> None:
+    reactor = MemoryReactorClock()
+    connecting = defer.ensureDeferred(client.connect(PATH, reactor=reactor))
+    refuse_last(reactor)
+    reactor.advance(0)
+    with pytest.raises(client.NotConnected, match="cannot connect to discoveryd"):
+        connecting.result.raiseException()
+    connecting.addErrback(lambda _: None)
+    reactor.advance(10)
+    assert attempts(reactor) == 1 and reactor.getDelayedCalls() == []
+
+
+def test_connect_refused_by_the_daemon_fails_and_tries_no_more() -> None:
+    reactor = MemoryReactorClock()
+    connecting = defer.ensureDeferred(client.connect(PATH, reactor=reactor))
+    proto, transport = accept_last(reactor)
+    (hello,) = sent(transport)
+    proto.dataReceived(json.dumps({"id": hello["id"], "ok": False, "error": {
+        "code": "busy", "message": "too many clients"}}).encode() + b"\n")
+    assert transport.disconnecting
+    proto.connectionLost(Failure(error.ConnectionDone()))
+    with pytest.raises(client.DiscoveryError, match="too many clients"):
+        connecting.result.raiseException()
+    connecting.addErrback(lambda _: None)
+    reactor.advance(10)
+    assert attempts(reactor) == 1 and reactor.getDelayedCalls() == []
 
 
 def test_a_missing_daemon_is_tried_again_at_doubling_waits_up_to_two_seconds() -> None:

@@ -554,6 +554,15 @@ def client_lookup_records(d, stype):
     return [ServiceRecord.from_json(s) for s in json.loads(d.cli("lookup", stype, "--json", "--wait", "0").stdout)]
 
 
+def test_cli_with_no_daemon_says_so_and_exits_2(base_dir, stype) -> None:
+    for command in (["register", "--name", "x", "--type", stype, "--port", "1"],
+                    ["browse", stype, "--watch"], ["lookup", stype]):
+        done = subprocess.run([DISCOVERY, "--socket", str(base_dir / "none.sock"), *command],
+                              capture_output=True, text=True, timeout=30, check=False)
+        assert done.returncode == 2, (command, done.stderr)
+        assert done.stderr.startswith("discovery: cannot connect to discoveryd at "), done.stderr
+
+
 def test_browse_cli_json_lines(daemons, stype) -> None:
     a = daemons("ha")
     browse = subprocess.Popen([DISCOVERY, "--socket", a.socket, "browse", stype, "--watch", "--json"], stdout=subprocess.PIPE)
