@@ -66,7 +66,7 @@ def timed(argv: list[str], env: dict[str, str], window_class: str | None,
     # xdotool's own --sync looks every 0.5 s; look every 20 ms instead
     deadline = start + 300
     while subprocess.run(["xdotool", "search", "--onlyvisible", "--class", window_class],
-                         env=display_env, stdout=subprocess.DEVNULL).returncode != 0:
+                         env=display_env, stdout=subprocess.DEVNULL, check=False).returncode != 0:
         if time.monotonic() > deadline:
             raise TimeoutError(f"no {window_class} window")
         time.sleep(0.02)
