@@ -23,7 +23,7 @@ test: install
 
 # The pure-core unit tests alone (no process, no socket; tests/conftest.py marks them) and ruff.
 check: install
-	$(VENV)/bin/ruff check xproxy discovery replicaclient testing
+	$(VENV)/bin/ruff check xproxy discovery replicaclient testing tests benchmarks demos
 	$(PY) -m pytest -q -m unit $(PYTEST_ARGS)
 
 demo: install
@@ -33,7 +33,7 @@ bench: install
 	@set -e; for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b; done
 
 lint: install
-	$(VENV)/bin/ruff check xproxy discovery replicaclient testing
+	$(VENV)/bin/ruff check xproxy discovery replicaclient testing tests benchmarks demos
 	$(VENV)/bin/mypy
 
 clean:

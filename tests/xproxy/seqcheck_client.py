@@ -19,8 +19,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from xproxy.trust import xauthfile  # noqa: E402
-from xproxy.x11.display import parse_display  # noqa: E402
+from xproxy.trust import xauthfile
+from xproxy.x11.display import parse_display
 
 
 def pad(b: bytes) -> bytes:

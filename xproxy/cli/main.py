@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING, TextIO, cast
+
+if TYPE_CHECKING:
+    from twisted.internet import defer
+    from twisted.internet.interfaces import IReactorCore
+
+    from ..observe.waits import WaitAnalysis
+    from ..run.reactor import ICommandReactor
 
 
-def install_reactor(loop_name: str = "asyncio"):  # type: ignore[no-untyped-def]
+def install_reactor(loop_name: str = "asyncio") -> ICommandReactor:
     """The asyncio reactor (DESIGN.md), so zeroconf's asyncio API shares the loop; on
     uvloop's event loop when asked (the relays), which costs less per reactor turn."""
     import asyncio
@@ -16,6 +24,7 @@ def install_reactor(loop_name: str = "asyncio"):  # type: ignore[no-untyped-def]
 
     loop_name = os.environ.get("XPROXY_LOOP", loop_name)
     if "twisted.internet.reactor" not in sys.modules:  # (else installed: a test runner's)
+        loop: asyncio.AbstractEventLoop
         if loop_name == "uvloop":
             import uvloop
 
@@ -26,7 +35,7 @@ def install_reactor(loop_name: str = "asyncio"):  # type: ignore[no-untyped-def]
         asyncioreactor.install(loop)
     from twisted.internet import reactor
 
-    return reactor
+    return cast("ICommandReactor", reactor)
 
 
 def start_logging(verbose: bool, quiet: bool = False) -> None:
@@ -117,7 +126,7 @@ def _add_trace_options(parser: argparse.ArgumentParser, format_flag: str,
                         help="do not trace these messages (comma-separated names or patterns)")
 
 
-def _open_trace(path: str | None, default):  # type: ignore[no-untyped-def]
+def _open_trace(path: str | None, default: TextIO | None) -> tuple[TextIO | None, bool]:
     if path is None:
         return default, False
     if path == "-":
@@ -148,7 +157,7 @@ def _display_number(text: str) -> int:
     return int(text)
 
 
-async def serve(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+async def serve(reactor: ICommandReactor, args: argparse.Namespace) -> int:
     from twisted.internet import defer
     from twisted.logger import Logger
 
@@ -198,7 +207,7 @@ async def serve(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-un
     return await done
 
 
-async def trace(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+async def trace(reactor: ICommandReactor, args: argparse.Namespace) -> int:
     """`xproxy trace -- COMMAND`: a proxy on a free display, the command run on it with
     DISPLAY and XAUTHORITY set, the trace written; exits with the command's status."""
     import os
@@ -268,7 +277,7 @@ def check_waits_output(trace_format: str, output: str | None, flag: str) -> None
         raise SystemExit(2)
 
 
-def draw_timeline(waits, path: str, title: str) -> None:  # type: ignore[no-untyped-def]
+def draw_timeline(waits: WaitAnalysis, path: str, title: str) -> None:
     """Draw the timeline and say on stderr what it holds."""
     from ..observe.timeline import draw
 
@@ -283,7 +292,7 @@ def draw_timeline(waits, path: str, title: str) -> None:  # type: ignore[no-unty
           flush=True)
 
 
-def running(reactor):  # type: ignore[no-untyped-def]
+def running(reactor: IReactorCore) -> defer.Deferred[None]:
     """Fires once the reactor runs, so its SIGINT/SIGTERM handlers are in place before we
     announce `ready` (task.react calls main before reactor.run)."""
     from twisted.internet import defer
@@ -293,7 +302,7 @@ def running(reactor):  # type: ignore[no-untyped-def]
     return d
 
 
-def main(reactor, argv: list[str]):  # type: ignore[no-untyped-def]
+def main(reactor: ICommandReactor, argv: list[str]) -> defer.Deferred[object]:
     from twisted.internet import defer
 
     args = build_parser().parse_args(argv)

@@ -12,7 +12,19 @@ from ..run.paths import DEFAULT_LINGER
 from .errors import fail
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import TextIO
+
     from twisted.internet import defer
+    from twisted.internet.interfaces import IReactorCore, IReactorTime
+
+    from ..observe.instruments import Instruments
+    from ..run.reactor import ICommandReactor
+
+    #: main.running: fires once the reactor runs
+    Running = Callable[[IReactorCore], defer.Deferred[None]]
+    #: main._open_trace: the trace's file (or the default given) and whether to close it
+    OpenTrace = Callable[[str | None, TextIO | None], tuple[TextIO | None, bool]]
 
 COMMANDS = ("id", "authorize", "revoke", "export", "run", "displays", "link-agent")
 
@@ -94,7 +106,8 @@ def quiet(args: argparse.Namespace) -> bool:
     return args.command in ("run", "displays", "link-agent") and not getattr(args, "verbose", False)
 
 
-def dispatch(reactor, args: argparse.Namespace, running, open_trace) -> defer.Deferred:  # type: ignore[no-untyped-def]
+def dispatch(reactor: ICommandReactor, args: argparse.Namespace, running: Running,
+             open_trace: OpenTrace) -> defer.Deferred[object]:
     from twisted.internet import defer
 
     handler = {"id": ident, "authorize": authorize, "revoke": revoke, "export": export,
@@ -102,7 +115,8 @@ def dispatch(reactor, args: argparse.Namespace, running, open_trace) -> defer.De
     return defer.ensureDeferred(handler(reactor, args, running, open_trace))
 
 
-async def ident(reactor, args, running, open_trace) -> None:  # type: ignore[no-untyped-def]
+async def ident(reactor: ICommandReactor, args: argparse.Namespace, running: Running,
+        open_trace: OpenTrace) -> None:
     from ..trust.identity import Identity, config_dir
 
     identity = Identity.load_or_create()
@@ -112,7 +126,8 @@ async def ident(reactor, args, running, open_trace) -> None:  # type: ignore[no-
         print(identity.fingerprint)
 
 
-async def authorize(reactor, args, running, open_trace) -> None:  # type: ignore[no-untyped-def]
+async def authorize(reactor: ICommandReactor, args: argparse.Namespace, running: Running,
+        open_trace: OpenTrace) -> None:
     from ..trust.identity import AuthorizedHosts, IdentityError
 
     hosts = AuthorizedHosts.default()
@@ -124,7 +139,8 @@ async def authorize(reactor, args, running, open_trace) -> None:  # type: ignore
           f"{args.name}".rstrip())
 
 
-async def revoke(reactor, args, running, open_trace) -> None:  # type: ignore[no-untyped-def]
+async def revoke(reactor: ICommandReactor, args: argparse.Namespace, running: Running,
+        open_trace: OpenTrace) -> None:
     from ..trust.identity import AuthorizedHosts
 
     removed = AuthorizedHosts.default().revoke(args.which)
@@ -133,7 +149,8 @@ async def revoke(reactor, args, running, open_trace) -> None:  # type: ignore[no
     print(f"revoked {removed} entr{'y' if removed == 1 else 'ies'} for {args.which}")
 
 
-def _instruments(reactor, args, open_trace, waits: bool = False):  # type: ignore[no-untyped-def]
+def _instruments(reactor: IReactorTime, args: argparse.Namespace,
+                 open_trace: OpenTrace, waits: bool = False) -> Instruments:
     from ..observe.instruments import Instruments
 
     trace_out, close_trace = open_trace(args.trace, None)
@@ -143,7 +160,8 @@ def _instruments(reactor, args, open_trace, waits: bool = False):  # type: ignor
                        waits=waits)
 
 
-async def export(reactor, args, running, open_trace) -> int:  # type: ignore[no-untyped-def]
+async def export(reactor: ICommandReactor, args: argparse.Namespace, running: Running,
+        open_trace: OpenTrace) -> int:
     from ..export.server import ExportOptions, ExportServer
     from ..observe.metrics import listen_metrics
 
@@ -161,6 +179,7 @@ async def export(reactor, args, running, open_trace) -> int:  # type: ignore[no-
     try:
         port = await server.start()
         if args.metrics is not None:
+            assert inst.metrics is not None
             await listen_metrics(reactor, args.metrics, inst.metrics)
     except Exception as err:  # noqa: BLE001 - any start failure ends the command with its reason
         await server.stop()
@@ -181,7 +200,8 @@ async def export(reactor, args, running, open_trace) -> int:  # type: ignore[no-
     return await done
 
 
-async def run(reactor, args, running, open_trace) -> None:  # type: ignore[no-untyped-def]
+async def run(reactor: ICommandReactor, args: argparse.Namespace, running: Running,
+        open_trace: OpenTrace) -> None:
     """`run` to a display of this host (exports go through run/client.py, before the reactor)."""
     from ..run.launcher import RunError
     from ..run.launcher import run as launch
@@ -209,7 +229,8 @@ async def run(reactor, args, running, open_trace) -> None:  # type: ignore[no-un
     raise SystemExit(code)
 
 
-async def displays(reactor, args, running, open_trace) -> None:  # type: ignore[no-untyped-def]
+async def displays(reactor: ICommandReactor, args: argparse.Namespace, running: Running,
+        open_trace: OpenTrace) -> None:
     from ..run.launcher import displays as list_displays
 
     await running(reactor)
@@ -231,7 +252,8 @@ async def displays(reactor, args, running, open_trace) -> None:  # type: ignore[
                  else f"  ({d['status']})"))
 
 
-async def link_agent(reactor, args, running, open_trace) -> None:  # type: ignore[no-untyped-def]
+async def link_agent(reactor: ICommandReactor, args: argparse.Namespace, running: Running,
+        open_trace: OpenTrace) -> None:
     from twisted.logger import Logger
 
     from ..agent.link_agent import AgentError, LinkAgent

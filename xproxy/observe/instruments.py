@@ -7,13 +7,16 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Iterable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ..x11.connection import Watch
 from ..x11.decode.decoder import Decoder, Want
 from .metrics import Metrics
 from .trace import NameFilter, Tracer
 from .waits import NEEDED_FIELDS, WaitAnalysis
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTime
 
 __all__ = ["ClientObserver", "Instruments", "observers"]
 
@@ -121,7 +124,7 @@ class Instruments:
         if self.tracer is not None:
             self.tracer.flush()
 
-    def start_flushing(self, reactor: Any, every: float = 1.0) -> None:
+    def start_flushing(self, reactor: IReactorTime, every: float = 1.0) -> None:
         """Flush the trace file every `every` seconds, so a long session can be followed."""
         from twisted.internet import task
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ServerEndpoint, UNIXServerEndpoint, clientFromString
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 
 from ..trust import xauthfile
@@ -27,6 +28,7 @@ from ..x11.xauth import (
 from . import aiotransport, display_socket
 from .drain import drain
 from .proxy import MAX_HELD, MAX_SETUPS, SETUP_TIMEOUT, ProxyFactory
+from .reactor import IRelayReactor
 from .twisted_internals import event_loop
 
 log = Logger(namespace="xproxy")
@@ -59,7 +61,8 @@ class StartError(RuntimeError):
     """The proxy cannot start; the message says why."""
 
 
-def client_endpoint(reactor, target: DisplayName | None, endpoint: str | None = None):  # type: ignore[no-untyped-def]
+def client_endpoint(reactor: IRelayReactor, target: DisplayName | None,
+                    endpoint: str | None = None) -> IStreamClientEndpoint:
     """Where the relay connects upstream: on the event loop's own transports when the reactor
     is the asyncio one (see aiotransport.py), else a Twisted endpoint."""
     loop = event_loop(reactor)
@@ -70,8 +73,10 @@ def client_endpoint(reactor, target: DisplayName | None, endpoint: str | None = 
             return aiotransport.ClientEndpoint(loop, host=target.host, port=target.tcp_port)
         if endpoint is not None and endpoint.startswith("unix:path="):
             return aiotransport.ClientEndpoint(loop, path=endpoint[len("unix:path="):])
-    assert target is not None or endpoint is not None
-    return clientFromString(reactor, endpoint or upstream_endpoint_string(target))  # type: ignore[arg-type]
+    if not endpoint:
+        assert target is not None
+        endpoint = upstream_endpoint_string(target)
+    return clientFromString(reactor, endpoint)
 
 
 def upstream_endpoint_string(target: DisplayName) -> str:
@@ -84,7 +89,7 @@ def upstream_endpoint_string(target: DisplayName) -> str:
 class ProxyServer:
     """Owns a display number, its sockets and its cookie for the life of the proxy."""
 
-    def __init__(self, reactor, options: ServeOptions) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, reactor: IRelayReactor, options: ServeOptions) -> None:
         self.reactor = reactor
         self.options = options
         self.target = parse_display(options.target) if options.upstream_endpoint is None else None

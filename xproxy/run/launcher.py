@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -25,10 +25,13 @@ from ..x11.display import DisplayNameError, parse_display
 from .child import spawn_command
 from .paths import LINK_SERVICE_TYPE, RunError
 
+if TYPE_CHECKING:
+    from .reactor import ICommandReactor
+
 log = Logger(namespace="xproxy.run")
 
 
-async def run(reactor, target: str, command: list[str],  # type: ignore[no-untyped-def]
+async def run(reactor: ICommandReactor, target: str, command: list[str],
               observers: Callable[[int], Any] | None = None,
               on_client_done: Callable[[Any], None] | None = None,
               hide_ext: list[str] | None = None) -> int:
@@ -63,7 +66,8 @@ async def run(reactor, target: str, command: list[str],  # type: ignore[no-untyp
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-async def displays(reactor, probe: bool = True, discovery_socket: str | None = None) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+async def displays(reactor: ICommandReactor, probe: bool = True,
+                   discovery_socket: str | None = None) -> list[dict[str, Any]]:
     """The exported displays on the LAN, each probed for whether this host may use it."""
     from discovery import client as discovery_client
 
@@ -82,7 +86,7 @@ async def displays(reactor, probe: bool = True, discovery_socket: str | None = N
     return found
 
 
-async def _probe(reactor, entry: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+async def _probe(reactor: ICommandReactor, entry: dict[str, Any]) -> None:
     from ..agent.link_agent import AgentError, LinkAgent
     from ..trust.identity import KnownDisplays
 
