@@ -75,7 +75,7 @@ def movable(servers, tmp_path):
     env = dict(os.environ, XAUTHORITY=auth, XDG_RUNTIME_DIR=str(runtime), PYTHONPATH=ROOT)
     log = str(tmp_path / "xproxy.log")
     with open(log, "w") as err:
-        process = subprocess.Popen([*XPROXY, "serve", "--movable", "--to", a.name], env=env,
+        process = subprocess.Popen([*XPROXY, "serve", "--movable", "--to", a.name, "-v"], env=env,
                                    stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT)
     line = process.stdout.readline().strip()
     proxy = Movable(process, line.partition("=")[2], env, log)

@@ -65,6 +65,9 @@ class Cursor:
     create: bytes
     recolor: bytes | None = None
     pixmaps: tuple[int, ...] = ()
+    #: OpenFont requests of the fonts a glyph cursor was made from (which the client may
+    #: close once the cursor is made, as Xlib does): opened again around a move's CreateGlyphCursor
+    fonts: tuple[bytes, ...] = ()
 
 
 class Tracker:
@@ -280,8 +283,14 @@ class Tracker:
         self.fonts.pop(self._word(msg, 4), None)
 
     def _create_cursor(self, seq: int, msg: bytes) -> None:
-        pixmaps = (self._word(msg, 8), self._word(msg, 12)) if msg[0] == op.CREATE_CURSOR else ()
-        self.cursors[self._word(msg, 4)] = Cursor(msg, None, pixmaps)
+        pixmaps: tuple[int, ...] = ()
+        fonts: tuple[bytes, ...] = ()
+        if msg[0] == op.CREATE_CURSOR:
+            pixmaps = (self._word(msg, 8), self._word(msg, 12))
+        else:
+            ids = {self._word(msg, 8), self._word(msg, 12)} - {0}
+            fonts = tuple(self.fonts[i] for i in sorted(ids) if i in self.fonts)
+        self.cursors[self._word(msg, 4)] = Cursor(msg, None, pixmaps, fonts)
 
     def _recolor_cursor(self, seq: int, msg: bytes) -> None:
         c = self.cursors.get(self._word(msg, 4))
