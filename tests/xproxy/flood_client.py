@@ -1,7 +1,8 @@
 """An X client that draws without waiting: N rounds of a PolyFillRectangle and a
 ChangeProperty appending the round's number to a property of its window, sent in batches
 without reading anything, then one GetProperty. Prints one JSON line: whether the property
-holds every number in order (nothing lost, nothing twice) and how many it holds.
+holds every number in order (nothing lost, nothing twice) and how many it holds. It says
+"drawing" on a line first, once connected.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def main() -> int:
     while head[0] != 1:  # (an event or error before the InternAtom reply: none expected)
         head = recv_exactly(s, 32)
     atom, = struct.unpack_from("<I", head, 8)
+    print("drawing", flush=True)
     batch = []
     for i in range(n):
         batch.append(struct.pack("<BxHIIhhHH", 70, 5, window, gc, i % 90, i % 90, 10, 10))

@@ -248,15 +248,16 @@ def test_sequence_numbers_continue_across_a_move(servers, movable):
 
 def test_a_move_while_drawing_loses_nothing(servers, movable):
     a, b, c, auth = servers
-    flood = subprocess.Popen([sys.executable, FLOOD, "20000"], stdout=subprocess.PIPE,
+    flood = subprocess.Popen([sys.executable, FLOOD, "100000"], stdout=subprocess.PIPE,
                              text=True, env=movable.client_env())
     movable.started.append(flood)
-    time.sleep(0.5)
+    assert flood.stdout.readline() == "drawing\n"
     moved_ok(movable, b.name)
+    assert flood.poll() is None  # the move came while it was drawing
     out, _ = flood.communicate(timeout=120)
     result = json.loads(out)
     assert result["ok"], result
-    assert result["count"] == 20000
+    assert result["count"] == 100000
 
 
 def test_a_move_to_a_16_bit_display_is_refused_and_the_program_stays(servers, movable):
