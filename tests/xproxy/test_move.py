@@ -22,8 +22,8 @@ from testing.xvfb import start_xvfb
 from xproxy.trust import xauthfile
 
 pytestmark = pytest.mark.skipif(
-    any(shutil.which(p) is None for p in ("Xvfb", "xlogo", "xclock", "xeyes", "xterm",
-                                          "xdotool")),
+    any(shutil.which(p) is None for p in ("Xvfb", "xlogo", "xclock", "xeyes", "xcalc",
+                                          "xedit", "xterm", "xdotool")),
     reason="needs Xvfb, x11-apps, xterm and xdotool (make install)")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -146,7 +146,7 @@ def moved_ok(proxy: Movable, target: str) -> None:
     assert r.stdout.startswith("moved 1 clients to " + target), r.stdout
 
 
-@pytest.mark.parametrize("program", [["xlogo"], ["xclock", "-norender"]])
+@pytest.mark.parametrize("program", [["xlogo"], ["xclock", "-norender"], ["xcalc"], ["xedit"]])
 def test_program_moved_looks_as_when_shown_directly(servers, movable, program):
     a, b, _c, auth = servers
     name = program[0]
@@ -162,6 +162,8 @@ def test_program_moved_looks_as_when_shown_directly(servers, movable, program):
     # The same picture once repainted (xclock: within the same minute, so tried again).
     poll(lambda: window_image(b.name, auth, moved) == window_image(b.name, auth, direct),
          timeout=60)
+    pixels = set(memoryview(window_image(b.name, auth, moved)[2]).cast("I"))
+    assert len(pixels) > 1  # a picture, not an empty window
 
 
 def test_xclock_still_ticks_after_the_move(servers, movable):
