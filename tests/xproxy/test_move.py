@@ -249,7 +249,7 @@ def test_sequence_numbers_continue_across_a_move(servers, movable):
 
 def test_a_move_while_drawing_loses_nothing(servers, movable):
     _a, b, _c, _auth = servers
-    flood = subprocess.Popen([sys.executable, FLOOD, "100000"], stdout=subprocess.PIPE,
+    flood = subprocess.Popen([sys.executable, FLOOD, "200000"], stdout=subprocess.PIPE,
                              text=True, env=movable.client_env())
     movable.started.append(flood)
     assert flood.stdout.readline() == "drawing\n"
@@ -258,7 +258,7 @@ def test_a_move_while_drawing_loses_nothing(servers, movable):
     out, _ = flood.communicate(timeout=120)
     result = json.loads(out)
     assert result["ok"], result
-    assert result["count"] == 100000
+    assert result["count"] == 200000
 
 
 def test_a_move_to_a_16_bit_display_is_refused_and_the_program_stays(servers, movable):

@@ -28,17 +28,22 @@ from ..x11 import opcodes as op
 from ..x11.connection import AuthPolicy
 from ..x11.display import parse_display
 from ..x11.errors import X11ProtocolError
-from ..x11.framing import HOLD, Buffer, RequestFramer, ServerFramer
+from ..x11.framing import HOLD, PASS, Buffer, RequestFramer, ServerFramer
 from ..x11.setup import STATUS_SUCCESS, SetupRequest, parse_setup_request, setup_failed
 from . import fields as f
 from . import planner
 from .client import VirtualClient
 from .mapping import MASK32, Ext, Mapping
+from .tracker import _HANDLERS
 
 log = Logger(namespace="xproxy")
 
 #: Why reading a client is paused.
 _MOVING, _SERVER_FULL = 1, 2
+#: How long a move waits for a client to finish sending a request it has begun, and for
+#: the servers to answer what it asks to move one client.
+BOUNDARY_TIMEOUT = 10.0
+MOVE_TIMEOUT = 60.0
 
 
 @dataclass
@@ -52,23 +57,39 @@ class MoveResult:
 
 
 class _Requests(RequestFramer):
-    """The client's stream cut into whole requests (the setup request first)."""
+    """The client's stream. Before the client's first move (identity mapping) a request
+    the tracker does not need passes through as it comes (a PutImage streams, counted but
+    not copied); every other one is held whole and goes to `MovableClient.held`, which says
+    what to send in its place. During a move, and after one, every request is held."""
 
-    def __init__(self) -> None:
+    def __init__(self, client: MovableClient) -> None:
         super().__init__()
-        self.out: list[bytes] = []
+        self.client = client
         self.bigreq_major = -1
 
     def _request(self, buf: Buffer, pos: int, opcode: int, size: int, big: bool) -> int:
         if opcode == self.bigreq_major:
             self.big_requests = True  # the client sends big requests only after its Enable
+        c = self.client
+        vc = c.vc
+        if (vc is not None and vc.mapping.identity and opcode not in TRACKED
+                and not c.display.moving and not c.queue
+                and (opcode < op.FIRST_EXTENSION_OPCODE or opcode not in vc.mapping.exts)):
+            vc.seq += 1
+            return PASS
         return HOLD
 
     def _message(self, msg: bytes) -> bytes:
         if self.in_setup:
             self.in_setup = False
-        self.out.append(msg)
-        return b""
+            self.client.setup_received(msg)
+            return b""
+        return self.client.held(msg)
+
+
+#: Requests held whole even before a move: the tracker notes them, or their replies are
+#: rewritten (extensions hidden).
+TRACKED = frozenset(_HANDLERS) | {op.QUERY_EXTENSION, op.LIST_EXTENSIONS}
 
 
 class _Messages(ServerFramer):
@@ -104,6 +125,7 @@ class Upstream(protocol.Protocol):
         self.endian = endian
         self.auth = auth
         self.frames = _Messages(endian)
+        self._u16 = struct.Struct(endian + "H").unpack_from
         self.setup: defer.Deferred[bytes] = defer.Deferred()
         self.sent = 0
         self.segments: deque[tuple[int, int]] = deque([(0, 0)])
@@ -133,6 +155,11 @@ class Upstream(protocol.Protocol):
                 if not self.setup.called:
                     self.setup.callback(msg)
                 continue
+            if msg[0] != op.KEYMAP_NOTIFY:
+                # Widened from the requests sent, as xcb does: a client may send more than
+                # 65536 requests before the server says anything.
+                seq16 = self._u16(msg, 2)[0]
+                seq = self.sent - ((self.sent - seq16) & 0xFFFF)
             self._message(msg, seq)
 
     def _message(self, msg: bytes, seq: int) -> None:
@@ -140,7 +167,8 @@ class Upstream(protocol.Protocol):
         if kind <= op.REPLY:
             d = self.calls.pop(seq, None)
             if d is not None:
-                d.callback(msg if kind == op.REPLY else None)
+                if not d.called:  # (else cancelled: the move gave up waiting)
+                    d.callback(msg if kind == op.REPLY else None)
                 return
         elif self.watch is not None and self.watch(msg):
             return
@@ -161,10 +189,11 @@ class Upstream(protocol.Protocol):
             s.popleft()
         return real + s[0][1]
 
-    def send(self, data: bytes) -> None:
-        """A request of the client's."""
-        self.sent += 1
-        self.transport.write(data)
+    def send(self, data: bytes | memoryview, requests: int = 1) -> None:
+        """Bytes of the client's requests: `requests` of them start in `data`."""
+        self.sent += requests
+        if data:
+            self.transport.write(bytes(data) if isinstance(data, memoryview) else data)
 
     def send_own(self, data: bytes) -> None:
         """A request of the proxy's own, not counted by the client."""
@@ -183,7 +212,8 @@ class Upstream(protocol.Protocol):
         self.closed = True
         calls, self.calls = self.calls, {}
         for d in calls.values():
-            d.errback(ConnectionError("the X server closed the connection"))
+            if not d.called:
+                d.errback(ConnectionError("the X server closed the connection"))
         if not self.setup.called:
             self.setup.errback(ConnectionError("the X server closed the connection"))
         if self.client is not None:
@@ -207,8 +237,9 @@ class MovableClient(protocol.Protocol):
     def __init__(self, display: MovableDisplay, number: int) -> None:
         self.display = display
         self.number = number
-        self.frames = _Requests()
+        self.frames = _Requests(self)
         self.queue: deque[bytes] = deque()
+        self._boundary: defer.Deferred[None] | None = None
         self.vc: VirtualClient | None = None
         self.upstream: Upstream | None = None
         self.setup_request: SetupRequest | None = None
@@ -241,33 +272,45 @@ class MovableClient(protocol.Protocol):
         self.display.clients[self.number] = self
 
     def dataReceived(self, data: bytes) -> None:
+        vc = self.vc
+        before = vc.seq if vc is not None else 0
         try:
-            self.frames.feed(data)
+            out = self.frames.feed(data)
         except X11ProtocolError as err:
             log.error("client {n} disconnected: protocol error from client: {e}",
                       n=self.number, e=err)
             self.disconnect()
             return
-        out, self.frames.out = self.frames.out, []
-        for msg in out:
-            if self.setup_request is None:
-                self._setup(msg)
-            elif self.vc is None or self.display.moving or self.queue:
-                self.queue.append(msg)
-            else:
-                self._forward(msg)
+        if vc is not None and self.upstream is not None and not self.closed:
+            self.upstream.send(out, vc.seq - before)
+        if self._boundary is not None and not self.frames.unfinished:
+            d, self._boundary = self._boundary, None
+            d.callback(None)
 
-    def _forward(self, msg: bytes) -> None:
-        assert self.vc is not None and self.upstream is not None
-        self.upstream.send(self.vc.request(msg))
+    def held(self, msg: bytes) -> bytes:
+        """A request the framer held whole: what to send in its place (b"" when queued)."""
+        if self.vc is None or self.display.moving or self.queue or self.upstream is None:
+            self.queue.append(msg)
+            return b""
+        return self.vc.request(msg)
+
+    def at_boundary(self, timeout: float) -> defer.Deferred[None]:
+        """Fires once no request is half passed on (a move may then start)."""
+        if not self.frames.unfinished or self.closed:
+            return defer.succeed(None)
+        if self._boundary is None:
+            self._boundary = defer.Deferred()
+        d: defer.Deferred[None] = defer.Deferred()
+        self._boundary.chainDeferred(d)
+        return d.addTimeout(timeout, self.display.reactor)
 
     def flush(self) -> None:
         """Send what was queued (during a move, or before the upstream connection was up)."""
-        while self.queue and self.vc is not None and not self.display.moving \
-                and not self.closed:
-            self._forward(self.queue.popleft())
+        while self.queue and self.vc is not None and self.upstream is not None \
+                and not self.display.moving and not self.closed:
+            self.upstream.send(self.vc.request(self.queue.popleft()))
 
-    def _setup(self, msg: bytes) -> None:
+    def setup_received(self, msg: bytes) -> None:
         try:
             setup = parse_setup_request(msg)
         except X11ProtocolError as err:
@@ -319,9 +362,9 @@ class MovableClient(protocol.Protocol):
     def from_server(self, msg: bytes, vseq: int) -> None:
         assert self.vc is not None
         out = self.vc.server_message(msg, vseq)
-        bigreq = next((x.vmajor for x in self.vc.mapping.exts.values()
-                       if x.name == f.BIG_REQUESTS), -1)
-        self.frames.bigreq_major = bigreq
+        if msg[0] == op.REPLY and self.frames.bigreq_major < 0:
+            self.frames.bigreq_major = next((x.vmajor for x in self.vc.mapping.exts.values()
+                                             if x.name == f.BIG_REQUESTS), -1)
         if not self.closed:
             self.transport.write(out)
 
@@ -565,13 +608,25 @@ class MovableDisplay(ProxyServer):
             return MoveResult(False, error=str(err))
         self.moving = True
         clients = [c for c in self.clients.values() if c.vc is not None and not c.closed]
-        for c in clients:
-            c.pause(_MOVING)
         prepared: list[_Prepared] = []
         try:
             reasons = []
             for c in clients:
-                result = await c.prepare(target)
+                try:
+                    await c.at_boundary(BOUNDARY_TIMEOUT)
+                except defer.TimeoutError:
+                    reasons.append(f"client {c.number} has sent half a request and no more "
+                                   f"for {BOUNDARY_TIMEOUT:g} s")
+            for c in clients:
+                c.pause(_MOVING)
+            if reasons:
+                return MoveResult(False, error="; ".join(reasons))
+            for c in clients:
+                try:
+                    result = await defer.ensureDeferred(c.prepare(target)).addTimeout(
+                        MOVE_TIMEOUT, self.reactor)
+                except defer.TimeoutError:
+                    result = f"no answer within {MOVE_TIMEOUT:g} s"
                 if isinstance(result, str):
                     if not c.closed:
                         reasons.append(f"client {c.number}: {result}")
@@ -594,8 +649,8 @@ class MovableDisplay(ProxyServer):
         finally:
             self.moving = False
             for c in clients:
-                c.resume(_MOVING)
                 c.flush()
+                c.resume(_MOVING)
             waiting, self.waiting = self.waiting, []
             for c in waiting:
                 if not c.closed:
@@ -627,8 +682,8 @@ async def _client_names(c: MovableClient) -> dict[str, Any]:
         if w.parent in vc.tracker.windows or 67 not in w.properties:
             continue
         for key, atom in (("wm_class", 67), ("name", 39), ("pid", pid_atom)):
-            if atom is None or atom not in w.properties:
-                continue
+            if atom is None or atom not in w.properties or c.frames.unfinished:
+                continue  # (the proxy's own request may not go in the middle of the client's)
             try:
                 answer = await up.call(vc.mapping.request(b.request(op.GET_PROPERTY, 0, b.pack(
                     "IIIII", w.wid, atom, 0, 0, 1024))))
