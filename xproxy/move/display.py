@@ -231,6 +231,35 @@ class _Prepared:
     setup: planner.ServerSetup
 
 
+class _ServerReading:
+    """The producer of a client's transport: when the client does not read what it is sent,
+    the proxy stops reading its server (so what is kept for it stays bounded), except
+    while a move needs the server's answers."""
+
+    def __init__(self, client: MovableClient) -> None:
+        self.client = client
+        self.paused = False
+
+    def apply(self) -> None:
+        up = self.client.upstream
+        if up is not None and up.transport is not None and not up.closed:
+            if self.paused and not self.client.display.moving:
+                up.transport.pauseProducing()
+            else:
+                up.transport.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        self.apply()
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.apply()
+
+    def stopProducing(self) -> None:
+        self.client.disconnect()
+
+
 class MovableClient(protocol.Protocol):
     """One X client of a movable display."""
 
@@ -270,6 +299,8 @@ class MovableClient(protocol.Protocol):
 
     def connectionMade(self) -> None:
         self.display.clients[self.number] = self
+        self.reading = _ServerReading(self)
+        self.transport.registerProducer(self.reading, True)
 
     def dataReceived(self, data: bytes) -> None:
         vc = self.vc
@@ -358,6 +389,7 @@ class MovableClient(protocol.Protocol):
         self.upstream = upstream
         upstream.client = self
         upstream.transport.registerProducer(self, True)
+        self.reading.apply()
 
     def from_server(self, msg: bytes, vseq: int) -> None:
         assert self.vc is not None
@@ -619,6 +651,7 @@ class MovableDisplay(ProxyServer):
                                    f"for {BOUNDARY_TIMEOUT:g} s")
             for c in clients:
                 c.pause(_MOVING)
+                c.reading.apply()  # (the move needs the old server's answers)
             if reasons:
                 return MoveResult(False, error="; ".join(reasons))
             for c in clients:
@@ -651,6 +684,7 @@ class MovableDisplay(ProxyServer):
             for c in clients:
                 c.flush()
                 c.resume(_MOVING)
+                c.reading.apply()
             waiting, self.waiting = self.waiting, []
             for c in waiting:
                 if not c.closed:
