@@ -272,7 +272,8 @@ def test_a_move_to_a_16_bit_display_is_refused_and_the_program_stays(servers, mo
     assert logo.poll() is None
     assert top_window(a.name, auth, "staying")
     assert top_window(c.name, auth, "staying") is None
-    moved_ok(movable, b.name)  # still working: it moves where it can go
+    # still working: it moves where it can go (here named by the X server's socket)
+    moved_ok(movable, f"/tmp/.X11-unix/X{b.display}")
     poll(lambda: top_window(b.name, auth, "staying"))
 
 
@@ -296,3 +297,16 @@ def test_describe_names_the_clients(servers, movable):
     assert answer["depth"] == 24
     assert [c["wm_class"] for c in answer["clients"]] == ["XLogo"]
     assert answer["clients"][0]["name"] == "described"
+
+
+def test_every_client_of_the_display_moves_together(servers, movable):
+    a, b, _c, auth = servers
+    for title in ("together-1", "together-2"):
+        spawn(movable, ["xlogo", "-title", title, "-geometry", "80x80+600+600"],
+              movable.client_env())
+        poll(lambda t=title: top_window(a.name, auth, t))
+    r = movable.move(b.name)
+    assert r.returncode == 0 and r.stdout.startswith(f"moved 2 clients to {b.name} in "), r
+    for title in ("together-1", "together-2"):
+        poll(lambda t=title: top_window(b.name, auth, t))
+        assert top_window(a.name, auth, title) is None

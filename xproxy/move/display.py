@@ -13,7 +13,9 @@ then closes the old connection; requests that arrived meanwhile are queued and s
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import re
 import struct
 from collections import deque
 from collections.abc import Callable
@@ -588,8 +590,14 @@ class MovableDisplay(ProxyServer):
     """A proxy display whose clients can be moved (`move`)."""
 
     def __init__(self, reactor: Any, options: ServeOptions) -> None:
+        if options.target.startswith("/") and options.upstream_endpoint is None:
+            options = dataclasses.replace(options, upstream_endpoint=f"unix:path={options.target}")
         super().__init__(reactor, options)
         self.target = options.target  # type: ignore[assignment]
+        #: the authorization to present at targets given as socket paths (else: Xauthority)
+        self.path_auth: dict[str, tuple[bytes, bytes]] = {}
+        if options.upstream_auth is not None:
+            self.path_auth[options.target] = options.upstream_auth
         self.since = reactor.seconds()
         self.totals = _Totals()
         self.clients = self.totals.active
@@ -611,7 +619,14 @@ class MovableDisplay(ProxyServer):
         from ..trust import xauthfile
 
         if target.startswith("/"):
-            return client_endpoint(self.reactor, None, f"unix:path={target}"), (b"", b"")
+            auth = self.path_auth.get(target)
+            number = re.fullmatch(r"/tmp/\.X11-unix/X(\d+)", target)
+            if auth is None and number is not None:  # a local X server's own socket
+                found = xauthfile.lookup_for_display(parse_display(":" + number[1]),
+                                                     self.xauthority)
+                auth = (found.name, found.data) if found is not None else None
+            return (client_endpoint(self.reactor, None, f"unix:path={target}"),
+                    auth or (b"", b""))
         display = parse_display(target)
         found = xauthfile.lookup_for_display(display, self.xauthority)
         auth = (found.name, found.data) if found is not None else (b"", b"")
@@ -628,11 +643,14 @@ class MovableDisplay(ProxyServer):
             self.target_setup = planner.parse_server_setup(reply, endian)
         return upstream, reply
 
-    async def move(self, target: str) -> MoveResult:
-        """Move every client to `target` (a display name or an X server's unix socket path).
-        All or none: when one client cannot go, none goes and the reasons are returned."""
+    async def move(self, target: str, auth: tuple[bytes, bytes] | None = None) -> MoveResult:
+        """Move every client to `target` (a display name, or an X server's unix socket path
+        with `auth` to present there: (name, data), e.g. a link agent's display). All or
+        none: when one client cannot go, none goes and the reasons are returned."""
         if self.moving:
             return MoveResult(False, error="a move is already under way")
+        if auth is not None:
+            self.path_auth[target] = auth
         started = self.reactor.seconds()
         try:
             self._endpoint(target)
