@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import time
@@ -310,3 +311,35 @@ def test_every_client_of_the_display_moves_together(servers, movable):
     for title in ("together-1", "together-2"):
         poll(lambda t=title: top_window(b.name, auth, t))
         assert top_window(a.name, auth, title) is None
+
+
+def rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_client_that_does_not_read_its_replies_is_not_buffered_without_bound(movable):
+    """60 GetImage of the whole root window (3 MB each) and not a byte read: the proxy stops
+    reading the server instead of keeping 180 MB for the client."""
+    sys.path.insert(0, os.path.dirname(SEQCHECK))
+    import seqcheck_client
+
+    env = os.environ.copy()
+    os.environ.update(DISPLAY=movable.display, XAUTHORITY=movable.env["XAUTHORITY"])
+    try:
+        connected = seqcheck_client.connect()
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+    assert connected is not None
+    sock, _base, root, _cmap = connected
+    before = rss(movable.process.pid)
+    get_image = struct.pack("<BBHIhhHHI", 73, 2, 5, root, 0, 0, 1024, 768, 0xFFFFFFFF)
+    sock.sendall(get_image * 60)
+    time.sleep(3)  # (time for the server to answer them all, if nothing held it back)
+    grown = rss(movable.process.pid) - before
+    sock.close()
+    assert grown < 40 << 20, f"the proxy grew by {grown >> 20} MB"
