@@ -69,32 +69,41 @@ class Movable:
         return dict(self.env, DISPLAY=self.display)
 
 
-@pytest.fixture
-def movable(servers, tmp_path):
-    a, _b, _c, auth = servers
+def start_movable(target: str, auth: str, tmp_path, name: str = "xproxy") -> Movable:
     runtime = tmp_path / "run"
-    runtime.mkdir(mode=0o700)
+    runtime.mkdir(mode=0o700, exist_ok=True)
     env = dict(os.environ, XAUTHORITY=auth, XDG_RUNTIME_DIR=str(runtime), PYTHONPATH=ROOT)
-    log = str(tmp_path / "xproxy.log")
+    log = str(tmp_path / f"{name}.log")
     with open(log, "w") as err:
-        process = subprocess.Popen([*XPROXY, "serve", "--movable", "--to", a.name, "-v"], env=env,
-                                   stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT)
+        process = subprocess.Popen([*XPROXY, "serve", "--movable", "--to", target, "-v"],
+                                   env=env, stdout=subprocess.PIPE, stderr=err, text=True,
+                                   cwd=ROOT)
     line = process.stdout.readline().strip()
     proxy = Movable(process, line.partition("=")[2], env, log)
     assert line.startswith("ready DISPLAY=:"), proxy.log()
-    started: list[subprocess.Popen] = []
-    proxy.started = started
-    yield proxy
-    for p in started:
+    proxy.started = []
+    return proxy
+
+
+def stop_movable(proxy: Movable) -> None:
+    for p in proxy.started:
         if p.poll() is None:
             p.kill()
             p.wait()
-    process.terminate()
+    proxy.process.terminate()
     try:
-        process.wait(15)
+        proxy.process.wait(15)
     except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+        proxy.process.kill()
+        proxy.process.wait()
+
+
+@pytest.fixture
+def movable(servers, tmp_path):
+    a, _b, _c, auth = servers
+    proxy = start_movable(a.name, auth, tmp_path)
+    yield proxy
+    stop_movable(proxy)
 
 
 def spawn(proxy: Movable, args: list[str], env: dict[str, str], **kw) -> subprocess.Popen:
@@ -343,3 +352,33 @@ def test_a_client_that_does_not_read_its_replies_is_not_buffered_without_bound(m
     grown = rss(movable.process.pid) - before
     sock.close()
     assert grown < 40 << 20, f"the proxy grew by {grown >> 20} MB"
+
+
+@pytest.mark.skipif(shutil.which("zenity") is None, reason="needs zenity (make install)")
+def test_a_gtk3_program_moved_looks_as_when_shown_directly(servers, movable, tmp_path):
+    """zenity (GTK 3, on core X: a movable display hides RENDER, XInput and the rest) shown
+    on B through a display that never moves, then moved from A to B: the same picture."""
+    a, b, _c, auth = servers
+    args = ["zenity", "--info", "--text", "moved or not", "--title", "gtk3"]
+    gtk = {"NO_AT_BRIDGE": "1", "GDK_BACKEND": "x11"}
+    still = start_movable(b.name, auth, tmp_path, "still")
+    try:
+        spawn(still, args, still.client_env() | gtk)
+        wid = poll(lambda: top_window(b.name, auth, "gtk3"))
+        time.sleep(1)
+
+        def settled() -> tuple[int, int, bytes] | None:
+            one = window_image(b.name, auth, wid)
+            return one if one == window_image(b.name, auth, wid) else None
+
+        direct = poll(settled)
+        assert len(set(memoryview(direct[2]).cast("I"))) > 1
+    finally:
+        stop_movable(still)
+    poll(lambda: top_window(b.name, auth, "gtk3") is None)
+    spawn(movable, args, movable.client_env() | gtk)
+    poll(lambda: top_window(a.name, auth, "gtk3"))
+    time.sleep(1)
+    moved_ok(movable, b.name)
+    moved = poll(lambda: top_window(b.name, auth, "gtk3"))
+    poll(lambda: window_image(b.name, auth, moved) == direct, timeout=60)
