@@ -328,4 +328,7 @@ def test_recreation_comes_in_dependency_order(e):
     assert struct.unpack_from(e + "II", created_top, 28) == (1, pix)  # its background pixmap
     too_small = parse_server_setup(setup_with_screen(e, size=(8, 8)), e)
     assert recreate(t, results, too_small, iter(range(VBASE | 0x1000, VBASE | 0x2000)), None,
-                    None).reasons
+                    None, target).reasons
+    # (a window already larger than its screen may go to a screen as large)
+    assert not recreate(t, results, too_small, iter(range(VBASE | 0x1000, VBASE | 0x2000)),
+                        None, None, too_small).reasons

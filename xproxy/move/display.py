@@ -274,6 +274,7 @@ class MovableClient(protocol.Protocol):
         self.vc: VirtualClient | None = None
         self.upstream: Upstream | None = None
         self.setup_request: SetupRequest | None = None
+        self.server_setup: planner.ServerSetup | None = None  # the current server's
         self.paused = 0
         self.closed = False
 
@@ -382,6 +383,7 @@ class MovableClient(protocol.Protocol):
             self.disconnect()
             return
         self.vc = VirtualClient(endian, planner.parse_server_setup(reply, endian))
+        self.server_setup = self.vc.setup
         self.frames.max_big_request = self.vc.setup.max_request * 4
         self._attach(upstream)
         self.transport.write(reply)
@@ -497,7 +499,8 @@ class MovableClient(protocol.Protocol):
             scratch = _scratch_ids(new_mapping)
             bigreq = next((x.vmajor for x in new_exts.values() if x.name == f.BIG_REQUESTS),
                           None)
-            plan = planner.recreate(vc.tracker, results, target_setup, scratch, shape, bigreq)
+            plan = planner.recreate(vc.tracker, results, target_setup, scratch, shape, bigreq,
+                                    self.server_setup)
             if plan.reasons:
                 return "; ".join(plan.reasons)
             for request in plan.requests:
@@ -519,6 +522,7 @@ class MovableClient(protocol.Protocol):
         vc, old, new = self.vc, self.upstream, prepared.upstream
         assert vc is not None and old is not None
         vc.mapping = prepared.mapping
+        self.server_setup = prepared.setup
         new.segments = deque([(0, vc.seq - new.sent)])
         old.client = None
         self._attach(new)

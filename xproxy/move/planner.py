@@ -200,9 +200,12 @@ class Plan:
 
 def recreate(tracker: Tracker, results: dict[tuple, bytes | None], target: ServerSetup,
              scratch: Iterator[int], shape_major: int | None,
-             bigreq_major: int | None) -> Plan:
+             bigreq_major: int | None, current: ServerSetup | None = None) -> Plan:
     """The recreation requests, from the tracker and what the old server said (`results`,
-    replies by query key, None for an error); `scratch` gives free virtual ids."""
+    replies by query key, None for an error); `scratch` gives free virtual ids. A mapped
+    top-level window larger than the target's screen refuses the move, when that screen is
+    smaller than the `current` one (a window already larger than its screen may go to a
+    screen as large)."""
     e = tracker.endian
     b = Builder(e)
     u32 = struct.Struct(e + "I").unpack_from
@@ -320,7 +323,9 @@ def recreate(tracker: Tracker, results: dict[tuple, bytes | None], target: Serve
             geometry = results.get(("geometry", wid))
             if w.parent not in tracker.windows and geometry is not None:
                 _, _, width, height, _ = struct.unpack_from(e + "hhHHH", geometry, 12)
-                if width > target.width or height > target.height:
+                cw, ch = (current.width, current.height) if current else (1 << 16, 1 << 16)
+                if (width > target.width and target.width < cw
+                        or height > target.height and target.height < ch):
                     reasons.append(f"window 0x{wid:x} ({width}x{height}) is larger than the "
                                    f"target's screen ({target.width}x{target.height})")
     for wid in reversed(mapped):
