@@ -2,7 +2,7 @@
 ChangeProperty appending the round's number to a property of its window, sent in batches
 without reading anything, then one GetProperty. Prints one JSON line: whether the property
 holds every number in order (nothing lost, nothing twice) and how many it holds. It says
-"drawing" on a line once it has sent 80000 requests (more than 16 bits count) without
+"drawing" on a line once it has sent 140000 requests (more than 16 bits count) without
 reading anything, and goes on.
 """
 
@@ -39,7 +39,7 @@ def main() -> int:
         if len(batch) >= 400:
             s.sendall(b"".join(batch))
             batch = []
-        if i == 40000:  # more requests than a 16-bit sequence number counts, without a reply
+        if i == 70000:  # more requests than 16 bits count, and a property over 256 KB
             print("drawing", flush=True)
     batch.append(struct.pack("<BBHIIIII", 20, 0, 6, window, atom, 0, 0, n + 10))
     s.sendall(b"".join(batch))

@@ -682,6 +682,9 @@ class MovableDisplay(ProxyServer):
                         MOVE_TIMEOUT, self.reactor)
                 except defer.TimeoutError:
                     result = f"no answer within {MOVE_TIMEOUT:g} s"
+                except Exception as err:  # noqa: BLE001 - a bug here must not strand the others
+                    log.failure("moving client {n}", n=c.number)
+                    result = f"{type(err).__name__}: {err}"
                 if isinstance(result, str):
                     if not c.closed:
                         reasons.append(f"client {c.number}: {result}")

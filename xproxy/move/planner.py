@@ -19,7 +19,8 @@ from ..x11.setup import pad4
 from . import fields as f
 from .tracker import Tracker
 
-#: PutImage strips are at most this many bytes of data, under the core request limit.
+#: PutImage strips, property data and shape rectangles are sent in requests of at most
+#: this many bytes of data, under the core request limit (65535 words).
 STRIP_BYTES = 200_000
 #: GetProperty reads at most this many 4-byte units of a property.
 MAX_PROPERTY_WORDS = 1 << 24
@@ -301,17 +302,26 @@ def recreate(tracker: Tracker, results: dict[tuple, bytes | None], target: Serve
             fmt, ptype, n = prop[1], u32(prop, 8)[0], u32(prop, 16)[0]
             if ptype == 0 or fmt not in (8, 16, 32):
                 continue
-            data = prop[32 : 32 + n * fmt // 8]
-            out.append(b.request(op.CHANGE_PROPERTY, 0, b.pack(
-                "IIIB3xI", wid, atom, ptype, fmt, n) + data))
+            unit = fmt // 8
+            data = prop[32 : 32 + n * unit]
+            step = STRIP_BYTES // unit  # items per request, under the core request limit
+            for i, start in enumerate(range(0, max(n, 1), step)):
+                items = min(step, n - start)
+                out.append(b.request(op.CHANGE_PROPERTY, 0 if i == 0 else 2, b.pack(
+                    "IIIB3xI", wid, atom, ptype, fmt, items)
+                    + data[start * unit : (start + items) * unit]))
         if shape_major is not None:
             for kind in sorted(w.shaped):
                 rects = results.get(("shape", wid, kind))
                 if rects is None:
                     continue
                 (n,) = u32(rects, 8)
-                out.append(b.request(shape_major, f.SHAPE_RECTANGLES, b.pack(
-                    "BBBxIhh", 0, kind, 0, wid, 0, 0) + rects[32 : 32 + 8 * n]))
+                step = STRIP_BYTES // 8
+                for i, start in enumerate(range(0, max(n, 1), step)):
+                    # the first part sets the shape, the others are united with it
+                    out.append(b.request(shape_major, f.SHAPE_RECTANGLES, b.pack(
+                        "BBBxIhh", 0 if i == 0 else 1, kind, 0, wid, 0, 0)
+                        + rects[32 + 8 * start : 32 + 8 * min(n, start + step)]))
             if w.shape_events:
                 out.append(b.request(shape_major, f.SHAPE_SELECT_INPUT, b.pack("IB3x", wid, 1)))
     mapped = []
