@@ -353,3 +353,12 @@ def test_a_long_property_is_made_again_in_parts_under_the_request_limit(e):
     assert len(parts) > 1 and all(len(m) <= 0xFFFF * 4 for m in plan.requests)
     assert [m[1] for m in parts] == [0] + [2] * (len(parts) - 1)  # Replace, then Append
     assert b"".join(m[24:] for m in parts) == data
+
+
+@pytest.mark.parametrize("e", E)
+def test_a_property_set_by_a_big_request_is_noted(e):
+    t = Tracker(e, 0x50D, 0x21, 24)
+    t.request(1, window(e, VBASE | 1, 0x50D))
+    body = struct.pack(e + "IIIB3xI", VBASE | 1, 300, 31, 8, 8) + b"abcdefgh"
+    t.request(2, struct.pack(e + "BBHI", op.CHANGE_PROPERTY, 0, 0, 2 + len(body) // 4) + body)
+    assert t.windows[VBASE | 1].properties == {300}
