@@ -382,3 +382,39 @@ def test_a_gtk3_program_moved_looks_as_when_shown_directly(servers, movable, tmp
     moved_ok(movable, b.name)
     moved = poll(lambda: top_window(b.name, auth, "gtk3"))
     poll(lambda: window_image(b.name, auth, moved) == direct, timeout=60)
+
+
+def test_a_selection_and_properties_move_with_their_window(servers, movable):
+    """A python-xlib client owns a selection and set properties; after the move the target
+    says its window owns the selection, and the client still sees its own ids and atoms."""
+    from Xlib import X, Xatom
+
+    _a, b, _c, auth = servers
+    d = xauthfile.open_xlib_display(movable.display, auth)
+    try:
+        w = d.screen().root.create_window(0, 500, 60, 60, 0, d.screen().root_depth,
+                                          event_mask=X.PropertyChangeMask)
+        w.set_wm_name("owner")
+        selection = d.intern_atom("XPROXY_MOVE_TEST")
+        note = d.intern_atom("XPROXY_NOTE")
+        w.change_property(note, Xatom.ATOM, 32, [selection, Xatom.WM_NAME])
+        w.set_selection_owner(selection, X.CurrentTime)
+        w.map()
+        d.sync()
+        moved_ok(movable, b.name)
+        real = poll(lambda: top_window(b.name, auth, "owner"))
+        direct = xauthfile.open_xlib_display(b.name, auth)
+        try:
+            on_b = direct.intern_atom("XPROXY_MOVE_TEST")
+            assert direct.get_selection_owner(on_b).id == real
+            prop = direct.create_resource_object("window", real).get_full_property(
+                direct.intern_atom("XPROXY_NOTE"), Xatom.ATOM)
+            assert list(prop.value) == [on_b, Xatom.WM_NAME]
+        finally:
+            direct.close()
+        # and through the proxy, the client's own values still
+        assert d.get_selection_owner(selection).id == w.id
+        assert list(w.get_full_property(note, Xatom.ATOM).value) == [selection, Xatom.WM_NAME]
+        assert d.intern_atom("XPROXY_MOVE_TEST", only_if_exists=True) == selection
+    finally:
+        d.close()
