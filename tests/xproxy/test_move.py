@@ -418,3 +418,10 @@ def test_a_selection_and_properties_move_with_their_window(servers, movable):
         assert d.intern_atom("XPROXY_MOVE_TEST", only_if_exists=True) == selection
     finally:
         d.close()
+
+
+def test_movable_refuses_options_it_does_not_honour():
+    r = subprocess.run([*XPROXY, "serve", "--movable", "--to", ":1", "--trace", "-"],
+                       capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,
+                       env=dict(os.environ, PYTHONPATH=ROOT))
+    assert r.returncode == 2 and "--movable does not go with --trace" in r.stderr
