@@ -35,6 +35,8 @@ PURE = sorted(
      for package in PURE_PACKAGES
      for p in ROOT.joinpath(*package.split(".")).rglob("*.py") if p.stem != "__init__"} | {
         "xproxy.link.protocol", "xproxy.observe.waits",
+        "xproxy.move.fields", "xproxy.move.mapping", "xproxy.move.tracker",
+        "xproxy.move.planner", "xproxy.move.client",
         "discovery.registry", "discovery.guard", "discovery.schema", "discovery.pacing",
         "discovery.etcdkeys", "discovery.wire", "discovery.browsing", "discovery.journal",
         "replicaclient.policy", "replicaclient.sync", "replicaclient.handoff",

@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="hide an extension from clients (MIT-SHM is hidden by default)")
     serve.add_argument("--allow-ext", action="append", default=[], metavar="NAME",
                        help="let a default-hidden extension through (MIT-SHM on the same host)")
+    serve.add_argument("--movable", action="store_true",
+                       help="clients of this display can be moved to another display while "
+                            "they run (`xproxy move`)")
     serve.add_argument("--untrusted", action="store_true",
                        help="use an untrusted cookie from the SECURITY extension upstream")
     serve.add_argument("--setup-timeout", type=positive_float, default=10.0, metavar="S",
@@ -103,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print traffic per client and totals at the end")
     trace.add_argument("-v", "--verbose", action="store_true")
     trace.add_argument("program", nargs=argparse.REMAINDER, metavar="-- COMMAND ARGS...")
+    move = sub.add_parser("move", help="move every client of a movable display to another")
+    move.add_argument("display", type=_display_number, metavar=":P",
+                      help="the movable display (xproxy serve --movable)")
+    move.add_argument("--to", dest="target", required=True, metavar="TARGET",
+                      help="the display to move to (:N, or an X server's unix socket path)")
     from . import remote
 
     remote.add_parsers(sub, _add_trace_options)
@@ -166,6 +174,8 @@ async def serve(reactor: ICommandReactor, args: argparse.Namespace) -> int:
     from ..relay.server import ProxyServer, ServeOptions, StartError
     from ..x11.display import DisplayNameError
 
+    if args.movable:
+        return await serve_movable(reactor, args)
     await running(reactor)
     trace_out, close_trace = _open_trace(args.trace, None)
     inst = Instruments(reactor.seconds, trace_out, args.trace_format, args.only, args.skip,
@@ -205,6 +215,60 @@ async def serve(reactor: ICommandReactor, args: argparse.Namespace) -> int:
     reactor.addSystemEventTrigger("before", "shutdown", lambda: defer.ensureDeferred(shutdown()))
     print(f"ready DISPLAY={name}", flush=True)
     return await done
+
+
+async def serve_movable(reactor: ICommandReactor, args: argparse.Namespace) -> int:
+    """`xproxy serve --movable`: a display whose clients `xproxy move` can move."""
+    from twisted.internet import defer
+
+    from ..move import control
+    from ..move.display import MovableDisplay
+    from ..relay.server import ServeOptions, StartError
+    from ..x11.display import DisplayNameError
+    from .errors import fail
+
+    others = [flag for flag, used in (
+        ("--hide-ext", args.hide_ext), ("--allow-ext", args.allow_ext),
+        ("--untrusted", args.untrusted), ("--trace", args.trace), ("--stats", args.stats),
+        ("--metrics", args.metrics)) if used]
+    if others:
+        fail(f"--movable does not go with {', '.join(others)} (a movable display shows its "
+             "clients core X, BIG-REQUESTS and SHAPE only, and is not traced)", 2)
+    await running(reactor)
+    options = ServeOptions(target=args.target, display=args.display, tcp=args.tcp,
+                           tcp_interface=args.tcp_interface)
+    try:
+        server = MovableDisplay(reactor, options)
+        name = await server.start()
+        port = await control.listen(reactor, server)
+    except (StartError, DisplayNameError, OSError) as err:
+        fail(str(err))
+    done: defer.Deferred = defer.Deferred()
+
+    async def shutdown() -> None:
+        await port.stopListening()
+        await server.stop()
+        if not done.called:
+            done.callback(0)
+
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: defer.ensureDeferred(shutdown()))
+    print(f"ready DISPLAY={name}", flush=True)
+    return await done
+
+
+def move(args: argparse.Namespace) -> int:
+    """`xproxy move :P --to TARGET`, through the display's control socket."""
+    from ..move import control
+    from .errors import fail
+
+    try:
+        answer = control.request(args.display, {"op": "move", "to": args.target})
+    except (ConnectionError, OSError, ValueError) as err:
+        fail(str(err))
+    if not answer.get("ok"):
+        fail(f"cannot move :{args.display} to {args.target}: {answer.get('error')}")
+    print(f"moved {answer['clients']} clients to {args.target} in {answer['seconds']:.2f} s")
+    return 0
 
 
 async def trace(reactor: ICommandReactor, args: argparse.Namespace) -> int:
@@ -324,6 +388,8 @@ def main(reactor: ICommandReactor, argv: list[str]) -> defer.Deferred[object]:
 def run() -> None:
     argv = sys.argv[1:]
     args = build_parser().parse_args(argv)  # usage errors before the reactor starts
+    if args.command == "move":  # a request to a running display: no reactor needed
+        raise SystemExit(move(args))
     if args.command == "run":  # through a link agent, without the reactor when one runs
         from ..run import client as run_client
 
