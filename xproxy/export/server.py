@@ -3,7 +3,8 @@ each X connection they carry is relayed to the display with everything `serve` d
 substitution, extension policy, tracing, metrics), and the display is advertised on the LAN
 through the local discoveryd.
 
-Link sessions outlive their connections (link/transport.py): when an app host's connection drops,
+Link sessions outlive their connections (link/transport.py): when an app host's connection drops
+without a BYE (an agent that stops cleanly says BYE, and its session ends at once),
 its X connections to the display stay open for `link_grace` seconds (60 by default, said in
 our HELLO so the app host does not try longer), and an app host that reconnects with the same
 key and the session's secret id resumes it, its programs none the wiser. After the grace
@@ -26,10 +27,12 @@ from twisted.internet import protocol
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 
 from ..link.protocol import LinkProtocolError, ResumeRefused, SessionTable
 from ..link.tls import ServerContextFactory
 from ..link.transport import ChannelTransport, LinkProtocol, LinkSession
+from ..reactor_types import DelayedCall, Reactor
 from ..relay.drain import drain
 from ..relay.proxy import ProxyFactory
 from ..relay.server import client_endpoint
@@ -122,7 +125,8 @@ def _inspect(display: str, xauthority: str, keep: list[Any] | None,
 
 
 class ExportServer:
-    def __init__(self, reactor, options: ExportOptions, identity: Identity | None = None,  # type: ignore[no-untyped-def]
+    def __init__(self, reactor: Reactor, options: ExportOptions,
+                 identity: Identity | None = None,
                  authorized: AuthorizedHosts | None = None) -> None:
         self.reactor = reactor
         self.options = options
@@ -138,7 +142,7 @@ class ExportServer:
         self.epoch = ""
         self.held_displays: list[Any] = []
         #: connections whose TLS handshake has not completed, with their timeout
-        self.handshaking: dict[LinkProtocol, Any] = {}
+        self.handshaking: dict[LinkProtocol, DelayedCall] = {}
         self.handshakes_refused = 0
         self._cap_logged: float | None = None
         self._cap_unlogged = 0
@@ -204,7 +208,8 @@ class ExportServer:
 
     def _make_link(self) -> LinkProtocol:
         link = LinkProtocol(self.reactor, on_handshake=self._check, on_hello=self._hello,
-                            on_lost=self._lost, compress_level=self.options.compress_level)
+                            on_lost=self._lost, on_bye=self._bye,
+                            compress_level=self.options.compress_level)
         self.handshaking[link] = self.reactor.callLater(self.options.handshake_timeout,
                                                         self._handshake_late, link)
         return link
@@ -294,7 +299,7 @@ class ExportServer:
         assert self.factory is not None
         channel.attach(self.factory.buildProtocol(None))
 
-    def _lost(self, link: LinkProtocol, reason: Any) -> None:
+    def _lost(self, link: LinkProtocol, reason: Failure) -> None:
         self._handshake_over(link)
         self.links.discard(link)
         session = link.session
@@ -313,6 +318,17 @@ class ExportServer:
         log.info("link from app host {fp} lost ({why}); keeping its {n} X connections for "
                  "{g:g} s", fp=session.peer_fingerprint, n=len(session.channels), g=grace,
                  why=link.failure or reason.getErrorMessage())
+
+    def _bye(self, link: LinkProtocol, reason: str) -> None:
+        """The app host ended its session cleanly (its agent stopped): nothing to keep."""
+        session = link.session
+        if session is None:
+            return
+        if session.session_id is not None:
+            self.sessions.remove(session.session_id)
+        self.plain_sessions.discard(session)
+        log.info("link session of {fp} ended by the app host ({why})",
+                 fp=session.peer_fingerprint, why=reason or "no reason given")
 
     def _expire(self) -> None:
         for session in self.sessions.expired(self.reactor.seconds()):

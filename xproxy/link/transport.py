@@ -38,8 +38,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ..reactor_types import Clock, DelayedCall
 from ..relay.twisted_internals import nodelay
-from .protocol import Closed, Credit, Data, Event, Hello, Link, LinkProtocolError, Opened
+from .protocol import Bye, Closed, Credit, Data, Event, Hello, Link, LinkProtocolError, Opened
 
 log = Logger(namespace="xproxy.link")
 
@@ -177,7 +178,7 @@ class LinkSession:
         self.host_address: Any = None
         self.connections = 0  # how many have carried it
         self.reconnects = 0  # how many times it was resumed
-        self.expiry: Any = None  # the display host's grace timer while disconnected
+        self.expiry: DelayedCall | None = None  # the display host's grace timer, disconnected
 
     @property
     def gone(self) -> bool:
@@ -260,8 +261,10 @@ class LinkSession:
             else:
                 self.on_open(self, ch, event.info)
 
-    def end(self, reason: str) -> None:
-        """The session is over for good: every channel closes with `reason`."""
+    def end(self, reason: str, bye: bool = False) -> None:
+        """The session is over for good: every channel closes with `reason`. With `bye`, the
+        peer is told so (a BYE after the channels' CLOSEs), so that it keeps nothing for a
+        resumption."""
         if self.ended is not None:
             return
         self.ended = reason
@@ -271,6 +274,8 @@ class LinkSession:
         for ch in list(self.channels.values()):
             self.core.close(ch.channel, reason)  # the peer's clients end now, not at its grace
             ch._lost(reason)
+        if bye:
+            self.core.bye(reason)
         if self.conn is not None:
             self.flush()
             transport: Any = self.conn.transport
@@ -281,8 +286,9 @@ class LinkSession:
 class LinkProtocol(protocol.Protocol):
     """One connection of a link, over TLS. `on_handshake(self)` checks the peer once TLS is
     up and returns the HELLO to send, or None to answer the peer's HELLO instead (or raises
-    to refuse); `on_hello(self, info)` gets the peer's HELLO; `on_lost(self, reason)` is
-    called when the connection goes (`self.session` is then the session it carried, or None
+    to refuse); `on_hello(self, info)` gets the peer's HELLO; `on_bye(self, reason)` is called
+    when the peer ends the session cleanly (BYE; the session has ended by then);
+    `on_lost(self, reason)` is called when the connection goes (`self.session` is then the session it carried, or None
     if it carried none or was replaced).
 
     Given a `session`, the connection carries it from the start (the app host's side, and
@@ -291,11 +297,12 @@ class LinkProtocol(protocol.Protocol):
 
     def __init__(
         self,
-        clock: Any,
+        clock: Clock,
         on_handshake: Callable[[LinkProtocol], dict[str, Any] | None],
         on_hello: Callable[[LinkProtocol, dict[str, Any]], None] | None = None,
         on_lost: Callable[[LinkProtocol, Failure], None] | None = None,
         session: LinkSession | None = None,
+        on_bye: Callable[[LinkProtocol, str], None] | None = None,
         compress_level: int | None = None,
         keepalive: float = KEEPALIVE,
         timeout: float = TIMEOUT,
@@ -307,6 +314,7 @@ class LinkProtocol(protocol.Protocol):
         self.on_handshake = on_handshake
         self.on_hello = on_hello
         self.on_lost = on_lost
+        self.on_bye = on_bye
         self.keepalive = keepalive
         self.timeout = timeout
         self.ack_interval = ack_interval
@@ -316,7 +324,7 @@ class LinkProtocol(protocol.Protocol):
         self.peer_fingerprint: str | None = None
         self.last_rx = 0.0
         self._last_ping = 0.0
-        self._tick_call: Any = None
+        self._tick_call: DelayedCall | None = None
 
     def peer_certificate_fingerprint(self) -> str | None:
         from ..trust.identity import fingerprint_of_certificate
@@ -383,6 +391,9 @@ class LinkProtocol(protocol.Protocol):
                 if isinstance(event, Hello):
                     if self.on_hello is not None:
                         self.on_hello(self, event.info)
+                elif isinstance(event, Bye):
+                    self._bye(event.reason)
+                    return
                 elif self.session is not None:
                     self.session.dispatch(event)
                 else:
@@ -391,6 +402,15 @@ class LinkProtocol(protocol.Protocol):
             self.fail(str(err))
             return
         self.flush()
+
+    def _bye(self, reason: str) -> None:
+        """The peer ended the session: close its channels, tell the owner, and close."""
+        session = self.session
+        if session is not None:
+            session.end(f"ended by the peer: {reason}" if reason else "ended by the peer")
+        if self.on_bye is not None:
+            self.on_bye(self, reason)
+        self.transport.loseConnection()
 
     def fail(self, why: str) -> None:
         """The peer broke the protocol: log it, end the session (a resumption would replay
