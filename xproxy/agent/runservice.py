@@ -13,6 +13,8 @@ Twisted nor a TLS handshake (run/client.py). One connection per run, newline-del
     agent -> {"ok": true, "display": ":12"}   or   {"ok": false, "error": "why"}
     run   -> {"op": "done"}                      (the program has exited)
     agent -> {"ok": true}                        (its connections drained; the display is gone)
+             with "stats": {"compared": N, "mismatches": M, "mismatch_log": [...], ...}
+             when asked for: what this run's own X connections did in the suppressor
 
 A run whose connection drops without "done" loses its display at once. While a run is
 connected the agent does not linger out, even when the program has no X connection open.
@@ -22,14 +24,17 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer, protocol
-from twisted.internet.interfaces import IFileDescriptorReceiver
+from twisted.internet.interfaces import IFileDescriptorReceiver, IStreamClientEndpoint
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from ..reactor_types import Reactor
 from ..relay.server import ProxyServer, ServeOptions, StartError
+from .upstream import RunCounts
 
 log = Logger(namespace="xproxy.agent")
 
@@ -76,6 +81,7 @@ class _RunControl(protocol.Protocol):
         self.instruments: Any = None
         self.state = "request"  # then "starting", "running", "stopping", "gone"
         self.wants_stats = False
+        self.counts = RunCounts()  # what this run's X connections did in the suppressor
 
     def connectionMade(self) -> None:
         self.service.runs.add(self)
@@ -129,7 +135,7 @@ class _RunControl(protocol.Protocol):
                                            trace.get("skip", []), close_trace=True)
         options = ServeOptions(target=req["label"] or "link", xauthority=req["xauthority"],
                                hide_ext=req["hide_ext"],
-                               upstream_endpoint=f"unix:path={self.service.socket_path}",
+                               upstream=self.service.upstream(self.counts),
                                upstream_auth=(b"", b""))
         if self.instruments is not None:
             options.observers = self.instruments.observers
@@ -154,10 +160,12 @@ class _RunControl(protocol.Protocol):
         if self.server is not None:
             await self.server.drain()
         await self._stop_display()
-        if self.wants_stats:  # --verify-cache reads the agent's counters: let them settle
-            await task.deferLater(self.service.reactor, 0.05, lambda: None)
+        reply: dict[str, Any] = {"ok": True}
+        if self.wants_stats:  # --verify-cache reports this run's counts
+            await task.deferLater(self.service.reactor, 0.05, lambda: None)  # type: ignore[arg-type]
             self.service.after_run()
-        self._reply({"ok": True})
+            reply["stats"] = self.counts.report()
+        self._reply(reply)
         self.transport.loseConnection()
 
     async def _stop_display(self) -> None:
@@ -190,15 +198,19 @@ def _op(line: bytes) -> Any:
 
 
 class RunService:
-    """Serves runs on `control` for the agent whose X socket is `socket_path`. `hold` and
-    `release` are the agent's liveness hooks (a run counts as a user of the link);
-    `after_run` is called when a run's display has gone, before the run is told so."""
+    """Serves runs on `control`; each run's display relays to `upstream(counts)` (the link
+    agent's in-process endpoint, agent/upstream.py), which adds what the run's connections
+    did to `counts`. `hold` and `release` are the agent's liveness hooks (a run counts as a
+    user of the link); `after_run` is called when a run's display has gone, before the run
+    is told so."""
 
-    def __init__(self, reactor: Any, socket_path: str, control: str,
-                 hold: Any = lambda: None, release: Any = lambda: None,
-                 after_run: Any = lambda: None) -> None:
+    def __init__(self, reactor: Reactor, control: str,
+                 upstream: Callable[[RunCounts], IStreamClientEndpoint],
+                 hold: Callable[[], None] = lambda: None,
+                 release: Callable[[], None] = lambda: None,
+                 after_run: Callable[[], None] = lambda: None) -> None:
         self.reactor = reactor
-        self.socket_path = socket_path
+        self.upstream = upstream
         self.control = control
         self.hold = hold
         self.release = release

@@ -49,6 +49,8 @@ class ServeOptions:
     #: a link agent's socket), and the authorization to present there.
     upstream_endpoint: str | None = None
     upstream_auth: tuple[bytes, bytes] | None = None
+    #: Or an endpoint object to relay to (a link agent's in-process channels).
+    upstream: Any = None
     #: Limits on connections that have not completed their setup (see relay.ProxyFactory).
     setup_timeout: float = SETUP_TIMEOUT
     max_setups: int = MAX_SETUPS
@@ -87,7 +89,8 @@ class ProxyServer:
     def __init__(self, reactor, options: ServeOptions) -> None:  # type: ignore[no-untyped-def]
         self.reactor = reactor
         self.options = options
-        self.target = parse_display(options.target) if options.upstream_endpoint is None else None
+        self.target = parse_display(options.target) \
+            if options.upstream_endpoint is None and options.upstream is None else None
         self.xauthority = options.xauthority or xauthfile.default_path()
         self.number: int | None = None
         self.cookie = secrets.token_bytes(16)
@@ -153,7 +156,8 @@ class ProxyServer:
         policy = ExtensionPolicy.from_options(self.options.hide_ext, self.options.allow_ext)
         if "MIT-SHM" in self.options.allow_ext and not (self.target and self.target.is_local):
             log.warn("MIT-SHM allowed for a remote target: clients using it will fail")
-        upstream = client_endpoint(self.reactor, self.target, self.options.upstream_endpoint)
+        upstream = self.options.upstream or client_endpoint(self.reactor, self.target,
+                                                            self.options.upstream_endpoint)
         self.factory = ProxyFactory(upstream, self.options.target, auth, policy,
                                     on_client_done=self.options.on_client_done,
                                     observers=self.options.observers, clock=self.reactor,

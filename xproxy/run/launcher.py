@@ -83,7 +83,7 @@ async def displays(reactor, probe: bool = True, discovery_socket: str | None = N
 
 
 async def _probe(reactor, entry: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
-    from ..agent.link_agent import AgentError, LinkAgent
+    from ..agent.link_agent import AgentError, DisplayHost, DisplayTrust, LinkAgent
     from ..trust.identity import KnownDisplays
 
     class _Peek(KnownDisplays):
@@ -96,9 +96,10 @@ async def _probe(reactor, entry: dict[str, Any]) -> None:  # type: ignore[no-unt
     if not entry["addresses"]:
         entry["status"] = "no address"
         return
-    agent = LinkAgent(reactor, entry["addresses"][0], entry["port"], f"@{entry['name']}",
-                      entry["fingerprint"] or None, socket_path="",
-                      known=_Peek(KnownDisplays.default().path))
+    name = f"@{entry['name']}"
+    agent = LinkAgent(reactor, DisplayHost(entry["addresses"][0], entry["port"], name),
+                      trust=DisplayTrust(name, entry["fingerprint"] or None,
+                                         known=_Peek(KnownDisplays.default().path)))
     try:
         await agent.start_probe()
         entry["authorized"], entry["status"] = True, "ok"
