@@ -78,6 +78,14 @@ def _agent_pid(lab: WanLab) -> int:
         return int(f.read())
 
 
+def _agent_log_is_clean(lab: WanLab) -> None:
+    found = glob.glob(os.path.join(lab.app_env["XDG_RUNTIME_DIR"], "xtransparency", "*.log"))
+    for path in found:
+        with open(path) as f:
+            log = f.read()
+        assert "critical" not in log and "Traceback" not in log, log[-2000:]
+
+
 def _windows(lab: WanLab, cls: str) -> bool:
     return subprocess.run(["xdotool", "search", "--onlyvisible", "--class", cls],
                           env=lab.display_env, capture_output=True, check=False).returncode == 0
@@ -95,6 +103,7 @@ def test_an_agent_that_lingers_out_says_bye_and_the_export_keeps_nothing(lab) ->
     assert r.returncode == 0, r.stderr[-2000:]
     _wait_for(lambda: "ended by the app host (idle)" in _export_log(lab), 30)
     _no_resume_wait(lab)
+    _agent_log_is_clean(lab)
 
 
 def test_an_agent_stopped_with_sigterm_says_bye_and_its_clients_end_at_once(lab) -> None:
@@ -115,6 +124,7 @@ def test_an_agent_stopped_with_sigterm_says_bye_and_its_clients_end_at_once(lab)
             xlogo.kill()
             xlogo.wait()
     _no_resume_wait(lab)
+    _agent_log_is_clean(lab)
 
 
 def test_an_agent_killed_outright_leaves_its_session_to_the_resume_path(lab) -> None:

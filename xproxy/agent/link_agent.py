@@ -387,7 +387,7 @@ class LinkAgent:
                                            "link handshake"))
             session = self.session
             if session is not None and session.conn is not None:
-                session.conn.transport.loseConnection()
+                session.conn.tls.loseConnection()
 
     # -- reconnection ---------------------------------------------------------------------
 
@@ -517,5 +517,5 @@ class LinkAgent:
             if session.ended is None:
                 session.end(why, bye=True)
             elif session.conn is not None:
-                session.conn.transport.loseConnection()
+                session.conn.tls.loseConnection()
         self.done.callback(why)

@@ -100,7 +100,7 @@ class _RunControl(protocol.Protocol):
             self._line(line)
         if len(self.buf) > MAX_LINE:
             self._reply({"ok": False, "error": f"request longer than {MAX_LINE} bytes"})
-            self.transport.loseConnection()
+            self._close()
 
     def _line(self, line: bytes) -> None:
         if self.state == "request":
@@ -109,7 +109,7 @@ class _RunControl(protocol.Protocol):
                 req = parse_request(line)
             except RunRequestError as err:
                 self._reply({"ok": False, "error": str(err)})
-                self.transport.loseConnection()
+                self._close()
                 return
             self.wants_stats = req["stats"]
             defer.ensureDeferred(self._start(req))
@@ -118,7 +118,7 @@ class _RunControl(protocol.Protocol):
             defer.ensureDeferred(self._finish())
         else:
             self._reply({"ok": False, "error": f"unexpected request while {self.state}"})
-            self.transport.loseConnection()
+            self._close()
 
     async def _start(self, req: dict[str, Any]) -> None:
         from ..observe.instruments import Instruments
@@ -127,7 +127,7 @@ class _RunControl(protocol.Protocol):
         if trace is not None:
             if not self.fds:
                 self._reply({"ok": False, "error": "trace asked for without a file descriptor"})
-                self.transport.loseConnection()
+                self._close()
                 return
             out = os.fdopen(self.fds.pop(), "w", buffering=1 << 16)
             self.instruments = Instruments(self.service.reactor.seconds, out,
@@ -146,7 +146,7 @@ class _RunControl(protocol.Protocol):
         except (StartError, OSError) as err:
             self.server = None
             self._reply({"ok": False, "error": str(err)})
-            self.transport.loseConnection()
+            self._close()
             return
         if self.state != "starting":  # the run went away meanwhile
             await self._stop_display()
@@ -166,7 +166,7 @@ class _RunControl(protocol.Protocol):
             self.service.after_run()
             reply["stats"] = self.counts.report()
         self._reply(reply)
-        self.transport.loseConnection()
+        self._close()
 
     async def _stop_display(self) -> None:
         server, self.server = self.server, None
@@ -175,6 +175,10 @@ class _RunControl(protocol.Protocol):
         if self.instruments is not None:
             self.instruments.stop()
             self.instruments = None
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.loseConnection()
 
     def _reply(self, obj: dict[str, Any]) -> None:
         if self.transport is not None and self.connected:
@@ -235,4 +239,4 @@ class RunService:
             if os.path.exists(self.control):
                 os.unlink(self.control)
         for run in list(self.runs):
-            run.transport.loseConnection()
+            run._close()

@@ -13,13 +13,21 @@ what its own connections compared and found, not the agent's running total."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet import defer, protocol
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IConsumer, IPushProducer, IStreamClientEndpoint, ITransport
+from twisted.internet.interfaces import (
+    IConsumer,
+    IProducer,
+    IProtocol,
+    IProtocolFactory,
+    IPushProducer,
+    IStreamClientEndpoint,
+    ITransport,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -76,12 +84,12 @@ class AgentEndpoint:
         self.host = host
         self.counts = counts
 
-    def connect(self, factory: protocol.Factory) -> defer.Deferred[protocol.Protocol]:
-        proto: protocol.Protocol | None = factory.buildProtocol(None)  # type: ignore[arg-type, assignment]
+    def connect(self, factory: IProtocolFactory) -> defer.Deferred[IProtocol]:
+        proto = factory.buildProtocol(None)  # type: ignore[arg-type]
         if proto is None:
             return defer.fail(ConnectionDone("the factory refused the connection"))
         upstream = AgentUpstream(self.host, proto, self.counts)
-        proto.makeConnection(upstream)  # type: ignore[arg-type]
+        proto.makeConnection(upstream)
         return defer.succeed(proto)
 
 
@@ -94,13 +102,13 @@ class AgentUpstream:
     disconnecting = False
     connected = True
 
-    def __init__(self, host: UpstreamHost, proto: protocol.Protocol,
+    def __init__(self, host: UpstreamHost, proto: IProtocol,
                  counts: RunCounts | None = None) -> None:
         self.host = host
-        self.proto: protocol.Protocol | None = proto
+        self.proto: IProtocol | None = proto
         self.counts = counts
         self.channel: ChannelTransport | None = None
-        self.producer: IPushProducer | None = None
+        self.producer: IProducer | None = None
         self.closed = False
         self.sup: Suppressor | None = None
         if host.cache is not None:
@@ -126,7 +134,7 @@ class AgentUpstream:
         if data and not self.closed:
             self._forward(data)
 
-    def writeSequence(self, data: list[bytes]) -> None:
+    def writeSequence(self, data: Iterable[bytes]) -> None:
         self.write(b"".join(data))
 
     def _forward(self, data: bytes) -> None:
@@ -185,7 +193,7 @@ class AgentUpstream:
 
     # -- flow control ----------------------------------------------------------------------
 
-    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
         """The relay's client: paused while the channel's window is spent."""
         self.producer = producer
         if self.channel is not None:

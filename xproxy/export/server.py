@@ -174,7 +174,7 @@ class ExportServer:
             self.options.display, auth,
             ExtensionPolicy.from_options(self.options.hide_ext, self.options.allow_ext),
             on_client_done=self.options.on_client_done, observers=self.options.observers,
-            clock=self.reactor,
+            clock=self.reactor,  # type: ignore[arg-type]
         )
         endpoint = TCP4ServerEndpoint(self.reactor, self.options.port,
                                       interface=self.options.interface)
@@ -237,7 +237,7 @@ class ExportServer:
 
     def _handshake_late(self, link: LinkProtocol) -> None:
         self.handshaking.pop(link, None)
-        transport: Any = link.transport
+        transport = link.tls
         log.info("no TLS handshake within {t:g} s from {peer}; closed",
                  t=self.options.handshake_timeout,
                  peer=transport.getPeer() if transport is not None else "?")
@@ -249,7 +249,7 @@ class ExportServer:
         fp = link.peer_fingerprint or "(no certificate)"
         if not self.authorized.is_authorized(fp):
             log.warn("refused app host {fp} from {peer}: not authorized", fp=fp,
-                     peer=link.transport.getPeer())
+                     peer=link.tls.getPeer())
             raise NotAuthorized(
                 f"this app host ({fp}) is not authorized to use display {self.options.name!r}; "
                 f"on the display host run: xproxy authorize {fp}"
@@ -270,18 +270,18 @@ class ExportServer:
                 session = self.sessions.claim(resume.get("session"), fp, self.reactor.seconds())
             except ResumeRefused as err:
                 log.info("app host {fp} ({peer}) cannot resume: {err}", fp=fp,
-                         peer=link.transport.getPeer(), err=err)
+                         peer=link.tls.getPeer(), err=err)
                 link.refuse(err.code, str(err))
                 return
             old = session.conn
             again = session.take_over(link, reply, info.get("received"))
             if old is not None:  # its end of the old connection had not noticed yet
-                old.transport.abortConnection()
+                old.tls.abortConnection()
             if session.expiry is not None and session.expiry.active():
                 session.expiry.cancel()
             session.expiry = None
             log.info("link session of {fp} resumed from {peer}: {again} frames sent again, "
-                     "{n} X connections kept", fp=fp, peer=link.transport.getPeer(),
+                     "{n} X connections kept", fp=fp, peer=link.tls.getPeer(),
                      again=again, n=len(session.channels))
             return
         session = LinkSession(link.core, on_open=self._open)
@@ -293,7 +293,7 @@ class ExportServer:
             self.plain_sessions.add(session)
         session.attach(link)
         link.core.hello(reply)
-        log.info("link from app host {fp} ({peer})", fp=fp, peer=link.transport.getPeer())
+        log.info("link from app host {fp} ({peer})", fp=fp, peer=link.tls.getPeer())
 
     def _open(self, session: LinkSession, channel: ChannelTransport, info: dict[str, Any]) -> None:
         assert self.factory is not None
@@ -352,7 +352,7 @@ class ExportServer:
         for session in [*self.sessions.values(), *self.plain_sessions]:
             session.end("the export stops")  # a CLOSE per channel: app hosts end them now
         for link in list(self.links):
-            link.transport.loseConnection()
+            link.tls.loseConnection()
         await self._links_gone(timeout=1.0)  # (the reactor's shutdown would drop unsent bytes)
         for d in self.held_displays:
             with contextlib.suppress(Exception):

@@ -29,7 +29,7 @@ local socket is backed up), in which case the credit waits for resumeProducing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.internet import protocol
@@ -86,7 +86,7 @@ class ChannelTransport:
             self.producer_paused = True
             self.producer.pauseProducing()
 
-    def writeSequence(self, data: list[bytes]) -> None:
+    def writeSequence(self, data: Iterable[bytes]) -> None:
         self.write(b"".join(data))
 
     def loseConnection(self) -> None:
@@ -326,10 +326,15 @@ class LinkProtocol(protocol.Protocol):
         self._last_ping = 0.0
         self._tick_call: DelayedCall | None = None
 
+    @property
+    def tls(self) -> Any:
+        """The TLS transport this connection runs on (once it is made)."""
+        return self.transport
+
     def peer_certificate_fingerprint(self) -> str | None:
         from ..trust.identity import fingerprint_of_certificate
 
-        cert = self.transport.getPeerCertificate()  # type: ignore[attr-defined]
+        cert = self.tls.getPeerCertificate()
         if cert is None:
             return None
         return fingerprint_of_certificate(cert.to_cryptography())
@@ -361,14 +366,14 @@ class LinkProtocol(protocol.Protocol):
         """Answer with a HELLO that says no, and close."""
         self.core.hello({"ok": False, "error": code, "message": message})
         self.flush()
-        self.transport.loseConnection()
+        self.tls.loseConnection()
 
     def flush(self) -> None:
         if self.gone or self.detached:
             return
         out = self.core.data_to_send()
         if out:
-            self.transport.write(out)
+            self.tls.write(out)
 
     def open_channel(self, info: dict[str, Any] | None = None) -> ChannelTransport:
         if self.session is None:
@@ -410,16 +415,16 @@ class LinkProtocol(protocol.Protocol):
             session.end(f"ended by the peer: {reason}" if reason else "ended by the peer")
         if self.on_bye is not None:
             self.on_bye(self, reason)
-        self.transport.loseConnection()
+        self.tls.loseConnection()
 
     def fail(self, why: str) -> None:
         """The peer broke the protocol: log it, end the session (a resumption would replay
         the same frames) and close."""
-        log.error("link with {peer}: {err}; closing it", peer=self.transport.getPeer(), err=why)
+        log.error("link with {peer}: {err}; closing it", peer=self.tls.getPeer(), err=why)
         self.failure = why
         if self.session is not None:
             self.session.end(f"link protocol error: {why}")
-        self.transport.loseConnection()
+        self.tls.loseConnection()
 
     def _tick(self) -> None:
         self._tick_call = None
