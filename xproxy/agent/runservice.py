@@ -14,6 +14,8 @@ Twisted nor a TLS handshake (run/client.py). One connection per run, newline-del
     agent -> {"ok": true, "display": ":12"}   or   {"ok": false, "error": "why"}
     run   -> {"op": "done"}                      (the program has exited)
     agent -> {"ok": true}                        (its connections drained; the display is gone)
+             with "stats": {"compared": N, "mismatches": M, "mismatch_log": [...], ...}
+             when asked for: what this run's own X connections did in the suppressor
 
 A run whose connection drops without "done" loses its display at once. While a run is
 connected the agent does not linger out, even when the program has no X connection open.
@@ -23,14 +25,17 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer, protocol
-from twisted.internet.interfaces import IFileDescriptorReceiver
+from twisted.internet.interfaces import IFileDescriptorReceiver, IStreamClientEndpoint
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from ..reactor_types import ILinkReactor
 from ..relay.server import ProxyServer, ServeOptions, StartError
+from .upstream import RunCounts
 
 log = Logger(namespace="xproxy.agent")
 
@@ -79,6 +84,7 @@ class _RunControl(protocol.Protocol):
         self.instruments: Any = None
         self.state = "request"  # then "starting", "running", "stopping", "gone"
         self.wants_stats = False
+        self.counts = RunCounts()  # what this run's X connections did in the suppressor
 
     def connectionMade(self) -> None:
         self.service.runs.add(self)
@@ -97,7 +103,7 @@ class _RunControl(protocol.Protocol):
             self._line(line)
         if len(self.buf) > MAX_LINE:
             self._reply({"ok": False, "error": f"request longer than {MAX_LINE} bytes"})
-            self.transport.loseConnection()
+            self._close()
 
     def _line(self, line: bytes) -> None:
         if self.state == "request":
@@ -106,7 +112,7 @@ class _RunControl(protocol.Protocol):
                 req = parse_request(line)
             except RunRequestError as err:
                 self._reply({"ok": False, "error": str(err)})
-                self.transport.loseConnection()
+                self._close()
                 return
             self.wants_stats = req["stats"]
             defer.ensureDeferred(self._start(req))
@@ -115,7 +121,7 @@ class _RunControl(protocol.Protocol):
             defer.ensureDeferred(self._finish())
         else:
             self._reply({"ok": False, "error": f"unexpected request while {self.state}"})
-            self.transport.loseConnection()
+            self._close()
 
     async def _start(self, req: dict[str, Any]) -> None:
         from ..observe.instruments import Instruments
@@ -124,7 +130,7 @@ class _RunControl(protocol.Protocol):
         if trace is not None:
             if not self.fds:
                 self._reply({"ok": False, "error": "trace asked for without a file descriptor"})
-                self.transport.loseConnection()
+                self._close()
                 return
             out = os.fdopen(self.fds.pop(), "w", buffering=1 << 16)
             self.instruments = Instruments(self.service.reactor.seconds, out,
@@ -133,7 +139,7 @@ class _RunControl(protocol.Protocol):
                                            link=True)
         options = ServeOptions(target=req["label"] or "link", xauthority=req["xauthority"],
                                hide_ext=req["hide_ext"],
-                               upstream_endpoint=f"unix:path={self.service.socket_path}",
+                               upstream=self.service.upstream(self.counts),
                                upstream_auth=(b"", b""))
         if self.instruments is not None:
             options.observers = self.instruments.observers
@@ -144,7 +150,7 @@ class _RunControl(protocol.Protocol):
         except (StartError, OSError) as err:
             self.server = None
             self._reply({"ok": False, "error": str(err)})
-            self.transport.loseConnection()
+            self._close()
             return
         if self.state != "starting":  # the run went away meanwhile
             await self._stop_display()
@@ -158,11 +164,13 @@ class _RunControl(protocol.Protocol):
         if self.server is not None:
             await self.server.drain()
         await self._stop_display()
-        if self.wants_stats:  # --verify-cache reads the agent's counters: let them settle
-            await task.deferLater(self.service.reactor, 0.05, lambda: None)
+        reply: dict[str, Any] = {"ok": True}
+        if self.wants_stats:  # --verify-cache reports this run's counts
+            await task.deferLater(self.service.reactor, 0.05, lambda: None)  # type: ignore[arg-type]
             self.service.after_run()
-        self._reply({"ok": True})
-        self.transport.loseConnection()
+            reply["stats"] = self.counts.report()
+        self._reply(reply)
+        self._close()
 
     async def _stop_display(self) -> None:
         server, self.server = self.server, None
@@ -171,6 +179,10 @@ class _RunControl(protocol.Protocol):
         if self.instruments is not None:
             self.instruments.stop()
             self.instruments = None
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.loseConnection()
 
     def _reply(self, obj: dict[str, Any]) -> None:
         if self.transport is not None and self.connected:
@@ -194,15 +206,19 @@ def _op(line: bytes) -> Any:
 
 
 class RunService:
-    """Serves runs on `control` for the agent whose X socket is `socket_path`. `hold` and
-    `release` are the agent's liveness hooks (a run counts as a user of the link);
-    `after_run` is called when a run's display has gone, before the run is told so."""
+    """Serves runs on `control`; each run's display relays to `upstream(counts)` (the link
+    agent's in-process endpoint, agent/upstream.py), which adds what the run's connections
+    did to `counts`. `hold` and `release` are the agent's liveness hooks (a run counts as a
+    user of the link); `after_run` is called when a run's display has gone, before the run
+    is told so."""
 
-    def __init__(self, reactor: Any, socket_path: str, control: str,
-                 hold: Any = lambda: None, release: Any = lambda: None,
-                 after_run: Any = lambda: None) -> None:
+    def __init__(self, reactor: ILinkReactor, control: str,
+                 upstream: Callable[[RunCounts], IStreamClientEndpoint],
+                 hold: Callable[[], None] = lambda: None,
+                 release: Callable[[], None] = lambda: None,
+                 after_run: Callable[[], None] = lambda: None) -> None:
         self.reactor = reactor
-        self.socket_path = socket_path
+        self.upstream = upstream
         self.control = control
         self.hold = hold
         self.release = release
@@ -227,4 +243,4 @@ class RunService:
             if os.path.exists(self.control):
                 os.unlink(self.control)
         for run in list(self.runs):
-            run.transport.loseConnection()
+            run._close()

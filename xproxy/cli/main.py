@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorCore
 
     from ..observe.waits import WaitAnalysis
-    from ..run.reactor import ICommandReactor
+    from ..reactor_types import ICommandReactor
 
 
 def install_reactor(loop_name: str = "asyncio") -> ICommandReactor:

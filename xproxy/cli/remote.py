@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorCore, IReactorTime
 
     from ..observe.instruments import Instruments
-    from ..run.reactor import ICommandReactor
+    from ..reactor_types import ICommandReactor
 
     #: main.running: fires once the reactor runs
     Running = Callable[[IReactorCore], defer.Deferred[None]]
@@ -254,19 +254,29 @@ async def displays(reactor: ICommandReactor, args: argparse.Namespace, running: 
 
 async def link_agent(reactor: ICommandReactor, args: argparse.Namespace, running: Running,
         open_trace: OpenTrace) -> None:
+    from twisted.internet import defer
     from twisted.logger import Logger
 
-    from ..agent.link_agent import AgentError, LinkAgent
+    from ..agent.link_agent import (
+        AgentError,
+        AgentFiles,
+        AgentOptions,
+        DisplayHost,
+        DisplayTrust,
+        LinkAgent,
+    )
     from ..agent.runservice import RunService
     from ..run.paths import LinkMode, control_path, name_alias_path
 
     await running(reactor)
-    agent = LinkAgent(reactor, args.host, args.port, args.trust_name, args.fingerprint,
-                      args.socket, linger=args.linger, suppress=not args.no_suppress,
-                      verify=args.verify_cache, compress_level=args.compress_level or None,
-                      grace=args.grace)
+    agent = LinkAgent(
+        reactor, DisplayHost(args.host, args.port, args.trust_name),
+        AgentOptions(linger=args.linger, suppress=not args.no_suppress,
+                     verify=args.verify_cache, compress_level=args.compress_level or None,
+                     grace=args.grace),
+        DisplayTrust(args.trust_name, args.fingerprint), AgentFiles(args.socket))
     # a run holds the link even while its program has no X connection open
-    service = RunService(reactor, args.socket, control_path(args.socket), agent.hold,
+    service = RunService(reactor, control_path(args.socket), agent.endpoint, agent.hold,
                          agent.release, after_run=agent.save)
     mode = LinkMode(suppress=not args.no_suppress, verify=args.verify_cache,
                     compress_level=args.compress_level)
@@ -286,8 +296,13 @@ async def link_agent(reactor: ICommandReactor, args: argparse.Namespace, running
         await service.stop()
         print(f"error: the link agent failed: {err}", flush=True)
         raise SystemExit(1) from None
+    # SIGTERM: end the link cleanly, so the export does not wait for a resumption
+    # (stop is idempotent: at a normal exit the trigger finds the link gone)
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: defer.ensureDeferred(agent.stop("terminated")))
     print("ready", flush=True)
     why = await agent.done
+    await agent.stop(why)  # its BYE on the way out
     if alias is not None and os.path.realpath(alias) == service.control:
         os.unlink(alias)
     await service.stop()

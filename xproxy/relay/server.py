@@ -14,6 +14,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint, UNIXServerEndpoint, c
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 
+from ..reactor_types import IRelayReactor
 from ..trust import xauthfile
 from ..x11.connection import AuthPolicy
 from ..x11.display import DisplayName, parse_display
@@ -28,7 +29,6 @@ from ..x11.xauth import (
 from . import aiotransport, display_socket
 from .drain import drain
 from .proxy import MAX_HELD, MAX_SETUPS, SETUP_TIMEOUT, ProxyFactory
-from .reactor import IRelayReactor
 from .twisted_internals import event_loop
 
 log = Logger(namespace="xproxy")
@@ -51,6 +51,8 @@ class ServeOptions:
     #: a link agent's socket), and the authorization to present there.
     upstream_endpoint: str | None = None
     upstream_auth: tuple[bytes, bytes] | None = None
+    #: Or an endpoint object to relay to (a link agent's in-process channels).
+    upstream: Any = None
     #: Limits on connections that have not completed their setup (see relay.ProxyFactory).
     setup_timeout: float = SETUP_TIMEOUT
     max_setups: int = MAX_SETUPS
@@ -92,7 +94,8 @@ class ProxyServer:
     def __init__(self, reactor: IRelayReactor, options: ServeOptions) -> None:
         self.reactor = reactor
         self.options = options
-        self.target = parse_display(options.target) if options.upstream_endpoint is None else None
+        self.target = parse_display(options.target) \
+            if options.upstream_endpoint is None and options.upstream is None else None
         self.xauthority = options.xauthority or xauthfile.default_path()
         self.number: int | None = None
         self.cookie = secrets.token_bytes(16)
@@ -158,7 +161,8 @@ class ProxyServer:
         policy = ExtensionPolicy.from_options(self.options.hide_ext, self.options.allow_ext)
         if "MIT-SHM" in self.options.allow_ext and not (self.target and self.target.is_local):
             log.warn("MIT-SHM allowed for a remote target: clients using it will fail")
-        upstream = client_endpoint(self.reactor, self.target, self.options.upstream_endpoint)
+        upstream = self.options.upstream or client_endpoint(self.reactor, self.target,
+                                                            self.options.upstream_endpoint)
         self.factory = ProxyFactory(upstream, self.options.target, auth, policy,
                                     on_client_done=self.options.on_client_done,
                                     observers=self.options.observers, clock=self.reactor,

@@ -104,9 +104,9 @@ def main(args: argparse.Namespace) -> int | None:
             trace_file = None
         with sock:
             code = run_command(command, dict(os.environ, DISPLAY=display, XAUTHORITY=xauthority))
-            done(sock)
+            answer = done(sock)
         if mode.verify:
-            report_verify(os.path.realpath(ctl)[: -len(".ctl")] + ".sock.stats.json")
+            report_verify(answer, os.path.realpath(ctl)[: -len(".ctl")] + ".sock.stats.json")
         if timeline is not None and trace_path is not None:
             draw_from(trace_path, timeline, " ".join(command))
         return code
@@ -171,15 +171,17 @@ def _read_line(sock: socket.socket) -> bytes | None:
     return buf.partition(b"\n")[0]
 
 
-def done(sock: socket.socket) -> None:
+def done(sock: socket.socket) -> dict[str, Any]:
     """Tell the agent the command has exited, and wait (a little) for its last bytes to
-    pass through the display before it goes."""
+    pass through the display before it goes; its answer ({} if none came)."""
     try:
         sock.settimeout(DRAIN_TIMEOUT)
         sock.sendall(b'{"op": "done"}\n')
-        _read_line(sock)
-    except OSError:
-        pass
+        line = _read_line(sock)
+        answer = json.loads(line) if line else {}
+        return answer if isinstance(answer, dict) else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def resolve(target: str, discovery_socket: str | None = None) -> LinkTarget:
@@ -215,7 +217,7 @@ def ensure_agent(target: LinkTarget, mode: LinkMode = _DEFAULT_MODE,
     with open(path + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            if _alive(path):
+            if _alive(control_path(path)):
                 return path
             argv = [sys.executable, "-m", "xproxy.cli", "link-agent", "--host", target.host,
                     "--port", str(target.port), "--trust-name", target.trust_name,
@@ -249,17 +251,16 @@ def _alive(path: str) -> bool:
             return False
 
 
-def report_verify(stats_path: str) -> None:
-    """What `--verify-cache` found: answers compared with the server's, and mismatches."""
-    try:
-        with open(stats_path) as f:
-            stats = json.load(f)
-    except (OSError, ValueError):
+def report_verify(answer: dict[str, Any], stats_path: str) -> None:
+    """What `--verify-cache` found in this run: its answers compared with the server's, and
+    mismatches (the agent's `answer` to "done"); `stats_path` keeps the agent's totals."""
+    stats = answer.get("stats")
+    if not isinstance(stats, dict):
         print("xproxy: verify-cache: no report from the link agent", file=sys.stderr)
         return
     print(f"xproxy: verify-cache: {stats.get('compared', 0)} answers compared with the "
-          f"server's, {stats.get('mismatches', 0)} mismatches (report: {stats_path})",
-          file=sys.stderr)
+          f"server's, {stats.get('mismatches', 0)} mismatches (the agent's totals: "
+          f"{stats_path})", file=sys.stderr)
     for m in stats.get("mismatch_log", [])[:10]:
         print(f"xproxy: verify-cache: mismatch in {m['kind']} at sequence {m['seq']}: ours "
               f"{' '.join(m['ours'])} server {' '.join(m['server'])}", file=sys.stderr)

@@ -26,7 +26,7 @@ from .child import spawn_command
 from .paths import LINK_SERVICE_TYPE, RunError
 
 if TYPE_CHECKING:
-    from .reactor import ICommandReactor
+    from ..reactor_types import ICommandReactor
 
 log = Logger(namespace="xproxy.run")
 
@@ -87,7 +87,7 @@ async def displays(reactor: ICommandReactor, probe: bool = True,
 
 
 async def _probe(reactor: ICommandReactor, entry: dict[str, Any]) -> None:
-    from ..agent.link_agent import AgentError, LinkAgent
+    from ..agent.link_agent import AgentError, DisplayHost, DisplayTrust, LinkAgent
     from ..trust.identity import KnownDisplays
 
     class _Peek(KnownDisplays):
@@ -100,9 +100,10 @@ async def _probe(reactor: ICommandReactor, entry: dict[str, Any]) -> None:
     if not entry["addresses"]:
         entry["status"] = "no address"
         return
-    agent = LinkAgent(reactor, entry["addresses"][0], entry["port"], f"@{entry['name']}",
-                      entry["fingerprint"] or None, socket_path="",
-                      known=_Peek(KnownDisplays.default().path))
+    name = f"@{entry['name']}"
+    agent = LinkAgent(reactor, DisplayHost(entry["addresses"][0], entry["port"], name),
+                      trust=DisplayTrust(name, entry["fingerprint"] or None,
+                                         known=_Peek(KnownDisplays.default().path)))
     try:
         await agent.start_probe()
         entry["authorized"], entry["status"] = True, "ok"

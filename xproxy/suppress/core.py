@@ -651,10 +651,8 @@ class Suppressor:
         out = bytes(self.server.feed(data))
         if self.opening:
             self._opened()
-        if self.server.at_boundary:
-            self._release(self.done)
-            if self.to_client:
-                return out + self._take_answers()
+        if self.server.at_boundary and (self.held or self.to_client):
+            return out + self._release(self.done)  # (answers queued while a message streamed)
         return out
 
     def _opened(self) -> None:
