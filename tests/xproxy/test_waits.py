@@ -9,6 +9,7 @@ import json
 import pytest
 
 from xproxy.observe.waits import (
+    MAX_MARKS,
     Answered,
     NotWaits,
     WaitAnalysis,
@@ -111,19 +112,53 @@ def test_first_map_is_the_first_mapwindow_of_a_top_level_window() -> None:
     assert s["by_name"] == {"Setup": 1, "InternAtom": 1}
 
 
-def test_through_a_link_answers_faster_than_half_the_setup_are_the_links() -> None:
+def test_through_a_link_the_agents_marks_say_who_answered_not_the_time() -> None:
+    """The link agent marks what it answered; a wait without a mark crossed the link,
+    however fast it came back, and a marked one is the link's however slow."""
     a = WaitAnalysis(link=True)
+    a.mark(1, 1)  # (marked before the client's first message reached the analysis)
     setup(a, 1, 0.0, 0.040)  # the setup crosses the link: 40 ms
     req(a, 1, 1, "InternAtom", 1.0)
-    reply(a, 1, 1, "InternAtom", 1.001)
+    reply(a, 1, 1, "InternAtom", 1.030)  # slower than half the setup: the agent's all the same
     req(a, 1, 2, "GetProperty", 1.1)
-    reply(a, 1, 2, "GetProperty", 1.142)
-    assert [w.answered for w in a.waits] == [Answered.SERVER, Answered.LINK, Answered.SERVER]
-    fast = WaitAnalysis(link=True)
-    setup(fast, 1, 0.0, 0.0005)  # too fast a link to tell
-    req(fast, 1, 1, "InternAtom", 1.0)
-    reply(fast, 1, 1, "InternAtom", 1.0001)
-    assert fast.waits[1].answered is Answered.UNKNOWN
+    reply(a, 1, 2, "GetProperty", 1.101)  # fast, but unmarked: the server's
+    a.mark(1, 3, held=True)
+    req(a, 1, 3, "QueryExtension", 1.2)
+    reply(a, 1, 3, "QueryExtension", 1.242)
+    assert [w.answered for w in a.waits] == [Answered.SERVER, Answered.LINK, Answered.SERVER,
+                                             Answered.HELD]
+    assert a.summary()["answered"] == {"server": 2, "link": 1, "held": 1}
+    assert a.summary()["link_answered_by_name"] == {"InternAtom": 1}
+
+
+def test_marks_of_pipelined_answers_are_no_waits_and_do_not_linger() -> None:
+    a = WaitAnalysis(link=True)
+    setup(a, 1, 0.0, 0.040)
+    for seq in (1, 2):
+        a.mark(1, seq)
+        req(a, 1, seq, "InternAtom", 1.0)
+    req(a, 1, 3, "GetInputFocus", 1.0)
+    reply(a, 1, 1, "InternAtom", 1.0)
+    reply(a, 1, 2, "InternAtom", 1.0)
+    reply(a, 1, 3, "GetInputFocus", 1.04)
+    a.mark(2, 1)  # another client's mark is its own
+    setup(a, 2, 0.0, 0.040)
+    req(a, 2, 1, "InternAtom", 1.1)
+    reply(a, 2, 1, "InternAtom", 1.1)
+    assert [(w.client, w.seq, w.answered) for w in a.waits if w.seq] == \
+        [(1, 3, Answered.SERVER), (2, 1, Answered.LINK)]
+    assert not a.clients[1].marks and not a.clients[2].marks
+    for seq in range(10, 10 + MAX_MARKS + 5):  # marks whose answers never come stay bounded
+        a.mark(1, seq)
+    assert len(a.clients[1].marks) == MAX_MARKS
+
+
+def test_without_a_link_nothing_is_the_links() -> None:
+    a = WaitAnalysis()
+    setup(a, 1, 0.0, 0.001)
+    req(a, 1, 1, "InternAtom", 1.0)
+    reply(a, 1, 1, "InternAtom", 1.0)
+    assert {w.answered for w in a.waits} == {Answered.NO_LINK}
 
 
 def test_waits_are_bounded_and_a_gone_client_is_forgotten() -> None:
@@ -141,6 +176,7 @@ def test_perfetto_json_has_one_complete_event_per_wait_and_reads_back() -> None:
     a = WaitAnalysis(link=True)
     setup(a, 1, 100.0, 0.040)
     req(a, 1, 1, "CreateWindow", 100.1, wid=BASE + 1, parent=ROOT_WINDOW)
+    a.mark(1, 2)
     req(a, 1, 2, "InternAtom", 100.2)
     reply(a, 1, 2, "InternAtom", 100.201)
     req(a, 1, 3, "MapWindow", 100.3, window=BASE + 1)

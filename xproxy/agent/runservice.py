@@ -137,6 +137,7 @@ class _RunControl(protocol.Protocol):
                                            trace.get("format", "text"), trace.get("only", []),
                                            trace.get("skip", []), close_trace=True,
                                            link=True)
+            self.counts.marks = self.instruments.answered
         options = ServeOptions(target=req["label"] or "link", xauthority=req["xauthority"],
                                hide_ext=req["hide_ext"],
                                upstream=self.service.upstream(self.counts),
@@ -177,6 +178,7 @@ class _RunControl(protocol.Protocol):
         if server is not None:
             await server.stop()
         if self.instruments is not None:
+            self.counts.marks = None
             self.instruments.stop()
             self.instruments = None
 

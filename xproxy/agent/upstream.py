@@ -9,12 +9,14 @@ from a socket. Flow control is the link's: a channel whose window is spent pause
 client, and a client that does not read pauses the channel (its credit waits).
 
 Each connection's counters also go to its run's `Stats` (`RunCounts`), so a run reports
-what its own connections compared and found, not the agent's running total."""
+what its own connections compared and found, not the agent's running total; and a traced
+run's wait analysis is told which requests the suppressor answered (`RunCounts.marks`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet import defer, protocol
@@ -32,6 +34,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ..relay.proxy import ServerSide
 from ..suppress.core import DisplayCache, Stats, Suppressor
 from ..x11.errors import X11ProtocolError
 
@@ -44,10 +47,12 @@ log = Logger(namespace="xproxy.agent")
 @dataclass
 class RunCounts:
     """What one run's X connections did in the suppressor: its share of the cache's `Stats`,
-    and the mismatches they found (at most `MAX_MISMATCHES` kept)."""
+    and the mismatches they found (at most `MAX_MISMATCHES` kept). `marks`, if set, is told
+    (relay client number, sequence number, held) of each request a connection answered."""
 
     stats: Stats = field(default_factory=Stats)
     mismatch_log: list[dict[str, Any]] = field(default_factory=list)
+    marks: Callable[[int, int, bool], None] | None = None
 
     MAX_MISMATCHES = 50
 
@@ -114,6 +119,9 @@ class AgentUpstream:
         if host.cache is not None:
             self.sup = Suppressor(host.cache, host.next_number(), verify=host.verify,
                                   enabled=host.suppress)
+            marks = counts.marks if counts is not None else None
+            if marks is not None and isinstance(proto, ServerSide) and proto.client is not None:
+                self.sup.on_answer = partial(marks, proto.client.number)
         host.hold()
 
     # -- the relay writes its client's bytes ----------------------------------------------

@@ -32,14 +32,16 @@ _AXIS_RIGHT = WIDTH - 20
 BAR_COLOURS = {
     Answered.SERVER: (214, 39, 40),  # crossed the link: red
     Answered.LINK: (44, 160, 44),  # the link agent: green
+    Answered.HELD: (255, 127, 14),  # the link agent, behind an earlier request: orange
     Answered.NO_LINK: (31, 119, 180),  # a local server: blue
     Answered.UNKNOWN: (127, 127, 127),
 }
 _ANSWERED_TEXT = {
     Answered.SERVER: "server, over the link",
     Answered.LINK: "the link agent",
+    Answered.HELD: "the link agent, held",
     Answered.NO_LINK: "server (no link)",
-    Answered.UNKNOWN: "? (link too fast)",
+    Answered.UNKNOWN: "?",
 }
 _MAP_COLOUR = (148, 103, 189)
 _TEXT = (20, 20, 20)
@@ -105,7 +107,8 @@ def draw(analysis: WaitAnalysis, path: str, title: str = "") -> int:
     foot = HEADER + n * ROW + 4
     more = len(waits) - n + analysis.dropped
     g.text((8, foot), ("" if not more else f"{more} more round trips not drawn; ")
-           + "bars: red = over the link, green = answered by the link, blue = local server; "
+           + "bars: red = over the link, green = answered by the link, orange = by the link, "
+           "held behind an earlier request, blue = local server; "
            "violet line = first window mapped", fill=_TEXT, font=font)
     img.save(path, "PNG")
     return n

@@ -12,12 +12,10 @@ request is not counted either (the later one is). The connection's own setup is 
 the answer, so it is what the client waited, less the local socket hops.
 
 "Answered by the link": through `xproxy run` to an exported display, the link agent answers
-some requests itself (suppress/core.py). The agent and the tracer are separate connections,
-so the analysis tells them apart by time: an answer that came back in less than half the
-time the connection's setup took cannot have crossed the link (the setup always goes to the
-display host, so its time is at least one link round trip). When the setup took under
-`MIN_LINK_SETUP` the link is too fast to tell, and the answer is `UNKNOWN`. A local trace
-has no link: `NO_LINK`.
+some requests itself (suppress/core.py). Its suppressor runs in the same process as the
+tracer, and tells the analysis which requests it answered (`mark`): at once, or held until
+the display host had finished an earlier request that could fail (a round trip all the same).
+A wait with no mark crossed the link. A local trace has no link: `NO_LINK`.
 
 The program's first window is mapped at the first MapWindow of a top-level window: one
 created with a parent not made by the same connection (the root, as a rule). Waits before it
@@ -26,16 +24,16 @@ are what a user waits for before seeing anything.
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass
+from collections import Counter, deque
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from ..x11.decode.decoder import Decoded
 
 __all__ = [
+    "MAX_MARKS",
     "MAX_WAITS",
-    "MIN_LINK_SETUP",
     "NEEDED_FIELDS",
     "Answered",
     "Wait",
@@ -47,8 +45,9 @@ __all__ = [
 #: that runs for days cannot grow the tracer.
 MAX_WAITS = 100_000
 
-#: Below this setup time the link is too fast to tell its own answers from the server's.
-MIN_LINK_SETUP = 0.002
+#: Marks kept per connection for requests whose answer the analysis has not read yet (the
+#: oldest go first; an answer is read right after its mark, so this is never reached).
+MAX_MARKS = 4096
 
 #: Top-level windows remembered per connection until the first map (a client creating windows
 #: without ever mapping one cannot grow this further).
@@ -63,9 +62,10 @@ class Answered(Enum):
     """Who answered a wait."""
 
     SERVER = "server"  # crossed the link to the display host's X server
-    LINK = "link"  # the link agent, near the program
+    LINK = "link"  # the link agent, near the program, at once
+    HELD = "held"  # the link agent, once the server had finished an earlier request
     NO_LINK = "no link"  # a local trace: the X server, with no link between
-    UNKNOWN = "unknown"  # the link is too fast to tell
+    UNKNOWN = "unknown"  # a trace file that does not say
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,17 +87,16 @@ class _Client:
     last_seq: int = -1  # the last request sent (-1: none since the setup)
     last_name: str = ""
     last_time: float = 0.0
-    setup_time: float | None = None  # when the client's setup was read
-    setup_took: float | None = None  # how long the setup's answer took
     id_base: int = 0
     id_mask: int = 0
     toplevels: set[int] | None = None
+    marks: deque[tuple[int, bool]] = field(default_factory=deque)  # (seq, held), in order
 
 
 class WaitAnalysis:
     """Feed it every decoded message of every client (`feed`), then read `waits`,
     `first_map`, `summary()` or `to_perfetto()`. `link`: the connections go through a link
-    (their answers may come from the link agent)."""
+    agent, which `mark`s the requests it answers."""
 
     def __init__(self, link: bool = False, max_waits: int = MAX_WAITS) -> None:
         self.link = link
@@ -116,32 +115,52 @@ class WaitAnalysis:
         if self.start is None:
             self.start = now
         self.end = now
-        c = self.clients.get(client)
-        if c is None:
-            c = self.clients[client] = _Client(toplevels=None if self.first_map else set())
+        c = self._client(client)
         direction = d.direction
         if direction == "request":
             c.last_seq, c.last_name, c.last_time = d.seq, d.name, now
             if self.first_map is None:
                 self._request(c, d, now)
         elif direction in ("reply", "error"):
+            marks = c.marks
+            while marks and marks[0][0] < d.seq:
+                marks.popleft()  # answered while the client went on: no wait
             if d.seq == c.last_seq and (awaited if direction == "error"
                                         else d.latency is not None):
-                self._wait(client, c, d.seq, c.last_name, now, direction == "error")
+                answered = Answered.NO_LINK
+                if self.link:
+                    answered = Answered.SERVER
+                    if marks and marks[0][0] == d.seq:
+                        answered = Answered.HELD if marks.popleft()[1] else Answered.LINK
+                self._wait(client, c, d.seq, c.last_name, now, answered,
+                           direction == "error")
                 c.last_seq = -2  # answered: further replies to it are not waits
         elif direction == "setup":
-            c.setup_time = now
             c.last_seq = 0
             c.last_name = "Setup"
             c.last_time = now
         elif direction == "setup-reply":
-            if c.setup_time is not None:
-                c.setup_took = now - c.setup_time
             c.id_base = int(d.fields.get("resource_id_base", 0) or 0)
             c.id_mask = int(d.fields.get("resource_id_mask", 0) or 0)
             if c.last_seq == 0:
-                self._wait(client, c, 0, "Setup", now, d.fields.get("status") != 1)
+                self._wait(client, c, 0, "Setup", now,
+                           Answered.SERVER if self.link else Answered.NO_LINK,
+                           d.fields.get("status") != 1)
                 c.last_seq = -1
+
+    def mark(self, client: int, seq: int, held: bool = False) -> None:
+        """The link agent answered request `seq` of `client` itself; `held`: only once the
+        server had finished an earlier request. Told before the answer is fed."""
+        marks = self._client(client).marks
+        if len(marks) >= MAX_MARKS:
+            marks.popleft()
+        marks.append((seq, held))
+
+    def _client(self, client: int) -> _Client:
+        c = self.clients.get(client)
+        if c is None:
+            c = self.clients[client] = _Client(toplevels=None if self.first_map else set())
+        return c
 
     def client_done(self, client: int) -> None:
         """A client went: forget its state (its waits stay)."""
@@ -161,22 +180,12 @@ class WaitAnalysis:
                 other.toplevels = None
 
     def _wait(self, client: int, c: _Client, seq: int, name: str, now: float,
-              error: bool) -> None:
+              answered: Answered, error: bool) -> None:
         if len(self.waits) >= self.max_waits:
             self.dropped += 1
             return
-        waited = max(0.0, now - c.last_time)
-        self.waits.append(Wait(client, seq, name, c.last_time, waited,
-                               self._answered(c, seq, waited), error))
-
-    def _answered(self, c: _Client, seq: int, waited: float) -> Answered:
-        if not self.link:
-            return Answered.NO_LINK
-        if seq == 0:
-            return Answered.SERVER
-        if c.setup_took is None or c.setup_took < MIN_LINK_SETUP:
-            return Answered.UNKNOWN
-        return Answered.LINK if waited < c.setup_took / 2 else Answered.SERVER
+        self.waits.append(Wait(client, seq, name, c.last_time, max(0.0, now - c.last_time),
+                               answered, error))
 
     def before_map(self) -> list[Wait]:
         """The waits that began before the first window was mapped (all of them if none was)."""

@@ -85,7 +85,8 @@ def main(args: argparse.Namespace) -> int | None:
     try:
         xauthority = os.path.join(workdir, "Xauthority")
         request = {"op": "display", "xauthority": xauthority, "label": args.target,
-                   "hide_ext": list(args.hide_ext), "stats": mode.verify,
+                   "hide_ext": list(args.hide_ext),
+                   "stats": mode.verify or trace_format == "perfetto",
                    "trace": None if trace_file is None else {
                        "format": trace_format, "only": args.only, "skip": args.skip}}
         try:
@@ -109,6 +110,8 @@ def main(args: argparse.Namespace) -> int | None:
             report_verify(answer, os.path.realpath(ctl)[: -len(".ctl")] + ".sock.stats.json")
         if timeline is not None and trace_path is not None:
             draw_from(trace_path, timeline, " ".join(command))
+        if trace_format == "perfetto":
+            report_answers(answer)
         return code
     finally:
         if trace_file is not None and trace_file is not sys.stdout:
@@ -249,6 +252,17 @@ def _alive(path: str) -> bool:
             return True
         except OSError:
             return False
+
+
+def report_answers(answer: dict[str, Any]) -> None:
+    """How many of this run's requests the link agent answered itself (the agent's `answer`
+    to "done"): the waits it answered are marked so in the timeline, the rest were
+    pipelined."""
+    stats = answer.get("stats")
+    if isinstance(stats, dict):
+        print(f"xproxy: the link agent answered {stats.get('answered', 0)} requests at once "
+              f"and {stats.get('held', 0)} once the display host had finished an earlier one",
+              file=sys.stderr)
 
 
 def report_verify(answer: dict[str, Any], stats_path: str) -> None:

@@ -422,6 +422,10 @@ class Suppressor:
     `from_server(data)` returns bytes for the client. `number` identifies the connection to
     the shared cache (keyboard-mapping witnesses)."""
 
+    #: Told (sequence number, held) of each request answered from the cache (held: only once
+    #: the server had finished an earlier request), before the answer is returned.
+    on_answer: Callable[[int, bool], None] | None = None
+
     def __init__(self, cache: DisplayCache, number: int = 0, verify: bool = False,
                  enabled: bool = True) -> None:
         self.cache = cache
@@ -556,9 +560,13 @@ class Suppressor:
             self.to_client.extend(stamped)
             self.delivered = max(self.delivered, seq)
             self.cache.stats.answered += 1
+            if self.on_answer is not None:
+                self.on_answer(seq, False)
         else:
             self.held.append(_Held(seq, self.barrier, stamped))
             self.cache.stats.held += 1
+            if self.on_answer is not None:
+                self.on_answer(seq, True)
         return msg
 
     def _learn_key(self, kind: Kind, msg: bytes) -> tuple[Kind, bytes] | None:
