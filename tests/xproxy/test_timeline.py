@@ -10,8 +10,10 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 
+import pytest
 from PIL import Image
 
 from testing.xserver import require
@@ -146,8 +148,58 @@ def test_timeline_through_a_slow_link_shows_the_links_answers(tmp_path):
             assert img.size == (timeline.WIDTH, timeline.height(len(complete)))
         link_rows = rows_with_bars(png, timeline.BAR_COLOURS[Answered.LINK])
         server_rows = rows_with_bars(png, timeline.BAR_COLOURS[Answered.SERVER])
+        held_rows = rows_with_bars(png, timeline.BAR_COLOURS[Answered.HELD])
         assert link_rows and server_rows
-        assert sorted(link_rows + server_rows) == list(range(len(complete)))
+        assert sorted(link_rows + server_rows + held_rows) == list(range(len(complete)))
+
+
+#: A client whose every request with a reply is a round trip (python-xlib waits for each):
+#: atoms asked one by one, then the same atoms each behind a ChangeProperty that could fail.
+SYNC_CLIENT = """
+from Xlib import Xatom, display
+d = display.Display()
+root = d.screen().root
+names = [f"XT_WAITS_{i}" for i in range(8)]
+for name in names:
+    d.intern_atom(name)
+for name in names[:3]:
+    root.change_property(Xatom.CUT_BUFFER0, Xatom.STRING, 8, b"x")
+    d.intern_atom(name)
+d.close()
+"""
+ANSWERS = re.compile(r"xproxy: the link agent answered (\d+) requests at once and (\d+) once")
+
+
+@pytest.mark.parametrize("delay_ms", [0, 10])
+def test_the_waits_marked_the_links_are_the_suppressors_own_answers(tmp_path, delay_ms):
+    """Every answer the agent's suppressor gave this run (its per-run counts, reported on
+    "done") is a wait of this client, and the timeline marks exactly those the link's: at
+    once or held behind the ChangeProperty (a round trip, as long as the server's). With no
+    delay the server answers as fast as the agent: only the agent can say which were its."""
+    require("Xvfb")
+    from testing.wanlab import WanLab
+
+    script = tmp_path / "sync_client.py"
+    script.write_text(SYNC_CLIENT)
+    with WanLab(delay_ms=delay_ms) as lab:
+        cold = lab.run([sys.executable, str(script)])
+        assert cold.returncode == 0, cold.stderr  # fills the cache
+        png, out = str(tmp_path / "sync.png"), str(tmp_path / "sync.json")
+        done = lab.run([sys.executable, str(script)], "--trace", out, "--trace-format",
+                       "perfetto", "--timeline", png, timeout=120)
+        assert done.returncode == 0, done.stderr
+    m = ANSWERS.search(done.stderr)
+    assert m, done.stderr
+    at_once, held = map(int, m.groups())
+    with open(out) as f:
+        doc = json.load(f)
+    waits = [(e["name"], e["args"]["answered"]) for e in doc["traceEvents"] if e["ph"] == "X"]
+    assert sum(a == "link" for _, a in waits) == at_once >= 8
+    assert sum(a == "held" for _, a in waits) == held
+    assert [n for n, a in waits if a == "held"].count("InternAtom") >= 3
+    assert waits[0] == ("Setup", "server")
+    assert len(rows_with_bars(png, timeline.BAR_COLOURS[Answered.LINK])) == at_once
+    assert len(rows_with_bars(png, timeline.BAR_COLOURS[Answered.HELD])) == held
 
 
 def test_perfetto_needs_a_file_of_its_own(tmp_path):
