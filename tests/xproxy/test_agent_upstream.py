@@ -4,12 +4,15 @@ relay, the run's counts are its own, and a clean end tells the far side."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from twisted.internet import protocol
 
 from tests.xproxy.test_link import Recorder, linked_pair
 from tests.xproxy.test_suppress import intern, intern_reply, setup_reply, setup_request
 from xproxy.agent.upstream import AgentEndpoint, RunCounts
 from xproxy.link.transport import ChannelTransport, LinkSession
+from xproxy.relay.proxy import ServerSide
 from xproxy.suppress.core import DisplayCache
 
 
@@ -92,6 +95,52 @@ def test_each_run_counts_only_its_own_connections() -> None:
         far.write(setup_reply() + intern_reply(1, 77))
         flush()
     assert (first.stats.compared, second.stats.compared, cache.stats.compared) == (1, 2, 3)
+
+
+class RelayEnd(ServerSide):
+    """The relay's upstream protocol of client 7, as the agent's upstream sees it: records
+    what reaches it, and how many marks the run had been told by then."""
+
+    def __init__(self, told: list[tuple[int, int, bool]]) -> None:
+        super().__init__(SimpleNamespace(number=7, buffers=None))  # type: ignore[arg-type]
+        self.told = told
+        self.data: list[tuple[bytes, int]] = []
+
+    def connectionMade(self) -> None:
+        pass
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data.append((data, len(self.told)))
+
+    def connectionLost(self, reason: object = None) -> None:
+        pass
+
+
+def test_a_traced_run_is_told_each_answer_of_its_client_before_the_answer() -> None:
+    a, _b, opened, flush = linked_pair()
+    cache = DisplayCache("epoch")
+    cache.learn_atom(b"FOO", 77)
+    told: list[tuple[int, int, bool]] = []
+    counts = RunCounts(marks=lambda *mark: told.append(mark))
+    got: list[RelayEnd] = []
+    AgentEndpoint(Host(a.session, cache), counts).connect(
+        protocol.Factory.forProtocol(lambda: RelayEnd(told))).addCallback(got.append)
+    relay = got[0]
+    relay.transport.write(setup_request())
+    flush()
+    opened[0].write(setup_reply())
+    flush()
+    relay.transport.write(intern(b"BAR") + intern(b"FOO"))  # the server's, then ours: held
+    assert told == [(7, 2, True)]
+    relay.transport.write(intern(b"FOO"))  # held too, behind the one held
+    opened[0].write(intern_reply(1, 78))
+    flush()
+    relay.transport.write(intern(b"FOO"))  # nothing unfinished before it: at once
+    assert told == [(7, 2, True), (7, 3, True), (7, 4, False)]
+    # each mark was told before its answer reached the relay
+    assert relay.data[1:] == [(intern_reply(1, 78) + intern_reply(2, 77) + intern_reply(3, 77), 2),
+                              (intern_reply(4, 77), 3)]
+    assert (counts.stats.answered, counts.stats.held) == (1, 2)
 
 
 def test_a_bye_ends_the_far_session_and_tells_its_owner() -> None:
