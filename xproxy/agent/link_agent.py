@@ -137,6 +137,9 @@ class _Bridge(protocol.Protocol):
             self.channel.loseConnection()
         if self.sup is not None:
             self.sup.close()
+            if self.sup.opcodes is None:  # it mapped a window: what it waited for until then
+                self.agent.waits_before_map = self.sup.waits
+                self.agent.wait_rounds = self.sup.wait_rounds
         self.agent.save()
         self.agent.release()
 
@@ -183,6 +186,8 @@ class LinkAgent:
         self.cache: DisplayCache | None = None
         self.cache_file: str | None = None
         self.numbers = 0
+        self.waits_before_map: list[tuple[str, str | None]] = []
+        self.wait_rounds = 0
         # reconnection
         self.reconnecting = False
         self._deadline = 0.0
@@ -235,6 +240,9 @@ class LinkAgent:
                     "link_replay_bytes": link.replay_bytes if link else 0,
                     "reconnects": session.reconnects if session else 0,
                     "mismatch_log": cache.mismatch_log[-50:],
+                    "wait_rounds_before_map": self.wait_rounds,
+                    "waits_before_map": [f"{name} (held behind {held})" if held else name
+                                         for name, held in self.waits_before_map],
                 })
         except OSError as err:
             log.warn("cannot save the X cache: {err}", err=err)

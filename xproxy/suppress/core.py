@@ -55,6 +55,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from ..x11.decode.tables import request_name
 from ..x11.errors import ClientProtocolError, ServerProtocolError
 from ..x11.framing import (
     HOLD,
@@ -68,26 +69,38 @@ from ..x11.framing import (
 from ..x11.opcodes import (
     ALLOC_COLOR,
     ALLOC_NAMED_COLOR,
+    CHANGE_KEYBOARD_CONTROL,
+    CHANGE_KEYBOARD_MAPPING,
+    CHANGE_PROPERTY,
+    CHANGE_WINDOW_ATTRIBUTES,
     CLOSE_FONT,
+    DELETE_PROPERTY,
     ERROR,
     EVENT_CODE_MASK,
     FIRST_EXTENSION_OPCODE,
     GET_ATOM_NAME,
     GET_KEYBOARD_MAPPING,
     GET_MODIFIER_MAPPING,
+    GET_PROPERTY,
+    GRAB_SERVER,
     INTERN_ATOM,
     LIST_EXTENSIONS,
     LIST_FONTS,
     LIST_FONTS_WITH_INFO,
     LOOKUP_COLOR,
+    MAP_NOTIFY,
     MAPPING_NOTIFY,
     NO_OPERATION,
     OPEN_FONT,
+    PROPERTY_NOTIFY,
     QUERY_COLORS,
     QUERY_EXTENSION,
     QUERY_FONT,
     REPLY,
+    ROTATE_PROPERTIES,
+    SET_MODIFIER_MAPPING,
     TRUE_COLOR,
+    UNGRAB_SERVER,
 )
 from ..x11.setup import STATUS_SUCCESS
 
@@ -100,12 +113,62 @@ from ..x11.setup import STATUS_SUCCESS
 #: for a client that announced another version before.
 EXT_ANSWERS: dict[bytes, frozenset[int]] = {
     b"BIG-REQUESTS": frozenset({0}),  # Enable: the maximum request length
-    b"RENDER": frozenset({0, 1}),  # QueryVersion, QueryPictFormats
+    b"RENDER": frozenset({0, 1, 29}),  # QueryVersion, QueryPictFormats, QueryFilters
     b"XKEYBOARD": frozenset({0}),  # UseExtension
     b"XFIXES": frozenset({0}), b"RANDR": frozenset({0}), b"SHAPE": frozenset({0}),
     b"Composite": frozenset({0}), b"DAMAGE": frozenset({0}), b"Present": frozenset({0}),
-    b"XC-MISC": frozenset({0}), b"SYNC": frozenset({0}),
+    b"XC-MISC": frozenset({0}), b"SYNC": frozenset({0}), b"MIT-SHM": frozenset({0}),
+    b"Generic Event Extension": frozenset({0}),  # QueryVersion
+    b"XInputExtension": frozenset({1, 47}),  # GetExtensionVersion, XIQueryVersion
 }
+
+#: The requests that announce a client's version of an extension, which the replies to it
+#: may depend on (minor 0 but for XInput). RENDER and the like keep the last version
+#: announced; XInput keeps the first (a later XIQueryVersion that asks for less fails), so
+#: for XInput every one of them so far is part of the key.
+VERSION_REQUESTS: dict[bytes, frozenset[int]] = {b"XInputExtension": frozenset({1, 47})}
+#: The most bytes of version requests kept as one extension's part of the key.
+MAX_VERSION_HISTORY = 256
+
+#: Extension requests whose replies change only when the display host's configuration does:
+#: answered while the display host's export watches for those changes (export/watch.py) and
+#: forgotten when it says one happened, by group. The requests that change a group (any other
+#: request to the extension) forget it too, as do its events passing to any client.
+#: Not here: XKB GetState (the modifier state), RANDR GetScreenInfo and GetScreenResources
+#: (they ask the hardware again), XIQueryDevice (it carries the pointer's position).
+WATCHED: dict[bytes, tuple[str, frozenset[int]]] = {
+    # GetScreenSizeRange, GetOutputInfo, ListOutputProperties, QueryOutputProperty,
+    # GetOutputProperty, GetCrtcInfo, GetCrtcGammaSize, GetScreenResourcesCurrent,
+    # GetCrtcTransform, GetPanning, GetOutputPrimary, GetMonitors
+    b"RANDR": ("randr", frozenset({6, 9, 10, 11, 15, 20, 22, 25, 27, 28, 31, 42})),
+    # GetControls, GetMap, GetCompatMap, GetIndicatorMap, GetNames
+    b"XKEYBOARD": ("xkb", frozenset({6, 8, 10, 13, 17})),
+}
+#: Requests to a watched extension that change nothing it answers (the rest forget its group).
+WATCHED_QUIET: dict[bytes, frozenset[int]] = {
+    b"RANDR": frozenset({0, 4, 32, 33, 36, 37}),
+    b"XKEYBOARD": frozenset({0, 1, 3, 4, 12, 15, 21, 22, 24}),
+}
+#: Answerable requests whose first argument is a window: answered only for a root window
+#: (the window of another connection's id may not exist here, and the answer is BadWindow).
+ROOT_ARGUMENT: frozenset[tuple[bytes, int]] = frozenset({
+    (b"RENDER", 29), (b"RANDR", 6), (b"RANDR", 25), (b"RANDR", 31), (b"RANDR", 42)})
+#: The extension events that say a watched group changed: RANDR's two, XKB's one (any kind).
+WATCHED_EVENTS: dict[bytes, tuple[str, int]] = {b"RANDR": ("randr", 2), b"XKEYBOARD": ("xkb", 1)}
+#: The core requests that change the keyboard (XKB's group).
+_KEYBOARD_CHANGES = frozenset({CHANGE_KEYBOARD_MAPPING, SET_MODIFIER_MAPPING,
+                               CHANGE_KEYBOARD_CONTROL})
+#: Requests that cannot fail and make no event: they are no barrier to known answers.
+#: GrabServer and UngrabServer have no error; see `_quiet` for ChangeWindowAttributes.
+NEVER_FAIL = frozenset({NO_OPERATION, GRAB_SERVER, UNGRAB_SERVER})
+#: ChangeWindowAttributes' event-mask bit, the event bits only one client may select on a
+#: window (SubstructureRedirect, ResizeRedirect, ButtonPress: BadAccess), and all event bits.
+CW_EVENT_MASK = 0x800
+EXCLUSIVE_EVENTS = 0x100000 | 0x40000 | 0x4
+ALL_EVENTS = 0x1FFFFFF
+#: Bounds on the watched answers kept: the bytes of one reply, of all of them.
+MAX_WATCHED_REPLY = 64 * 1024
+MAX_WATCHED_BYTES = 4 * 1024 * 1024
 
 #: Extension requests answered by a series of replies with one sequence number, and how to
 #: tell the last one: RECORD's EnableContext sends replies until EndOfData (category 5).
@@ -135,6 +198,8 @@ class Kind(Enum):
     KEYBOARD = "kbd"  # GetKeyboardMapping
     MODIFIERS = "mod"  # GetModifierMapping
     EXT_REQUEST = "xreq"  # an extension request of EXT_ANSWERS
+    ROOT_PROPERTY = "rprop"  # GetProperty of a root window: while the display host watches
+    WATCHED = "wreq"  # an extension request of WATCHED: while the display host watches
 
 
 #: Requests this module may answer, by opcode (extension requests aside: Kind.EXT_REQUEST).
@@ -147,6 +212,8 @@ KINDS: dict[int, Kind] = {
     GET_KEYBOARD_MAPPING: Kind.KEYBOARD, GET_MODIFIER_MAPPING: Kind.MODIFIERS,
 }
 _KEYMAP_KINDS = frozenset({Kind.KEYBOARD, Kind.MODIFIERS})
+#: The most requests whose names are kept for the log of waits before the first MapNotify.
+MAX_WAIT_LOG = 65536
 #: The most pixels of a QueryColors answered here; a longer one goes to the server unread.
 MAX_QUERY_COLORS = 16000
 
@@ -227,14 +294,14 @@ class TrueColorMap:
         return pixel, out[0], out[1], out[2]
 
 
-def parse_screens(setup: bytes, e: str) -> list[tuple[int, Visual | None]]:
-    """(default colormap, its visual) of each screen of a successful setup reply."""
+def _screens(setup: bytes, e: str) -> list[tuple[int, int, Visual | None]]:
+    """(root window, default colormap, its visual) of each screen of a successful setup."""
     vendor_len, = struct.unpack_from(e + "H", setup, 24)
     n_screens, n_formats = setup[28], setup[29]
     pos = 40 + vendor_len + (-vendor_len % 4) + 8 * n_formats
     screens = []
     for _ in range(n_screens):
-        cmap, = struct.unpack_from(e + "I", setup, pos + 4)
+        root, cmap = struct.unpack_from(e + "II", setup, pos)
         root_visual, = struct.unpack_from(e + "I", setup, pos + 32)
         n_depths = setup[pos + 39]
         pos += 40
@@ -248,8 +315,18 @@ def parse_screens(setup: bytes, e: str) -> list[tuple[int, Visual | None]]:
                 if vid == root_visual:
                     found = Visual(vid, cls, bits, rm, gm, bm, depth, entries)
                 pos += 24
-        screens.append((cmap, found))
+        screens.append((root, cmap, found))
     return screens
+
+
+def parse_screens(setup: bytes, e: str) -> list[tuple[int, Visual | None]]:
+    """(default colormap, its visual) of each screen of a successful setup reply."""
+    return [(cmap, visual) for _, cmap, visual in _screens(setup, e)]
+
+
+def parse_roots(setup: bytes, e: str) -> frozenset[int]:
+    """The root windows of a successful setup reply."""
+    return frozenset(root for root, _, _ in _screens(setup, e))
 
 
 # -- the caches ---------------------------------------------------------------------------------
@@ -261,6 +338,7 @@ class Stats:
     forwarded_replies: int = 0  # replies the client had to wait for from the server
     compared: int = 0
     mismatches: int = 0
+    changes: int = 0  # changes the display host's watch reported
 
 
 class DisplayCache:
@@ -281,6 +359,38 @@ class DisplayCache:
         self.changed = False
         self.no_color = False  # set if a computed AllocColor ever differed from the server's
         self.fonts_ok: set[bytes] = set()  # names an OpenFont has opened without error
+        # Answers valid while the display host watches for what changes them (`watch`), in
+        # memory only: key -> (reply, what forgets it: a root property's atom or a group).
+        self.watching = False
+        self.watched: dict[tuple[str, Kind, bytes], tuple[bytes, int | str]] = {}
+        self.watched_bytes = 0
+        self.generation = 0  # counts the changes, so a reply read before one is not learnt
+
+    # watched answers: valid from the reply until the display host says they changed
+    def watch(self, on: bool) -> None:
+        """The display host watches for changes from now on (on), or no longer can, or its
+        reports may have been lost (off): forget every watched answer either way."""
+        self.watching = on
+        self.display_changed(everything=True)
+
+    def display_changed(self, props: frozenset[int] = frozenset(),
+                        groups: frozenset[str] = frozenset(), everything: bool = False) -> None:
+        """Root properties (atoms) or groups of extension answers changed on the display."""
+        self.generation += 1
+        for key, (reply, scope) in list(self.watched.items()):
+            if everything or scope in props or scope in groups:
+                del self.watched[key]
+                self.watched_bytes -= len(reply)
+
+    def learn_watched(self, key: tuple[str, Kind, bytes], reply: bytes, scope: int | str,
+                      generation: int) -> None:
+        """Keep a reply read with nothing changed since its request went (`generation`)."""
+        if not self.watching or generation != self.generation or key in self.watched \
+                or len(reply) > MAX_WATCHED_REPLY \
+                or self.watched_bytes + len(reply) > MAX_WATCHED_BYTES:
+            return
+        self.watched[key] = (reply, scope)
+        self.watched_bytes += len(reply)
 
     # keyboard mappings: valid while a connection that has seen every MappingNotify since
     def keymap(self, key: tuple[str, Kind, bytes]) -> bytes | None:
@@ -324,6 +434,10 @@ class DisplayCache:
             self.colors.pop(arg[4:], None)
         elif kind in (Kind.ALLOC_COLOR, Kind.QUERY_COLORS):
             self.no_color = True
+        elif kind in (Kind.ROOT_PROPERTY, Kind.WATCHED):
+            entry = self.watched.pop((e, kind, arg), None)
+            if entry is not None:
+                self.watched_bytes -= len(entry[0])
         else:
             self.replies.pop((e, kind, arg), None)
 
@@ -368,6 +482,9 @@ class _Held:
     replies: tuple[bytes, ...]  # already stamped
 
 
+_HEADER_READ = frozenset({CHANGE_PROPERTY, DELETE_PROPERTY, CHANGE_WINDOW_ATTRIBUTES})
+
+
 class _Requests(RequestFramer):
     """The client's byte stream, cut by the one X11 request framer; the Suppressor is its
     hold policy (`_client_request`: from each request's header, whether it is read whole)."""
@@ -378,6 +495,19 @@ class _Requests(RequestFramer):
 
     def _length_zero(self) -> None:
         """Checked in `_client_request`, after the bound on a request read whole."""
+
+    def _frame(self, buf: Buffer, pos: int, avail: int) -> tuple[int, int] | None:
+        # the policy reads the window and atom of these at their header (16 bytes, or the
+        # whole request when shorter)
+        if not self.in_setup and 4 <= avail < 16 and buf[pos] in _HEADER_READ:
+            size = 4 * self._u16(buf, pos + 2)[0]
+            if size == 0 and self.big_requests:
+                if avail < 8:
+                    return None
+                size = 4 * self._u32(buf, pos + 4)[0]  # a bad one is refused by the framer
+            if avail < min(size, 16):
+                return None
+        return super()._frame(buf, pos, avail)
 
     def _request(self, buf: Buffer, pos: int, opcode: int, size: int, big: bool) -> int:
         return self.policy._client_request(buf, pos, opcode, size, big)
@@ -436,6 +566,10 @@ class Suppressor:
         self.ext_version: dict[bytes, bytes] = {}  # extension -> our minor-0 request's body
         self.multi: dict[int, Callable[[int], bool]] = {}  # seq -> "is this its last reply"
         self.colormaps: dict[int, TrueColorMap] = {}
+        self.roots: frozenset[int] = frozenset()
+        self.watch_events: dict[int, str] = {}  # event code -> the watched group it changes
+        # seq -> the cache's generation when it went, and what forgets its answer
+        self.learn_gen: dict[int, tuple[int, int | str]] = {}
         self.fonts: dict[int, bytes] = {}
         self.opening: dict[int, bytes] = {}  # seq -> name of an OpenFont not yet finished
         self.learn: dict[int, tuple[Kind, bytes]] = {}  # seq -> what its reply teaches
@@ -444,6 +578,12 @@ class Suppressor:
         self.held: deque[_Held] = deque()
         self.to_client: list[bytes] = []
         self.bigreq_enable = 0  # sequence number of BIG-REQUESTS' Enable, until its reply
+        # until the first MapNotify: each request's opcodes, and the replies the client waited
+        # for (from the server, or known but held) by request name, in order
+        self.opcodes: dict[int, tuple[int, int]] | None = {}
+        self.waits: list[tuple[str, str | None]] = []  # (request, held behind this one)
+        self.wait_rounds = 0  # of those, the ones with a request from the client between
+        self._asked = True  # a request came since the last wait was logged
         self.client = _Requests(self)
         self.server = _ServerMessages(self)
         cache.connection_opened(number)
@@ -467,22 +607,54 @@ class Suppressor:
     def _client_request(self, buf: Buffer, pos: int, opcode: int, size: int,
                         big: bool) -> int:
         """The hold policy for requests: whether this one is read whole (HOLD) or passes."""
+        if self.opcodes is not None and len(self.opcodes) < MAX_WAIT_LOG:
+            self.opcodes[self.seq] = (opcode, buf[pos + 1])
+            self._asked = True
         if (opcode in KINDS or opcode in (OPEN_FONT, CLOSE_FONT)) \
                 and (opcode != QUERY_COLORS or size <= 8 + 4 * MAX_QUERY_COLORS):
             return self._held(opcode, size, big)
+        cache = self.cache
+        if opcode == GET_PROPERTY and cache.watching and size == 24:
+            return self._held(opcode, size, big)
         if opcode >= FIRST_EXTENSION_OPCODE:
             name = self.ext_names.get(opcode, b"")
+            minor = buf[pos + 1]
             answers = EXT_ANSWERS.get(name)
-            if answers is not None and buf[pos + 1] in answers:
+            if answers is not None and minor in answers:
                 return self._held(opcode, size, big)
-            last = MULTI_REPLY.get((name, buf[pos + 1]))
+            watched = WATCHED.get(name)
+            if watched is not None:
+                if cache.watching and minor in watched[1]:
+                    return self._held(opcode, size, big)
+                if minor not in WATCHED_QUIET[name]:
+                    cache.display_changed(groups=frozenset({watched[0]}))
+            last = MULTI_REPLY.get((name, minor))
             if last is not None:
                 self.multi[self.seq] = last
+        elif opcode in (CHANGE_PROPERTY, DELETE_PROPERTY):
+            window, atom = struct.unpack_from(self.e + "II", buf, pos + (8 if big else 4))
+            if window in self.roots:
+                cache.display_changed(props=frozenset({atom}))
+        elif opcode == ROTATE_PROPERTIES:
+            cache.display_changed(props=frozenset(
+                scope for _, scope in cache.watched.values() if isinstance(scope, int)))
+        elif opcode in _KEYBOARD_CHANGES:
+            cache.display_changed(groups=frozenset({"xkb"}))
         if big:
             self.client.require_big_requests()
-        if opcode != NO_OPERATION:
+        if opcode not in NEVER_FAIL and not self._quiet(buf, pos, opcode, size):
             self.barrier = self.seq
         return PASS
+
+    def _quiet(self, buf: Buffer, pos: int, opcode: int, size: int) -> bool:
+        """Whether this request cannot fail and makes no event: a ChangeWindowAttributes of
+        a root window (which always exists) that sets only its event mask, without the bits
+        one client at a time may select (BadAccess) or bits no event has (BadValue)."""
+        if opcode != CHANGE_WINDOW_ATTRIBUTES or size != 16:
+            return False
+        window, mask, events = struct.unpack_from(self.e + "III", buf, pos + 4)
+        return window in self.roots and mask == CW_EVENT_MASK \
+            and not events & (EXCLUSIVE_EVENTS | ~ALL_EVENTS)
 
     def _held(self, opcode: int, size: int, big: bool) -> int:
         if size > MAX_HELD_REQUEST:
@@ -516,21 +688,47 @@ class Suppressor:
             self.fonts.pop(struct.unpack_from(e + "I", msg, 4)[0], None)
             self.barrier = seq
             return msg
+        if opcode == GET_PROPERTY:
+            return self._root_property(msg)
         known: tuple[bytes, tuple[bytes, ...]] | None
         if opcode >= FIRST_EXTENSION_OPCODE:
-            kind = Kind.EXT_REQUEST
             name, minor = self.ext_names[opcode], msg[1]
             if name == b"BIG-REQUESTS" and minor == 0:
                 self.client.big_requests = True  # Enable: lengths of 0 from the next one
                 self.bigreq_enable = seq
+            watched = WATCHED.get(name)
+            kind = Kind.WATCHED if watched is not None and minor in watched[1] \
+                else Kind.EXT_REQUEST
             context = self.ext_version.get(name, b"")
             arg = name + struct.pack(">BBH", 0, minor, len(context)) + context + msg[4:]
-            if minor == 0:
-                self.ext_version[name] = msg[4:]
-            value = self.cache.replies.get((e, kind, arg)) if self.enabled else None
+            versions = VERSION_REQUESTS.get(name)
+            if versions is None:
+                if minor == 0:
+                    self.ext_version[name] = msg[4:]
+            elif minor in versions and len(context) <= MAX_VERSION_HISTORY:
+                self.ext_version[name] = context + struct.pack(">BH", minor, len(msg)) + msg[4:]
+            if len(context) > MAX_VERSION_HISTORY or ((name, minor) in ROOT_ARGUMENT and (
+                    len(msg) < 8 or U32[e](msg, 4)[0] not in self.roots)):
+                self.barrier = seq  # neither answered nor learnt
+                return msg
+            c = self.cache
+            value: bytes | tuple[bytes, ...] | None
+            if kind is Kind.WATCHED:
+                assert watched is not None
+                if name == b"RANDR" and minor == 15 and (len(msg) < 28 or msg[24]):
+                    c.display_changed(groups=frozenset({watched[0]}))  # deletes a property
+                    self.barrier = seq
+                    return msg
+                entry = c.watched.get((e, kind, arg)) if self.enabled and c.watching else None
+                value = entry[0] if entry is not None else None
+            else:
+                value = c.replies.get((e, kind, arg)) if self.enabled else None
             if not isinstance(value, bytes):
                 self.barrier = seq
                 self.learn[seq] = (kind, arg)
+                if kind is Kind.WATCHED:
+                    assert watched is not None
+                    self.learn_gen[seq] = (c.generation, watched[0])
                 return msg
             if seq == self.bigreq_enable:
                 self.client.max_big_request = 4 * U32[e](value, 8)[0]
@@ -545,8 +743,42 @@ class Suppressor:
                 self.learn[seq] = learn
             return msg
         key, replies = known
-        if opcode == QUERY_EXTENSION and replies[0][8]:
-            self.ext_names[replies[0][9]] = key
+        if opcode == QUERY_EXTENSION:
+            self._extension(key, replies[0])
+        return self._known(kind, key, replies, msg)
+
+    def _extension(self, name: bytes, reply: bytes) -> None:
+        """A QueryExtension reply this connection gets: the extension's opcode and events."""
+        if reply[8]:
+            self.ext_names[reply[9]] = name
+            watched = WATCHED_EVENTS.get(name)
+            if watched is not None:
+                group, count = watched
+                for code in range(reply[10], reply[10] + count):
+                    self.watch_events[code] = group
+
+    def _root_property(self, msg: bytes) -> bytes:
+        """GetProperty: answered when it reads a root window's property without deleting
+        it, and the display host watches the root windows' properties."""
+        seq, e, c = self.seq, self.e, self.cache
+        window, atom = struct.unpack_from(e + "II", msg, 4)
+        kind, arg = Kind.ROOT_PROPERTY, msg[4:24]
+        entry = None
+        if window in self.roots and c.watching:
+            if msg[1]:  # delete: the property may go, and a PropertyNotify with it
+                c.display_changed(props=frozenset({atom}))
+            elif self.enabled and (entry := c.watched.get((e, kind, arg))) is None:
+                self.learn[seq] = (kind, arg)
+                self.learn_gen[seq] = (c.generation, atom)
+        if entry is None:
+            self.barrier = seq
+            return msg
+        return self._known(kind, arg, (entry[0],), msg)
+
+    def _known(self, kind: Kind, key: bytes, replies: tuple[bytes, ...], msg: bytes) -> bytes:
+        """A request whose replies are known: the client gets them as soon as nothing
+        before it can still make an error or an event; the server's are compared."""
+        seq, e = self.seq, self.e
         stamped = tuple(_stamp(r, e, seq) for r in replies)
         self.swallow[seq] = (kind, key, stamped)
         if self.verify:
@@ -675,6 +907,7 @@ class Suppressor:
         held = self.held
         while held and (held[0].barrier <= done or (below is not None and held[0].seq < below)):
             h = held.popleft()
+            self._waited(h.seq, h.barrier)
             self.to_client.extend(h.replies)
             self.delivered = max(self.delivered, h.seq)
         return self._take_answers() if self.to_client else b""
@@ -689,8 +922,11 @@ class Suppressor:
         if kind == ERROR and self.opening:
             self.opening.pop(seq, None)  # that font did not open
         # whole: to drop or relabel it, to learn from it, or to put answers before or after it
+        code = kind & EVENT_CODE_MASK
         whole = (kind <= REPLY and (seq in self.swallow or seq in self.learn)) \
-            or kind & EVENT_CODE_MASK == MAPPING_NOTIFY or seq < self.delivered \
+            or code == MAPPING_NOTIFY or seq < self.delivered \
+            or (kind > REPLY and (code == PROPERTY_NOTIFY or code in self.watch_events)
+                and self.cache.watching) \
             or bool(self.held) or bool(self.to_client)
         if not whole:  # passes through as it is
             if kind == REPLY and seq in self.multi and not self.multi[seq](buf[pos + 1]):
@@ -703,10 +939,12 @@ class Suppressor:
             self.delivered = max(self.delivered, seq)
             if kind == REPLY:
                 self.cache.stats.forwarded_replies += 1
+                self._waited(seq)
         return HOLD if whole else PASS
 
     def _server_setup(self, msg: bytes) -> bytes:
         if msg[0] == STATUS_SUCCESS:
+            self.roots = parse_roots(msg, self.e)
             for cmap, visual in parse_screens(msg, self.e):
                 if visual is not None and visual.cls == TRUE_COLOR and visual.depth < 32:
                     self.colormaps[cmap] = TrueColorMap(visual)
@@ -722,8 +960,18 @@ class Suppressor:
         self.done = max(self.done, seq - 1)
         before = self._release(self.done, below=seq)
         if kind > REPLY:
-            if kind & EVENT_CODE_MASK == MAPPING_NOTIFY:
+            code = kind & EVENT_CODE_MASK
+            if code == MAPPING_NOTIFY:
                 self.cache.mapping_changed()
+                self.cache.display_changed(groups=frozenset({"xkb"}))
+            elif code == MAP_NOTIFY:
+                self.opcodes = None
+            elif code == PROPERTY_NOTIFY:  # the client hears of it: so must the cache
+                window, atom = struct.unpack_from(self.e + "II", msg, 4)
+                if window in self.roots:
+                    self.cache.display_changed(props=frozenset({atom}))
+            elif code in self.watch_events:
+                self.cache.display_changed(groups=frozenset({self.watch_events[code]}))
             if seq < self.delivered:  # an event of its own, while our answers went ahead
                 msg = _stamp(msg, self.e, self.delivered)
             self.delivered = max(self.delivered, seq)
@@ -743,14 +991,31 @@ class Suppressor:
                     del self.multi[seq]
             if kind == ERROR:
                 self.learn.pop(seq, None)
+                self.learn_gen.pop(seq, None)
                 self.partial.pop(seq, None)
                 final = True
-            if kind == REPLY:
-                self.cache.stats.forwarded_replies += final
+            if kind == REPLY and final:
+                self.cache.stats.forwarded_replies += 1
+                self._waited(seq)
             self.delivered = max(self.delivered, seq)
         if final:
             self.done = max(self.done, seq)
         return before + msg + self._release(self.done)
+
+    def _waited(self, seq: int, barrier: int = 0) -> None:
+        """Log a reply the client waited for (before its first window is mapped): from the
+        server, or (with `barrier`) known but held behind that request."""
+        if self.opcodes is not None and seq in self.opcodes:
+            self.wait_rounds += self._asked
+            self._asked = False
+            self.waits.append((self._name(seq) or "", self._name(barrier) if barrier else None))
+
+    def _name(self, seq: int) -> str | None:
+        op, minor = (self.opcodes or {}).get(seq, (0, 0))
+        if not op:
+            return None
+        ext = self.ext_names.get(op)
+        return request_name(op, minor, ext.decode("latin-1") if ext else None)
 
     def _compare(self, seq: int, msg: bytes) -> bool:
         """Check the server's reply against ours; True once the request has all its replies."""
@@ -803,15 +1068,18 @@ class Suppressor:
             c.changed = True
         elif kind in _KEYMAP_KINDS:
             c.learn_keymap((e, kind, arg), _unstamp(msg))
+        elif seq in self.learn_gen:
+            generation, scope = self.learn_gen.pop(seq)
+            c.learn_watched((e, kind, arg), _unstamp(msg), scope, generation)
         else:
             if kind is Kind.LOOKUP_COLOR:
                 c.colors[arg[4:]] = struct.unpack_from(e + "3H", msg, 8)
-            if kind is Kind.EXTENSION and msg[8]:
-                self.ext_names[msg[9]] = arg
+            if kind is Kind.EXTENSION:
+                self._extension(arg, msg)
             c.replies[(e, kind, arg)] = _unstamp(msg)
             c.changed = True
         return True
 
 
 __all__ = ["DisplayCache", "Kind", "Stats", "Suppressor", "TrueColorMap", "Visual",
-           "parse_screens"]
+           "parse_roots", "parse_screens"]
