@@ -39,7 +39,17 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..relay.twisted_internals import nodelay
-from .protocol import Closed, Credit, Data, Event, Hello, Link, LinkProtocolError, Opened
+from .protocol import (
+    Closed,
+    Credit,
+    Data,
+    DisplayChanged,
+    Event,
+    Hello,
+    Link,
+    LinkProtocolError,
+    Opened,
+)
 
 log = Logger(namespace="xproxy.link")
 
@@ -178,6 +188,8 @@ class LinkSession:
         self.connections = 0  # how many have carried it
         self.reconnects = 0  # how many times it was resumed
         self.expiry: Any = None  # the display host's grace timer while disconnected
+        #: called with a CHANGED frame's object (the display host's watch saw a change)
+        self.on_changed: Callable[[dict[str, Any]], None] | None = None
 
     @property
     def gone(self) -> bool:
@@ -251,6 +263,9 @@ class LinkSession:
             ch = self.channels.get(event.channel)
             if ch is not None:
                 ch._lost(event.reason)
+        elif isinstance(event, DisplayChanged):
+            if self.on_changed is not None:
+                self.on_changed(event.info)
         elif isinstance(event, Opened):
             ch = ChannelTransport(self, event.channel)
             self.channels[event.channel] = ch

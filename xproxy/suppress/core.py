@@ -135,24 +135,26 @@ MAX_VERSION_HISTORY = 256
 #: forgotten when it says one happened, by group. The requests that change a group (any other
 #: request to the extension) forget it too, as do its events passing to any client.
 #: Not here: XKB GetState (the modifier state), RANDR GetScreenInfo and GetScreenResources
-#: (they ask the hardware again), XIQueryDevice (it carries the pointer's position).
+#: (they ask the hardware again), RANDR GetMonitors (`xrandr --setmonitor` sends no event),
+#: GetPanning and GetCrtcTransform (not seen to send one), XIQueryDevice (it carries the
+#: pointer's position).
 WATCHED: dict[bytes, tuple[str, frozenset[int]]] = {
     # GetScreenSizeRange, GetOutputInfo, ListOutputProperties, QueryOutputProperty,
     # GetOutputProperty, GetCrtcInfo, GetCrtcGammaSize, GetScreenResourcesCurrent,
-    # GetCrtcTransform, GetPanning, GetOutputPrimary, GetMonitors
-    b"RANDR": ("randr", frozenset({6, 9, 10, 11, 15, 20, 22, 25, 27, 28, 31, 42})),
+    # GetOutputPrimary
+    b"RANDR": ("randr", frozenset({6, 9, 10, 11, 15, 20, 22, 25, 31})),
     # GetControls, GetMap, GetCompatMap, GetIndicatorMap, GetNames
     b"XKEYBOARD": ("xkb", frozenset({6, 8, 10, 13, 17})),
 }
 #: Requests to a watched extension that change nothing it answers (the rest forget its group).
 WATCHED_QUIET: dict[bytes, frozenset[int]] = {
-    b"RANDR": frozenset({0, 4, 32, 33, 36, 37}),
+    b"RANDR": frozenset({0, 4, 27, 28, 32, 33, 36, 37, 42}),
     b"XKEYBOARD": frozenset({0, 1, 3, 4, 12, 15, 21, 22, 24}),
 }
 #: Answerable requests whose first argument is a window: answered only for a root window
 #: (the window of another connection's id may not exist here, and the answer is BadWindow).
 ROOT_ARGUMENT: frozenset[tuple[bytes, int]] = frozenset({
-    (b"RENDER", 29), (b"RANDR", 6), (b"RANDR", 25), (b"RANDR", 31), (b"RANDR", 42)})
+    (b"RENDER", 29), (b"RANDR", 6), (b"RANDR", 25), (b"RANDR", 31)})
 #: The extension events that say a watched group changed: RANDR's two, XKB's one (any kind).
 WATCHED_EVENTS: dict[bytes, tuple[str, int]] = {b"RANDR": ("randr", 2), b"XKEYBOARD": ("xkb", 1)}
 #: The core requests that change the keyboard (XKB's group).

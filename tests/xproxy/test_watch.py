@@ -1,0 +1,137 @@
+"""x11/watch.py byte by byte: the watch's requests after the setup, its barrier, and the
+changes it reports; and, against a real Xvfb, that the display changes the link's answers
+depend on are reported (a root property rewritten, a keymap changed, RANDR's primary output
+set)."""
+
+from __future__ import annotations
+
+import select
+import socket
+import struct
+import subprocess
+import time
+
+import pytest
+
+from testing.xserver import require
+from xproxy.x11.watch import Change, DisplayWatch, merge
+
+from .test_suppress import ROOT, setup_reply
+
+
+def reply(seq: int, payload: bytes = b"") -> bytes:
+    return struct.pack("<BBHI", 1, 0, seq & 0xFFFF, 0) + payload.ljust(24, b"\0")
+
+
+def extension_reply(seq: int, major: int, first_event: int) -> bytes:
+    return reply(seq, bytes([1, major, first_event, 0]))
+
+
+def requests(data: bytes) -> list[tuple[int, int]]:
+    out, pos = [], 0
+    while pos < len(data):
+        out.append((data[pos], data[pos + 1]))
+        pos += 4 * struct.unpack_from("<H", data, pos + 2)[0]
+    return out
+
+
+def ready_watch() -> DisplayWatch:
+    w = DisplayWatch(b"MIT-MAGIC-COOKIE-1", b"k" * 16)
+    assert w.start()[:1] == b"l"
+    assert w.receive(setup_reply()) == []
+    sent = requests(w.data_to_send())
+    assert sent == [(2, 0), (98, 0), (98, 0)]  # select on the root, ask for RANDR, XKB
+    w.receive(extension_reply(2, 140, 89) + extension_reply(3, 135, 85))
+    sent = requests(w.data_to_send())
+    assert sent == [(140, 0), (140, 4), (135, 0), (135, 1), (43, 0)]
+    assert not w.ready
+    w.receive(reply(4) + reply(6) + reply(8))  # QueryVersion, UseExtension, GetInputFocus
+    assert w.ready and w.failed is None and w.groups == {"props", "randr", "xkb"}
+    return w
+
+
+def event(code: int, seq: int, body: bytes = b"") -> bytes:
+    return struct.pack("<BxH", code, seq) + body.ljust(28, b"\0")
+
+
+def test_the_watch_selects_then_reports_changes_by_atom_and_group() -> None:
+    w = ready_watch()
+    got = w.receive(event(28, 8, struct.pack("<II", ROOT, 23))
+                    + event(28, 8, struct.pack("<II", 0x200001, 24))  # not a root window
+                    + event(89, 8) + event(90, 8) + event(85, 8) + event(34, 8))
+    assert merge(got) == Change(frozenset({23}), frozenset({"randr", "xkb"}))
+
+
+def test_without_the_extensions_the_watch_vouches_for_root_properties_only() -> None:
+    w = DisplayWatch()
+    w.start()
+    w.receive(setup_reply())
+    w.data_to_send()
+    w.receive(reply(2, b"\0") + reply(3, b"\0"))
+    assert requests(w.data_to_send()) == [(43, 0)]
+    w.receive(reply(4))
+    assert w.ready and w.groups == {"props"}
+
+
+def test_an_error_before_the_barrier_fails_the_watch() -> None:
+    w = DisplayWatch()
+    w.start()
+    w.receive(setup_reply())
+    w.receive(struct.pack("<BBHIHB21x", 0, 10, 1, 0, 0, 2))  # BadAccess on the selection
+    assert w.failed and not w.ready
+
+
+def test_a_refused_setup_fails_the_watch() -> None:
+    w = DisplayWatch()
+    w.start()
+    reason = b"No protocol specified\n"
+    w.receive(struct.pack("<BBHHH", 0, len(reason), 11, 0, 6) + reason.ljust(24, b"\0"))
+    assert w.failed and "No protocol specified" in w.failed
+
+
+@pytest.fixture
+def xvfb():
+    require("Xvfb")
+    from testing.xvfb import start_xvfb
+
+    x = start_xvfb()
+    try:
+        yield x
+    finally:
+        x.stop()
+
+
+def test_a_real_x_server_reports_the_changes(xvfb) -> None:
+    for tool in ("xprop", "setxkbmap", "xrandr"):
+        require(tool)
+    env = xvfb.env
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(f"/tmp/.X11-unix/X{xvfb.display}")
+    w = DisplayWatch(b"MIT-MAGIC-COOKIE-1", xvfb.cookie)
+    sock.sendall(w.start())
+
+    def until(done, what: str) -> list[Change]:
+        seen: list[Change] = []
+        deadline = time.monotonic() + 30
+        while not done(seen):
+            assert time.monotonic() < deadline, (what, seen)
+            if select.select([sock], [], [], 0.2)[0]:
+                seen += w.receive(sock.recv(65536))
+                out = w.data_to_send()
+                if out:
+                    sock.sendall(out)
+        return seen
+
+    try:
+        until(lambda _: w.ready or w.failed, "the watch was not ready")
+        assert w.failed is None and w.groups == {"props", "randr", "xkb"}
+        subprocess.run(["xprop", "-root", "-f", "XT_WATCHED", "8s", "-set", "XT_WATCHED", "x"],
+                       env=env, check=True, timeout=30)
+        until(lambda seen: merge(seen).props, "no root property change")
+        subprocess.run(["setxkbmap", "de"], env=env, check=True, timeout=30)
+        until(lambda seen: "xkb" in merge(seen).groups, "no keyboard change")
+        subprocess.run(["xrandr", "--output", "screen", "--primary"], env=env, check=True,
+                       timeout=30)
+        until(lambda seen: "randr" in merge(seen).groups, "no RANDR change")
+    finally:
+        sock.close()
