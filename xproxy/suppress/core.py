@@ -148,7 +148,7 @@ WATCHED: dict[bytes, tuple[str, frozenset[int]]] = {
 }
 #: Requests to a watched extension that change nothing it answers (the rest forget its group).
 WATCHED_QUIET: dict[bytes, frozenset[int]] = {
-    b"RANDR": frozenset({0, 4, 27, 28, 32, 33, 36, 37, 42}),
+    b"RANDR": frozenset({0, 4, 23, 27, 28, 32, 33, 36, 37, 42}),
     b"XKEYBOARD": frozenset({0, 1, 3, 4, 12, 15, 21, 22, 24}),
 }
 #: Answerable requests whose first argument is a window: answered only for a root window
