@@ -16,6 +16,7 @@ from .test_suppress import (
     ext_reply,
     ext_request,
     intern,
+    intern_reply,
     query_extension,
     query_extension_reply,
     setup_reply,
@@ -298,3 +299,47 @@ def test_selecting_events_on_a_root_window_is_no_barrier_unless_it_could_fail() 
 
 def test_kinds_are_named_for_the_mismatch_log() -> None:
     assert Kind.ROOT_PROPERTY.value == "rprop" and Kind.WATCHED.value == "wreq"
+
+
+GLX = 152
+
+
+def glx_session(h: Harness, client_info: bytes) -> None:
+    h.send(query_extension(b"GLX"))
+    if h.to_client == b"":
+        h.server(query_extension_reply(h.s.seq, GLX))
+    h.take()
+    h.send(ext_request(GLX, 20, struct.pack("<III", 1, 4, len(client_info)) + client_info))
+    h.send(intern(b"SYNC"))  # a round trip: the server has done ClientInfo
+    h.server(intern_reply(h.s.seq, 400))
+    h.take()
+
+
+def server_string() -> bytes:
+    return ext_request(GLX, 19, struct.pack("<II", 0, 3))  # QueryServerString(0, EXTENSIONS)
+
+
+def test_glx_server_strings_answered_for_the_same_client_info() -> None:
+    h = Harness()
+    glx_session(h, b"GL_ARB_one\0\0")
+    h.send(server_string())
+    h.server(ext_reply(h.s.seq, b"GLX_EXT_x"))
+    h.take()
+    h2 = Harness(h.cache)
+    glx_session(h2, b"GL_ARB_one\0\0")
+    assert asks(h2, server_string())
+    h3 = Harness(h.cache)
+    glx_session(h3, b"GL_ARB_two\0\0")  # another client's info: another question
+    assert not asks(h3, server_string())
+
+
+def test_a_glx_client_info_too_long_to_read_passes_and_matches_no_other_connection() -> None:
+    h = Harness()
+    glx_session(h, b"GL_ARB_one\0\0")
+    h.send(server_string())
+    h.server(ext_reply(h.s.seq, b"GLX_EXT_x"))
+    h2 = Harness(h.cache)
+    long_info = b"GL_ARB_one\0\0" * 13000  # over MAX_HELD_REQUEST: not read whole
+    glx_session(h2, long_info)
+    assert h2.to_server.endswith(intern(b"SYNC"))
+    assert not asks(h2, server_string())

@@ -137,9 +137,9 @@ class _Bridge(protocol.Protocol):
             self.channel.loseConnection()
         if self.sup is not None:
             self.sup.close()
-            if self.sup.opcodes is None:  # it mapped a window: what it waited for until then
-                self.agent.waits_before_map = self.sup.waits
-                self.agent.wait_rounds = self.sup.wait_rounds
+            waits = self.sup.waits_before_map()
+            if waits is not None:  # it mapped a window: what it waited for until then
+                self.agent.waits_before_map, self.agent.wait_rounds = waits
         self.agent.save()
         self.agent.release()
 

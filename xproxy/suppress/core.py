@@ -48,6 +48,7 @@ sequence numbers); the Suppressor is their hold policy (`_client_request`, `_ser
 from __future__ import annotations
 
 import base64
+import hashlib
 import struct
 from collections import deque
 from collections.abc import Callable
@@ -89,6 +90,7 @@ from ..x11.opcodes import (
     LIST_FONTS_WITH_INFO,
     LOOKUP_COLOR,
     MAP_NOTIFY,
+    MAP_WINDOW,
     MAPPING_NOTIFY,
     NO_OPERATION,
     OPEN_FONT,
@@ -120,15 +122,19 @@ EXT_ANSWERS: dict[bytes, frozenset[int]] = {
     b"XC-MISC": frozenset({0}), b"SYNC": frozenset({0}), b"MIT-SHM": frozenset({0}),
     b"Generic Event Extension": frozenset({0}),  # QueryVersion
     b"XInputExtension": frozenset({1, 47}),  # GetExtensionVersion, XIQueryVersion
+    # QueryVersion, GetVisualConfigs, QueryExtensionsString, QueryServerString, GetFBConfigs
+    b"GLX": frozenset({7, 14, 18, 19, 21}),
 }
 
 #: The requests that announce a client's version of an extension, which the replies to it
-#: may depend on (minor 0 but for XInput). RENDER and the like keep the last version
-#: announced; XInput keeps the first (a later XIQueryVersion that asks for less fails), so
-#: for XInput every one of them so far is part of the key.
-VERSION_REQUESTS: dict[bytes, frozenset[int]] = {b"XInputExtension": frozenset({1, 47})}
-#: The most bytes of version requests kept as one extension's part of the key.
-MAX_VERSION_HISTORY = 256
+#: may depend on (minor 0 but for these). RENDER and the like keep the last version
+#: announced; XInput keeps the first (a later XIQueryVersion that asks for less fails), and
+#: GLX's client info may matter, so for these every one of them so far is part of the key
+#: (as a digest: GLX's client info carries the client's extension strings).
+VERSION_REQUESTS: dict[bytes, frozenset[int]] = {
+    b"XInputExtension": frozenset({1, 47}),
+    b"GLX": frozenset({7, 20, 33, 35}),  # QueryVersion, ClientInfo, SetClientInfo(2)ARB
+}
 
 #: Extension requests whose replies change only when the display host's configuration does:
 #: answered while the display host's export watches for those changes (export/watch.py) and
@@ -367,6 +373,7 @@ class DisplayCache:
         self.watched: dict[tuple[str, Kind, bytes], tuple[bytes, int | str]] = {}
         self.watched_bytes = 0
         self.generation = 0  # counts the changes, so a reply read before one is not learnt
+        self.unique = 0  # counts keys made to match nothing
 
     # watched answers: valid from the reply until the display host says they changed
     def watch(self, on: bool) -> None:
@@ -586,6 +593,9 @@ class Suppressor:
         self.waits: list[tuple[str, str | None]] = []  # (request, held behind this one)
         self.wait_rounds = 0  # of those, the ones with a request from the client between
         self._asked = True  # a request came since the last wait was logged
+        # (len(waits), wait_rounds) at the first MapWindow: the cut for a client that maps
+        # windows without selecting their MapNotify
+        self.map_cut: tuple[int, int] | None = None
         self.client = _Requests(self)
         self.server = _ServerMessages(self)
         cache.connection_opened(number)
@@ -612,6 +622,8 @@ class Suppressor:
         if self.opcodes is not None and len(self.opcodes) < MAX_WAIT_LOG:
             self.opcodes[self.seq] = (opcode, buf[pos + 1])
             self._asked = True
+            if opcode == MAP_WINDOW and self.map_cut is None:
+                self.map_cut = (len(self.waits), self.wait_rounds)
         if (opcode in KINDS or opcode in (OPEN_FONT, CLOSE_FONT)) \
                 and (opcode != QUERY_COLORS or size <= 8 + 4 * MAX_QUERY_COLORS):
             return self._held(opcode, size, big)
@@ -624,6 +636,11 @@ class Suppressor:
             answers = EXT_ANSWERS.get(name)
             if answers is not None and minor in answers:
                 return self._held(opcode, size, big)
+            if minor in VERSION_REQUESTS.get(name, ()):
+                if size <= MAX_HELD_REQUEST:
+                    return self._held(opcode, size, big)
+                cache.unique += 1  # too long to read: a history no other connection has
+                self.ext_version[name] = b"unique %d" % cache.unique
             watched = WATCHED.get(name)
             if watched is not None:
                 if cache.watching and minor in watched[1]:
@@ -707,10 +724,11 @@ class Suppressor:
             if versions is None:
                 if minor == 0:
                     self.ext_version[name] = msg[4:]
-            elif minor in versions and len(context) <= MAX_VERSION_HISTORY:
-                self.ext_version[name] = context + struct.pack(">BH", minor, len(msg)) + msg[4:]
-            if len(context) > MAX_VERSION_HISTORY or ((name, minor) in ROOT_ARGUMENT and (
-                    len(msg) < 8 or U32[e](msg, 4)[0] not in self.roots)):
+            elif minor in versions:
+                self.ext_version[name] = hashlib.sha256(context + bytes([minor]) + msg).digest()
+            if minor not in EXT_ANSWERS.get(name, ()) and kind is not Kind.WATCHED or (
+                    (name, minor) in ROOT_ARGUMENT
+                    and (len(msg) < 8 or U32[e](msg, 4)[0] not in self.roots)):
                 self.barrier = seq  # neither answered nor learnt
                 return msg
             c = self.cache
@@ -1011,6 +1029,16 @@ class Suppressor:
             self.wait_rounds += self._asked
             self._asked = False
             self.waits.append((self._name(seq) or "", self._name(barrier) if barrier else None))
+
+    def waits_before_map(self) -> tuple[list[tuple[str, str | None]], int] | None:
+        """The replies waited for before the first MapNotify (or, for a client that heard
+        of none, before its first MapWindow), and in how many rounds; None if it mapped
+        nothing."""
+        if self.opcodes is None:
+            return self.waits, self.wait_rounds
+        if self.map_cut is not None:
+            return self.waits[: self.map_cut[0]], self.map_cut[1]
+        return None
 
     def _name(self, seq: int) -> str | None:
         op, minor = (self.opcodes or {}).get(seq, (0, 0))
