@@ -343,3 +343,37 @@ def test_a_glx_client_info_too_long_to_read_passes_and_matches_no_other_connecti
     glx_session(h2, long_info)
     assert h2.to_server.endswith(intern(b"SYNC"))
     assert not asks(h2, server_string())
+
+
+def xi_get_property(delete: int = 0) -> bytes:
+    return ext_request(XI, 59, struct.pack("<HBxIIII", 6, delete, 114, 0, 0, 100))
+
+
+def xi_session(h: Harness) -> None:
+    h.send(query_extension(b"XInputExtension"))
+    if h.to_client == b"":
+        h.server(query_extension_reply(h.s.seq, XI))
+    h.take()
+
+
+def test_xi_device_properties_answered_until_a_hierarchy_or_property_event() -> None:
+    h = watching()
+    xi_session(h)
+    learn(h, xi_get_property(), b"matrix")
+    h2 = Harness(h.cache)
+    xi_session(h2)
+    assert asks(h2, xi_get_property())
+    h2.server(ext_reply(h2.s.seq, b"matrix"))
+    motion = struct.pack("<BBHIH", 35, XI, h2.s.seq, 0, 6).ljust(32, b"\0")
+    h2.server(motion)  # a pointer motion changes no property
+    assert h2.cache.watched
+    h2.server(struct.pack("<BBHIH", 35, XI, h2.s.seq, 0, 12).ljust(32, b"\0"))  # PropertyEvent
+    assert not h2.cache.watched and h2.cache.stats.mismatches == 0
+
+
+def test_an_xi_property_read_that_deletes_is_not_answered_and_forgets() -> None:
+    h = watching()
+    xi_session(h)
+    learn(h, xi_get_property(), b"matrix")
+    assert not asks(h, xi_get_property(delete=1))
+    assert not h.cache.watched

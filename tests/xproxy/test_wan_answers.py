@@ -119,6 +119,7 @@ TOOLKIT_PROGRAMS = {
     "gtk3-widget-factory": (["gtk3-widget-factory"], "gtk3-widget-factory"),
     "zenity": (["zenity", "--entry"], "zenity"),
     "featherpad": (["featherpad", "--standalone"], "featherpad"),
+    "gtk4-widget-factory": (["gtk4-widget-factory"], "gtk4-widget-factory"),
 }
 
 
@@ -149,3 +150,25 @@ def test_verify_cache_finds_no_mismatch_on_toolkit_programs_with_a_warm_cache(la
     assert stats["mismatches"] == 0, stats["mismatch_log"]
     normal = lab.agent_stats()
     assert normal["mismatches"] == 0, normal["mismatch_log"]
+
+
+def test_an_input_device_property_changed_on_the_display_host_is_read_anew(lab) -> None:
+    require("xinput")
+    query = ["xinput", "list-props", "Xvfb mouse"]
+    matrix = ["xinput", "set-prop", "Xvfb mouse", "Coordinate Transformation Matrix"]
+    on_display(lab, *matrix, "1", "0", "0", "0", "1", "0", "0", "0", "1")
+    direct = on_display(lab, *query)
+    assert over_link(lab, query) == direct
+    before = lab.agent_stats()
+    assert over_link(lab, query) == direct
+    assert lab.agent_stats()["answered"] > before["answered"]
+    try:
+        on_display(lab, *matrix, "2", "0", "0", "0", "2", "0", "0", "0", "1")
+        changes_seen(lab, before["changes"])
+        direct_scaled = on_display(lab, *query)
+        assert direct_scaled != direct
+        assert over_link(lab, query) == direct_scaled
+    finally:
+        on_display(lab, *matrix, "1", "0", "0", "0", "1", "0", "0", "0", "1")
+    stats = lab.agent_stats()
+    assert stats["mismatches"] == 0, stats["mismatch_log"]

@@ -40,13 +40,16 @@ def ready_watch() -> DisplayWatch:
     assert w.start()[:1] == b"l"
     assert w.receive(setup_reply()) == []
     sent = requests(w.data_to_send())
-    assert sent == [(2, 0), (98, 0), (98, 0)]  # select on the root, ask for RANDR, XKB
-    w.receive(extension_reply(2, 140, 89) + extension_reply(3, 135, 85))
+    assert sent == [(2, 0), (98, 0), (98, 0), (98, 0)]  # the root; RANDR, XKB, XInput
+    w.receive(extension_reply(2, 140, 89) + extension_reply(3, 135, 85)
+              + extension_reply(4, 131, 66))
     sent = requests(w.data_to_send())
-    assert sent == [(140, 0), (140, 4), (135, 0), (135, 1), (43, 0)]
+    assert sent == [(140, 0), (140, 4), (135, 0), (135, 1), (131, 47), (131, 46), (43, 0)]
     assert not w.ready
-    w.receive(reply(4) + reply(6) + reply(8))  # QueryVersion, UseExtension, GetInputFocus
-    assert w.ready and w.failed is None and w.groups == {"props", "randr", "xkb"}
+    w.receive(reply(5) + reply(7) + reply(9))  # the versions
+    assert not w.ready
+    w.receive(reply(11))  # GetInputFocus
+    assert w.ready and w.failed is None and w.groups == {"props", "randr", "xkb", "xi"}
     return w
 
 
@@ -60,6 +63,10 @@ def test_the_watch_selects_then_reports_changes_by_atom_and_group() -> None:
                     + event(28, 8, struct.pack("<II", 0x200001, 24))  # not a root window
                     + event(89, 8) + event(90, 8) + event(85, 8) + event(34, 8))
     assert merge(got) == Change(frozenset({23}), frozenset({"randr", "xkb"}))
+    motion = struct.pack("<BBHIH", 35, 131, 8, 0, 6).ljust(32, b"\0")  # XI Motion
+    assert w.receive(motion) == []
+    hierarchy = struct.pack("<BBHIH", 35, 131, 8, 0, 11).ljust(32, b"\0")
+    assert w.receive(hierarchy) == [Change(groups=frozenset({"xi"}))]
 
 
 def test_without_the_extensions_the_watch_vouches_for_root_properties_only() -> None:
@@ -67,9 +74,9 @@ def test_without_the_extensions_the_watch_vouches_for_root_properties_only() -> 
     w.start()
     w.receive(setup_reply())
     w.data_to_send()
-    w.receive(reply(2, b"\0") + reply(3, b"\0"))
+    w.receive(reply(2, b"\0") + reply(3, b"\0") + reply(4, b"\0"))
     assert requests(w.data_to_send()) == [(43, 0)]
-    w.receive(reply(4))
+    w.receive(reply(5))
     assert w.ready and w.groups == {"props"}
 
 
@@ -102,7 +109,7 @@ def xvfb():
 
 
 def test_a_real_x_server_reports_the_changes(xvfb) -> None:
-    for tool in ("xprop", "setxkbmap", "xrandr"):
+    for tool in ("xprop", "setxkbmap", "xrandr", "xinput"):
         require(tool)
     env = xvfb.env
     sock = socket.socket(socket.AF_UNIX)
@@ -124,7 +131,7 @@ def test_a_real_x_server_reports_the_changes(xvfb) -> None:
 
     try:
         until(lambda _: w.ready or w.failed, "the watch was not ready")
-        assert w.failed is None and w.groups == {"props", "randr", "xkb"}
+        assert w.failed is None and w.groups == {"props", "randr", "xkb", "xi"}
         subprocess.run(["xprop", "-root", "-f", "XT_WATCHED", "8s", "-set", "XT_WATCHED", "x"],
                        env=env, check=True, timeout=30)
         until(lambda seen: merge(seen).props, "no root property change")
@@ -133,5 +140,9 @@ def test_a_real_x_server_reports_the_changes(xvfb) -> None:
         subprocess.run(["xrandr", "--output", "screen", "--primary"], env=env, check=True,
                        timeout=30)
         until(lambda seen: "randr" in merge(seen).groups, "no RANDR change")
+        subprocess.run(["xinput", "set-prop", "Xvfb mouse", "Coordinate Transformation Matrix",
+                        "2", "0", "0", "0", "2", "0", "0", "0", "1"], env=env, check=True,
+                       timeout=30)
+        until(lambda seen: "xi" in merge(seen).groups, "no XInput change")
     finally:
         sock.close()

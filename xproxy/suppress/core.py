@@ -79,6 +79,7 @@ from ..x11.opcodes import (
     ERROR,
     EVENT_CODE_MASK,
     FIRST_EXTENSION_OPCODE,
+    GENERIC_EVENT,
     GET_ATOM_NAME,
     GET_KEYBOARD_MAPPING,
     GET_MODIFIER_MAPPING,
@@ -151,11 +152,21 @@ WATCHED: dict[bytes, tuple[str, frozenset[int]]] = {
     b"RANDR": ("randr", frozenset({6, 9, 10, 11, 15, 20, 22, 25, 31})),
     # GetControls, GetMap, GetCompatMap, GetIndicatorMap, GetNames
     b"XKEYBOARD": ("xkb", frozenset({6, 8, 10, 13, 17})),
+    # XIListProperties, XIGetProperty (device properties)
+    b"XInputExtension": ("xi", frozenset({56, 59})),
 }
+#: Watched requests that delete what they read when a flag is set: its offset. Never answered
+#: with it set, and sending one forgets the group.
+DELETE_FLAG: dict[tuple[bytes, int], int] = {(b"RANDR", 15): 24, (b"XInputExtension", 59): 6}
+#: XInput's requests that change a device's properties or the devices (the rest change none):
+#: ChangeKeyboardDevice, ChangePointerDevice, Change/Delete/GetDeviceProperty (that one may
+#: delete), XIChangeHierarchy, XIChangeProperty, XIDeleteProperty, XIGetProperty.
+_XI_CHANGES = frozenset({11, 12, 37, 38, 39, 43, 57, 58, 59})
 #: Requests to a watched extension that change nothing it answers (the rest forget its group).
 WATCHED_QUIET: dict[bytes, frozenset[int]] = {
     b"RANDR": frozenset({0, 4, 23, 27, 28, 32, 33, 36, 37, 42}),
     b"XKEYBOARD": frozenset({0, 1, 3, 4, 12, 15, 21, 22, 24}),
+    b"XInputExtension": frozenset(range(256)) - _XI_CHANGES,
 }
 #: Answerable requests whose first argument is a window: answered only for a root window
 #: (the window of another connection's id may not exist here, and the answer is BadWindow).
@@ -163,6 +174,10 @@ ROOT_ARGUMENT: frozenset[tuple[bytes, int]] = frozenset({
     (b"RENDER", 29), (b"RANDR", 6), (b"RANDR", 25), (b"RANDR", 31)})
 #: The extension events that say a watched group changed: RANDR's two, XKB's one (any kind).
 WATCHED_EVENTS: dict[bytes, tuple[str, int]] = {b"RANDR": ("randr", 2), b"XKEYBOARD": ("xkb", 1)}
+#: The GenericEvents that say a watched group changed, by extension: XInput's
+#: HierarchyChanged and PropertyEvent.
+WATCHED_GENERIC: dict[bytes, tuple[str, frozenset[int]]] = {
+    b"XInputExtension": ("xi", frozenset({11, 12}))}
 #: The core requests that change the keyboard (XKB's group).
 _KEYBOARD_CHANGES = frozenset({CHANGE_KEYBOARD_MAPPING, SET_MODIFIER_MAPPING,
                                CHANGE_KEYBOARD_CONTROL})
@@ -577,6 +592,8 @@ class Suppressor:
         self.colormaps: dict[int, TrueColorMap] = {}
         self.roots: frozenset[int] = frozenset()
         self.watch_events: dict[int, str] = {}  # event code -> the watched group it changes
+        # GenericEvents by major opcode: the group they change, and their event types that do
+        self.watch_generic: dict[int, tuple[str, frozenset[int]]] = {}
         # seq -> the cache's generation when it went, and what forgets its answer
         self.learn_gen: dict[int, tuple[int, int | str]] = {}
         self.fonts: dict[int, bytes] = {}
@@ -735,7 +752,8 @@ class Suppressor:
             value: bytes | tuple[bytes, ...] | None
             if kind is Kind.WATCHED:
                 assert watched is not None
-                if name == b"RANDR" and minor == 15 and (len(msg) < 28 or msg[24]):
+                flag = DELETE_FLAG.get((name, minor))
+                if flag is not None and (len(msg) <= flag or msg[flag]):
                     c.display_changed(groups=frozenset({watched[0]}))  # deletes a property
                     self.barrier = seq
                     return msg
@@ -776,6 +794,8 @@ class Suppressor:
                 group, count = watched
                 for code in range(reply[10], reply[10] + count):
                     self.watch_events[code] = group
+            if name in WATCHED_GENERIC:
+                self.watch_generic[reply[9]] = WATCHED_GENERIC[name]
 
     def _root_property(self, msg: bytes) -> bytes:
         """GetProperty: answered when it reads a root window's property without deleting
@@ -945,8 +965,9 @@ class Suppressor:
         code = kind & EVENT_CODE_MASK
         whole = (kind <= REPLY and (seq in self.swallow or seq in self.learn)) \
             or code == MAPPING_NOTIFY or seq < self.delivered \
-            or (kind > REPLY and (code == PROPERTY_NOTIFY or code in self.watch_events)
-                and self.cache.watching) \
+            or (kind > REPLY and self.cache.watching
+                and (code == PROPERTY_NOTIFY or code in self.watch_events
+                     or (code == GENERIC_EVENT and buf[pos + 1] in self.watch_generic))) \
             or bool(self.held) or bool(self.to_client)
         if not whole:  # passes through as it is
             if kind == REPLY and seq in self.multi and not self.multi[seq](buf[pos + 1]):
@@ -992,6 +1013,10 @@ class Suppressor:
                     self.cache.display_changed(props=frozenset({atom}))
             elif code in self.watch_events:
                 self.cache.display_changed(groups=frozenset({self.watch_events[code]}))
+            elif code == GENERIC_EVENT and msg[1] in self.watch_generic:
+                group, types = self.watch_generic[msg[1]]
+                if struct.unpack_from(self.e + "H", msg, 8)[0] in types:
+                    self.cache.display_changed(groups=frozenset({group}))
             if seq < self.delivered:  # an event of its own, while our answers went ahead
                 msg = _stamp(msg, self.e, self.delivered)
             self.delivered = max(self.delivered, seq)

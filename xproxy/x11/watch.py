@@ -4,10 +4,11 @@ the XKB keyboard), so that the app host may answer those requests from its cache
 them when told. Pure: bytes in, requests and changes out.
 
 Theory of operation: after the setup, select PropertyChange on every root window and ask for
-RANDR and XKEYBOARD; where they are present, announce versions (RANDR 1.6, XKB 1.0, which
-XkbSelectEvents needs) and select their configuration events (RANDR's screen, CRTC, output and
-output-property changes on every root; XKB's new-keyboard, map, controls, indicator-map, names
-and compat-map changes on the core keyboard). A GetInputFocus after all of them is the
+RANDR, XKEYBOARD and XInputExtension; where they are present, announce versions (RANDR 1.6,
+XKB 1.0 and XI 2.0, which their event selections need) and select their configuration events
+(RANDR's screen, CRTC, output and output-property changes on every root; XKB's new-keyboard,
+map, controls, indicator-map, names and compat-map changes on the core keyboard; XI's
+hierarchy and device-property changes of all devices on every root). A GetInputFocus after all of them is the
 barrier: its reply means every selection is in force (`ready`). From then on every event is a
 `Change`: a PropertyNotify on a root window names its atom, a RANDR or XKB event its group
 (the app host's suppress/core.py keys its watched answers on the same atoms and groups). An
@@ -41,6 +42,10 @@ RANDR_EVENTS = 0x0F
 XKB_EVENTS = 0x01 | 0x02 | 0x08 | 0x20 | 0x40 | 0x80
 XKB_ALL_MAP_PARTS = 0xFF
 XKB_USE_CORE_KBD = 0x100
+#: XISelectEvents for XIAllDevices: HierarchyChanged and PropertyEvent (XI 2.0).
+XI_ALL_DEVICES = 0
+XI_EVENTS = (1 << 11) | (1 << 12)
+GENERIC_EVENT = 35
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +70,7 @@ class DisplayWatch:
         self._queries: dict[int, bytes] = {}  # seq of a QueryExtension -> the extension
         self._barrier = 0  # seq of the closing GetInputFocus, once sent
         self.events: dict[int, str] = {}  # event code -> the group it changes
+        self.generic: dict[int, str] = {}  # GenericEvent's extension -> the group it changes
         self.groups: set[str] = {"props"}  # what this watch vouches for, once ready
         self.ready = False
         self.failed: str | None = None
@@ -106,7 +112,7 @@ class DisplayWatch:
         for root in self.roots:
             self._request(struct.pack("<BxHIII", CHANGE_WINDOW_ATTRIBUTES, 4, root,
                                       CW_EVENT_MASK, PROPERTY_CHANGE_MASK))
-        for name in (b"RANDR", b"XKEYBOARD"):
+        for name in (b"RANDR", b"XKEYBOARD", b"XInputExtension"):
             padded = name + b"\0" * (-len(name) % 4)
             seq = self._request(struct.pack("<BxHH2x", QUERY_EXTENSION, 2 + len(padded) // 4,
                                             len(name)) + padded)
@@ -122,6 +128,13 @@ class DisplayWatch:
                 self._request(struct.pack("<BBHIH2x", major, 4, 3, root, RANDR_EVENTS))
             self.events[first_event] = self.events[first_event + 1] = "randr"
             self.groups.add("randr")
+        elif name == b"XInputExtension":
+            self._request(struct.pack("<BBHHH", major, 47, 2, 2, 0))  # XIQueryVersion 2.0
+            for root in self.roots:
+                self._request(struct.pack("<BBHIH2xHHI", major, 46, 5, root, 1, XI_ALL_DEVICES,
+                                          1, XI_EVENTS))
+            self.generic[major] = "xi"
+            self.groups.add("xi")
         else:
             self._request(struct.pack("<BBHHH", major, 0, 2, 1, 0))  # UseExtension 1.0
             self._request(struct.pack("<BBHHHHHHH", major, 1, 4, XKB_USE_CORE_KBD, XKB_EVENTS,
@@ -153,6 +166,9 @@ class DisplayWatch:
                 self._changes.append(Change(props=frozenset({atom})))
         elif code in self.events:
             self._changes.append(Change(groups=frozenset({self.events[code]})))
+        elif code == GENERIC_EVENT and msg[1] in self.generic \
+                and struct.unpack_from("<H", msg, 8)[0] in (11, 12):
+            self._changes.append(Change(groups=frozenset({self.generic[msg[1]]})))
         elif code == MAPPING_NOTIFY:
             self._changes.append(Change(groups=frozenset({"xkb"})))
 
