@@ -46,7 +46,7 @@ def property_notify(seq: int, window: int = ROOT, atom: int = RESOURCE_MANAGER) 
 
 def watching(cache: DisplayCache | None = None) -> Harness:
     h = Harness(cache)
-    h.cache.watch(True)
+    h.cache.watch(["props", "randr", "xkb", "xi", "sel:400"])
     return h
 
 
@@ -100,7 +100,7 @@ def test_nothing_is_answered_when_the_display_host_does_not_watch() -> None:
     assert not h.cache.watched
     h = watching()
     learn_property(h, b"Xft.dpi: 96\n")
-    h.cache.watch(False)  # the link went: its reports may be lost
+    h.cache.watch(None)  # the link went: its reports may be lost
     assert not h.cache.watched and not asks(h, get_property())
 
 
@@ -377,3 +377,45 @@ def test_an_xi_property_read_that_deletes_is_not_answered_and_forgets() -> None:
     learn(h, xi_get_property(), b"matrix")
     assert not asks(h, xi_get_property(delete=1))
     assert not h.cache.watched
+
+
+def get_selection_owner(atom: int = 400) -> bytes:
+    return struct.pack("<BxHI", 23, 2, atom)
+
+
+def owner_reply(seq: int, owner: int) -> bytes:
+    return struct.pack("<BxHII20x", 1, seq & 0xFFFF, 0, owner)
+
+
+def test_the_owner_of_a_watched_selection_is_answered_until_it_changes() -> None:
+    h = watching()
+    h.send(get_selection_owner())
+    h.server(owner_reply(h.s.seq, 0x400001))
+    h.take()
+    assert asks(h, get_selection_owner())
+    h.server(owner_reply(h.s.seq, 0x400001))
+    assert h.cache.stats.mismatches == 0
+    h.cache.display_changed(groups=frozenset({"sel:400"}))
+    assert not asks(h, get_selection_owner())
+
+
+def test_an_unwatched_selection_is_never_answered() -> None:
+    h = watching()
+    h.send(get_selection_owner(401))
+    h.server(owner_reply(h.s.seq, 0x400001))
+    assert not asks(h, get_selection_owner(401))
+
+
+def test_setting_a_selection_owner_or_hearing_of_a_change_forgets_it() -> None:
+    h = watching()
+    for forget in (struct.pack("<BxHIII", 22, 4, 0x200001, 400, 0),  # SetSelectionOwner
+                   None):
+        h.send(get_selection_owner())
+        h.server(owner_reply(h.s.seq, 0x400001))
+        h.take()
+        assert h.cache.watched
+        if forget is not None:
+            h.send(forget)
+        else:  # SelectionClear: this client lost it
+            h.server(struct.pack("<BxHIII16x", 29, h.s.seq, 0, 0x200001, 400))
+        assert not h.cache.watched

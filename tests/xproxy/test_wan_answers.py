@@ -172,3 +172,41 @@ def test_an_input_device_property_changed_on_the_display_host_is_read_anew(lab) 
         on_display(lab, *matrix, "1", "0", "0", "0", "1", "0", "0", "0", "1")
     stats = lab.agent_stats()
     assert stats["mismatches"] == 0, stats["mismatch_log"]
+
+
+READ_OWNER = [sys.executable, "-c", """
+from Xlib import display
+d = display.Display()
+atom = d.intern_atom("_NET_WM_CM_S0")
+print(",".join(sorted({str(d.get_selection_owner(atom)) for _ in range(20)})))
+"""]
+#: Takes _NET_WM_CM_S0 (as a compositing manager starting), says so, holds it until stdin ends.
+OWN_SELECTION = [sys.executable, "-c", """
+import sys
+from Xlib import X, display
+d = display.Display()
+w = d.screen().root.create_window(0, 0, 1, 1, 0, 0)
+w.set_selection_owner(d.intern_atom("_NET_WM_CM_S0"), X.CurrentTime)
+d.sync()
+print("owner", flush=True)
+sys.stdin.read()
+"""]
+
+
+def test_a_selection_owner_gone_on_the_display_host_is_read_anew(lab) -> None:
+    owner = subprocess.Popen(OWN_SELECTION, env=lab.display_env, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None and owner.stdout.readline().strip() == "owner"
+        owned = over_link(lab, READ_OWNER).strip()
+        assert owned not in ("", "0")
+        before = lab.agent_stats()
+        assert over_link(lab, READ_OWNER).strip() == owned
+        assert lab.agent_stats()["answered"] >= before["answered"] + 20
+    finally:
+        owner.kill()
+        owner.wait()
+    changes_seen(lab, before["changes"])
+    assert over_link(lab, READ_OWNER).strip() == "0"
+    stats = lab.agent_stats()
+    assert stats["mismatches"] == 0, stats["mismatch_log"]

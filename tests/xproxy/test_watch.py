@@ -9,6 +9,7 @@ import select
 import socket
 import struct
 import subprocess
+import sys
 import time
 
 import pytest
@@ -17,6 +18,18 @@ from testing.xserver import require
 from xproxy.x11.watch import Change, DisplayWatch, merge
 
 from .test_suppress import ROOT, setup_reply
+
+#: Takes _NET_WM_CM_S0 (as a compositing manager starting) and says so.
+OWN_SELECTION = """
+import sys
+from Xlib import X, display
+d = display.Display()
+w = d.screen().root.create_window(0, 0, 1, 1, 0, 0)
+w.set_selection_owner(d.intern_atom("_NET_WM_CM_S0"), X.CurrentTime)
+d.sync()
+print("owner", flush=True)
+sys.stdin.read()
+"""
 
 
 def reply(seq: int, payload: bytes = b"") -> bytes:
@@ -40,16 +53,21 @@ def ready_watch() -> DisplayWatch:
     assert w.start()[:1] == b"l"
     assert w.receive(setup_reply()) == []
     sent = requests(w.data_to_send())
-    assert sent == [(2, 0), (98, 0), (98, 0), (98, 0)]  # the root; RANDR, XKB, XInput
-    w.receive(extension_reply(2, 140, 89) + extension_reply(3, 135, 85)
-              + extension_reply(4, 131, 66))
+    # the root; four selections' atoms; RANDR, XKB, XInput, XFIXES
+    assert sent == [(2, 0)] + [(16, 0)] * 4 + [(98, 0)] * 4
+    w.receive(b"".join(reply(seq, struct.pack("<I", 300 + seq)) for seq in range(2, 6)))
+    w.receive(extension_reply(6, 140, 89) + extension_reply(7, 135, 85)
+              + extension_reply(8, 131, 66) + extension_reply(9, 138, 87))
     sent = requests(w.data_to_send())
-    assert sent == [(140, 0), (140, 4), (135, 0), (135, 1), (131, 47), (131, 46), (43, 0)]
+    assert sent == [(140, 0), (140, 4), (135, 0), (135, 1), (131, 47), (131, 46),
+                    (138, 0)] + [(138, 2)] * 4 + [(43, 0)]
     assert not w.ready
-    w.receive(reply(5) + reply(7) + reply(9))  # the versions
+    w.receive(reply(10) + reply(12) + reply(14) + reply(16))  # the versions
     assert not w.ready
-    w.receive(reply(11))  # GetInputFocus
-    assert w.ready and w.failed is None and w.groups == {"props", "randr", "xkb", "xi"}
+    w.receive(reply(21))  # GetInputFocus
+    assert w.ready and w.failed is None
+    assert w.groups == {"props", "randr", "xkb", "xi", "sel:302", "sel:303", "sel:304",
+                        "sel:305"}
     return w
 
 
@@ -67,6 +85,8 @@ def test_the_watch_selects_then_reports_changes_by_atom_and_group() -> None:
     assert w.receive(motion) == []
     hierarchy = struct.pack("<BBHIH", 35, 131, 8, 0, 11).ljust(32, b"\0")
     assert w.receive(hierarchy) == [Change(groups=frozenset({"xi"}))]
+    owner = event(87, 21, struct.pack("<III", ROOT, 0x400001, 303))  # SetSelectionOwner
+    assert w.receive(owner) == [Change(groups=frozenset({"sel:303"}))]
 
 
 def test_without_the_extensions_the_watch_vouches_for_root_properties_only() -> None:
@@ -74,9 +94,10 @@ def test_without_the_extensions_the_watch_vouches_for_root_properties_only() -> 
     w.start()
     w.receive(setup_reply())
     w.data_to_send()
-    w.receive(reply(2, b"\0") + reply(3, b"\0") + reply(4, b"\0"))
+    w.receive(b"".join(reply(seq, struct.pack("<I", 300 + seq)) for seq in range(2, 6)))
+    w.receive(reply(6, b"\0") + reply(7, b"\0") + reply(8, b"\0") + reply(9, b"\0"))
     assert requests(w.data_to_send()) == [(43, 0)]
-    w.receive(reply(5))
+    w.receive(reply(10))
     assert w.ready and w.groups == {"props"}
 
 
@@ -84,7 +105,7 @@ def test_an_error_before_the_barrier_fails_the_watch() -> None:
     w = DisplayWatch()
     w.start()
     w.receive(setup_reply())
-    w.receive(struct.pack("<BBHIHB21x", 0, 10, 1, 0, 0, 2))  # BadAccess on the selection
+    w.receive(struct.pack("<BBHIHB21x", 0, 10, 1, 0, 0, 2))  # BadAccess on the root
     assert w.failed and not w.ready
 
 
@@ -131,7 +152,10 @@ def test_a_real_x_server_reports_the_changes(xvfb) -> None:
 
     try:
         until(lambda _: w.ready or w.failed, "the watch was not ready")
-        assert w.failed is None and w.groups == {"props", "randr", "xkb", "xi"}
+        assert w.failed is None
+        assert {g for g in w.groups if not g.startswith("sel:")} == {"props", "randr", "xkb",
+                                                                        "xi"}
+        assert len(w.selections) == 4
         subprocess.run(["xprop", "-root", "-f", "XT_WATCHED", "8s", "-set", "XT_WATCHED", "x"],
                        env=env, check=True, timeout=30)
         until(lambda seen: merge(seen).props, "no root property change")
@@ -144,5 +168,15 @@ def test_a_real_x_server_reports_the_changes(xvfb) -> None:
                         "2", "0", "0", "0", "2", "0", "0", "0", "1"], env=env, check=True,
                        timeout=30)
         until(lambda seen: "xi" in merge(seen).groups, "no XInput change")
+        owner = subprocess.Popen([sys.executable, "-c", OWN_SELECTION], env=env,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert owner.stdout is not None and owner.stdout.readline().strip() == "owner"
+            changed = until(lambda seen: any(g.startswith("sel:") for g in merge(seen).groups),
+                            "no selection owner change")
+            assert merge(changed).groups & {f"sel:{a}" for a in w.selections}
+        finally:
+            owner.kill()
+            owner.wait()
     finally:
         sock.close()

@@ -216,7 +216,7 @@ class LinkAgent:
         except (OSError, ValueError, KeyError, TypeError):
             cache = DisplayCache(epoch)
         self.cache = cache
-        cache.watch(bool(self.server_info.get("watch")))
+        cache.watch(self.server_info.get("watch"))
 
     def save(self) -> None:
         """Write the cache (if it learnt something) and the counters."""
@@ -352,7 +352,7 @@ class LinkAgent:
             self._finish("link lost")
             return
         if self.cache is not None:  # what the display host says meanwhile is lost
-            self.cache.watch(False)
+            self.cache.watch(None)
         now = self.reactor.seconds()
         self.reconnecting = True
         self._lost_at = now
@@ -373,7 +373,7 @@ class LinkAgent:
         cache.stats.changes += 1
         props, groups = info.get("props", []), info.get("groups", [])
         if "stop" in info:
-            cache.watch(False)
+            cache.watch(None)
         elif isinstance(props, list) and isinstance(groups, list) and not info.get("all") \
                 and all(isinstance(p, int) for p in props) \
                 and all(isinstance(g, str) for g in groups):
@@ -439,7 +439,7 @@ class LinkAgent:
             return
         again = session.core.resume(info.get("received"))  # a LinkProtocolError ends it
         if self.cache is not None:
-            self.cache.watch(bool(info.get("watch")))
+            self.cache.watch(info.get("watch"))
         session.reconnects += 1
         self.reconnecting = False
         if self._deadline_call is not None and self._deadline_call.active():

@@ -84,6 +84,7 @@ from ..x11.opcodes import (
     GET_KEYBOARD_MAPPING,
     GET_MODIFIER_MAPPING,
     GET_PROPERTY,
+    GET_SELECTION_OWNER,
     GRAB_SERVER,
     INTERN_ATOM,
     LIST_EXTENSIONS,
@@ -101,7 +102,9 @@ from ..x11.opcodes import (
     QUERY_FONT,
     REPLY,
     ROTATE_PROPERTIES,
+    SELECTION_CLEAR,
     SET_MODIFIER_MAPPING,
+    SET_SELECTION_OWNER,
     TRUE_COLOR,
     UNGRAB_SERVER,
 )
@@ -222,6 +225,7 @@ class Kind(Enum):
     MODIFIERS = "mod"  # GetModifierMapping
     EXT_REQUEST = "xreq"  # an extension request of EXT_ANSWERS
     ROOT_PROPERTY = "rprop"  # GetProperty of a root window: while the display host watches
+    SELECTION_OWNER = "owner"  # GetSelectionOwner of a selection the display host watches
     WATCHED = "wreq"  # an extension request of WATCHED: while the display host watches
 
 
@@ -385,17 +389,26 @@ class DisplayCache:
         # Answers valid while the display host watches for what changes them (`watch`), in
         # memory only: key -> (reply, what forgets it: a root property's atom or a group).
         self.watching = False
+        self.groups: frozenset[str] = frozenset()  # what the watch vouches for
         self.watched: dict[tuple[str, Kind, bytes], tuple[bytes, int | str]] = {}
         self.watched_bytes = 0
         self.generation = 0  # counts the changes, so a reply read before one is not learnt
         self.unique = 0  # counts keys made to match nothing
 
     # watched answers: valid from the reply until the display host says they changed
-    def watch(self, on: bool) -> None:
-        """The display host watches for changes from now on (on), or no longer can, or its
-        reports may have been lost (off): forget every watched answer either way."""
-        self.watching = on
+    def watch(self, groups: Any) -> None:
+        """The display host watches for changes of these groups from now on (its HELLO's
+        list: "props", "randr", "xkb", "xi", "sel:ATOM"), or of none (no list: it no longer
+        can, or its reports may have been lost): forget every watched answer either way."""
+        if isinstance(groups, list):
+            self.groups = frozenset(g for g in groups if isinstance(g, str))
+        else:
+            self.groups = frozenset()
+        self.watching = bool(self.groups)
         self.display_changed(everything=True)
+
+    def vouched(self, group: str) -> bool:
+        return self.watching and group in self.groups
 
     def display_changed(self, props: frozenset[int] = frozenset(),
                         groups: frozenset[str] = frozenset(), everything: bool = False) -> None:
@@ -506,7 +519,8 @@ class _Held:
     replies: tuple[bytes, ...]  # already stamped
 
 
-_HEADER_READ = frozenset({CHANGE_PROPERTY, DELETE_PROPERTY, CHANGE_WINDOW_ATTRIBUTES})
+_HEADER_READ = frozenset({CHANGE_PROPERTY, DELETE_PROPERTY, CHANGE_WINDOW_ATTRIBUTES,
+                          SET_SELECTION_OWNER})
 
 
 class _Requests(RequestFramer):
@@ -594,6 +608,7 @@ class Suppressor:
         self.watch_events: dict[int, str] = {}  # event code -> the watched group it changes
         # GenericEvents by major opcode: the group they change, and their event types that do
         self.watch_generic: dict[int, tuple[str, frozenset[int]]] = {}
+        self.selection_event = -1  # XFIXES' SelectionNotify, once this connection asked
         # seq -> the cache's generation when it went, and what forgets its answer
         self.learn_gen: dict[int, tuple[int, int | str]] = {}
         self.fonts: dict[int, bytes] = {}
@@ -645,7 +660,8 @@ class Suppressor:
                 and (opcode != QUERY_COLORS or size <= 8 + 4 * MAX_QUERY_COLORS):
             return self._held(opcode, size, big)
         cache = self.cache
-        if opcode == GET_PROPERTY and cache.watching and size == 24:
+        if (opcode == GET_PROPERTY and size == 24 and cache.vouched("props")) \
+                or (opcode == GET_SELECTION_OWNER and size == 8 and cache.watching):
             return self._held(opcode, size, big)
         if opcode >= FIRST_EXTENSION_OPCODE:
             name = self.ext_names.get(opcode, b"")
@@ -660,13 +676,16 @@ class Suppressor:
                 self.ext_version[name] = b"unique %d" % cache.unique
             watched = WATCHED.get(name)
             if watched is not None:
-                if cache.watching and minor in watched[1]:
+                if cache.vouched(watched[0]) and minor in watched[1]:
                     return self._held(opcode, size, big)
                 if minor not in WATCHED_QUIET[name]:
                     cache.display_changed(groups=frozenset({watched[0]}))
             last = MULTI_REPLY.get((name, minor))
             if last is not None:
                 self.multi[self.seq] = last
+        elif opcode == SET_SELECTION_OWNER:
+            atom, = struct.unpack_from(self.e + "I", buf, pos + (12 if big else 8))
+            cache.display_changed(groups=frozenset({f"sel:{atom}"}))
         elif opcode in (CHANGE_PROPERTY, DELETE_PROPERTY):
             window, atom = struct.unpack_from(self.e + "II", buf, pos + (8 if big else 4))
             if window in self.roots:
@@ -726,6 +745,9 @@ class Suppressor:
             return msg
         if opcode == GET_PROPERTY:
             return self._root_property(msg)
+        if opcode == GET_SELECTION_OWNER:
+            atom, = struct.unpack_from(e + "I", msg, 4)
+            return self._watched(msg, Kind.SELECTION_OWNER, msg[4:8], f"sel:{atom}")
         known: tuple[bytes, tuple[bytes, ...]] | None
         if opcode >= FIRST_EXTENSION_OPCODE:
             name, minor = self.ext_names[opcode], msg[1]
@@ -757,7 +779,8 @@ class Suppressor:
                     c.display_changed(groups=frozenset({watched[0]}))  # deletes a property
                     self.barrier = seq
                     return msg
-                entry = c.watched.get((e, kind, arg)) if self.enabled and c.watching else None
+                entry = c.watched.get((e, kind, arg)) \
+                    if self.enabled and c.vouched(watched[0]) else None
                 value = entry[0] if entry is not None else None
             else:
                 value = c.replies.get((e, kind, arg)) if self.enabled else None
@@ -796,20 +819,32 @@ class Suppressor:
                     self.watch_events[code] = group
             if name in WATCHED_GENERIC:
                 self.watch_generic[reply[9]] = WATCHED_GENERIC[name]
+            if name == b"XFIXES":
+                self.selection_event = reply[10]
 
     def _root_property(self, msg: bytes) -> bytes:
         """GetProperty: answered when it reads a root window's property without deleting
         it, and the display host watches the root windows' properties."""
         seq, e, c = self.seq, self.e, self.cache
         window, atom = struct.unpack_from(e + "II", msg, 4)
-        kind, arg = Kind.ROOT_PROPERTY, msg[4:24]
+        if window not in self.roots or not c.vouched("props"):
+            self.barrier = seq
+            return msg
+        if msg[1]:  # delete: the property may go, and a PropertyNotify with it
+            c.display_changed(props=frozenset({atom}))
+            self.barrier = seq
+            return msg
+        return self._watched(msg, Kind.ROOT_PROPERTY, msg[4:24], atom)
+
+    def _watched(self, msg: bytes, kind: Kind, arg: bytes, scope: int | str) -> bytes:
+        """A request the watch vouches for: answered if known, else learnt."""
+        seq, c = self.seq, self.cache
         entry = None
-        if window in self.roots and c.watching:
-            if msg[1]:  # delete: the property may go, and a PropertyNotify with it
-                c.display_changed(props=frozenset({atom}))
-            elif self.enabled and (entry := c.watched.get((e, kind, arg))) is None:
+        if self.enabled and (isinstance(scope, int) or c.vouched(scope)):
+            entry = c.watched.get((self.e, kind, arg))
+            if entry is None:
                 self.learn[seq] = (kind, arg)
-                self.learn_gen[seq] = (c.generation, atom)
+                self.learn_gen[seq] = (c.generation, scope)
         if entry is None:
             self.barrier = seq
             return msg
@@ -966,7 +1001,8 @@ class Suppressor:
         whole = (kind <= REPLY and (seq in self.swallow or seq in self.learn)) \
             or code == MAPPING_NOTIFY or seq < self.delivered \
             or (kind > REPLY and self.cache.watching
-                and (code == PROPERTY_NOTIFY or code in self.watch_events
+                and (code in (PROPERTY_NOTIFY, SELECTION_CLEAR, self.selection_event)
+                     or code in self.watch_events
                      or (code == GENERIC_EVENT and buf[pos + 1] in self.watch_generic))) \
             or bool(self.held) or bool(self.to_client)
         if not whole:  # passes through as it is
@@ -1011,6 +1047,9 @@ class Suppressor:
                 window, atom = struct.unpack_from(self.e + "II", msg, 4)
                 if window in self.roots:
                     self.cache.display_changed(props=frozenset({atom}))
+            elif code in (SELECTION_CLEAR, self.selection_event):  # an owner changed
+                atom, = struct.unpack_from(self.e + "I", msg, 12)
+                self.cache.display_changed(groups=frozenset({f"sel:{atom}"}))
             elif code in self.watch_events:
                 self.cache.display_changed(groups=frozenset({self.watch_events[code]}))
             elif code == GENERIC_EVENT and msg[1] in self.watch_generic:

@@ -8,10 +8,13 @@ RANDR, XKEYBOARD and XInputExtension; where they are present, announce versions 
 XKB 1.0 and XI 2.0, which their event selections need) and select their configuration events
 (RANDR's screen, CRTC, output and output-property changes on every root; XKB's new-keyboard,
 map, controls, indicator-map, names and compat-map changes on the core keyboard; XI's
-hierarchy and device-property changes of all devices on every root). A GetInputFocus after all of them is the
+hierarchy and device-property changes of all devices on every root); and, with XFIXES, the
+owners of the selections toolkits look up at start (`SELECTIONS`, for every screen), whose
+atoms it interns (creating them: toolkits intern them anyway). A GetInputFocus after all of them is the
 barrier: its reply means every selection is in force (`ready`). From then on every event is a
-`Change`: a PropertyNotify on a root window names its atom, a RANDR or XKB event its group
-(the app host's suppress/core.py keys its watched answers on the same atoms and groups). An
+`Change`: a PropertyNotify on a root window names its atom, a RANDR, XKB or XI event its
+group, an XFIXES selection event the group `sel:ATOM` (the app host's suppress/core.py keys
+its watched answers on the same atoms and groups). An
 error before `ready` means the watch cannot vouch for anything (`failed`).
 """
 
@@ -46,6 +49,11 @@ XKB_USE_CORE_KBD = 0x100
 XI_ALL_DEVICES = 0
 XI_EVENTS = (1 << 11) | (1 << 12)
 GENERIC_EVENT = 35
+INTERN_ATOM = 16
+#: Selections whose owner is watched; `%d` is the screen number.
+SELECTIONS = ("_XSETTINGS_S%d", "_NET_WM_CM_S%d", "_NET_SYSTEM_TRAY_S%d", "CLIPBOARD_MANAGER")
+#: XFixesSelectSelectionInput: SetSelectionOwner, SelectionWindowDestroy, SelectionClientClose.
+XFIXES_SELECTION_EVENTS = 0x7
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +79,9 @@ class DisplayWatch:
         self._barrier = 0  # seq of the closing GetInputFocus, once sent
         self.events: dict[int, str] = {}  # event code -> the group it changes
         self.generic: dict[int, str] = {}  # GenericEvent's extension -> the group it changes
+        self._atoms: dict[int, bytes] = {}  # seq of an InternAtom -> the selection's name
+        self.selections: set[int] = set()  # the watched selections' atoms
+        self.selection_event = -1  # XFIXES' SelectionNotify
         self.groups: set[str] = {"props"}  # what this watch vouches for, once ready
         self.ready = False
         self.failed: str | None = None
@@ -112,7 +123,14 @@ class DisplayWatch:
         for root in self.roots:
             self._request(struct.pack("<BxHIII", CHANGE_WINDOW_ATTRIBUTES, 4, root,
                                       CW_EVENT_MASK, PROPERTY_CHANGE_MASK))
-        for name in (b"RANDR", b"XKEYBOARD", b"XInputExtension"):
+        names = {(s % n if "%" in s else s).encode() for s in SELECTIONS
+                 for n in range(len(self.roots))}
+        for name in sorted(names):
+            padded = name + b"\0" * (-len(name) % 4)
+            seq = self._request(struct.pack("<BBHH2x", INTERN_ATOM, 0, 2 + len(padded) // 4,
+                                            len(name)) + padded)
+            self._atoms[seq] = name
+        for name in (b"RANDR", b"XKEYBOARD", b"XInputExtension", b"XFIXES"):
             padded = name + b"\0" * (-len(name) % 4)
             seq = self._request(struct.pack("<BxHH2x", QUERY_EXTENSION, 2 + len(padded) // 4,
                                             len(name)) + padded)
@@ -128,6 +146,13 @@ class DisplayWatch:
                 self._request(struct.pack("<BBHIH2x", major, 4, 3, root, RANDR_EVENTS))
             self.events[first_event] = self.events[first_event + 1] = "randr"
             self.groups.add("randr")
+        elif name == b"XFIXES":
+            self._request(struct.pack("<BBHII", major, 0, 3, 5, 0))  # QueryVersion 5.0
+            for atom in sorted(self.selections):
+                self._request(struct.pack("<BBHIII", major, 2, 4, self.roots[0], atom,
+                                          XFIXES_SELECTION_EVENTS))
+                self.groups.add(f"sel:{atom}")
+            self.selection_event = first_event
         elif name == b"XInputExtension":
             self._request(struct.pack("<BBHHH", major, 47, 2, 2, 0))  # XIQueryVersion 2.0
             for root in self.roots:
@@ -151,6 +176,10 @@ class DisplayWatch:
                            f"(error {msg[1]}, major {msg[10]})")
             return
         if kind == REPLY:
+            if seq in self._atoms:
+                del self._atoms[seq]
+                self.selections.add(struct.unpack_from("<I", msg, 8)[0])
+                return
             name = self._queries.pop(seq, None)
             if name is not None:
                 self._extension(name, msg)
@@ -166,6 +195,9 @@ class DisplayWatch:
                 self._changes.append(Change(props=frozenset({atom})))
         elif code in self.events:
             self._changes.append(Change(groups=frozenset({self.events[code]})))
+        elif code == self.selection_event:
+            atom, = struct.unpack_from("<I", msg, 12)
+            self._changes.append(Change(groups=frozenset({f"sel:{atom}"})))
         elif code == GENERIC_EVENT and msg[1] in self.generic \
                 and struct.unpack_from("<H", msg, 8)[0] in (11, 12):
             self._changes.append(Change(groups=frozenset({self.generic[msg[1]]})))
