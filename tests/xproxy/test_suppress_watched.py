@@ -419,3 +419,24 @@ def test_setting_a_selection_owner_or_hearing_of_a_change_forgets_it() -> None:
         else:  # SelectionClear: this client lost it
             h.server(struct.pack("<BxHIII16x", 29, h.s.seq, 0, 0x200001, 400))
         assert not h.cache.watched
+
+
+def per_client_flags(value: int) -> bytes:
+    return ext_request(XKB, 21, struct.pack("<HxxIIIII", 0x100, 1, value, 0, 0, 0))
+
+
+def test_xkb_per_client_flags_answered_for_the_same_flags_asked_before() -> None:
+    h = Harness()
+    xkb(h)
+    h.send(per_client_flags(1))
+    h.server(ext_reply(h.s.seq, b"\1"))
+    h.take()
+    h2 = Harness(h.cache)
+    xkb(h2)
+    assert asks(h2, per_client_flags(1))
+    h2.server(ext_reply(h2.s.seq, b"\1"))
+    h3 = Harness(h.cache)
+    xkb(h3)
+    h3.send(per_client_flags(0))  # another history: the flags left set may differ
+    h3.server(ext_reply(h3.s.seq, b"\0"))
+    assert not asks(h3, per_client_flags(1))

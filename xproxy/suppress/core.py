@@ -120,7 +120,7 @@ from ..x11.setup import STATUS_SUCCESS
 EXT_ANSWERS: dict[bytes, frozenset[int]] = {
     b"BIG-REQUESTS": frozenset({0}),  # Enable: the maximum request length
     b"RENDER": frozenset({0, 1, 29}),  # QueryVersion, QueryPictFormats, QueryFilters
-    b"XKEYBOARD": frozenset({0}),  # UseExtension
+    b"XKEYBOARD": frozenset({0, 21}),  # UseExtension, PerClientFlags
     b"XFIXES": frozenset({0}), b"RANDR": frozenset({0}), b"SHAPE": frozenset({0}),
     b"Composite": frozenset({0}), b"DAMAGE": frozenset({0}), b"Present": frozenset({0}),
     b"XC-MISC": frozenset({0}), b"SYNC": frozenset({0}), b"MIT-SHM": frozenset({0}),
@@ -138,6 +138,7 @@ EXT_ANSWERS: dict[bytes, frozenset[int]] = {
 VERSION_REQUESTS: dict[bytes, frozenset[int]] = {
     b"XInputExtension": frozenset({1, 47}),
     b"GLX": frozenset({7, 20, 33, 35}),  # QueryVersion, ClientInfo, SetClientInfo(2)ARB
+    b"XKEYBOARD": frozenset({0, 21}),  # PerClientFlags answers with the flags it leaves set
 }
 
 #: Extension requests whose replies change only when the display host's configuration does:
