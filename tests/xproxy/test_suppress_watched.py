@@ -440,3 +440,30 @@ def test_xkb_per_client_flags_answered_for_the_same_flags_asked_before() -> None
     h3.send(per_client_flags(0))  # another history: the flags left set may differ
     h3.server(ext_reply(h3.s.seq, b"\0"))
     assert not asks(h3, per_client_flags(1))
+
+
+XFIXES = 138
+
+
+def select_selection_input(window: int = ROOT, atom: int = 300, events: int = 7) -> bytes:
+    return ext_request(XFIXES, 2, struct.pack("<III", window, atom, events))
+
+
+def test_selecting_selection_events_on_a_root_window_is_no_barrier_unless_it_could_fail() -> None:
+    h = Harness()
+    warm_atoms(h, {b"A": 300})
+    h.send(query_extension(b"XFIXES"))
+    h.server(query_extension_reply(h.s.seq, XFIXES))
+    assert not asks(h, select_selection_input() + intern(b"A"))  # no QueryVersion: BadRequest
+    h.server(error(h.s.seq - 1, 1))
+    h.send(ext_request(XFIXES, 0, struct.pack("<II", 5, 0)))
+    h.server(ext_reply(h.s.seq, struct.pack("<II", 5, 0)))
+    assert asks(h, select_selection_input() + intern(b"A"))
+    assert not asks(h, select_selection_input(atom=301) + intern(b"A"))  # an unknown atom
+    h.server(error(h.s.seq - 1, 5))
+    assert not asks(h, select_selection_input(window=0x200001) + intern(b"A"))
+    h.server(error(h.s.seq - 1, 3))
+    assert not asks(h, select_selection_input(events=8) + intern(b"A"))
+    h.server(error(h.s.seq - 1, 2))
+    assert not asks(h, select_selection_input()[:9])  # the header in two pieces
+    assert asks(h, select_selection_input()[9:] + intern(b"A"))

@@ -193,6 +193,9 @@ NEVER_FAIL = frozenset({NO_OPERATION, GRAB_SERVER, UNGRAB_SERVER})
 CW_EVENT_MASK = 0x800
 EXCLUSIVE_EVENTS = 0x100000 | 0x40000 | 0x4
 ALL_EVENTS = 0x1FFFFFF
+#: XFixesSelectSelectionInput's event bits: SetSelectionOwner, SelectionWindowDestroy,
+#: SelectionClientClose.
+XFIXES_SELECTION_EVENTS = 0x7
 #: Bounds on the watched answers kept: the bytes of one reply, of all of them.
 MAX_WATCHED_REPLY = 64 * 1024
 MAX_WATCHED_BYTES = 4 * 1024 * 1024
@@ -538,7 +541,7 @@ class _Requests(RequestFramer):
     def _frame(self, buf: Buffer, pos: int, avail: int) -> tuple[int, int] | None:
         # the policy reads the window and atom of these at their header (16 bytes, or the
         # whole request when shorter)
-        if not self.in_setup and 4 <= avail < 16 and buf[pos] in _HEADER_READ:
+        if not self.in_setup and 4 <= avail < 16 and buf[pos] in self.policy.header_read:
             size = 4 * self._u16(buf, pos + 2)[0]
             if size == 0 and self.big_requests:
                 if avail < 8:
@@ -606,6 +609,7 @@ class Suppressor:
         self.multi: dict[int, Callable[[int], bool]] = {}  # seq -> "is this its last reply"
         self.colormaps: dict[int, TrueColorMap] = {}
         self.roots: frozenset[int] = frozenset()
+        self.header_read = set(_HEADER_READ)  # requests whose first 16 bytes the policy reads
         self.watch_events: dict[int, str] = {}  # event code -> the watched group it changes
         # GenericEvents by major opcode: the group they change, and their event types that do
         self.watch_generic: dict[int, tuple[str, frozenset[int]]] = {}
@@ -705,12 +709,24 @@ class Suppressor:
     def _quiet(self, buf: Buffer, pos: int, opcode: int, size: int) -> bool:
         """Whether this request cannot fail and makes no event: a ChangeWindowAttributes of
         a root window (which always exists) that sets only its event mask, without the bits
-        one client at a time may select (BadAccess) or bits no event has (BadValue)."""
-        if opcode != CHANGE_WINDOW_ATTRIBUTES or size != 16:
+        one client at a time may select (BadAccess) or bits no event has (BadValue); an
+        XFixesSelectSelectionInput on a root window, of an atom the server has named (atoms
+        last as long as the server), with known event bits, from a connection that announced
+        XFIXES 1 or later (else BadRequest)."""
+        if size != 16:
             return False
-        window, mask, events = struct.unpack_from(self.e + "III", buf, pos + 4)
-        return window in self.roots and mask == CW_EVENT_MASK \
-            and not events & (EXCLUSIVE_EVENTS | ~ALL_EVENTS)
+        e = self.e
+        if opcode == CHANGE_WINDOW_ATTRIBUTES:
+            window, mask, events = struct.unpack_from(e + "III", buf, pos + 4)
+            return window in self.roots and mask == CW_EVENT_MASK \
+                and not events & (EXCLUSIVE_EVENTS | ~ALL_EVENTS)
+        if self.ext_names.get(opcode) == b"XFIXES" and buf[pos + 1] == 2:
+            window, atom, events = struct.unpack_from(e + "III", buf, pos + 4)
+            version = self.ext_version.get(b"XFIXES", b"")
+            return window in self.roots and atom in self.cache.atom_names \
+                and not events & ~XFIXES_SELECTION_EVENTS \
+                and len(version) >= 4 and U32[e](version, 0)[0] >= 1
+        return False
 
     def _held(self, opcode: int, size: int, big: bool) -> int:
         if size > MAX_HELD_REQUEST:
@@ -822,6 +838,7 @@ class Suppressor:
                 self.watch_generic[reply[9]] = WATCHED_GENERIC[name]
             if name == b"XFIXES":
                 self.selection_event = reply[10]
+                self.header_read.add(reply[9])
 
     def _root_property(self, msg: bytes) -> bytes:
         """GetProperty: answered when it reads a root window's property without deleting
