@@ -1,5 +1,6 @@
 """GTK and Qt programs over the link: the round trips each waits for before its first window is
-mapped, and the time from launch to the mapped window, with a warm cache and link agent.
+mapped, and the time from launch to the mapped window, with a warm cache and link agent, beside
+plain X over TCP through the same delay.
 
 The waits are the link agent's own count (`waits_before_map` and `wait_rounds_before_map` in
 its stats file: replies the program waited for from the display host, or known ones held
@@ -33,10 +34,13 @@ PROGRAMS: dict[str, tuple[list[str], str]] = {
 TOOLKIT_ENV = {"NO_AT_BRIDGE": "1", "GDK_BACKEND": "x11", "QT_QPA_PLATFORM": "xcb"}
 
 
-def launch_to_map(lab: WanLab, argv: list[str], cls: str) -> float:
-    """Seconds from `xproxy run` to the program's window mapped on the display host."""
+def launch_to_map(lab: WanLab, argv: list[str], cls: str, plain: bool = False) -> float:
+    """Seconds from `xproxy run` (or the program, over plain X) to the program's window
+    mapped on the display host."""
     start = time.monotonic()
-    p = subprocess.Popen(lab.run_argv(argv), env={**lab.app_env, **TOOLKIT_ENV}, cwd=ROOT,
+    env = lab.plain_env() if plain else lab.app_env
+    p = subprocess.Popen(argv if plain else lab.run_argv(argv), env={**env, **TOOLKIT_ENV},
+                         cwd=ROOT,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True)
     try:
@@ -81,14 +85,16 @@ def main() -> int:
                 stats = lab.agent_stats()
                 rounds.append(stats.get("wait_rounds_before_map", 0))
                 waits = stats.get("waits_before_map", [])
-            rows.append((name, statistics.median(rounds), statistics.median(times)))
+            plain = statistics.median(launch_to_map(lab, argv, cls, plain=True)
+                                      for _ in range(args.rounds))
+            rows.append((name, statistics.median(rounds), statistics.median(times), plain))
             if args.verbose:
                 print(name, dict(collections.Counter(waits).most_common()))
     print(f"\n| program | round trips waited before the first map | launch to map at "
-          f"{args.rtt:g} ms RTT (s, median of {args.rounds}) |")
-    print("|---|---|---|")
-    for name, r, t in rows:
-        print(f"| {name} | {r:g} | {t:.2f} |")
+          f"{args.rtt:g} ms RTT (s, median of {args.rounds}) | plain X (s) | / plain X |")
+    print("|---|---|---|---|---|")
+    for name, r, t, plain in rows:
+        print(f"| {name} | {r:g} | {t:.2f} | {plain:.2f} | {t / plain:.2f} |")
     return 0
 
 
