@@ -467,3 +467,20 @@ def test_selecting_selection_events_on_a_root_window_is_no_barrier_unless_it_cou
     h.server(error(h.s.seq - 1, 2))
     assert not asks(h, select_selection_input()[:9])  # the header in two pieces
     assert asks(h, select_selection_input()[9:] + intern(b"A"))
+
+
+def create_gc(gc: int = 0x200001, drawable: int = ROOT, mask: int = 0xC,
+              values: tuple[int, ...] = (0, 0xFFFFFF)) -> bytes:
+    return struct.pack(f"<BxHIII{len(values)}I", 55, 4 + len(values), gc, drawable, mask, *values)
+
+
+def test_xlibs_default_gc_is_no_barrier_unless_it_could_fail() -> None:
+    h = Harness()
+    warm_atoms(h, {b"A": 300})
+    assert asks(h, create_gc() + intern(b"A"))  # foreground and background on the root
+    assert asks(h, create_gc(0x200002, mask=0x4, values=(7,)) + intern(b"A"))
+    for could_fail, code in ((create_gc(0x100001), 14),  # not this client's id: BadIDChoice
+                             (create_gc(drawable=0x200009), 9),  # a drawable that may be gone
+                             (create_gc(mask=0x10000, values=(1,)), 2)):  # GraphicsExposures
+        assert not asks(h, could_fail + intern(b"A"))
+        h.server(error(h.s.seq - 1, code))

@@ -75,6 +75,7 @@ from ..x11.opcodes import (
     CHANGE_PROPERTY,
     CHANGE_WINDOW_ATTRIBUTES,
     CLOSE_FONT,
+    CREATE_GC,
     DELETE_PROPERTY,
     ERROR,
     EVENT_CODE_MASK,
@@ -193,6 +194,8 @@ NEVER_FAIL = frozenset({NO_OPERATION, GRAB_SERVER, UNGRAB_SERVER})
 CW_EVENT_MASK = 0x800
 EXCLUSIVE_EVENTS = 0x100000 | 0x40000 | 0x4
 ALL_EVENTS = 0x1FFFFFF
+#: CreateGC's Foreground and Background bits.
+GC_FOREGROUND_BACKGROUND = 0x4 | 0x8
 #: XFixesSelectSelectionInput's event bits: SetSelectionOwner, SelectionWindowDestroy,
 #: SelectionClientClose.
 XFIXES_SELECTION_EVENTS = 0x7
@@ -524,7 +527,7 @@ class _Held:
 
 
 _HEADER_READ = frozenset({CHANGE_PROPERTY, DELETE_PROPERTY, CHANGE_WINDOW_ATTRIBUTES,
-                          SET_SELECTION_OWNER})
+                          SET_SELECTION_OWNER, CREATE_GC})
 
 
 class _Requests(RequestFramer):
@@ -610,6 +613,7 @@ class Suppressor:
         self.colormaps: dict[int, TrueColorMap] = {}
         self.roots: frozenset[int] = frozenset()
         self.header_read = set(_HEADER_READ)  # requests whose first 16 bytes the policy reads
+        self.id_base = self.id_mask = 0  # this client's resource ids, from the setup
         self.watch_events: dict[int, str] = {}  # event code -> the watched group it changes
         # GenericEvents by major opcode: the group they change, and their event types that do
         self.watch_generic: dict[int, tuple[str, frozenset[int]]] = {}
@@ -712,10 +716,17 @@ class Suppressor:
         one client at a time may select (BadAccess) or bits no event has (BadValue); an
         XFixesSelectSelectionInput on a root window, of an atom the server has named (atoms
         last as long as the server), with known event bits, from a connection that announced
-        XFIXES 1 or later (else BadRequest)."""
+        XFIXES 1 or later (else BadRequest); a CreateGC on a root window setting at most its
+        foreground and background (any value goes), with an id of the client's own range
+        (Xlib's default GC of each screen: its allocator gives no id in use)."""
+        e = self.e
+        if opcode == CREATE_GC and 16 <= size <= 24:
+            gc, drawable, mask = struct.unpack_from(e + "III", buf, pos + 4)
+            return drawable in self.roots and not mask & ~GC_FOREGROUND_BACKGROUND \
+                and size == 16 + 4 * mask.bit_count() \
+                and gc & ~self.id_mask == self.id_base and gc & self.id_mask != 0
         if size != 16:
             return False
-        e = self.e
         if opcode == CHANGE_WINDOW_ATTRIBUTES:
             window, mask, events = struct.unpack_from(e + "III", buf, pos + 4)
             return window in self.roots and mask == CW_EVENT_MASK \
@@ -1040,6 +1051,7 @@ class Suppressor:
     def _server_setup(self, msg: bytes) -> bytes:
         if msg[0] == STATUS_SUCCESS:
             self.roots = parse_roots(msg, self.e)
+            self.id_base, self.id_mask = struct.unpack_from(self.e + "II", msg, 12)
             for cmap, visual in parse_screens(msg, self.e):
                 if visual is not None and visual.cls == TRUE_COLOR and visual.depth < 32:
                     self.colormaps[cmap] = TrueColorMap(visual)
