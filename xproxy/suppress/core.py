@@ -724,7 +724,7 @@ class Suppressor:
             gc, drawable, mask = struct.unpack_from(e + "III", buf, pos + 4)
             return drawable in self.roots and not mask & ~GC_FOREGROUND_BACKGROUND \
                 and size == 16 + 4 * mask.bit_count() \
-                and gc & ~self.id_mask == self.id_base and gc & self.id_mask != 0
+                and gc & ~self.id_mask == self.id_base
         if size != 16:
             return False
         if opcode == CHANGE_WINDOW_ATTRIBUTES:
