@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEBS := xvfb x11-apps x11-utils xauth xdotool xterm socat iproute2 openssh-server openssh-client xtrace etcd-server etcd-client featherpad qterminal gtk-3-examples gtk-4-examples zenity x11-xserver-utils x11-xkb-utils xinput
+DEBS := xvfb x11-apps x11-utils xauth xdotool xterm socat iproute2 openssh-server openssh-client xtrace etcd-server etcd-client featherpad qterminal gtk-3-examples gtk-4-examples zenity mousepad firefox-esr x11-xserver-utils x11-xkb-utils xinput
 
 .PHONY: install debs test check demo bench lint clean
 
@@ -23,7 +23,7 @@ test: install
 
 # The pure-core unit tests alone (no process, no socket; tests/conftest.py marks them) and ruff.
 check: install
-	$(VENV)/bin/ruff check xproxy discovery replicaclient testing
+	$(VENV)/bin/ruff check xproxy discovery replicaclient testing tests benchmarks demos
 	$(PY) -m pytest -q -m unit $(PYTEST_ARGS)
 
 demo: install
@@ -33,7 +33,7 @@ bench: install
 	@set -e; for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b; done
 
 lint: install
-	$(VENV)/bin/ruff check xproxy discovery replicaclient testing
+	$(VENV)/bin/ruff check xproxy discovery replicaclient testing tests benchmarks demos
 	$(VENV)/bin/mypy
 
 clean:

@@ -11,10 +11,12 @@ loopback or in the namespaces this script creates.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import secrets
 import select
+import shutil
 import signal
 import socket
 import statistics
@@ -54,7 +56,7 @@ def _zc_helper(argv: list[str]) -> None:
         await azc.zeroconf.async_wait_for_start()
         loop = asyncio.get_running_loop()
         if role == "browse":
-            def on(zeroconf, service_type, name, state_change):  # noqa: ANN001
+            def on(zeroconf, service_type, name, state_change):
                 kind = {ServiceStateChange.Added: "added", ServiceStateChange.Removed: "removed"}.get(state_change)
                 if kind:
                     print(kind, name, flush=True)
@@ -129,7 +131,7 @@ def rss_kib(pid: int) -> int:
 
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
 
 
 class Hosts:
@@ -389,7 +391,8 @@ def main() -> None:
           f" {ROUNDS_D} daemon rounds, {ROUNDS_ZC} zeroconf rounds")
     print(f"{'measure':45} {'discoveryd':>12} {'python-zeroconf':>16} {'zeroconf/discoveryd':>20}")
     for name, a, b, ratio in rows:
-        r = "" if ratio is None or ratio != ratio else (f"{ratio:.1f}x" if ratio != float("inf") else "inf")
+        r = "" if ratio is None or math.isnan(ratio) else (
+            f"{ratio:.1f}x" if ratio != float("inf") else "inf")
         print(f"{name:45} {a:>12} {b:>16} {r:>20}")
     print(f"(discoveryd: {loc['reg_rate']:.0f} registrations/s over one connection; RSS at start "
           f"{loc['rss_base'] / 1024:.0f} MiB; local figures with --no-mdns; zeroconf lookups are mDNS queries to a"
@@ -410,7 +413,7 @@ def main() -> None:
         mtxt = fmt_ms(mv) if mv != float("inf") else f"> {ZC_GONE_CAP:.0f} s (TTL)"
         etxt = fmt_ms(ev) if ev != float("inf") else f"> {ZC_GONE_CAP:.0f} s"
         print(f"{name:45} {mtxt:>12} {etxt:>12}")
-    subprocess.run(["rm", "-rf", str(tmp)])
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

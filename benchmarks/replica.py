@@ -38,17 +38,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # demos/ (the replicated server) is not an installed package
 
-from twisted.internet import asyncioreactor  # noqa: E402
+from twisted.internet import asyncioreactor
 
 asyncioreactor.install(asyncio.new_event_loop())
 
-from twisted.internet import defer, task  # noqa: E402
-from twisted.internet.endpoints import clientFromString, connectProtocol  # noqa: E402
-from twisted.protocols import amp  # noqa: E402
+from twisted.internet import defer, task
+from twisted.internet.endpoints import clientFromString, connectProtocol
+from twisted.protocols import amp
 
-from demos.kvstore import Get, Put  # noqa: E402
-from replicaclient import Balancer, First, MembershipFeed, ReplicatedClient  # noqa: E402
-from testing import replicas as processes  # noqa: E402
+from demos.kvstore import Get, Put
+from replicaclient import Balancer, First, MembershipFeed, ReplicatedClient
+from testing import replicas as processes
 
 THROUGHPUT_CALLS = 6000
 IN_FLIGHT = 32

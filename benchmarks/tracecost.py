@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import struct
-import sys
 import timeit
 
 from testing import x11wire as wire

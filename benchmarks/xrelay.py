@@ -26,8 +26,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from testing.sshlab import start_sshd
 from testing.xvfb import Xvfb, start_xvfb
@@ -110,7 +110,7 @@ def ssh_path(xvfb: Xvfb, work: str) -> Path | str:
     if isinstance(sshd, str):
         return sshd
     check = subprocess.run(sshd.ssh_argv(["xdpyinfo", "-queryExtensions"]), env=xvfb.env,
-                           capture_output=True, text=True, timeout=30)
+                           capture_output=True, text=True, timeout=30, check=False)
     if check.returncode != 0:
         sshd.process.terminate()
         return f"ssh -X did not work here: {check.stderr.strip()[:200]}"
@@ -134,7 +134,7 @@ def xproxy_path(xvfb: Xvfb, work: str, name: str, extra: list[str]) -> Path | st
 def x11perf(path: Path, test: str, seconds: int) -> float | None:
     argv = ["x11perf", "-repeat", "1", "-time", str(seconds), test]
     out = subprocess.run(path.wrap(argv), env=path.env, capture_output=True, text=True,
-                         timeout=120).stdout
+                         timeout=120, check=False).stdout
     rates = re.findall(r"\(\s*([\d.]+)/sec\)", out)
     return float(rates[-1]) if rates else None
 
@@ -196,7 +196,7 @@ def memory(xvfb: Xvfb, path: Path) -> list[str]:
                 n = flooder.send(pending)
                 sent += n
                 pending = pending[n:] or memoryview(noop)
-            except socket.timeout:
+            except TimeoutError:
                 pass
             samples.append(rss_kib(path.pid))
     finally:
@@ -237,7 +237,7 @@ def main() -> int:
         ("xproxy", lambda: xproxy_path(xvfb, work, "xproxy", [])),
     ]
     serve_help = subprocess.run([sys.executable, "-m", "xproxy.cli", "serve", "--help"],
-                                capture_output=True, text=True, cwd=ROOT).stdout
+                                capture_output=True, text=True, cwd=ROOT, check=False).stdout
     if "--stats" in serve_help:
         builders.append(("xproxy --stats", lambda: xproxy_path(
             xvfb, work, "xproxy --stats", ["--stats"])))

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from testing.xvfb import Xvfb, start_xvfb
 
@@ -50,11 +51,12 @@ class Host:
         self.procs.append(p)
         return p
 
-    def run(self, argv: list[str], **kw) -> subprocess.CompletedProcess:  # type: ignore[no-untyped-def]
+    def run(self, argv: list[str], check: bool = False,
+            **kw: Any) -> subprocess.CompletedProcess:
         kw.setdefault("env", self.env)
         kw.setdefault("cwd", ROOT)
         return subprocess.run([*self.prefix, *argv], capture_output=True, text=True,
-                              timeout=60, **kw)
+                              timeout=60, check=check, **kw)
 
     def stop(self) -> None:
         for p in reversed(self.procs):
@@ -116,7 +118,7 @@ def wait_for_window(xvfb: Xvfb, classname: str, timeout: float = 20.0) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = subprocess.run(["xdotool", "search", "--onlyvisible", "--classname", classname],
-                               env=xvfb.env, capture_output=True, text=True)
+                               env=xvfb.env, capture_output=True, text=True, check=False)
         if found.returncode == 0 and found.stdout.strip():
             return found.stdout.split()[0]
         time.sleep(0.1)
@@ -132,9 +134,10 @@ def make_host(name: str, ip: str, prefix: list[str], workdir: str) -> Host:
                XAUTHORITY=os.path.join(home, "Xauthority"), PYTHONPATH=ROOT)
     env.pop("DISPLAY", None)
     host = Host(name, ip, env, prefix)
-    daemon = host.popen([os.path.join(BIN, "discoveryd"), "--socket", env["DISCOVERY_SOCKET"],
-                         "--interface", ip, "--host-name", name], stdout=subprocess.PIPE,
-                        stderr=open(os.path.join(home, "discoveryd.log"), "w"), text=True)
+    with open(os.path.join(home, "discoveryd.log"), "w") as log:
+        daemon = host.popen([os.path.join(BIN, "discoveryd"), "--socket", env["DISCOVERY_SOCKET"],
+                             "--interface", ip, "--host-name", name], stdout=subprocess.PIPE,
+                            stderr=log, text=True)
     wait_line(daemon, "ready")
     return host
 
@@ -149,8 +152,8 @@ def two_hosts(workdir: str):  # type: ignore[no-untyped-def]
             office = make_host("office", hosts[0].ip, hosts[0].argv([]), workdir)
             laptop = make_host("laptop", hosts[1].ip, hosts[1].argv([]), workdir)
             try:
-                yield office, laptop, f"two network namespaces on a private bridge " \
-                                      f"({office.ip} and {laptop.ip})"
+                yield office, laptop, (f"two network namespaces on a private bridge "
+                                       f"({office.ip} and {laptop.ip})")
             finally:
                 laptop.stop()
                 office.stop()
@@ -158,8 +161,8 @@ def two_hosts(workdir: str):  # type: ignore[no-untyped-def]
         office = make_host("office", "127.0.0.1", [], workdir)
         laptop = make_host("laptop", "127.0.0.1", [], workdir)
         try:
-            yield office, laptop, "two sets of processes on loopback (run as root for " \
-                                  "network namespaces)"
+            yield office, laptop, ("two sets of processes on loopback (run as root for "
+                                   "network namespaces)")
         finally:
             laptop.stop()
             office.stop()
@@ -176,8 +179,9 @@ def launcher_scene() -> int:
             shutil.copy(xvfb.xauthority, office.env["XAUTHORITY"])
             office.env["DISPLAY"] = xvfb.name
             export_log = os.path.join(workdir, "export.log")
-            export = office.popen([*XPROXY, "export", "--name", "office", "--stats"],
-                                  stdout=subprocess.PIPE, stderr=open(export_log, "w"), text=True)
+            with open(export_log, "w") as log:
+                export = office.popen([*XPROXY, "export", "--name", "office", "--stats"],
+                                      stdout=subprocess.PIPE, stderr=log, text=True)
             ready = wait_line(export, "ready")
             fields = dict(part.split("=", 1) for part in ready.split()[1:])
             say(f"2. office: xproxy export --name office  (its screen {xvfb.name} is an Xvfb, "
@@ -206,7 +210,8 @@ def launcher_scene() -> int:
             stop(logo)
             time.sleep(0.3)
             stop(export)
-            summary = [line.strip() for line in open(export_log) if line.startswith("xproxy: ")]
+            with open(export_log) as log:
+                summary = [line.strip() for line in log if line.startswith("xproxy: ")]
             say("8. traffic through office's export:")
             for line in summary:
                 say("     " + line.removeprefix("xproxy: "))

@@ -224,7 +224,7 @@ class API:
         owner = self.registry.owner(req["name"], req["type"])
         found = self.registry.local(req["name"], req["type"])
         self.daemon.apply(self.registry.withdraw(conn.owner, req["name"], req["type"]))
-        holder = self.daemon.connections.get(owner.conn) if owner is not None else None  # type: ignore[call-overload]
+        holder = self.daemon.connections.get(owner.conn) if owner is not None else None
         if holder is not None and holder is not conn and found is not None:
             # withdrawn from another connection (root, or the same uid): its holder must know
             holder.send(wire.encode({"event": "lost", "service": found[0].to_json(), "error": {
@@ -249,7 +249,12 @@ class API:
         if need is Need.BROWSING and pending is not None:
             # a concurrent first lookup: wait for the same window
             d2: defer.Deferred[None] = defer.Deferred()
-            pending.addBoth(lambda r: (d2.callback(None), r)[1])
+
+            def release(result: object) -> object:
+                d2.callback(None)
+                return result
+
+            pending.addBoth(release)
             return d2
         return None
 

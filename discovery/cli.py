@@ -8,10 +8,16 @@ import os
 import signal
 import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from twisted.internet import defer
+
+    from discovery.client import DiscoveryClient
+    from discovery.reactor import IDaemonReactor
 
 
-def install_reactor() -> Any:
+def install_reactor() -> IDaemonReactor:
     """Twisted's asyncio reactor on a fresh loop, so AsyncZeroconf shares it (DESIGN.md)."""
     if "twisted.internet.reactor" not in sys.modules:
         import asyncio
@@ -23,7 +29,7 @@ def install_reactor() -> Any:
         asyncioreactor.install(loop)
     from twisted.internet import reactor
 
-    return reactor
+    return cast("IDaemonReactor", reactor)
 
 
 def _start_logging(verbose: bool) -> None:
@@ -72,7 +78,7 @@ def daemon_run(argv: list[str] | None = None) -> None:
     task.react(lambda r: _daemon_main(r, args))
 
 
-async def _daemon_main(reactor: Any, args: argparse.Namespace) -> None:
+async def _daemon_main(reactor: IDaemonReactor, args: argparse.Namespace) -> None:
     from twisted.internet import defer
 
     from discovery.backends.mdns import Limits
@@ -189,7 +195,7 @@ def _parse_txt(items: list[str]) -> dict[str, str]:
     return out
 
 
-async def _client_main(reactor: Any, args: argparse.Namespace) -> None:
+async def _client_main(reactor: IDaemonReactor, args: argparse.Namespace) -> None:
     from discovery.client import DiscoveryClient, DiscoveryError
 
     client = DiscoveryClient(args.socket, reactor, reconnect=args.command in ("register", "browse"))
@@ -207,7 +213,7 @@ async def _client_main(reactor: Any, args: argparse.Namespace) -> None:
         raise SystemExit(code)
 
 
-async def _cmd_register(reactor: Any, client: Any, args: argparse.Namespace) -> int:
+async def _cmd_register(reactor: IDaemonReactor, client: DiscoveryClient, args: argparse.Namespace) -> int:
     from twisted.internet import defer, protocol
 
     txt = _parse_txt(args.txt)
@@ -255,13 +261,13 @@ async def _cmd_register(reactor: Any, client: Any, args: argparse.Namespace) -> 
     reg.lost.addCallback(on_lost)
     if not args.cmd:
         # hold the registration until we are told to stop
-        reactor.addSystemEventTrigger("before", "shutdown", lambda: done.called or done.callback(0))
+        reactor.addSystemEventTrigger("before", "shutdown", _finish, done, 0)
         signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))
         return await done
 
     class Child(protocol.ProcessProtocol):
         def signal(self, name: str) -> None:
-            if self.transport is not None and self.transport.pid is not None:  # type: ignore[attr-defined]
+            if self.transport is not None and self.transport.pid is not None:
                 self.transport.signalProcess(name)
 
         def processEnded(self, reason: Any) -> None:
@@ -285,20 +291,25 @@ async def _cmd_register(reactor: Any, client: Any, args: argparse.Namespace) -> 
     return await done
 
 
+def _finish(done: defer.Deferred[int], code: int) -> None:
+    if not done.called:
+        done.callback(code)
+
+
 #: `discovery register`'s exit status when its name is lost (to a conflict on the network)
 LOST_EXIT = 69  # EX_UNAVAILABLE (sysexits.h)
 #: s the command has to exit after SIGTERM, once the name is lost, before SIGKILL
 STOP_TIMEOUT = 10.0
 
 
-async def _cmd_withdraw(reactor: Any, client: Any, args: argparse.Namespace) -> int:
+async def _cmd_withdraw(reactor: IDaemonReactor, client: DiscoveryClient, args: argparse.Namespace) -> int:
     await client.withdraw(args.name, args.type)
     if args.json:
         print(json.dumps({"withdrawn": {"name": args.name, "type": args.type}}))
     return 0
 
 
-async def _cmd_lookup(reactor: Any, client: Any, args: argparse.Namespace) -> int:
+async def _cmd_lookup(reactor: IDaemonReactor, client: DiscoveryClient, args: argparse.Namespace) -> int:
     recs = await client.lookup(args.type, args.name, args.wait)
     if recs.warning:
         print(f"discovery: warning: {recs.warning.get('message', recs.warning)}", file=sys.stderr)
@@ -310,7 +321,7 @@ async def _cmd_lookup(reactor: Any, client: Any, args: argparse.Namespace) -> in
     return 0 if recs or not args.name else 1
 
 
-async def _cmd_browse(reactor: Any, client: Any, args: argparse.Namespace) -> int:
+async def _cmd_browse(reactor: IDaemonReactor, client: DiscoveryClient, args: argparse.Namespace) -> int:
     from twisted.internet import defer
 
     def show(ev: Any) -> None:
@@ -327,11 +338,11 @@ async def _cmd_browse(reactor: Any, client: Any, args: argparse.Namespace) -> in
     w = client.watch(args.type, show)
     await w.ready
     done: defer.Deferred[int] = defer.Deferred()
-    reactor.addSystemEventTrigger("before", "shutdown", lambda: done.called or done.callback(0))
+    reactor.addSystemEventTrigger("before", "shutdown", _finish, done, 0)
     return await done
 
 
-async def _cmd_list(reactor: Any, client: Any, args: argparse.Namespace) -> int:
+async def _cmd_list(reactor: IDaemonReactor, client: DiscoveryClient, args: argparse.Namespace) -> int:
     from discovery.client import ServiceRecord
 
     r = await client.list()

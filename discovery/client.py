@@ -32,17 +32,26 @@ import os
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from twisted.internet import defer, error, protocol
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet import defer, error, protocol, task
 from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
+from twisted.internet.interfaces import IAddress
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from discovery.config import default_socket_path
 from discovery.wire import LineSplitter, encode
 
+if TYPE_CHECKING:
+    from discovery.reactor import IClientReactor
+
 log = Logger(namespace="discovery.client")
+
+#: The waits between attempts to reach the daemon again: 0.05 s, doubling up to 2 s.
+#: ClientService asks its policy from attempt 1, which is `initialDelay * factor`.
+RECONNECT_BACKOFF = backoffPolicy(initialDelay=0.025, factor=2, maxDelay=2.0, jitter=lambda: 0.0)
 
 
 def socket_path(explicit: str | None = None) -> str:
@@ -122,6 +131,9 @@ class _LineProtocol(protocol.Protocol):
         self.client = client
         self._lines = LineSplitter()  # no length cap: a lookup's answer grows with the services known
 
+    def connectionMade(self) -> None:
+        self.client._made(self)
+
     def dataReceived(self, data: bytes) -> None:
         for line in self._lines.receive_data(data):
             try:
@@ -134,6 +146,16 @@ class _LineProtocol(protocol.Protocol):
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self.client._lost(self, reason)
+
+
+class _Factory(protocol.Factory):
+    noisy = False  # a line per connection attempt while the daemon is away is noise
+
+    def __init__(self, client: DiscoveryClient) -> None:
+        self.client = client
+
+    def buildProtocol(self, addr: IAddress | None) -> _LineProtocol:
+        return _LineProtocol(self.client)
 
 
 class Registration:
@@ -211,9 +233,9 @@ class Watch:
     def _snapshot(self, services: list[ServiceRecord]) -> None:
         """Reconcile with a full list (first subscribe or after a reconnect)."""
         now = {s.key: s for s in services}
-        for key, old in list(self.known.items()):
+        for key, gone in list(self.known.items()):
             if key not in now:
-                self._event("removed", old)
+                self._event("removed", gone)
         for key, s in now.items():
             old = self.known.get(key)
             if old is None:
@@ -262,14 +284,17 @@ class Watch:
 
 
 class DiscoveryClient:
-    """One connection to the daemon, re-established after a daemon restart."""
+    """One connection to the daemon. With ``reconnect``, a Twisted ``ClientService`` makes it
+    again after the daemon restarts (backing off by ``RECONNECT_BACKOFF``), and the client then
+    registers its names again and re-subscribes its watches."""
 
-    def __init__(self, socket: str | None = None, reactor: Any = None, reconnect: bool = True) -> None:
+    def __init__(self, socket: str | None = None, reactor: IClientReactor | None = None,
+                 reconnect: bool = True) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
-            reactor = default_reactor
-        self.reactor = reactor
+            reactor = cast("IClientReactor", default_reactor)
+        self.reactor: IClientReactor = reactor
         self.path = socket_path(socket)
         self.reconnect = reconnect
         self._proto: _LineProtocol | None = None
@@ -278,9 +303,12 @@ class DiscoveryClient:
         self._registrations: set[Registration] = set()
         self._watches: set[Watch] = set()
         self._closed = False
-        self._retry: Any = None
-        self._delay = 0.05
-        self._connecting: defer.Deferred[None] | None = None
+        self._service: ClientService | None = None
+        #: Connections made again since the last one on which everything was restored: a
+        #: daemon that accepts and then fails the restore is retried later each time.
+        self._failed_restores = 0
+        #: Whether the next connection made is a reconnection, to restore everything on.
+        self._restore = False
         self.host: str | None = None
         self.on_reconnect: Callable[[], None] | None = None
 
@@ -289,27 +317,57 @@ class DiscoveryClient:
         return self._proto is not None
 
     async def connect(self) -> DiscoveryClient:
-        """Connect once; raises ``NotConnected`` when no daemon answers at the socket."""
+        """Connect once; raises ``NotConnected`` when no daemon answers at the socket, and
+        ``DiscoveryError`` when it refuses the connection (then nothing goes on trying)."""
         try:
-            self._proto = await connectProtocol(UNIXClientEndpoint(self.reactor, self.path), _LineProtocol(self))
+            if self.reconnect:
+                service = self._start()
+                try:
+                    await service.whenConnected(failAfterFailures=1)
+                except BaseException:
+                    # (stopped on the next turn: the failure arrives while the service is
+                    # still handling it, and it cannot be stopped from inside that)
+                    self._service = None
+                    await task.deferLater(self.reactor, 0, service.stopService)
+                    raise
+            else:
+                endpoint = UNIXClientEndpoint(self.reactor, self.path)
+                self._proto = await connectProtocol(endpoint, _LineProtocol(self))
         except (error.ConnectError, OSError) as e:
             raise NotConnected(f"cannot connect to discoveryd at {self.path}: {e}") from None
+        try:
+            await self._hello()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    def _start(self) -> ClientService:
+        """Start connecting (again after every loss) in the background."""
+        self._service = ClientService(
+            UNIXClientEndpoint(self.reactor, self.path), _Factory(self),
+            retryPolicy=lambda attempt: RECONNECT_BACKOFF(attempt + self._failed_restores),
+            clock=self.reactor)
+        self._service.startService()
+        return self._service
+
+    async def _hello(self) -> None:
         hello = await self._request({"op": "hello"})
         self.host = hello.get("host")
-        return self
 
     async def close(self) -> None:
         """Close the connection: the daemon withdraws every registration it carried."""
         self._closed = True
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
         for w in list(self._watches):
             w.closed = True
             w._wake()
         self._watches.clear()
         self._registrations.clear()
+        service, self._service = self._service, None
         proto, self._proto = self._proto, None
-        if proto is not None and proto.transport is not None:
+        if service is not None:
+            await service.stopService()
+        elif proto is not None and proto.transport is not None:
             proto.transport.loseConnection()
 
     # -- the API ------------------------------------------------------------------------
@@ -431,6 +489,12 @@ class DiscoveryClient:
             err = msg.get("error") or {}
             d.errback(DiscoveryError(err.get("code", "error"), err.get("message", "request failed")))
 
+    def _made(self, proto: _LineProtocol) -> None:
+        self._proto = proto
+        if self._restore:
+            defer.ensureDeferred(self._restore_all(proto))
+        self._restore = True
+
     def _lost(self, proto: _LineProtocol, reason: Failure) -> None:
         if proto is self._proto:
             self._proto = None
@@ -442,25 +506,33 @@ class DiscoveryClient:
                 w.closed = True
                 w._wake()
             return
-        log.info("lost discoveryd at {path}; reconnecting", path=self.path)
-        self._delay = 0.05
-        self._retry = self.reactor.callLater(self._delay, self._try_reconnect)
+        if self._service is not None and self._service.running:
+            log.info("lost discoveryd at {path}; reconnecting", path=self.path)
 
-    def _try_reconnect(self) -> None:
-        self._retry = None
-        d = defer.ensureDeferred(self._reconnect())
-
-        def again(f: Failure) -> None:
+    async def _restore_all(self, proto: _LineProtocol) -> None:
+        """On a connection made again: registrations and watches as they were. When that fails
+        the connection is dropped, and the service makes the next one after a longer wait."""
+        try:
+            await self._reconnected()
+        except Exception as e:  # noqa: BLE001 - whatever failed, the next connection may not
             if self._closed:
                 return
-            self._proto = None
-            self._delay = min(self._delay * 2, 2.0)
-            self._retry = self.reactor.callLater(self._delay, self._try_reconnect)
+            if isinstance(e, NotConnected):
+                pass  # the connection went again
+            elif isinstance(e, DiscoveryError):
+                log.warn("discoveryd refused the connection: {e}; trying again later",
+                         e=e.message)
+            else:
+                log.failure("restoring registrations and watches failed; trying again later")
+            self._failed_restores += 1
+            if proto.transport is not None:
+                proto.transport.loseConnection()
+        else:
+            self._failed_restores = 0
 
-        d.addErrback(again)
-
-    async def _reconnect(self) -> None:
-        await self.connect()
+    async def _reconnected(self) -> None:
+        again = self.host is not None  # (else the first connection of a watch() helper)
+        await self._hello()
         for reg in list(self._registrations):
             try:
                 await self._register(reg)
@@ -471,7 +543,9 @@ class DiscoveryClient:
                 reg._fail(e)
         for w in list(self._watches):
             self._subscribe(w)
-        log.info("reconnected to discoveryd; {n} registrations restored", n=len(self._registrations))
+        if again:
+            log.info("reconnected to discoveryd; {n} registrations restored",
+                     n=len(self._registrations))
         if self.on_reconnect:
             self.on_reconnect()
 
@@ -479,7 +553,7 @@ class DiscoveryClient:
 # -- one-call helpers: each opens its own connection ---------------------------------------
 
 
-async def connect(socket: str | None = None, reactor: Any = None, reconnect: bool = True) -> DiscoveryClient:
+async def connect(socket: str | None = None, reactor: IClientReactor | None = None, reconnect: bool = True) -> DiscoveryClient:
     return await DiscoveryClient(socket, reactor, reconnect).connect()
 
 
@@ -490,7 +564,7 @@ async def register(
     txt: Mapping[str, str] | None = None,
     *,
     socket: str | None = None,
-    reactor: Any = None,
+    reactor: IClientReactor | None = None,
 ) -> Registration:
     """Register on a connection of its own: the registration lives until ``withdraw()``."""
     c = await connect(socket, reactor)
@@ -505,7 +579,7 @@ async def register(
 
 
 async def lookup(
-    type: str, name: str | None = None, *, wait: float | None = None, socket: str | None = None, reactor: Any = None
+    type: str, name: str | None = None, *, wait: float | None = None, socket: str | None = None, reactor: IClientReactor | None = None
 ) -> Services:
     c = await connect(socket, reactor, reconnect=False)
     try:
@@ -514,18 +588,13 @@ async def lookup(
         await c.close()
 
 
-def watch(type: str, callback: Callable[[WatchEvent], None] | None = None, *, socket: str | None = None, reactor: Any = None) -> Watch:
+def watch(type: str, callback: Callable[[WatchEvent], None] | None = None, *, socket: str | None = None, reactor: IClientReactor | None = None) -> Watch:
     """A watch on a connection of its own; ``close()`` it when done."""
     c = DiscoveryClient(socket, reactor)
     w = Watch(c, type, callback, owns_client=True)
     c._watches.add(w)
-
-    def connected(_: Any) -> None:
-        c._subscribe(w)
-
-    def failed(f: Failure) -> None:
-        # keep trying in the background, like after a daemon restart
-        c._lost(_LineProtocol(c), f)
-
-    defer.ensureDeferred(c.connect()).addCallbacks(connected, failed)
+    # every connection, the first too, subscribes as after a daemon restart; while no daemon
+    # answers, the client keeps trying in the background
+    c._restore = True
+    c._start()
     return w

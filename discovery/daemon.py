@@ -14,10 +14,10 @@ import os
 import pwd
 import signal
 import socket
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -58,6 +58,11 @@ from discovery.registry import (
 )
 from discovery.superserver import OnDemandService, bind_listener
 
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorFromThreads
+
+    from discovery.reactor import IDaemonReactor
+
 log = Logger(namespace="discovery.daemon")
 
 
@@ -81,12 +86,13 @@ class Daemon:
     """One ``discoveryd``: the registry, the backends that publish it (mDNS, etcd), the
     on-demand sockets, the journal, and the API socket whose ops (``api.API``) act on them."""
 
-    def __init__(self, reactor: Any, config: DaemonConfig) -> None:
+    def __init__(self, reactor: IDaemonReactor, config: DaemonConfig) -> None:
         self.reactor = reactor
         self.config = config
         policy = self._load_policy()
         self.registry = Registry(config.host, config.interfaces, now=reactor.seconds, policy=policy)
-        self.connections: dict[str, APIProtocol] = {}
+        #: By connection id, which the registry knows watchers and owners by
+        self.connections: dict[Hashable, APIProtocol] = {}
         self.on_demand: dict[tuple[str, str], OnDemandService] = {}
         self.mdns: MdnsAdapter | None = None
         self.etcd: EtcdAdapter | None = None
@@ -206,7 +212,7 @@ class Daemon:
             elif isinstance(eff, Retract):
                 self._retract(eff.service)
             elif isinstance(eff, Notify):
-                conn = self.connections.get(eff.watcher)  # type: ignore[arg-type]
+                conn = self.connections.get(eff.watcher)
                 if conn is not None:
                     ev = eff.event
                     conn.send(wire.encode({"event": ev.kind, "watch": ev.service.type, "service": ev.service.to_json()}))
@@ -236,7 +242,7 @@ class Daemon:
         self.apply(self.registry.withdraw(Owner(None, ROOT_UID), service.name, service.type))
         event = wire.encode({"event": "conflict", "service": service.to_json(), "message": message})
         if owner is not None and owner.conn is not None:
-            conn = self.connections.get(owner.conn)  # type: ignore[call-overload]
+            conn = self.connections.get(owner.conn)
             if conn is not None:
                 conn.send(event)
             return
@@ -414,7 +420,7 @@ def _gid_of(uid: int) -> int:
         return uid
 
 
-def install_sighup(reactor: Any, daemon: Daemon) -> None:
+def install_sighup(reactor: IReactorFromThreads, daemon: Daemon) -> None:
     signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(daemon.reload_static))
 
 

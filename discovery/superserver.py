@@ -21,13 +21,18 @@ import select
 import socket
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import protocol
 from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.interfaces import IReadDescriptor
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from discovery.config import OnDemand
+
+if TYPE_CHECKING:
+    from discovery.reactor import ISuperserverReactor
 
 log = Logger(namespace="discovery.superserver")
 
@@ -60,12 +65,13 @@ class _Child(protocol.ProcessProtocol):
         self.owner._ended(self, reason)
 
 
+@implementer(IReadDescriptor)
 class OnDemandService:
-    """One socket-activated service; ``reactor`` must provide IReactorFDSet/Process/Time."""
+    """One socket-activated service."""
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: ISuperserverReactor,
         name: str,
         sock: socket.socket,
         spec: OnDemand,
@@ -153,7 +159,7 @@ class OnDemandService:
             self._paused = self.reactor.callLater(1.0, self._unpause)
             return
         self.children.add(child)
-        pid = child.transport.pid if child.transport else 0  # type: ignore[attr-defined]
+        pid = child.transport.pid if child.transport else 0
         log.info("{name}: started {cmd} as pid {pid}", name=self.name, cmd=self.spec.command, pid=pid)
         if self.on_start:
             self.on_start(pid)

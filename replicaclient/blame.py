@@ -30,7 +30,7 @@ def blame(error: BaseException, replica: str) -> BaseException:
         except TypeError:  # a type that cannot be mixed: say it in a ReplicaFailed
             named = ReplicaFailed
         _named[cls] = named
-    found = cast(ReplicaFailed, named.__new__(named))  # type: ignore[call-overload]
+    found = cast(ReplicaFailed, named.__new__(named))
     if named is not ReplicaFailed:
         found.__dict__.update(getattr(error, "__dict__", {}))
     found.args = error.args

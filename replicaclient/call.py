@@ -340,7 +340,8 @@ class Call:
         answer) or UnknownRemoteError (a failure of that replica)."""
         if isinstance(description, bytes):
             description = description.decode("utf-8", "replace")
-        error_type = self.command.reverseErrors.get(code)
+        # (amp.Command's metaclass sets reverseErrors, which a type checker cannot see)
+        error_type = self.command.reverseErrors.get(code)  # type: ignore[attr-defined]
         if error_type is None:
             return amp.UnknownRemoteError(description)
         return Reply(("error", code, description), error_type(description),

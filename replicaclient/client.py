@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.application.internet import backoffPolicy
 from twisted.internet.defer import (
@@ -51,6 +51,9 @@ from .policy import (
 from .tag import HybridClock, Tag
 from .wakeups import Wakeups
 
+if TYPE_CHECKING:
+    from .reactor import IReplicatedClientReactor
+
 _log = Logger()
 
 PolicySpec = str | Policy
@@ -82,7 +85,7 @@ class ReplicatedClient:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReplicatedClientReactor,
         endpoints: list[str] | None = None,
         *,
         discover: str | None = None,

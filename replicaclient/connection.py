@@ -11,7 +11,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
@@ -102,7 +102,7 @@ class ReplicaAMP(amp.AMP):
     def forget(self, call: Call) -> list[tuple[Send, float]]:
         """Stop waiting for ``call``'s answers; what it had sent here, and when."""
         found = [tag for tag, waiter in self.waiting.items() if waiter[0] is call]
-        return [self.waiting.pop(tag)[1:] for tag in found]  # type: ignore[misc]
+        return [self.waiting.pop(tag)[1:] for tag in found]
 
     def ampBoxReceived(self, box: amp.AmpBox) -> None:
         tag = box.get(amp.ANSWER)
@@ -121,7 +121,7 @@ class ReplicaAMP(amp.AMP):
         for call, send, started in waiting.values():
             call.lost(self.gone, send, started)
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
         self.owner.connection_lost(self)
         self.lost.callback(None)

@@ -4,11 +4,14 @@ DNS-SD service type (``_kv._tcp``) become Added / Removed events."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 
 from .membership import Added, Listener, Removed
+
+if TYPE_CHECKING:
+    from discovery.reactor import IClientReactor
 
 
 def endpoint_for(host: str, addresses: tuple[str, ...] | list[str], port: int) -> str:
@@ -21,7 +24,8 @@ def endpoint_for(host: str, addresses: tuple[str, ...] | list[str], port: int) -
 class DiscoveryMembership:
     """A membership source following ``discovery.client.watch(service_type)``."""
 
-    def __init__(self, reactor: Any, service_type: str, socket: str | None = None) -> None:
+    def __init__(self, reactor: IClientReactor | None, service_type: str,
+                 socket: str | None = None) -> None:
         self.reactor = reactor
         self.service_type = service_type
         self.socket = socket
@@ -46,5 +50,5 @@ class DiscoveryMembership:
         return unsubscribe
 
 
-def discovery_membership(reactor: Any, service_type: str) -> DiscoveryMembership:
+def discovery_membership(reactor: IClientReactor, service_type: str) -> DiscoveryMembership:
     return DiscoveryMembership(reactor, service_type)

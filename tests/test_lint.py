@@ -1,6 +1,7 @@
-"""The code passes `make lint` (ruff, and mypy over the pure cores) with the versions
-pinned in pyproject.toml's test extras, so CI catches what a reviewer's linter would; and
-`make check` selects every test file it lists."""
+"""The code passes `make lint` (ruff over the packages, the tests, the benchmarks and the
+demos; mypy over the pure cores and the adapters that type-check) with the versions pinned in
+pyproject.toml's test extras, so CI catches what a reviewer's linter would; and `make check`
+selects every test file it lists."""
 
 from __future__ import annotations
 
@@ -16,15 +17,25 @@ def run(*argv: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=300, check=False)
 
 
+#: Everything ruff checks, as `make lint` and `make check` run it.
+LINTED = ("xproxy", "discovery", "replicaclient", "testing", "tests", "benchmarks", "demos")
+
+
 def test_ruff():
-    done = run("ruff", "check", "xproxy", "discovery", "replicaclient", "testing")
+    done = run("ruff", "check", *LINTED)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_mypy_on_the_pure_cores():
-    """The modules pyproject.toml's [tool.mypy] files lists: the pure cores of all three parts."""
+def test_mypy():
+    """The modules pyproject.toml's [tool.mypy] files lists: the pure cores of all three parts
+    and the adapters that type-check."""
     done = run("mypy", "--cache-dir", "/dev/null")
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_make_lints_what_this_file_lints():
+    makefile = (ROOT / "Makefile").read_text()
+    assert makefile.count(f"ruff check {' '.join(LINTED)}") == 2  # lint and check
 
 
 def test_every_module_make_check_lists_exists():

@@ -39,10 +39,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet import defer, protocol
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory, readBody
 from twisted.web.http_headers import Headers
@@ -60,6 +61,9 @@ from discovery.etcdkeys import (
     service_etcd_key,
 )
 from discovery.registry import Service, service_key
+
+if TYPE_CHECKING:
+    from discovery.reactor import IEtcdReactor
 
 log = Logger(namespace="discovery.etcd")
 
@@ -85,7 +89,7 @@ class _Body:
 
     @classmethod
     def of(cls, obj: Any) -> IBodyProducer:
-        return cls(json.dumps(obj).encode())  # type: ignore[return-value]  # zope, not a base class
+        return cls(json.dumps(obj).encode())
 
     def startProducing(self, consumer: Any) -> Deferred[None]:
         consumer.write(self.data)
@@ -133,7 +137,8 @@ class _Lines(protocol.Protocol):
     def cancel(self) -> None:
         self.cancelled = True
         if self.transport is not None:
-            self.transport.stopProducing()
+            # a response body's transport is a producer (IResponse.deliverBody)
+            cast(IPushProducer, self.transport).stopProducing()
 
 
 def _describe(exc: BaseException) -> str:
@@ -151,7 +156,7 @@ class _QuietFactory(_HTTP11ClientFactory):
 class Gateway:
     """POSTs to the v3 JSON gateway of one endpoint at a time; ``rotate`` moves to the next."""
 
-    def __init__(self, reactor: Any, endpoints: tuple[str, ...], timeout: float) -> None:
+    def __init__(self, reactor: IEtcdReactor, endpoints: tuple[str, ...], timeout: float) -> None:
         self.reactor = reactor
         self.endpoints = endpoints
         self.timeout = timeout
@@ -240,7 +245,7 @@ class EtcdAdapter:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IEtcdReactor,
         config: EtcdConfig,
         daemon: str,
         on_upsert: Callable[[Service], None],

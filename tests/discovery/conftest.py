@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from testing.ready import wait_ready  # noqa: F401 (used by the tests here)
+from testing.ready import wait_ready
 
 VENV_BIN = Path(sys.executable).parent
 DISCOVERYD = str(VENV_BIN / "discoveryd")
@@ -34,8 +35,10 @@ class Daemon:
 
     def start(self) -> Daemon:
         cmd = [*self.prefix, DISCOVERYD, "--socket", self.socket, "--host-name", self.name, "--state-dir", self.state_dir, *self.args]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(self.log, "ab"))
-        self.proc.stderr = open(self.log, "rb")  # for wait_ready's message
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log)
+        # what wait_ready quotes when the daemon fails; it stays open with the process
+        self.proc.stderr = open(self.log, "rb")  # noqa: SIM115
         wait_ready(self.proc)
         return self
 
@@ -49,7 +52,8 @@ class Daemon:
                 self.proc.wait()
 
     def cli(self, *args: str, timeout: float = 20) -> subprocess.CompletedProcess:
-        return subprocess.run([DISCOVERY, "--socket", self.socket, *args], capture_output=True, timeout=timeout)
+        return subprocess.run([DISCOVERY, "--socket", self.socket, *args], capture_output=True,
+                              timeout=timeout, check=False)
 
 
 @pytest.fixture
@@ -58,7 +62,7 @@ def base_dir() -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix="discovery-test-"))
     os.chmod(d, 0o755)
     yield d
-    subprocess.run(["rm", "-rf", str(d)])
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

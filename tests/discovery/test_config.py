@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from discovery.config import ConfigError, OnDemand, default_socket_path, parse_policy, parse_service_file
+from discovery.config import (
+    ConfigError,
+    OnDemand,
+    default_socket_path,
+    parse_policy,
+    parse_service_file,
+)
 
 USERS = {"alice": 1000, "root": 0}
 

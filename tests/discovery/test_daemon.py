@@ -554,6 +554,15 @@ def client_lookup_records(d, stype):
     return [ServiceRecord.from_json(s) for s in json.loads(d.cli("lookup", stype, "--json", "--wait", "0").stdout)]
 
 
+def test_cli_with_no_daemon_says_so_and_exits_2(base_dir, stype) -> None:
+    for command in (["register", "--name", "x", "--type", stype, "--port", "1"],
+                    ["browse", stype, "--watch"], ["lookup", stype]):
+        done = subprocess.run([DISCOVERY, "--socket", str(base_dir / "none.sock"), *command],
+                              capture_output=True, text=True, timeout=30, check=False)
+        assert done.returncode == 2, (command, done.stderr)
+        assert done.stderr.startswith("discovery: cannot connect to discoveryd at "), done.stderr
+
+
 def test_browse_cli_json_lines(daemons, stype) -> None:
     a = daemons("ha")
     browse = subprocess.Popen([DISCOVERY, "--socket", a.socket, "browse", stype, "--watch", "--json"], stdout=subprocess.PIPE)
@@ -605,6 +614,23 @@ async def test_watch_resubscribes_after_daemon_restart(daemons, stype) -> None:
         await before.withdraw()
     finally:
         await c.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_watch_made_before_the_daemon_starts_sees_it_once_it_does(daemons, stype) -> None:
+    a = daemons("ha", "--no-mdns", start=False)
+    w = client.watch(stype, socket=a.socket)
+    try:
+        await task.deferLater(reactor, 0.3, lambda: None)  # a few attempts find no daemon
+        assert not w.ready.called
+        a.start()
+        await w.ready
+        reg = await client.register("late", stype, 1, socket=a.socket)
+        ev = await w.next_event(timeout=10)
+        assert (ev.kind, ev.service.name) == ("added", "late")
+        await reg.withdraw()
+    finally:
+        await w.close()
 
 
 def test_journal_is_compacted_under_churn(daemons, stype) -> None:

@@ -22,9 +22,9 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from discovery import client
+from testing.etcd_cluster import EtcdCluster, EtcdMember, free_ports
 
 from .conftest import DISCOVERY
-from testing.etcd_cluster import EtcdCluster, EtcdMember, free_ports
 from .test_daemon import eventually, sleep
 
 TTL = 3

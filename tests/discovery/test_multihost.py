@@ -28,9 +28,11 @@ def lan(tmp_path_factory) -> Iterator[list[tuple[netns.Host, str]]]:
         out = []
         for h in hosts:
             sock = str(base / f"h{h.index}.sock")
-            p = h.popen([DISCOVERYD, "--socket", sock, "--interface", h.ip, "--host-name", f"h{h.index}"],
-                        stdout=subprocess.PIPE, stderr=open(base / f"h{h.index}.log", "wb"))
-            p.stderr = open(base / f"h{h.index}.log", "rb")
+            with open(base / f"h{h.index}.log", "wb") as log:
+                p = h.popen([DISCOVERYD, "--socket", sock, "--interface", h.ip,
+                             "--host-name", f"h{h.index}"], stdout=subprocess.PIPE, stderr=log)
+            # what wait_ready quotes when the daemon fails; it stays open with the process
+            p.stderr = open(base / f"h{h.index}.log", "rb")  # noqa: SIM115
             out.append((h, sock))
         for h in hosts:
             wait_ready(h.procs[0])
@@ -48,7 +50,7 @@ def test_namespaces_are_separate_hosts(lan) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_registration_seen_on_other_hosts_and_gone_when_owner_is_killed(lan, stype) -> None:
-    (h0, s0), (h1, s1), (h2, s2) = lan
+    (h0, s0), (_h1, s1), (h2, s2) = lan
     watches = [client.watch(stype, socket=s) for s in (s1, s2)]
     for w in watches:
         await w.ready
@@ -94,7 +96,7 @@ async def test_lookup_finds_services_on_every_host(lan, stype) -> None:
 
 
 def test_daemon_stop_sends_goodbyes(lan, stype, tmp_path) -> None:
-    (h0, s0), (h1, s1), _ = lan
+    (h0, _s0), (h1, s1), _ = lan
     sock = str(tmp_path / "extra.sock")
     extra = h0.popen([DISCOVERYD, "--socket", sock, "--interface", h0.ip, "--host-name", "extra"], stdout=subprocess.PIPE,
                      stderr=subprocess.DEVNULL)

@@ -87,7 +87,7 @@ def test_connection_lost_withdraws_everything_it_held_only(reg: Registry) -> Non
     b, _ = reg.register(ALICE, "b", "_kv._tcp", 2)
     c, _ = reg.register(BOB, "c", "_kv._tcp", 3)
     eff = reg.connection_lost("c1")
-    assert set(e.service for e in eff if isinstance(e, Unpublish)) == {a, b}
+    assert {e.service for e in eff if isinstance(e, Unpublish)} == {a, b}
     assert reg.lookup() == [c]
 
 

@@ -14,7 +14,14 @@ from zope.interface.verify import verifyObject
 
 from demos.kvstore import Get, KVStore, Put
 from replicaclient import (
-    Balancer, ClientClosed, DeadlineExceeded, First, MembershipFeed, ReplicatedClient, read, write,
+    Balancer,
+    ClientClosed,
+    DeadlineExceeded,
+    First,
+    MembershipFeed,
+    ReplicatedClient,
+    read,
+    write,
 )
 from replicaclient.ampwire import encode_pairs
 from replicaclient.connection import ReplicaAMP
@@ -65,12 +72,12 @@ class Service(KVStore):
         self.counted += 1
         return {"n": self.counted}
 
-    def locateResponder(self, name):  # noqa: N802
+    def locateResponder(self, name):
         return super().locateResponder(name)
 
 
 class Recording(ReplicaFactory):
-    def buildProtocol(self, addr):  # noqa: N802
+    def buildProtocol(self, addr):
         proto = super().buildProtocol(addr)
         original = proto.ampBoxReceived
 
@@ -88,7 +95,7 @@ class _Raw(protocol.Protocol):
 
     mode = "garbage"
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+    def dataReceived(self, data: bytes) -> None:
         if self.mode == "garbage":  # a key longer than AMP allows
             self.transport.write(b"\x7f\xff" + b"\x01" * 64)
         elif self.mode == "stalled":  # a value announced 65535 bytes long, never sent
@@ -139,7 +146,7 @@ def test_same_results_and_errors_as_one_plain_amp_connection(listen):
                 try:
                     yield call(target)
                     got.append(None)
-                except Exception as error:
+                except Exception as error:  # noqa: BLE001 - the kind of each failure is compared
                     if isinstance(error, ReplicaFailed):  # the same type, naming the replica
                         assert str(error).startswith(endpoint), error
                         kind = type(error).__bases__[-1]
@@ -276,7 +283,6 @@ def test_quorum_calls_between_two_stubs_in_one_process(listen):
 @pytest_twisted.inlineCallbacks
 def test_a_dead_replica_is_ejected_and_skipped(listen):
     from replicaclient import OutlierDetector
-
     from testing.replicas import free_port
 
     good = [listen(ReplicaFactory(Service())) for _ in range(2)]
@@ -652,7 +658,7 @@ class _Cuttable(ReplicaFactory):
         self.protos: list = []
         self.port = None
 
-    def buildProtocol(self, addr):  # noqa: N802
+    def buildProtocol(self, addr):
         proto = super().buildProtocol(addr)
         self.protos.append(proto)
         return proto
@@ -709,7 +715,7 @@ class _BadSource(ReplicaFactory):
 
     mode = "garbage"
 
-    def buildProtocol(self, addr):  # noqa: N802
+    def buildProtocol(self, addr):
         from replicaclient.server import ReplicaLocator
         from replicaclient.sync import Entry, encode_page
         from replicaclient.tag import Tag, hybrid

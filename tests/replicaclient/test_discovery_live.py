@@ -23,9 +23,7 @@ from twisted.internet import task
 
 from demos.kvstore import Get, Put
 from replicaclient import ReplicatedClient
-
 from testing.ready import wait_ready
-
 from testing.replicas import ROOT, free_port
 
 DISCOVERYD = str(Path(sys.executable).parent / "discoveryd")

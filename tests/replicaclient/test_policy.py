@@ -8,7 +8,15 @@ from twisted.internet.task import Clock
 from replicaclient.declare import Semantics
 from replicaclient.errors import DeadlineExceeded, NoQuorum, NoReplicas
 from replicaclient.policy import (
-    CallContext, Fail, First, Quorum, Reply, Send, Succeed, Vote, as_policy,
+    CallContext,
+    Fail,
+    First,
+    Quorum,
+    Reply,
+    Send,
+    Succeed,
+    Vote,
+    as_policy,
 )
 from replicaclient.tag import ZERO, Tag
 

@@ -6,7 +6,9 @@ PropertyNotify event), ChangeProperty on a window that does not exist (BadWindow
 GetAtomName of an atom that does not exist (BadAtom), InternAtom again, QueryExtension,
 GetInputFocus, GrabServer and UngrabServer around an InternAtom, GetProperty and
 ChangeProperty of a root-window property (a PropertyNotify: the root's PropertyChange is
-selected), GetProperty of one never set. Every reply and error must come for exactly the request expected next, with its
+selected), GetProperty of one never set. With SEQCHECK_UNTIL_FILE set, it runs until that file
+exists (at most SEQCHECK_ROUNDS batches), so something can happen to the connection
+meanwhile. Every reply and error must come for exactly the request expected next, with its
 sequence number; and the sequence numbers of all messages, widened as xcb does, must never go
 down.
 """
@@ -21,8 +23,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from xproxy.trust import xauthfile  # noqa: E402
-from xproxy.x11.display import parse_display  # noqa: E402
+from xproxy.trust import xauthfile
+from xproxy.x11.display import parse_display
 
 
 def pad(b: bytes) -> bytes:
@@ -89,7 +91,10 @@ def main() -> int:
     problems: list[str] = []
     counts = {"replies": 0, "errors": 0, "events": 0}
     last_full = 0
+    until = os.environ.get("SEQCHECK_UNTIL_FILE")  # else: stop once this file exists
     for round_ in range(int(os.environ.get("SEQCHECK_ROUNDS", "20"))):
+        if until and os.path.exists(until):
+            break
         for i in range(5):
             batch.append(intern(b"WM_NAME"))
             batch.append(intern(f"SEQCHECK_{(round_ + i) % 7}".encode()))

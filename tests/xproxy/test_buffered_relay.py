@@ -15,12 +15,11 @@ import socket
 import pytest
 from twisted.internet import defer, task
 
+from testing import x11wire as wire
+from testing.x11wire import COOKIE, MIT, REAL
 from xproxy.relay.proxy import DELIVER_DELAY, READ_SIZE, ClientSide, ProxyFactory
 from xproxy.x11.connection import AuthPolicy, Watch
 from xproxy.x11.extensions import ExtensionPolicy
-
-from testing import x11wire as wire
-from testing.x11wire import COOKIE, MIT, REAL
 
 
 class FakeShim:

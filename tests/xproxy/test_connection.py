@@ -9,14 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from testing import x11wire as wire
+from testing.x11wire import COOKIE, MIT, REAL
 from xproxy.observe.metrics import ConnectionMetrics
 from xproxy.x11.connection import AuthPolicy, X11Connection
 from xproxy.x11.errors import ClientProtocolError, ServerProtocolError
 from xproxy.x11.extensions import ExtensionPolicy
 from xproxy.x11.tally import Tally
-
-from testing import x11wire as wire
-from testing.x11wire import COOKIE, MIT, REAL
 
 ORDERS = pytest.mark.parametrize("e", ["<", ">"], ids=["lsb", "msb"])
 

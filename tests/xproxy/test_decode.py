@@ -10,12 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from testing import x11wire as wire
 from xproxy.observe.instruments import ClientObserver, observers
 from xproxy.x11.connection import AuthPolicy, X11Connection
 from xproxy.x11.decode.decoder import MAX_PENDING, Decoder
 from xproxy.x11.decode.tables import EXTENSIONS
-
-from testing import x11wire as wire
 
 ORDERS = pytest.mark.parametrize("e", ["<", ">"], ids=["lsb", "msb"])
 

@@ -7,6 +7,7 @@ import socket
 import ssl
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -53,7 +54,7 @@ def export(xvfb, tmp_path):
                 env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True)
         started.append(p)
         line = p.stdout.readline()  # type: ignore[union-attr]
-        assert line.startswith("ready"), open(log).read()
+        assert line.startswith("ready"), Path(log).read_text()
         return p, int(line.split("port=")[1].split()[0]), log
 
     yield start

@@ -11,12 +11,13 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
 from testing import netns
-
 from testing.xserver import require, start_xvfb
+
 from .test_serve import normalise_xdpyinfo
 
 pytestmark = [
@@ -69,10 +70,10 @@ def make_site(host: netns.Host, base: str, name: str) -> Site:
                XAUTHORITY=os.path.join(d, "Xauthority"), PYTHONPATH=ROOT)
     env.pop("DISPLAY", None)
     site = Site(host, env, d)
-    daemon = site.popen([os.path.join(BIN, "discoveryd"), "--socket", env["DISCOVERY_SOCKET"],
-                         "--interface", host.ip, "--host-name", name],
-                        stdout=subprocess.PIPE, stderr=open(os.path.join(d, "discoveryd.log"), "w"),
-                        text=True)
+    with open(os.path.join(d, "discoveryd.log"), "w") as log:
+        daemon = site.popen([os.path.join(BIN, "discoveryd"), "--socket", env["DISCOVERY_SOCKET"],
+                             "--interface", host.ip, "--host-name", name],
+                            stdout=subprocess.PIPE, stderr=log, text=True)
     read_line(daemon, "ready")
     return site
 
@@ -94,9 +95,9 @@ def lan(tmp_path_factory):
             app_fp = app.xproxy("id").stdout.strip()
             assert app_fp.startswith("SHA256:")
             assert display.xproxy("authorize", app_fp, "--name", "app").returncode == 0
-            export = display.popen([*XPROXY, "export", "--name", "office", "--stats"],
-                                   stdout=subprocess.PIPE,
-                                   stderr=open(os.path.join(base, "export.log"), "w"), text=True)
+            with open(os.path.join(base, "export.log"), "w") as log:
+                export = display.popen([*XPROXY, "export", "--name", "office", "--stats"],
+                                       stdout=subprocess.PIPE, stderr=log, text=True)
             ready = read_line(export, "ready")
             yield {"display": display, "app": app, "xvfb": xvfb, "export": export,
                    "ready": ready, "export_log": os.path.join(base, "export.log"), "base": base}
@@ -110,7 +111,7 @@ def test_xdpyinfo_through_run_matches_direct_but_for_name_and_mit_shm(lan):
     app, xvfb = lan["app"], lan["xvfb"]
     proxied = app.xproxy("run", "--to", "@office", "--", "xdpyinfo")
     assert proxied.returncode == 0, proxied.stderr
-    direct = subprocess.run(["xdpyinfo"], env=xvfb.env, capture_output=True, text=True)
+    direct = subprocess.run(["xdpyinfo"], env=xvfb.env, capture_output=True, text=True, check=True)
     assert "MIT-SHM" in direct.stdout and "MIT-SHM" not in proxied.stdout
     assert normalise_xdpyinfo(proxied.stdout) == normalise_xdpyinfo(direct.stdout)
 
@@ -126,7 +127,7 @@ def test_xlogo_maps_on_the_display_host(lan):
     try:
         found = subprocess.run(["xdotool", "search", "--sync", "--onlyvisible", "--classname",
                                 "launched"], env=xvfb.env, capture_output=True, text=True,
-                               timeout=30)
+                               timeout=30, check=False)
         assert found.returncode == 0 and found.stdout.strip()
     finally:
         logo.terminate()
@@ -135,14 +136,14 @@ def test_xlogo_maps_on_the_display_host(lan):
 
 def test_two_programs_at_once_share_one_link(lan):
     app = lan["app"]
-    log_before = open(lan["export_log"]).read().count("link from app host")
+    log_before = Path(lan["export_log"]).read_text().count("link from app host")
     first = app.popen([*XPROXY, "run", "--to", "@office", "--", "sh", "-c",
                        "xdpyinfo >/dev/null && sleep 2 && xdpyinfo >/dev/null"])
     time.sleep(1.0)
     second = app.xproxy("run", "--to", "@office", "--", "xdpyinfo", "-queryExtensions")
     assert first.wait(60) == 0
     assert second.returncode == 0, second.stderr
-    links = open(lan["export_log"]).read().count("link from app host") - log_before
+    links = Path(lan["export_log"]).read_text().count("link from app host") - log_before
     assert links <= 1, "the overlapping runs should share the link the first one made"
 
 
@@ -166,16 +167,16 @@ def test_a_changed_display_key_is_refused(lan, tmp_path):
     os.makedirs(env["XDG_RUNTIME_DIR"], mode=0o700)
     known = os.path.join(app.env["XDG_CONFIG_HOME"], "xtransparency", "known_displays")
     assert app.xproxy("run", "--to", "@office", "--", "true").returncode == 0
-    original = open(known).read()
+    original = Path(known).read_text()
     assert "@office SHA256:" in original
     try:
         forged = re.sub(r"@office SHA256:\S+", "@office SHA256:" + "A" * 43, original)
-        open(known, "w").write(forged)
+        Path(known).write_text(forged)
         result = app.xproxy("run", "--to", "@office", "--", "xdpyinfo", env=env)
         assert result.returncode == 1
         assert "has changed" in result.stderr
     finally:
-        open(known, "w").write(original)
+        Path(known).write_text(original)
 
 
 def test_displays_lists_office_as_authorized(lan):
@@ -197,7 +198,7 @@ def test_export_withdrawn_on_exit(lan):
     second = display.popen([*XPROXY, "export", "--name", "second", "--port", "7011"],
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     read_line(second, "ready")
-    names = lambda: {d["name"] for d in json.loads(  # noqa: E731
+    names = lambda: {d["name"] for d in json.loads(
         app.xproxy("displays", "--json", "--no-probe").stdout)}
     deadline = time.monotonic() + 10
     while "second" not in names() and time.monotonic() < deadline:

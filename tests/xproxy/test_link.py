@@ -105,10 +105,10 @@ def test_garbage_raises_only_link_protocol_errors(data):
 
 # -- the Twisted channel transport ----------------------------------------------------------
 
-from twisted.internet import protocol, task  # noqa: E402
-from twisted.internet.testing import StringTransport  # noqa: E402
+from twisted.internet import protocol, task
+from twisted.internet.testing import StringTransport
 
-from xproxy.link.transport import LinkProtocol, LinkSession  # noqa: E402
+from xproxy.link.transport import LinkProtocol, LinkSession
 
 
 class Recorder(protocol.Protocol):
@@ -159,7 +159,7 @@ def linked_pair():
 
 
 def test_window_exhaustion_pauses_the_source_and_credit_resumes_it():
-    a, b, opened, flush = linked_pair()
+    a, _b, opened, flush = linked_pair()
     a.core.initial_window = 1000
     ch = a.open_channel()
     ch.attach(Recorder())
@@ -175,7 +175,7 @@ def test_window_exhaustion_pauses_the_source_and_credit_resumes_it():
 
 
 def test_a_paused_consumer_holds_data_and_credit():
-    a, b, opened, flush = linked_pair()
+    a, _b, opened, flush = linked_pair()
     a.core.initial_window = 1000
     ch = a.open_channel()
     ch.attach(Recorder())

@@ -61,11 +61,11 @@ def test_the_session_hands_changes_to_its_listener() -> None:
 def test_the_agent_forgets_what_a_change_names_and_everything_on_a_bad_or_stop_one() -> None:
     from twisted.internet.task import Clock
 
-    from xproxy.agent.link_agent import LinkAgent
+    from xproxy.agent.link_agent import DisplayHost, DisplayTrust, LinkAgent
     from xproxy.suppress.core import DisplayCache, Kind
 
-    agent = LinkAgent(Clock(), "h", 1, "t", None, "", identity=object(),  # type: ignore[arg-type]
-                      known=object())  # type: ignore[arg-type]
+    trust = DisplayTrust("t", identity=object(), known=object())  # type: ignore[arg-type]
+    agent = LinkAgent(Clock(), DisplayHost("h", 1, "t"), trust=trust)  # type: ignore[arg-type]
     cache = agent.cache = DisplayCache("epoch")
     cache.watch(["props", "randr"])
 

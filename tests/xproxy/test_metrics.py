@@ -16,13 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
 
+from testing import x11wire as wire
+from testing.xserver import require
 from xproxy.observe.metrics import LATENCY_BUCKETS, Metrics
 from xproxy.x11 import connection, framing
 from xproxy.x11.connection import AuthPolicy, X11Connection
 from xproxy.x11.decode.decoder import Decoder
 
-from testing.xserver import require
-from testing import x11wire as wire
 from .test_connection import feed_chunks
 
 

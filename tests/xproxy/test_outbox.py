@@ -7,9 +7,9 @@ from __future__ import annotations
 import random
 import struct
 
+from testing import x11wire as wire
 from xproxy.relay.proxy import COALESCE_MAX, _Outbox
 
-from testing import x11wire as wire
 from .test_connection import connected
 
 

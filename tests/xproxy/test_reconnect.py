@@ -49,14 +49,13 @@ def agent_log(lab: WanLab, relay: Relay) -> str:
 def start_agent(lab: WanLab, relay: Relay, grace: float) -> subprocess.Popen:
     """The link agent `run` would start, started first with a short grace (run then uses it)."""
     path = agent_socket(lab, relay)
-    log = open(path[: -len(".sock")] + ".log", "a")
-    agent = subprocess.Popen(
-        [*XPROXY, "link-agent", "--host", "127.0.0.1", "--port", str(relay.port),
-         "--trust-name", f"127.0.0.1:{relay.port}", "--socket", path, "--grace", str(grace),
-         "--linger", "30"],
-        env=lab.app_env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
-        text=True)
-    log.close()
+    with open(path[: -len(".sock")] + ".log", "a") as log:
+        agent = subprocess.Popen(
+            [*XPROXY, "link-agent", "--host", "127.0.0.1", "--port", str(relay.port),
+             "--trust-name", f"127.0.0.1:{relay.port}", "--socket", path, "--grace", str(grace),
+             "--linger", "30"],
+            env=lab.app_env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=log, text=True)
     line = agent.stdout.readline()  # type: ignore[union-attr]
     assert line.startswith("ready"), line
     return agent
@@ -64,7 +63,7 @@ def start_agent(lab: WanLab, relay: Relay, grace: float) -> subprocess.Popen:
 
 def windows(lab: WanLab, cls: str) -> bool:
     return subprocess.run(["xdotool", "search", "--onlyvisible", "--class", cls],
-                          env=lab.display_env, capture_output=True).returncode == 0
+                          env=lab.display_env, capture_output=True, check=False).returncode == 0
 
 
 def wait_for(what, timeout: float, step: float = 0.05) -> float:  # type: ignore[no-untyped-def]
@@ -83,7 +82,7 @@ def test_link_loss_and_reconnect_keep_a_client_doing_round_trips(lab) -> None:
     relay = lab.relay(f"127.0.0.1:{lab.export_port}", "cut", delay_ms=5)
     env = dict(lab.app_env, SEQCHECK_ROUNDS="300")
     direct = subprocess.run(SEQCHECK, env=dict(lab.display_env, SEQCHECK_ROUNDS="300"),
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, check=False)
     want = result(direct.stdout)
     assert want["ok"], want
     client = subprocess.Popen(lab.run_argv(SEQCHECK, via=relay), env=env, cwd=ROOT,

@@ -13,17 +13,17 @@ import time
 
 import pytest
 
+from testing import x11wire as wire
+from testing.xserver import Xvfb, require, start_xvfb
 from xproxy.trust import xauthfile
 from xproxy.x11.xauth import FAMILY_LOCAL, MIT_MAGIC_COOKIE_1, XauthEntry
-
-from testing.xserver import Xvfb, require, start_xvfb
-from testing import x11wire as wire
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def run(args, env, timeout=30, **kw):
-    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout, **kw)
+def run(args, env, timeout=30, check=False, **kw):
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout,
+                          check=check, **kw)
 
 
 def proxy_cookie(proxy) -> bytes:
@@ -34,7 +34,7 @@ def proxy_cookie(proxy) -> bytes:
 def normalise_xdpyinfo(text: str) -> list[str]:
     lines = []
     for line in text.splitlines():
-        if line.startswith("name of display:") or line.startswith("number of extensions:"):
+        if line.startswith(("name of display:", "number of extensions:")):
             continue
         if line.strip() == "MIT-SHM":
             continue
@@ -238,7 +238,7 @@ def test_a_taken_display_is_refused_with_a_clear_message(start_proxy, xvfb):
 def test_a_stale_display_is_cleaned_up(start_proxy):
     number = 4242
     with open(f"/tmp/.X{number}-lock", "w") as f:
-        f.write("%10d\n" % 999_999_999)
+        f.write(f"{999_999_999:10d}\n")
     os.makedirs("/tmp/.X11-unix", exist_ok=True)
     stale = socket.socket(socket.AF_UNIX)
     path = f"/tmp/.X11-unix/X{number}"

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from testing import x11wire as wire
 from xproxy.x11 import connection, framing
 from xproxy.x11.framing import py_skip_requests
 
-from testing import x11wire as wire
 from .test_connection import connected, feed_chunks
 
 speedups = pytest.importorskip(

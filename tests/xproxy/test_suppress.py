@@ -8,7 +8,6 @@ import struct
 
 import pytest
 
-from xproxy.x11.errors import ClientProtocolError
 from xproxy.suppress.core import (
     KINDS,
     DisplayCache,
@@ -18,6 +17,7 @@ from xproxy.suppress.core import (
     Visual,
     parse_screens,
 )
+from xproxy.x11.errors import ClientProtocolError
 
 E = "<"
 CMAP, ROOT, VISUAL = 0x20, 0x100, 0x21

@@ -13,10 +13,10 @@ import time
 
 import pytest
 
+from testing.xserver import require
 from xproxy.observe.trace import NameFilter, Tracer, format_json, format_text
 from xproxy.x11.decode.decoder import Decoded
 
-from testing.xserver import require
 from .conftest import XPROXY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))

@@ -18,6 +18,7 @@ import pytest
 
 from testing.wanlab import ROOT, WanLab
 from testing.xserver import require
+
 from .test_serve import normalise_xdpyinfo
 
 pytestmark = pytest.mark.timeout(120)
@@ -39,7 +40,7 @@ def result(run: subprocess.CompletedProcess) -> dict:
 
 def test_every_sequence_number_exact_with_answers_errors_and_events_interleaved(lab) -> None:
     direct = result(subprocess.run(SEQCHECK, env=lab.display_env, capture_output=True,
-                                   text=True, timeout=60))
+                                   text=True, timeout=60, check=False))
     assert direct["ok"], direct
     first = result(lab.run(SEQCHECK))  # learns atoms, extension, colours
     second = result(lab.run(SEQCHECK))  # answered from the cache
@@ -60,7 +61,7 @@ def test_a_big_request_after_an_enable_answered_from_the_cache(lab) -> None:
     the Enable and a 1 MiB request reach the display host before the server's reply that
     names the extension's opcode (Qt 5 programs died of this)."""
     direct = result(subprocess.run(BIGREQ, env=lab.display_env, capture_output=True,
-                                   text=True, timeout=60))
+                                   text=True, timeout=60, check=False))
     assert direct["ok"], direct
     before = lab.agent_stats().get("answered", 0)
     for _ in range(2):  # the first run may fill the cache; the second is answered from it
@@ -76,7 +77,7 @@ def _window(lab, cls: str, process: subprocess.Popen, timeout: float = 60) -> st
     deadline = time.monotonic() + timeout
     while True:
         found = subprocess.run(["xdotool", "search", "--onlyvisible", "--class", cls],
-                               env=lab.display_env, capture_output=True, text=True)
+                               env=lab.display_env, capture_output=True, text=True, check=False)
         if found.returncode == 0:
             return found.stdout.split()[0]
         assert process.poll() is None, process.communicate()[1][-2000:]
@@ -113,13 +114,15 @@ def test_qt_programs_live_and_take_typed_text_with_a_warm_cache(lab, tmp_path, p
         try:
             window = _window(lab, program, process)
             if program == "featherpad":
-                _until(lambda: _focusable(lab, window), "featherpad took no focus", process)
+                _until(lambda window=window: _focusable(lab, window), "featherpad took no focus",
+                       process)
                 _type(lab, window, "type", "--delay", "20", "typed over the link")
                 _type(lab, window, "key", "ctrl+s")
             else:
-                _until(lambda: _focusable(lab, window), "qterminal took no focus", process)
+                _until(lambda window=window: _focusable(lab, window), "qterminal took no focus",
+                       process)
                 _type(lab, window, "type", "--delay", "20", f"echo typed over the link > {out}\n")
-            _until(lambda: out.read_text().strip() == "typed over the link",  # noqa: B023
+            _until(lambda out=out: out.read_text().strip() == "typed over the link",
                    f"{program} did not take the typed text", process)
             assert process.poll() is None
         finally:
@@ -135,7 +138,7 @@ def test_qt_programs_live_and_take_typed_text_with_a_warm_cache(lab, tmp_path, p
 
 def _focusable(lab, window: str) -> bool:
     return subprocess.run(["xdotool", "windowfocus", "--sync", window], env=lab.display_env,
-                          capture_output=True, timeout=30).returncode == 0
+                          capture_output=True, timeout=30, check=False).returncode == 0
 
 
 def _programs() -> list[tuple[str, list[str]]]:
@@ -176,7 +179,7 @@ def test_verify_cache_on_real_programs_finds_no_mismatch(lab) -> None:
 
 def test_xdpyinfo_same_through_suppression_as_direct(lab) -> None:
     direct = subprocess.run(["xdpyinfo"], env=lab.display_env, capture_output=True, text=True,
-                            timeout=30).stdout
+                            timeout=30, check=True).stdout
     lab.run(["xdpyinfo"])
     via = lab.run(["xdpyinfo"])
     assert via.returncode == 0
@@ -236,7 +239,7 @@ def test_a_link_loss_is_survived_and_the_cache_still_answers(lab) -> None:
     try:
         deadline = time.monotonic() + 30
         while subprocess.run(["xdotool", "search", "--onlyvisible", "--class", "XLogo"],
-                             env=lab.display_env, capture_output=True).returncode != 0:
+                             env=lab.display_env, capture_output=True, check=False).returncode != 0:
             assert time.monotonic() < deadline, "xlogo did not map"
             time.sleep(0.1)
         lab.link_relay.drop()

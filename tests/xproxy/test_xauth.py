@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from testing.xserver import require
 from xproxy.trust import xauthfile
 from xproxy.x11.display import DisplayNameError, parse_display
 from xproxy.x11.xauth import (
@@ -22,8 +23,6 @@ from xproxy.x11.xauth import (
     replace_entry,
     serialize_xauthority,
 )
-
-from testing.xserver import require
 
 LOCAL = XauthEntry(FAMILY_LOCAL, b"box", b"3", MIT_MAGIC_COOKIE_1, b"a" * 16)
 INET = XauthEntry(FAMILY_INTERNET, bytes([10, 0, 0, 2]), b"0", MIT_MAGIC_COOKIE_1, b"b" * 16)
@@ -60,7 +59,8 @@ def test_file_written_by_us_reads_back_with_xauth(tmp_path):
     path = str(tmp_path / "Xauthority")
     entry = XauthEntry(FAMILY_LOCAL, b"box", b"7", MIT_MAGIC_COOKIE_1, bytes(range(16)))
     xauthfile.update(path, lambda entries: replace_entry(entries, entry))
-    listed = subprocess.run(["xauth", "-f", path, "list"], capture_output=True, text=True).stdout
+    listed = subprocess.run(["xauth", "-f", path, "list"], capture_output=True, text=True,
+                            check=True).stdout
     assert listed.split() == ["box/unix:7", "MIT-MAGIC-COOKIE-1", bytes(range(16)).hex()]
     assert oct(os.stat(path).st_mode & 0o777) == "0o600"
     subprocess.run(["xauth", "-f", path, "add", "box/unix:8", ".", "ab" * 16], check=True)

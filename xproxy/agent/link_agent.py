@@ -2,9 +2,10 @@
 that shows programs there (as ssh's ControlMaster shares one connection).
 
 It connects to the export over TLS, checks the display host's key (the advertised fingerprint,
-then trust on first use in known_displays), and serves a unix socket in a private directory:
-each connection to it becomes one channel of the link, carrying one X connection. It exits
-when no connection has used it for `linger` seconds, or when the link is lost for good.
+then trust on first use in known_displays), and serves runs on its control socket (agent/runservice.py): each X connection of a run's
+display becomes one channel of the link, in process (agent/upstream.py). It exits when
+nothing has used it for `linger` seconds, when the link is lost for good, or on SIGTERM; a
+clean stop tells the export (a BYE), which then keeps nothing for a resumption.
 
 Reconnection: when the TLS connection drops (or goes silent: see link/transport.py), the agent
 keeps its local X clients connected and reconnects, after 0.1 s and then at doubling
@@ -21,12 +22,17 @@ another key; then every X client of the link is closed, with the reason in the a
 Sixty seconds covers a Wi-Fi roam, a VPN or router coming back, a laptop lid closed briefly;
 beyond it, a user looking at frozen windows is better served by a clear end (the display host
 keeps the windows on screen, frozen, for as long). The round-trip suppression state is per
-local connection (the bridge) and is untouched by reconnects.
+X connection (agent/upstream.py) and is untouched by reconnects.
 
 The agent is where round trips are suppressed (suppress/core.py): it sees every X
 connection to one display host, so it holds that host's cache (`DisplayCache`), keyed by the
 display host's key and the X server epoch its export announces, and kept on disk under
 `$XDG_CACHE_HOME/xtransparency/` between sessions. Counters go to `<socket>.stats.json`.
+
+The jobs are separate objects, so the constructor reads like the list above: where the
+display host is (`DisplayHost`), how the agent behaves (`AgentOptions`), whom it trusts
+(`DisplayTrust`), its files (`AgentFiles`) and its idle timer (`Linger`); reconnection is
+the agent's own state machine (`_lost`, `_retry`, `_attempt`).
 """
 
 from __future__ import annotations
@@ -34,24 +40,31 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.internet import backoffPolicy
-from twisted.internet import defer, protocol
-from twisted.internet.endpoints import SSL4ClientEndpoint, UNIXServerEndpoint, connectProtocol
+from twisted.internet import defer
+from twisted.internet.endpoints import SSL4ClientEndpoint, connectProtocol
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ..link.protocol import Link
 from ..link.tls import ClientContextFactory
 from ..link.transport import ChannelTransport, LinkProtocol, LinkSession
-from ..suppress.core import DisplayCache, Suppressor
+from ..reactor_types import ILinkReactor
+from ..relay.drain import drain
+from ..suppress.core import DisplayCache
 from ..trust.identity import Identity, IdentityError, KeyChanged, KnownDisplays
-from ..x11.errors import X11ProtocolError
+from .upstream import AgentEndpoint, RunCounts
 
 #: The delay before each reconnection attempt: 0.1 s, doubling up to 2 s, without jitter; the
 #: `grace` deadline ends the attempts. Twisted's policy, as `ClientService` takes it; the link's
 #: resumption does not fit `ClientService` itself (see `_retry`).
 RECONNECT_BACKOFF = backoffPolicy(initialDelay=0.1, factor=2, maxDelay=2.0, jitter=lambda: 0.0)
+#: How long a stopping agent waits for its BYE and CLOSEs to leave before it exits.
+STOP_FLUSH_TIMEOUT = 1.0
 
 log = Logger(namespace="xproxy.agent")
 
@@ -79,135 +92,189 @@ def _write_json(path: str, data: Any) -> None:
     os.replace(tmp, path)
 
 
-class _Bridge(protocol.Protocol):
-    """A local connection to the agent's socket, joined to a new channel of the link."""
+@dataclass(frozen=True)
+class DisplayHost:
+    """Where the export is, and the name its key is remembered by (`@office`, or HOST:PORT)."""
 
-    def __init__(self, agent: LinkAgent) -> None:
-        self.agent = agent
-        self.channel: ChannelTransport | None = None
-        self.sup: Suppressor | None = None
+    host: str
+    port: int
+    trust_name: str
 
-    def connectionMade(self) -> None:
-        self.agent.hold()
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.sup is None and self.agent.cache is not None:
-            self.agent.numbers += 1
-            self.sup = Suppressor(self.agent.cache, self.agent.numbers, verify=self.agent.verify,
-                                  enabled=self.agent.suppress)
-        if self.sup is not None:
-            try:
-                data, back = self.sup.from_client(data)
-            except X11ProtocolError as err:
-                log.error("X client: {err}; closing it", err=err)
-                self.transport.loseConnection()
-                return
-            if back:
-                self.transport.write(back)
-        self._forward(data)
-
-    def from_server(self, data: bytes) -> None:
-        if self.sup is not None:
-            try:
-                data = self.sup.from_server(data)
-            except X11ProtocolError as err:
-                log.error("X server: {err}; closing the client", err=err)
-                self.transport.loseConnection()
-                return
-        if data:
-            self.transport.write(data)
-
-    def _forward(self, data: bytes) -> None:
-        if not data:
-            return
-        if self.channel is None:  # the channel opens with the first bytes, so a liveness
-            try:  # check that connects and leaves costs the display host nothing
-                self.channel = self.agent.session.open_channel({})  # type: ignore[union-attr]
-            except Exception as err:  # noqa: BLE001 - any failure closes this one bridge only
-                log.error("cannot open a channel: {err}", err=err)
-                self.transport.loseConnection()
-                return
-            self.channel.attach(_BridgeBack(self))
-            self.transport.registerProducer(self.channel, True)
-            self.channel.registerProducer(self.transport, True)
-        self.channel.write(data)
-
-    def connectionLost(self, reason: Any = None) -> None:
-        if self.channel is not None:
-            self.channel.loseConnection()
-        if self.sup is not None:
-            self.sup.close()
-            waits = self.sup.waits_before_map()
-            if waits is not None:  # it mapped a window: what it waited for until then
-                self.agent.waits_before_map, self.agent.wait_rounds = waits
-        self.agent.save()
-        self.agent.release()
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
 
 
-class _BridgeBack(protocol.Protocol):
-    def __init__(self, bridge: _Bridge) -> None:
-        self.bridge = bridge
+@dataclass
+class AgentOptions:
+    """How an agent behaves: idle times, suppression and compression, reconnection."""
 
-    def dataReceived(self, data: bytes) -> None:
-        self.bridge.from_server(data)
+    linger: float = 5.0  # seconds without a user before it exits
+    first_use_grace: float = 30.0  # the same, before the first user came
+    suppress: bool = True  # answer from the cache
+    verify: bool = False  # compare every answer, give the server's
+    compress_level: int | None = 3
+    grace: float = 60.0  # seconds to try resuming a lost link (or the export's, if less)
 
-    def connectionLost(self, reason: Any = None) -> None:
-        self.bridge.transport.loseConnection()
+
+class DisplayTrust:
+    """Whom the agent trusts to be the display host: the key it advertises (`expected`),
+    else the one remembered in known_displays (trust on first use), as ssh does. Also this
+    host's own identity, which the export checks."""
+
+    def __init__(self, trust_name: str, expected: str | None = None,
+                 identity: Identity | None = None, known: KnownDisplays | None = None) -> None:
+        self.trust_name = trust_name
+        self.expected = expected
+        self.identity = identity or Identity.load_or_create()
+        self.known = known or KnownDisplays.default()
+
+    def check(self, fingerprint: str) -> None:
+        """Raise IdentityError (or KeyChanged) unless `fingerprint` is the display host's."""
+        if self.expected is not None and fingerprint != self.expected:
+            raise IdentityError(
+                f"display {self.trust_name} presented key {fingerprint}, but advertises "
+                f"{self.expected}: refusing (someone may be impersonating it)")
+        if not self.known.check(self.trust_name, fingerprint):
+            log.info("remembered the key of {name}: {fp}", name=self.trust_name, fp=fingerprint)
+
+
+class AgentFiles:
+    """An agent's files, named after its socket path (run/paths.py): the pidfile, the
+    counters (`<socket>.stats.json`) and the cache files. Without a path (a probe), only
+    the cache is kept."""
+
+    def __init__(self, socket_path: str = "") -> None:
+        self.socket_path = socket_path
+
+    @property
+    def pidfile(self) -> str | None:
+        return self.socket_path[: -len(".sock")] + ".pid" if self.socket_path else None
+
+    @property
+    def stats_file(self) -> str | None:
+        return self.socket_path + ".stats.json" if self.socket_path else None
+
+    def write_pid(self) -> None:
+        if self.pidfile is not None:
+            with open(self.pidfile, "w") as f:
+                f.write(f"{os.getpid()}\n")
+
+    def remove_pid(self) -> None:
+        if self.pidfile is not None and os.path.exists(self.pidfile):
+            os.unlink(self.pidfile)
+
+    def cache_file(self, fingerprint: str, epoch: str) -> str:
+        return cache_path(fingerprint, epoch)
+
+    def write_stats(self, data: dict[str, Any]) -> None:
+        if self.stats_file is not None:
+            _write_json(self.stats_file, data)
+
+
+class Linger:
+    """Counts the link's users (X connections, runs waiting for one) and calls `on_idle`
+    once there has been none for `linger` seconds (`first_use` before the first came)."""
+
+    def __init__(self, clock: IReactorTime, linger: float, on_idle: Any) -> None:
+        self.clock = clock
+        self.linger = linger
+        self.on_idle = on_idle
+        self.active = 0
+        self._call: IDelayedCall | None = None
+
+    def start(self, first_use: float) -> None:
+        self.cancel()
+        self._call = self.clock.callLater(first_use, self._idle)
+
+    def hold(self) -> None:
+        self.active += 1
+        self.cancel()
+
+    def release(self) -> None:
+        self.active -= 1
+        if self.active == 0 and self._call is None:
+            self._call = self.clock.callLater(self.linger, self._idle)
+
+    def cancel(self) -> None:
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+    def _idle(self) -> None:
+        self._call = None
+        if self.active == 0:
+            self.on_idle()
 
 
 class LinkAgent:
-    def __init__(self, reactor, host: str, port: int, trust_name: str,  # type: ignore[no-untyped-def]
-                 expected_fingerprint: str | None, socket_path: str,
-                 identity: Identity | None = None, known: KnownDisplays | None = None,
-                 linger: float = 5.0, first_use_grace: float = 30.0,
-                 suppress: bool = True, verify: bool = False,
-                 compress_level: int | None = 3, grace: float = 60.0) -> None:
+    """The app host's end of the link to one display host (see the module docstring).
+    `files` None: a probe, which keeps no files but the cache."""
+
+    def __init__(self, reactor: ILinkReactor, display: DisplayHost,
+                 options: AgentOptions | None = None, trust: DisplayTrust | None = None,
+                 files: AgentFiles | None = None) -> None:
         self.reactor = reactor
-        self.host, self.port = host, port
-        self.trust_name = trust_name
-        self.expected = expected_fingerprint
-        self.socket_path = socket_path
-        self.identity = identity or Identity.load_or_create()
-        self.known = known or KnownDisplays.default()
-        self.linger = linger
-        self.first_use_grace = first_use_grace
-        self.grace = grace
+        self.display = display
+        self.options = options = options or AgentOptions()
+        self.trust = trust or DisplayTrust(display.trust_name)
+        self.files = files or AgentFiles()
+        self.linger = Linger(reactor, options.linger, lambda: self._finish("idle"))
+        self.grace = options.grace
+        self.suppress = options.suppress
+        self.verify = options.verify
         self.session: LinkSession | None = None
-        self.active = 0
-        self.listening: Any = None
         self.done: defer.Deferred[str] = defer.Deferred()
         self._hello: defer.Deferred[dict[str, Any]] = defer.Deferred()
         self._refusal: Exception | None = None
-        self._linger_call: Any = None
         self.server_info: dict[str, Any] = {}
-        self.suppress = suppress
-        self.verify = verify
-        self.compress_level = compress_level
         self.cache: DisplayCache | None = None
         self.cache_file: str | None = None
-        self.numbers = 0
-        self.waits_before_map: list[tuple[str, str | None]] = []
-        self.wait_rounds = 0
+        self.numbers = 0  # X connections so far (each one's number in the cache)
         # reconnection
         self.reconnecting = False
         self._deadline = 0.0
         self._lost_at = 0.0
         self._attempts = 0  # failed resumption attempts since the link was lost
-        self._retry_call: Any = None
-        self._deadline_call: Any = None
+        self._retry_call: IDelayedCall | None = None
+        self._deadline_call: IDelayedCall | None = None
         self._last_error = ""
+
+    # -- what runs use (agent/upstream.UpstreamHost, agent/runservice.RunService) ---------
+
+    def endpoint(self, counts: RunCounts | None = None) -> AgentEndpoint:
+        """Where a run's display connects: a new channel of the link for each X
+        connection, suppressed, with its counters added to `counts`."""
+        return AgentEndpoint(self, counts)
+
+    def next_number(self) -> int:
+        self.numbers += 1
+        return self.numbers
+
+    def open_channel(self) -> ChannelTransport:
+        if self.session is None:
+            raise AgentError("the link is not up")
+        return self.session.open_channel({})
+
+    def hold(self) -> None:
+        """Someone uses the link (an X connection, or a run waiting to open one): no
+        lingering out until it lets go."""
+        self.linger.hold()
+
+    def release(self) -> None:
+        self.linger.release()
 
     def _load_cache(self) -> None:
         """The display host's cache, when its export names the X server's epoch (without one,
         answers could outlive a server reset, so nothing is answered)."""
         epoch = self.server_info.get("epoch")
-        if not epoch:
+        if not isinstance(epoch, str) or not epoch:
+            epoch = ""
             self.suppress = self.verify = False
         if not (self.suppress or self.verify):
-            self.cache = DisplayCache(epoch or "")  # in memory: the connections are counted
+            self.cache = DisplayCache(epoch)  # in memory: the connections are counted
             return
-        fp = (self.session.peer_fingerprint if self.session else None) or self.trust_name
-        self.cache_file = cache_path(fp, epoch)
+        fp = (self.session.peer_fingerprint if self.session else None) or self.display.trust_name
+        self.cache_file = self.files.cache_file(fp, epoch)
         try:
             with open(self.cache_file) as f:
                 cache = DisplayCache.from_json(json.load(f))
@@ -227,39 +294,31 @@ class LinkAgent:
             if self.cache_file and cache.changed:
                 _write_json(self.cache_file, cache.to_json())
                 cache.changed = False
-            if self.socket_path:
-                session = self.session
-                link = session.core if session else None
-                _write_json(self.socket_path + ".stats.json", {
-                    "suppress": self.suppress, "verify": self.verify,
-                    "compress_level": self.compress_level, "epoch": cache.epoch,
-                    **vars(cache.stats),
-                    "link_wire_out": link.bytes_out if link else 0,
-                    "link_raw_out": link.raw_out if link else 0,
-                    "link_wire_in": link.bytes_in if link else 0,
-                    "link_raw_in": link.raw_in if link else 0,
-                    "link_replay_bytes": link.replay_bytes if link else 0,
-                    "reconnects": session.reconnects if session else 0,
-                    "mismatch_log": cache.mismatch_log[-50:],
-                    "wait_rounds_before_map": self.wait_rounds,
-                    "waits_before_map": [f"{name} (held behind {held})" if held else name
-                                         for name, held in self.waits_before_map],
-                })
+            session = self.session
+            link = session.core if session else None
+            self.files.write_stats({
+                "suppress": self.suppress, "verify": self.verify,
+                "compress_level": self.options.compress_level, "epoch": cache.epoch,
+                **vars(cache.stats),
+                "link_wire_out": link.bytes_out if link else 0,
+                "link_raw_out": link.raw_out if link else 0,
+                "link_wire_in": link.bytes_in if link else 0,
+                "link_raw_in": link.raw_in if link else 0,
+                "link_replay_bytes": link.replay_bytes if link else 0,
+                "reconnects": session.reconnects if session else 0,
+                "mismatch_log": cache.mismatch_log[-50:],
+            })
         except OSError as err:
             log.warn("cannot save the X cache: {err}", err=err)
 
+    # -- starting and stopping --------------------------------------------------------------
+
     async def start(self) -> dict[str, Any]:
-        """Make the link, then serve the local socket."""
+        """Make the link; runs may use it from then on (through `endpoint`)."""
         info = await self._connect()
         self._load_cache()
-        if os.path.exists(self.socket_path):
-            os.unlink(self.socket_path)
-        self.listening = await UNIXServerEndpoint(self.reactor, self.socket_path, mode=0o600,
-                                                  wantPID=False).listen(
-            protocol.Factory.forProtocol(lambda: _Bridge(self)))  # type: ignore[arg-type]
-        self._linger_call = self.reactor.callLater(self.first_use_grace, self._idle)
-        with open(self.socket_path[: -len(".sock")] + ".pid", "w") as f:  # noqa: ASYNC230 - a few bytes on a local disk
-            f.write(f"{os.getpid()}\n")
+        self.files.write_pid()
+        self.linger.start(self.options.first_use_grace)
         return info
 
     async def start_probe(self) -> dict[str, Any]:
@@ -269,19 +328,29 @@ class LinkAgent:
         finally:
             self._finish("probe")
 
+    async def stop(self, why: str = "stopped") -> None:
+        """End the link cleanly (the export is told, and keeps nothing for a resumption), and
+        wait a little for that to leave: the reactor's shutdown would drop unsent bytes."""
+        self._finish(why)
+        await drain(self.reactor, self._link_gone, STOP_FLUSH_TIMEOUT)
+
+    def _link_gone(self) -> bool:
+        session = self.session
+        return session is None or session.conn is None or session.conn.gone
+
     def _endpoint(self, timeout: float) -> SSL4ClientEndpoint:
-        return SSL4ClientEndpoint(self.reactor, self.host, self.port,
-                                  ClientContextFactory(self.identity), timeout=timeout)
+        return SSL4ClientEndpoint(self.reactor, self.display.host, self.display.port,
+                                  ClientContextFactory(self.trust.identity), timeout=timeout)
 
     async def _connect(self) -> dict[str, Any]:
-        self.session = LinkSession(Link(compress_level=self.compress_level))
+        self.session = LinkSession(Link(compress_level=self.options.compress_level))
         self.session.on_changed = self._display_changed
         link = LinkProtocol(self.reactor, on_handshake=self._check_server,
                             on_hello=self._got_hello, on_lost=self._lost, session=self.session)
         try:
             await connectProtocol(self._endpoint(10), link)
         except Exception as err:
-            raise AgentError(f"display host {self.host}:{self.port} is unreachable: {err}") from err
+            raise AgentError(f"display host {self.display} is unreachable: {err}") from err
         timeout = self.reactor.callLater(15, self._hello_timeout)
         try:
             info = await self._hello
@@ -300,14 +369,8 @@ class LinkAgent:
         return info
 
     def _check_server(self, link: LinkProtocol) -> dict[str, Any]:
-        fp = link.peer_fingerprint or "(no certificate)"
         try:
-            if self.expected is not None and fp != self.expected:
-                raise IdentityError(
-                    f"display {self.trust_name} presented key {fp}, but advertises "
-                    f"{self.expected}: refusing (someone may be impersonating it)")
-            if not self.known.check(self.trust_name, fp):
-                log.info("remembered the key of {name}: {fp}", name=self.trust_name, fp=fp)
+            self.trust.check(link.peer_fingerprint or "(no certificate)")
         except (IdentityError, KeyChanged) as err:
             self._refusal = err
             if not self._hello.called:
@@ -323,17 +386,19 @@ class LinkAgent:
 
     def _hello_timeout(self) -> None:
         if not self._hello.called:
-            self._hello.errback(AgentError(f"display host {self.host}:{self.port} did not "
-                                           "answer the link handshake"))
+            self._hello.errback(AgentError(f"display host {self.display} did not answer the "
+                                           "link handshake"))
             session = self.session
             if session is not None and session.conn is not None:
-                session.conn.transport.loseConnection()
+                session.conn.tls.loseConnection()
 
-    def _lost(self, link: LinkProtocol, reason: Any) -> None:
+    # -- reconnection ---------------------------------------------------------------------
+
+    def _lost(self, link: LinkProtocol, reason: Failure | None) -> None:
         if not self._hello.called:
             self._hello.errback(AgentError(
                 str(self._refusal) if self._refusal else
-                f"display host {self.host}:{self.port} closed the link during the handshake"))
+                f"display host {self.display} closed the link during the handshake"))
         if self.done.called:
             return
         session = self.session
@@ -360,9 +425,8 @@ class LinkAgent:
         self._attempts = 0
         self._last_error = why
         self._deadline_call = self.reactor.callLater(self.grace, self._deadline_passed)
-        log.warn("link to {host}:{port} lost ({why}); reconnecting for up to {g:g} s, keeping "
-                 "{n} X clients", host=self.host, port=self.port, why=why, g=self.grace,
-                 n=len(session.channels))
+        log.warn("link to {d} lost ({why}); reconnecting for up to {g:g} s, keeping {n} X "
+                 "clients", d=self.display, why=why, g=self.grace, n=len(session.channels))
         self._retry()
 
     def _display_changed(self, info: dict[str, Any]) -> None:
@@ -414,7 +478,7 @@ class LinkAgent:
                             session=session)
         d = connectProtocol(self._endpoint(max(1.0, min(10.0, remaining))), link)
 
-        def failed(failure: Any) -> None:
+        def failed(failure: Failure) -> None:
             self._last_error = failure.getErrorMessage()
             self._retry()
 
@@ -424,8 +488,8 @@ class LinkAgent:
         session = self.session
         assert session is not None
         if link.peer_fingerprint != session.peer_fingerprint:
-            why = (f"display {self.trust_name} presented key {link.peer_fingerprint} on "
-                   f"reconnecting, not {session.peer_fingerprint}")
+            why = (f"display {self.display.trust_name} presented key {link.peer_fingerprint} "
+                   f"on reconnecting, not {session.peer_fingerprint}")
             self.reactor.callLater(0, self._give_up, why)
             raise IdentityError(why)
         return {"v": 1, "watch": 1, "resume": {"session": session.session_id}}
@@ -445,8 +509,8 @@ class LinkAgent:
         if self._deadline_call is not None and self._deadline_call.active():
             self._deadline_call.cancel()
         self._deadline_call = None
-        log.warn("link to {host}:{port} resumed after {t:.1f} s ({again} frames sent again, "
-                 "{n} X clients kept; {r} reconnects so far)", host=self.host, port=self.port,
+        log.warn("link to {d} resumed after {t:.1f} s ({again} frames sent again, {n} X "
+                 "clients kept; {r} reconnects so far)", d=self.display,
                  t=self.reactor.seconds() - self._lost_at, again=again, n=len(session.channels),
                  r=session.reconnects)
         self.save()
@@ -455,54 +519,27 @@ class LinkAgent:
         session = self.session
         if self.done.called or session is None or session.ended is not None:
             return
-        log.error("link to {host}:{port} lost: {why}; closing its {n} X clients",
-                  host=self.host, port=self.port, why=why, n=len(session.channels))
+        log.error("link to {d} lost: {why}; closing its {n} X clients", d=self.display,
+                  why=why, n=len(session.channels))
         session.end(f"link lost: {why}")
         self._finish("link lost")
 
-    def hold(self) -> None:
-        """Someone uses the link (an X connection, or a run waiting to open one): no
-        lingering out until it lets go."""
-        self.active += 1
-        self.cancel_linger()
-
-    def release(self) -> None:
-        self.active -= 1
-        self.maybe_linger()
-
-    def cancel_linger(self) -> None:
-        if self._linger_call is not None and self._linger_call.active():
-            self._linger_call.cancel()
-        self._linger_call = None
-
-    def maybe_linger(self) -> None:
-        if self.active == 0 and self._linger_call is None:
-            self._linger_call = self.reactor.callLater(self.linger, self._idle)
-
-    def _idle(self) -> None:
-        self._linger_call = None
-        if self.active == 0:
-            self._finish("idle")
-
     def _finish(self, why: str) -> None:
-        self.cancel_linger()
+        """The agent is done: a session still up ends here, cleanly (with a BYE)."""
+        if self.done.called:
+            return
+        self.linger.cancel()
         for call in (self._retry_call, self._deadline_call):
             if call is not None and call.active():
                 call.cancel()
         self._retry_call = self._deadline_call = None
         self.reconnecting = False
         self.save()
-        if self.listening is not None:
-            self.listening.stopListening()  # the port removes its socket file itself
-            self.listening = None
-            pidfile = self.socket_path[: -len(".sock")] + ".pid"
-            if os.path.exists(pidfile):
-                os.unlink(pidfile)
+        self.files.remove_pid()
         session = self.session
         if session is not None:
             if session.ended is None:
-                session.end(why)
+                session.end(why, bye=True)
             elif session.conn is not None:
-                session.conn.transport.loseConnection()
-        if not self.done.called:
-            self.done.callback(why)
+                session.conn.tls.loseConnection()
+        self.done.callback(why)

@@ -6,13 +6,16 @@ trace) is served here, and `xproxy run` itself stays a small process that needs 
 Twisted nor a TLS handshake (run/client.py). One connection per run, newline-delimited JSON:
 
     run   -> {"op": "display", "xauthority": PATH, "label": "@office", "hide_ext": [NAME...],
-              "trace": null | {"format": "text"|"json", "only": [...], "skip": [...]},
+              "trace": null | {"format": "text"|"json"|"perfetto", "only": [...], "skip": [...]},
               "stats": false}   (true: the agent's counters are written before it answers "done")
              (with "trace", the file to write it to arrives with this message as a passed
-              file descriptor, so a run may trace to its stdout or to a file only it can open)
+              file descriptor, so a run may trace to its stdout or to a file only it can open;
+              "perfetto" writes the run's waits there, observe/waits.py, when it is done)
     agent -> {"ok": true, "display": ":12"}   or   {"ok": false, "error": "why"}
     run   -> {"op": "done"}                      (the program has exited)
     agent -> {"ok": true}                        (its connections drained; the display is gone)
+             with "stats": {"compared": N, "mismatches": M, "mismatch_log": [...], ...}
+             when asked for: what this run's own X connections did in the suppressor
 
 A run whose connection drops without "done" loses its display at once. While a run is
 connected the agent does not linger out, even when the program has no X connection open.
@@ -22,14 +25,17 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer, protocol
-from twisted.internet.interfaces import IFileDescriptorReceiver
+from twisted.internet.interfaces import IFileDescriptorReceiver, IStreamClientEndpoint
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from ..reactor_types import ILinkReactor
 from ..relay.server import ProxyServer, ServeOptions, StartError
+from .upstream import RunCounts
 
 log = Logger(namespace="xproxy.agent")
 
@@ -56,8 +62,10 @@ def parse_request(line: bytes) -> dict[str, Any]:
         raise RunRequestError("hide_ext must be a list of names")
     trace = req.get("trace")
     if trace is not None:
-        if not isinstance(trace, dict) or trace.get("format", "text") not in ("text", "json"):
-            raise RunRequestError("trace must be null or {\"format\": \"text\"|\"json\", ...}")
+        if not isinstance(trace, dict) \
+                or trace.get("format", "text") not in ("text", "json", "perfetto"):
+            raise RunRequestError(
+                "trace must be null or {\"format\": \"text\"|\"json\"|\"perfetto\", ...}")
         for key in ("only", "skip"):
             if not all(isinstance(x, str) for x in trace.get(key, [])):
                 raise RunRequestError(f"trace {key} must be a list of names")
@@ -76,6 +84,7 @@ class _RunControl(protocol.Protocol):
         self.instruments: Any = None
         self.state = "request"  # then "starting", "running", "stopping", "gone"
         self.wants_stats = False
+        self.counts = RunCounts()  # what this run's X connections did in the suppressor
 
     def connectionMade(self) -> None:
         self.service.runs.add(self)
@@ -94,7 +103,7 @@ class _RunControl(protocol.Protocol):
             self._line(line)
         if len(self.buf) > MAX_LINE:
             self._reply({"ok": False, "error": f"request longer than {MAX_LINE} bytes"})
-            self.transport.loseConnection()
+            self._close()
 
     def _line(self, line: bytes) -> None:
         if self.state == "request":
@@ -103,7 +112,7 @@ class _RunControl(protocol.Protocol):
                 req = parse_request(line)
             except RunRequestError as err:
                 self._reply({"ok": False, "error": str(err)})
-                self.transport.loseConnection()
+                self._close()
                 return
             self.wants_stats = req["stats"]
             defer.ensureDeferred(self._start(req))
@@ -112,7 +121,7 @@ class _RunControl(protocol.Protocol):
             defer.ensureDeferred(self._finish())
         else:
             self._reply({"ok": False, "error": f"unexpected request while {self.state}"})
-            self.transport.loseConnection()
+            self._close()
 
     async def _start(self, req: dict[str, Any]) -> None:
         from ..observe.instruments import Instruments
@@ -121,15 +130,16 @@ class _RunControl(protocol.Protocol):
         if trace is not None:
             if not self.fds:
                 self._reply({"ok": False, "error": "trace asked for without a file descriptor"})
-                self.transport.loseConnection()
+                self._close()
                 return
             out = os.fdopen(self.fds.pop(), "w", buffering=1 << 16)
             self.instruments = Instruments(self.service.reactor.seconds, out,
                                            trace.get("format", "text"), trace.get("only", []),
-                                           trace.get("skip", []), close_trace=True)
+                                           trace.get("skip", []), close_trace=True,
+                                           link=True)
         options = ServeOptions(target=req["label"] or "link", xauthority=req["xauthority"],
                                hide_ext=req["hide_ext"],
-                               upstream_endpoint=f"unix:path={self.service.socket_path}",
+                               upstream=self.service.upstream(self.counts),
                                upstream_auth=(b"", b""))
         if self.instruments is not None:
             options.observers = self.instruments.observers
@@ -140,7 +150,7 @@ class _RunControl(protocol.Protocol):
         except (StartError, OSError) as err:
             self.server = None
             self._reply({"ok": False, "error": str(err)})
-            self.transport.loseConnection()
+            self._close()
             return
         if self.state != "starting":  # the run went away meanwhile
             await self._stop_display()
@@ -154,11 +164,13 @@ class _RunControl(protocol.Protocol):
         if self.server is not None:
             await self.server.drain()
         await self._stop_display()
-        if self.wants_stats:  # --verify-cache reads the agent's counters: let them settle
-            await task.deferLater(self.service.reactor, 0.05, lambda: None)
+        reply: dict[str, Any] = {"ok": True}
+        if self.wants_stats:  # --verify-cache reports this run's counts
+            await task.deferLater(self.service.reactor, 0.05, lambda: None)  # type: ignore[arg-type]
             self.service.after_run()
-        self._reply({"ok": True})
-        self.transport.loseConnection()
+            reply["stats"] = self.counts.report()
+        self._reply(reply)
+        self._close()
 
     async def _stop_display(self) -> None:
         server, self.server = self.server, None
@@ -167,6 +179,10 @@ class _RunControl(protocol.Protocol):
         if self.instruments is not None:
             self.instruments.stop()
             self.instruments = None
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.loseConnection()
 
     def _reply(self, obj: dict[str, Any]) -> None:
         if self.transport is not None and self.connected:
@@ -190,15 +206,19 @@ def _op(line: bytes) -> Any:
 
 
 class RunService:
-    """Serves runs on `control` for the agent whose X socket is `socket_path`. `hold` and
-    `release` are the agent's liveness hooks (a run counts as a user of the link);
-    `after_run` is called when a run's display has gone, before the run is told so."""
+    """Serves runs on `control`; each run's display relays to `upstream(counts)` (the link
+    agent's in-process endpoint, agent/upstream.py), which adds what the run's connections
+    did to `counts`. `hold` and `release` are the agent's liveness hooks (a run counts as a
+    user of the link); `after_run` is called when a run's display has gone, before the run
+    is told so."""
 
-    def __init__(self, reactor: Any, socket_path: str, control: str,
-                 hold: Any = lambda: None, release: Any = lambda: None,
-                 after_run: Any = lambda: None) -> None:
+    def __init__(self, reactor: ILinkReactor, control: str,
+                 upstream: Callable[[RunCounts], IStreamClientEndpoint],
+                 hold: Callable[[], None] = lambda: None,
+                 release: Callable[[], None] = lambda: None,
+                 after_run: Callable[[], None] = lambda: None) -> None:
         self.reactor = reactor
-        self.socket_path = socket_path
+        self.upstream = upstream
         self.control = control
         self.hold = hold
         self.release = release
@@ -223,4 +243,4 @@ class RunService:
             if os.path.exists(self.control):
                 os.unlink(self.control)
         for run in list(self.runs):
-            run.transport.loseConnection()
+            run._close()

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING, TextIO, cast
+
+if TYPE_CHECKING:
+    from twisted.internet import defer
+    from twisted.internet.interfaces import IReactorCore
+
+    from ..observe.waits import WaitAnalysis
+    from ..reactor_types import ICommandReactor
 
 
-def install_reactor(loop_name: str = "asyncio"):  # type: ignore[no-untyped-def]
+def install_reactor(loop_name: str = "asyncio") -> ICommandReactor:
     """The asyncio reactor (DESIGN.md), so zeroconf's asyncio API shares the loop; on
     uvloop's event loop when asked (the relays), which costs less per reactor turn."""
     import asyncio
@@ -16,6 +24,7 @@ def install_reactor(loop_name: str = "asyncio"):  # type: ignore[no-untyped-def]
 
     loop_name = os.environ.get("XPROXY_LOOP", loop_name)
     if "twisted.internet.reactor" not in sys.modules:  # (else installed: a test runner's)
+        loop: asyncio.AbstractEventLoop
         if loop_name == "uvloop":
             import uvloop
 
@@ -26,7 +35,7 @@ def install_reactor(loop_name: str = "asyncio"):  # type: ignore[no-untyped-def]
         asyncioreactor.install(loop)
     from twisted.internet import reactor
 
-    return reactor
+    return cast("ICommandReactor", reactor)
 
 
 def start_logging(verbose: bool, quiet: bool = False) -> None:
@@ -61,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="hide an extension from clients (MIT-SHM is hidden by default)")
     serve.add_argument("--allow-ext", action="append", default=[], metavar="NAME",
                        help="let a default-hidden extension through (MIT-SHM on the same host)")
+    serve.add_argument("--movable", action="store_true",
+                       help="clients of this display can be moved to another display while "
+                            "they run (`xproxy move`)")
     serve.add_argument("--untrusted", action="store_true",
                        help="use an untrusted cookie from the SECURITY extension upstream")
     serve.add_argument("--setup-timeout", type=positive_float, default=10.0, metavar="S",
@@ -82,30 +94,47 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("-v", "--verbose", action="store_true")
     trace = sub.add_parser("trace", help="run a command on a tracing proxy display, like xtrace")
     trace.add_argument("-o", "--output", metavar="FILE", default=None,
-                       help="write the trace to FILE (default: stderr; - for stdout)")
-    _add_trace_options(trace, "--format")
+                       help="write the trace to FILE (default: stderr, or nothing with "
+                            "--timeline; - for stdout)")
+    _add_trace_options(trace, "--format", PERFETTO)
+    trace.add_argument("--timeline", metavar="PNG", default=None,
+                       help="draw the round trips the program waited for to PNG "
+                            "(docs/xproxy.md: the waits)")
     trace.add_argument("--to", dest="target", default=None, metavar="TARGET",
                        help="the real display (default: $DISPLAY)")
     trace.add_argument("--stats", action="store_true",
                        help="print traffic per client and totals at the end")
     trace.add_argument("-v", "--verbose", action="store_true")
     trace.add_argument("program", nargs=argparse.REMAINDER, metavar="-- COMMAND ARGS...")
+    move = sub.add_parser("move", help="move every client of a movable display to another")
+    move.add_argument("display", type=_display_number, metavar=":P",
+                      help="the movable display (xproxy serve --movable)")
+    move.add_argument("--to", dest="target", required=True, metavar="TARGET",
+                      help="the display to move to (:N, or an X server's unix socket path)")
     from . import remote
 
     remote.add_parsers(sub, _add_trace_options)
     return parser
 
 
-def _add_trace_options(parser: argparse.ArgumentParser, format_flag: str) -> None:
-    parser.add_argument(format_flag, dest="trace_format", choices=("text", "json"),
-                        default="text", help="trace lines as text (default) or JSON Lines")
+#: The trace formats of a proxy that runs the program: the waits as Chrome/Perfetto JSON too.
+PERFETTO = ("text", "json", "perfetto")
+
+
+def _add_trace_options(parser: argparse.ArgumentParser, format_flag: str,
+                       formats: tuple[str, ...] = ("text", "json")) -> None:
+    parser.add_argument(format_flag, dest="trace_format", choices=formats,
+                        default="text", help="trace lines as text (default) or JSON Lines"
+                        + ("; perfetto: the round trips the program waited for, as "
+                           "Chrome/Perfetto trace JSON (needs a file)"
+                           if "perfetto" in formats else ""))
     parser.add_argument("--only", action="append", default=[], metavar="NAMES",
                         help="trace only these messages (comma-separated names or patterns)")
     parser.add_argument("--skip", action="append", default=[], metavar="NAMES",
                         help="do not trace these messages (comma-separated names or patterns)")
 
 
-def _open_trace(path: str | None, default):  # type: ignore[no-untyped-def]
+def _open_trace(path: str | None, default: TextIO | None) -> tuple[TextIO | None, bool]:
     if path is None:
         return default, False
     if path == "-":
@@ -136,7 +165,7 @@ def _display_number(text: str) -> int:
     return int(text)
 
 
-async def serve(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+async def serve(reactor: ICommandReactor, args: argparse.Namespace) -> int:
     from twisted.internet import defer
     from twisted.logger import Logger
 
@@ -145,6 +174,8 @@ async def serve(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-un
     from ..relay.server import ProxyServer, ServeOptions, StartError
     from ..x11.display import DisplayNameError
 
+    if args.movable:
+        return await serve_movable(reactor, args)
     await running(reactor)
     trace_out, close_trace = _open_trace(args.trace, None)
     inst = Instruments(reactor.seconds, trace_out, args.trace_format, args.only, args.skip,
@@ -186,7 +217,61 @@ async def serve(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-un
     return await done
 
 
-async def trace(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+async def serve_movable(reactor: ICommandReactor, args: argparse.Namespace) -> int:
+    """`xproxy serve --movable`: a display whose clients `xproxy move` can move."""
+    from twisted.internet import defer
+
+    from ..move import control
+    from ..move.display import MovableDisplay
+    from ..relay.server import ServeOptions, StartError
+    from ..x11.display import DisplayNameError
+    from .errors import fail
+
+    others = [flag for flag, used in (
+        ("--hide-ext", args.hide_ext), ("--allow-ext", args.allow_ext),
+        ("--untrusted", args.untrusted), ("--trace", args.trace), ("--stats", args.stats),
+        ("--metrics", args.metrics)) if used]
+    if others:
+        fail(f"--movable does not go with {', '.join(others)} (a movable display shows its "
+             "clients core X, BIG-REQUESTS and SHAPE only, and is not traced)", 2)
+    await running(reactor)
+    options = ServeOptions(target=args.target, display=args.display, tcp=args.tcp,
+                           tcp_interface=args.tcp_interface)
+    try:
+        server = MovableDisplay(reactor, options)
+        name = await server.start()
+        port = await control.listen(reactor, server)
+    except (StartError, DisplayNameError, OSError) as err:
+        fail(str(err))
+    done: defer.Deferred = defer.Deferred()
+
+    async def shutdown() -> None:
+        await port.stopListening()
+        await server.stop()
+        if not done.called:
+            done.callback(0)
+
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: defer.ensureDeferred(shutdown()))
+    print(f"ready DISPLAY={name}", flush=True)
+    return await done
+
+
+def move(args: argparse.Namespace) -> int:
+    """`xproxy move :P --to TARGET`, through the display's control socket."""
+    from ..move import control
+    from .errors import fail
+
+    try:
+        answer = control.request(args.display, {"op": "move", "to": args.target})
+    except (ConnectionError, OSError, ValueError) as err:
+        fail(str(err))
+    if not answer.get("ok"):
+        fail(f"cannot move :{args.display} to {args.target}: {answer.get('error')}")
+    print(f"moved {answer['clients']} clients to {args.target} in {answer['seconds']:.2f} s")
+    return 0
+
+
+async def trace(reactor: ICommandReactor, args: argparse.Namespace) -> int:
     """`xproxy trace -- COMMAND`: a proxy on a free display, the command run on it with
     DISPLAY and XAUTHORITY set, the trace written; exits with the command's status."""
     import os
@@ -206,10 +291,13 @@ async def trace(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-un
     if not target:
         print("xproxy trace: no display to trace to: set DISPLAY or give --to", file=sys.stderr)
         raise SystemExit(2)
+    check_waits_output(args.trace_format, args.output, "-o FILE")
     await running(reactor)
-    trace_out, close_trace = _open_trace(args.output, sys.stderr)
+    quiet = args.timeline is not None and args.output is None
+    trace_out, close_trace = _open_trace(args.output, None if quiet else sys.stderr)
     inst = Instruments(reactor.seconds, trace_out, args.trace_format, args.only, args.skip,
-                       stats=args.stats, close_trace=close_trace)
+                       stats=args.stats, close_trace=close_trace,
+                       waits=args.timeline is not None)
     inst.start_flushing(reactor)  # `-o FILE` can be followed (tail -f), a second behind at most
     server = ProxyServer(reactor, ServeOptions(target=target, observers=inst.observers,
                                                on_client_done=inst.client_done))
@@ -222,17 +310,53 @@ async def trace(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-un
     from ..run.child import spawn_command
 
     env = dict(os.environ, DISPLAY=name, XAUTHORITY=server.xauthority)
+    finished = False
+
+    async def finish() -> None:
+        """The trace's end, once: also on SIGINT/SIGTERM (a program that runs until
+        stopped still gets its timeline)."""
+        nonlocal finished
+        if finished:
+            return
+        finished = True
+        await server.stop()
+        inst.stop()
+        if args.timeline is not None and inst.waits is not None:
+            draw_timeline(inst.waits, args.timeline, " ".join(command))
+
     stop_trigger = reactor.addSystemEventTrigger(
-        "before", "shutdown", lambda: defer.ensureDeferred(server.stop()))
+        "before", "shutdown", lambda: defer.ensureDeferred(finish()))
     code = await spawn_command(reactor, command, env)
     await server.drain()
     reactor.removeSystemEventTrigger(stop_trigger)
-    await server.stop()
-    inst.stop()
+    await finish()
     raise SystemExit(code)
 
 
-def running(reactor):  # type: ignore[no-untyped-def]
+def check_waits_output(trace_format: str, output: str | None, flag: str) -> None:
+    """The waits as Perfetto JSON are one document: they need a file of their own."""
+    if trace_format == "perfetto" and output in (None, "-"):
+        print(f"xproxy: --format perfetto needs {flag} (the program's own output goes to "
+              "stdout and stderr)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def draw_timeline(waits: WaitAnalysis, path: str, title: str) -> None:
+    """Draw the timeline and say on stderr what it holds."""
+    from ..observe.timeline import draw
+
+    try:
+        rows = draw(waits, path, title)
+    except (OSError, ValueError) as err:
+        print(f"xproxy: cannot draw the timeline to {path}: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+    s = waits.summary()
+    print(f"xproxy: {s['waits']} round trips waited ({s['waited']:.3f} s), {s['before_map']} "
+          f"before the first window was mapped; {rows} rows in {path}", file=sys.stderr,
+          flush=True)
+
+
+def running(reactor: IReactorCore) -> defer.Deferred[None]:
     """Fires once the reactor runs, so its SIGINT/SIGTERM handlers are in place before we
     announce `ready` (task.react calls main before reactor.run)."""
     from twisted.internet import defer
@@ -242,7 +366,7 @@ def running(reactor):  # type: ignore[no-untyped-def]
     return d
 
 
-def main(reactor, argv: list[str]):  # type: ignore[no-untyped-def]
+def main(reactor: ICommandReactor, argv: list[str]) -> defer.Deferred[object]:
     from twisted.internet import defer
 
     args = build_parser().parse_args(argv)
@@ -264,6 +388,8 @@ def main(reactor, argv: list[str]):  # type: ignore[no-untyped-def]
 def run() -> None:
     argv = sys.argv[1:]
     args = build_parser().parse_args(argv)  # usage errors before the reactor starts
+    if args.command == "move":  # a request to a running display: no reactor needed
+        raise SystemExit(move(args))
     if args.command == "run":  # through a link agent, without the reactor when one runs
         from ..run import client as run_client
 

@@ -12,13 +12,25 @@ from ..run.paths import DEFAULT_LINGER
 from .errors import fail
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import TextIO
+
     from twisted.internet import defer
+    from twisted.internet.interfaces import IReactorCore, IReactorTime
+
+    from ..observe.instruments import Instruments
+    from ..reactor_types import ICommandReactor
+
+    #: main.running: fires once the reactor runs
+    Running = Callable[[IReactorCore], defer.Deferred[None]]
+    #: main._open_trace: the trace's file (or the default given) and whether to close it
+    OpenTrace = Callable[[str | None, TextIO | None], tuple[TextIO | None, bool]]
 
 COMMANDS = ("id", "authorize", "revoke", "export", "run", "displays", "link-agent")
 
 
 def add_parsers(sub: Any, add_trace_options: Any) -> None:
-    from .main import positive_float, positive_int
+    from .main import PERFETTO, positive_float, positive_int
 
     p = sub.add_parser("id", help="print this host's key fingerprint (created on first use)")
     p.add_argument("--json", action="store_true")
@@ -57,7 +69,10 @@ def add_parsers(sub: Any, add_trace_options: Any) -> None:
     p.add_argument("--to", dest="target", required=True, metavar="TARGET",
                    help="@NAME (found on the LAN), xproxy://HOST:PORT, or a display (:0)")
     p.add_argument("--trace", metavar="FILE", default=None, help="trace the program's X traffic")
-    add_trace_options(p, "--trace-format")
+    add_trace_options(p, "--trace-format", PERFETTO)
+    p.add_argument("--timeline", metavar="PNG", default=None,
+                   help="draw the round trips the program waited for, and who answered "
+                        "them, to PNG (docs/xproxy.md: the waits)")
     p.add_argument("--hide-ext", action="append", default=[], metavar="NAME")
     p.add_argument("--no-suppress", action="store_true",
                    help="send every request to the display host (no answers from the cache)")
@@ -91,7 +106,8 @@ def quiet(args: argparse.Namespace) -> bool:
     return args.command in ("run", "displays", "link-agent") and not getattr(args, "verbose", False)
 
 
-def dispatch(reactor, args: argparse.Namespace, running, open_trace) -> defer.Deferred:  # type: ignore[no-untyped-def]
+def dispatch(reactor: ICommandReactor, args: argparse.Namespace, running: Running,
+             open_trace: OpenTrace) -> defer.Deferred[object]:
     from twisted.internet import defer
 
     handler = {"id": ident, "authorize": authorize, "revoke": revoke, "export": export,
@@ -99,7 +115,8 @@ def dispatch(reactor, args: argparse.Namespace, running, open_trace) -> defer.De
     return defer.ensureDeferred(handler(reactor, args, running, open_trace))
 
 
-async def ident(reactor, args, running, open_trace) -> None:  # type: ignore[no-untyped-def]
+async def ident(reactor: ICommandReactor, args: argparse.Namespace, running: Running,
+        open_trace: OpenTrace) -> None:
     from ..trust.identity import Identity, config_dir
 
     identity = Identity.load_or_create()
@@ -109,7 +126,8 @@ async def ident(reactor, args, running, open_trace) -> None:  # type: ignore[no-
         print(identity.fingerprint)
 
 
-async def authorize(reactor, args, running, open_trace) -> None:  # type: ignore[no-untyped-def]
+async def authorize(reactor: ICommandReactor, args: argparse.Namespace, running: Running,
+        open_trace: OpenTrace) -> None:
     from ..trust.identity import AuthorizedHosts, IdentityError
 
     hosts = AuthorizedHosts.default()
@@ -121,7 +139,8 @@ async def authorize(reactor, args, running, open_trace) -> None:  # type: ignore
           f"{args.name}".rstrip())
 
 
-async def revoke(reactor, args, running, open_trace) -> None:  # type: ignore[no-untyped-def]
+async def revoke(reactor: ICommandReactor, args: argparse.Namespace, running: Running,
+        open_trace: OpenTrace) -> None:
     from ..trust.identity import AuthorizedHosts
 
     removed = AuthorizedHosts.default().revoke(args.which)
@@ -130,16 +149,19 @@ async def revoke(reactor, args, running, open_trace) -> None:  # type: ignore[no
     print(f"revoked {removed} entr{'y' if removed == 1 else 'ies'} for {args.which}")
 
 
-def _instruments(reactor, args, open_trace):  # type: ignore[no-untyped-def]
+def _instruments(reactor: IReactorTime, args: argparse.Namespace,
+                 open_trace: OpenTrace, waits: bool = False) -> Instruments:
     from ..observe.instruments import Instruments
 
     trace_out, close_trace = open_trace(args.trace, None)
     return Instruments(reactor.seconds, trace_out, args.trace_format, args.only, args.skip,
                        stats=getattr(args, "stats", False),
-                       metrics=getattr(args, "metrics", None) is not None, close_trace=close_trace)
+                       metrics=getattr(args, "metrics", None) is not None, close_trace=close_trace,
+                       waits=waits)
 
 
-async def export(reactor, args, running, open_trace) -> int:  # type: ignore[no-untyped-def]
+async def export(reactor: ICommandReactor, args: argparse.Namespace, running: Running,
+        open_trace: OpenTrace) -> int:
     from ..export.server import ExportOptions, ExportServer
     from ..observe.metrics import listen_metrics
 
@@ -157,6 +179,7 @@ async def export(reactor, args, running, open_trace) -> int:  # type: ignore[no-
     try:
         port = await server.start()
         if args.metrics is not None:
+            assert inst.metrics is not None
             await listen_metrics(reactor, args.metrics, inst.metrics)
     except Exception as err:  # noqa: BLE001 - any start failure ends the command with its reason
         await server.stop()
@@ -177,16 +200,20 @@ async def export(reactor, args, running, open_trace) -> int:  # type: ignore[no-
     return await done
 
 
-async def run(reactor, args, running, open_trace) -> None:  # type: ignore[no-untyped-def]
+async def run(reactor: ICommandReactor, args: argparse.Namespace, running: Running,
+        open_trace: OpenTrace) -> None:
     """`run` to a display of this host (exports go through run/client.py, before the reactor)."""
     from ..run.launcher import RunError
     from ..run.launcher import run as launch
+    from .main import check_waits_output, draw_timeline
 
     command = args.program[1:] if args.program[:1] == ["--"] else args.program
     if not command:
         fail("no command given (xproxy run --to TARGET -- COMMAND ARGS...)", 2)
+    check_waits_output(args.trace_format, args.trace, "--trace FILE")
     await running(reactor)
-    inst = _instruments(reactor, args, open_trace) if args.trace else None
+    inst = _instruments(reactor, args, open_trace, waits=args.timeline is not None) \
+        if args.trace or args.timeline else None
     try:
         code = await launch(reactor, args.target, command,
                             observers=inst.observers if inst else None,
@@ -197,10 +224,13 @@ async def run(reactor, args, running, open_trace) -> None:  # type: ignore[no-un
     finally:
         if inst is not None:
             inst.stop()
+    if args.timeline is not None and inst is not None and inst.waits is not None:
+        draw_timeline(inst.waits, args.timeline, " ".join(command))
     raise SystemExit(code)
 
 
-async def displays(reactor, args, running, open_trace) -> None:  # type: ignore[no-untyped-def]
+async def displays(reactor: ICommandReactor, args: argparse.Namespace, running: Running,
+        open_trace: OpenTrace) -> None:
     from ..run.launcher import displays as list_displays
 
     await running(reactor)
@@ -222,20 +252,31 @@ async def displays(reactor, args, running, open_trace) -> None:  # type: ignore[
                  else f"  ({d['status']})"))
 
 
-async def link_agent(reactor, args, running, open_trace) -> None:  # type: ignore[no-untyped-def]
+async def link_agent(reactor: ICommandReactor, args: argparse.Namespace, running: Running,
+        open_trace: OpenTrace) -> None:
+    from twisted.internet import defer
     from twisted.logger import Logger
 
-    from ..agent.link_agent import AgentError, LinkAgent
+    from ..agent.link_agent import (
+        AgentError,
+        AgentFiles,
+        AgentOptions,
+        DisplayHost,
+        DisplayTrust,
+        LinkAgent,
+    )
     from ..agent.runservice import RunService
     from ..run.paths import LinkMode, control_path, name_alias_path
 
     await running(reactor)
-    agent = LinkAgent(reactor, args.host, args.port, args.trust_name, args.fingerprint,
-                      args.socket, linger=args.linger, suppress=not args.no_suppress,
-                      verify=args.verify_cache, compress_level=args.compress_level or None,
-                      grace=args.grace)
+    agent = LinkAgent(
+        reactor, DisplayHost(args.host, args.port, args.trust_name),
+        AgentOptions(linger=args.linger, suppress=not args.no_suppress,
+                     verify=args.verify_cache, compress_level=args.compress_level or None,
+                     grace=args.grace),
+        DisplayTrust(args.trust_name, args.fingerprint), AgentFiles(args.socket))
     # a run holds the link even while its program has no X connection open
-    service = RunService(reactor, args.socket, control_path(args.socket), agent.hold,
+    service = RunService(reactor, control_path(args.socket), agent.endpoint, agent.hold,
                          agent.release, after_run=agent.save)
     mode = LinkMode(suppress=not args.no_suppress, verify=args.verify_cache,
                     compress_level=args.compress_level)
@@ -255,8 +296,13 @@ async def link_agent(reactor, args, running, open_trace) -> None:  # type: ignor
         await service.stop()
         print(f"error: the link agent failed: {err}", flush=True)
         raise SystemExit(1) from None
+    # SIGTERM: end the link cleanly, so the export does not wait for a resumption
+    # (stop is idempotent: at a normal exit the trigger finds the link gone)
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: defer.ensureDeferred(agent.stop("terminated")))
     print("ready", flush=True)
     why = await agent.done
+    await agent.stop(why)  # its BYE on the way out
     if alias is not None and os.path.realpath(alias) == service.control:
         os.unlink(alias)
     await service.stop()

@@ -3,7 +3,8 @@ each X connection they carry is relayed to the display with everything `serve` d
 substitution, extension policy, tracing, metrics), and the display is advertised on the LAN
 through the local discoveryd.
 
-Link sessions outlive their connections (link/transport.py): when an app host's connection drops,
+Link sessions outlive their connections (link/transport.py): when an app host's connection drops
+without a BYE (an agent that stops cleanly says BYE, and its session ends at once),
 its X connections to the display stay open for `link_grace` seconds (60 by default, said in
 our HELLO so the app host does not try longer), and an app host that reconnects with the same
 key and the session's secret id resumes it, its programs none the wiser. After the grace
@@ -30,12 +31,15 @@ from typing import Any
 
 from twisted.internet import protocol
 from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 
 from ..link.protocol import LinkProtocolError, ResumeRefused, SessionTable
 from ..link.tls import ServerContextFactory
 from ..link.transport import ChannelTransport, LinkProtocol, LinkSession
+from ..reactor_types import ILinkReactor
 from ..relay.drain import drain
 from ..relay.proxy import ProxyFactory
 from ..relay.server import client_endpoint
@@ -130,7 +134,8 @@ def _inspect(display: str, xauthority: str, keep: list[Any] | None,
 
 
 class ExportServer:
-    def __init__(self, reactor, options: ExportOptions, identity: Identity | None = None,  # type: ignore[no-untyped-def]
+    def __init__(self, reactor: ILinkReactor, options: ExportOptions,
+                 identity: Identity | None = None,
                  authorized: AuthorizedHosts | None = None) -> None:
         self.reactor = reactor
         self.options = options
@@ -146,7 +151,7 @@ class ExportServer:
         self.epoch = ""
         self.held_displays: list[Any] = []
         #: connections whose TLS handshake has not completed, with their timeout
-        self.handshaking: dict[LinkProtocol, Any] = {}
+        self.handshaking: dict[LinkProtocol, IDelayedCall] = {}
         self.handshakes_refused = 0
         self.watcher: DisplayWatcher | None = None
         self.watching: set[LinkSession] = set()  # sessions told of the watch's changes
@@ -180,7 +185,7 @@ class ExportServer:
             self.options.display, auth,
             ExtensionPolicy.from_options(self.options.hide_ext, self.options.allow_ext),
             on_client_done=self.options.on_client_done, observers=self.options.observers,
-            clock=self.reactor,
+            clock=self.reactor,  # type: ignore[arg-type]
         )
         policy = auth()
         try:
@@ -222,7 +227,8 @@ class ExportServer:
 
     def _make_link(self) -> LinkProtocol:
         link = LinkProtocol(self.reactor, on_handshake=self._check, on_hello=self._hello,
-                            on_lost=self._lost, compress_level=self.options.compress_level)
+                            on_lost=self._lost, on_bye=self._bye,
+                            compress_level=self.options.compress_level)
         self.handshaking[link] = self.reactor.callLater(self.options.handshake_timeout,
                                                         self._handshake_late, link)
         return link
@@ -250,7 +256,7 @@ class ExportServer:
 
     def _handshake_late(self, link: LinkProtocol) -> None:
         self.handshaking.pop(link, None)
-        transport: Any = link.transport
+        transport = link.tls
         log.info("no TLS handshake within {t:g} s from {peer}; closed",
                  t=self.options.handshake_timeout,
                  peer=transport.getPeer() if transport is not None else "?")
@@ -262,7 +268,7 @@ class ExportServer:
         fp = link.peer_fingerprint or "(no certificate)"
         if not self.authorized.is_authorized(fp):
             log.warn("refused app host {fp} from {peer}: not authorized", fp=fp,
-                     peer=link.transport.getPeer())
+                     peer=link.tls.getPeer())
             raise NotAuthorized(
                 f"this app host ({fp}) is not authorized to use display {self.options.name!r}; "
                 f"on the display host run: xproxy authorize {fp}"
@@ -287,7 +293,7 @@ class ExportServer:
                 session = self.sessions.claim(resume.get("session"), fp, self.reactor.seconds())
             except ResumeRefused as err:
                 log.info("app host {fp} ({peer}) cannot resume: {err}", fp=fp,
-                         peer=link.transport.getPeer(), err=err)
+                         peer=link.tls.getPeer(), err=err)
                 link.refuse(err.code, str(err))
                 return
             old = session.conn
@@ -295,12 +301,12 @@ class ExportServer:
                 self.watching.add(session)
             again = session.take_over(link, reply, info.get("received"))
             if old is not None:  # its end of the old connection had not noticed yet
-                old.transport.abortConnection()
+                old.tls.abortConnection()
             if session.expiry is not None and session.expiry.active():
                 session.expiry.cancel()
             session.expiry = None
             log.info("link session of {fp} resumed from {peer}: {again} frames sent again, "
-                     "{n} X connections kept", fp=fp, peer=link.transport.getPeer(),
+                     "{n} X connections kept", fp=fp, peer=link.tls.getPeer(),
                      again=again, n=len(session.channels))
             return
         session = LinkSession(link.core, on_open=self._open)
@@ -314,7 +320,7 @@ class ExportServer:
         if watch:
             self.watching.add(session)
         link.core.hello(reply)
-        log.info("link from app host {fp} ({peer})", fp=fp, peer=link.transport.getPeer())
+        log.info("link from app host {fp} ({peer})", fp=fp, peer=link.tls.getPeer())
 
     def _display_changed(self, change: Change) -> None:
         self._tell(change_frame(change))
@@ -340,7 +346,7 @@ class ExportServer:
         assert self.factory is not None
         channel.attach(self.factory.buildProtocol(None))
 
-    def _lost(self, link: LinkProtocol, reason: Any) -> None:
+    def _lost(self, link: LinkProtocol, reason: Failure) -> None:
         self._handshake_over(link)
         self.links.discard(link)
         session = link.session
@@ -359,6 +365,17 @@ class ExportServer:
         log.info("link from app host {fp} lost ({why}); keeping its {n} X connections for "
                  "{g:g} s", fp=session.peer_fingerprint, n=len(session.channels), g=grace,
                  why=link.failure or reason.getErrorMessage())
+
+    def _bye(self, link: LinkProtocol, reason: str) -> None:
+        """The app host ended its session cleanly (its agent stopped): nothing to keep."""
+        session = link.session
+        if session is None:
+            return
+        if session.session_id is not None:
+            self.sessions.remove(session.session_id)
+        self.plain_sessions.discard(session)
+        log.info("link session of {fp} ended by the app host ({why})",
+                 fp=session.peer_fingerprint, why=reason or "no reason given")
 
     def _expire(self) -> None:
         for session in self.sessions.expired(self.reactor.seconds()):
@@ -382,7 +399,7 @@ class ExportServer:
         for session in [*self.sessions.values(), *self.plain_sessions]:
             session.end("the export stops")  # a CLOSE per channel: app hosts end them now
         for link in list(self.links):
-            link.transport.loseConnection()
+            link.tls.loseConnection()
         await self._links_gone(timeout=1.0)  # (the reactor's shutdown would drop unsent bytes)
         if self.watcher is not None:
             watcher, self.watcher = self.watcher, None

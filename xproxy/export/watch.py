@@ -15,6 +15,7 @@ from typing import Any
 
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import connectProtocol
+from twisted.internet.interfaces import ITransport
 from twisted.logger import Logger
 
 from ..link.protocol import MAX_PAYLOAD
@@ -43,8 +44,13 @@ class DisplayWatcher(protocol.Protocol):
         self.ready: defer.Deferred[None] = defer.Deferred()
         self.closing = False
 
+    def _transport(self) -> ITransport:
+        transport = self.transport
+        assert transport is not None  # connected: dataReceived and _end come after
+        return transport
+
     def connectionMade(self) -> None:
-        self.transport.write(self.core.start())
+        self._transport().write(self.core.start())
 
     def dataReceived(self, data: bytes) -> None:
         try:
@@ -54,7 +60,7 @@ class DisplayWatcher(protocol.Protocol):
             return
         out = self.core.data_to_send()
         if out:
-            self.transport.write(out)
+            self._transport().write(out)
         if self.core.failed is not None:
             self._end(self.core.failed)
             return
@@ -67,7 +73,7 @@ class DisplayWatcher(protocol.Protocol):
         if not self.ready.called:
             self.ready.errback(WatchError(why))
         self.closing = True
-        self.transport.loseConnection()
+        self._transport().loseConnection()
         self.on_lost(why)
 
     def stop(self) -> None:

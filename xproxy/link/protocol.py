@@ -2,7 +2,7 @@
 
 Theory of operation: the stream (TLS in practice) carries frames, each `type (1 byte),
 channel (4 bytes), length (4 bytes, big-endian)` then the payload. Channel 0 is the link
-itself (HELLO, ACK, PING, PONG); the app host opens channels, one per X client. Flow control
+itself (HELLO, ACK, PING, PONG, BYE); the app host opens channels, one per X client. Flow control
 is per channel, as in SSH's connection protocol: a sender may have at most `window`
 unacknowledged payload bytes in flight on a channel; the receiver returns CREDIT once it has
 handed data on, so one busy channel cannot buffer without bound or starve the others.
@@ -15,6 +15,8 @@ handed data on, so one busy channel cannot buffer without bound or starve the ot
     ACK    ch 0   u64                  either end: I have received that many frames
     PING   ch 0   up to 64 bytes       either end: answer with a PONG (keepalive)
     PONG   ch 0   the PING's payload
+    BYE    ch 0   UTF-8 reason         either end, last frame: the session ends cleanly; the
+                                       peer closes its channels and keeps nothing to resume
     CHANGED ch 0  JSON object          display host, to an app host whose HELLO said
                                        `"watch": 1`: answers it may remember changed
                                        (export/watch.py says what the object holds)
@@ -65,7 +67,7 @@ try:
 except ImportError:  # pragma: no cover - a dependency; a link without it just does not compress
     zstandard = None  # type: ignore[assignment]
 
-HELLO, OPEN, DATA, CREDIT, CLOSE, ACK, PING, PONG = 1, 2, 3, 4, 5, 6, 7, 8
+HELLO, OPEN, DATA, CREDIT, CLOSE, ACK, PING, PONG, BYE = 1, 2, 3, 4, 5, 6, 7, 8, 9
 CHANGED = 10  # not sequenced: an end that loses its connection forgets what it was told
 SEQUENCED = frozenset((OPEN, DATA, CREDIT, CLOSE))
 HEADER = struct.Struct(">BII")
@@ -116,11 +118,18 @@ class Closed:
 
 
 @dataclass(frozen=True, slots=True)
+class Bye:
+    """The peer ends the session cleanly: it will not resume it."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class DisplayChanged:
     info: dict[str, Any]
 
 
-Event = Hello | Opened | Data | Credit | Closed | DisplayChanged
+Event = Hello | Opened | Data | Credit | Closed | Bye | DisplayChanged
 
 
 class Link:
@@ -146,6 +155,7 @@ class Link:
         self.replay_bytes = 0
         self.acked = 0  # sequenced frames the peer has acknowledged (the replay queue's first)
         self._out: list[bytes] = []  # link frames (ACK, PING, PONG): never replayed
+        self._bye: bytes | None = None  # our BYE, sent after everything else
         self._wire: list[bytes] = []  # sent uncompressed ahead of everything (our HELLO)
         self._held = False  # a new connection: no sequenced frame goes out until `resume`
         self._z: Any = None
@@ -178,6 +188,9 @@ class Link:
             out = b"".join(self._out) + b"".join(pending)
             self._out.clear()
             self._pending = []
+            if self._bye is not None:
+                out += self._bye
+                self._bye = None
         self.raw_out += len(out)
         if self._z is not None and out:
             out = self._z.compress(out) + self._z.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
@@ -235,6 +248,11 @@ class Link:
         self.closing.add(channel)
         self._pending.append(self._frame(CLOSE, channel,
                                          reason.encode("utf-8", "replace")[:1024]))
+
+    def bye(self, reason: str = "") -> None:
+        """Queue a BYE, sent after every frame queued before or after it on this connection:
+        the session ends here, and the peer need not keep it for a resumption."""
+        self._bye = self._frame(BYE, 0, reason.encode("utf-8", "replace")[:1024])
 
     def window(self, channel: int) -> int:
         return self.send_window.get(channel, 0)
@@ -385,6 +403,12 @@ class Link:
             self.close(channel)  # answer it; both ends now forget the channel
             self.closing.discard(channel)
             return Closed(channel, payload.decode("utf-8", "replace"))
+        if kind == BYE:
+            if channel != 0:
+                raise LinkProtocolError(f"BYE on channel {channel}")
+            if len(payload) > 1024:
+                raise LinkProtocolError(f"BYE of {len(payload)} bytes")
+            return Bye(payload.decode("utf-8", "replace"))
         if kind in (ACK, PING, PONG):
             if channel != 0:
                 raise LinkProtocolError(f"link frame type {kind} on channel {channel}")

@@ -29,17 +29,24 @@ local socket is backed up), in which case the credit waits for resumeProducing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.internet import protocol
-from twisted.internet.interfaces import IHandshakeListener, IPushProducer, ITransport
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHandshakeListener,
+    IPushProducer,
+    IReactorTime,
+    ITransport,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..relay.twisted_internals import nodelay
 from .protocol import (
+    Bye,
     Closed,
     Credit,
     Data,
@@ -95,7 +102,7 @@ class ChannelTransport:
             self.producer_paused = True
             self.producer.pauseProducing()
 
-    def writeSequence(self, data: list[bytes]) -> None:
+    def writeSequence(self, data: Iterable[bytes]) -> None:
         self.write(b"".join(data))
 
     def loseConnection(self) -> None:
@@ -187,7 +194,7 @@ class LinkSession:
         self.host_address: Any = None
         self.connections = 0  # how many have carried it
         self.reconnects = 0  # how many times it was resumed
-        self.expiry: Any = None  # the display host's grace timer while disconnected
+        self.expiry: IDelayedCall | None = None  # the display host's grace timer, disconnected
         #: called with a CHANGED frame's object (the display host's watch saw a change)
         self.on_changed: Callable[[dict[str, Any]], None] | None = None
 
@@ -275,8 +282,10 @@ class LinkSession:
             else:
                 self.on_open(self, ch, event.info)
 
-    def end(self, reason: str) -> None:
-        """The session is over for good: every channel closes with `reason`."""
+    def end(self, reason: str, bye: bool = False) -> None:
+        """The session is over for good: every channel closes with `reason`. With `bye`, the
+        peer is told so (a BYE after the channels' CLOSEs), so that it keeps nothing for a
+        resumption."""
         if self.ended is not None:
             return
         self.ended = reason
@@ -286,6 +295,8 @@ class LinkSession:
         for ch in list(self.channels.values()):
             self.core.close(ch.channel, reason)  # the peer's clients end now, not at its grace
             ch._lost(reason)
+        if bye:
+            self.core.bye(reason)
         if self.conn is not None:
             self.flush()
             transport: Any = self.conn.transport
@@ -296,8 +307,9 @@ class LinkSession:
 class LinkProtocol(protocol.Protocol):
     """One connection of a link, over TLS. `on_handshake(self)` checks the peer once TLS is
     up and returns the HELLO to send, or None to answer the peer's HELLO instead (or raises
-    to refuse); `on_hello(self, info)` gets the peer's HELLO; `on_lost(self, reason)` is
-    called when the connection goes (`self.session` is then the session it carried, or None
+    to refuse); `on_hello(self, info)` gets the peer's HELLO; `on_bye(self, reason)` is called
+    when the peer ends the session cleanly (BYE; the session has ended by then);
+    `on_lost(self, reason)` is called when the connection goes (`self.session` is then the session it carried, or None
     if it carried none or was replaced).
 
     Given a `session`, the connection carries it from the start (the app host's side, and
@@ -306,11 +318,12 @@ class LinkProtocol(protocol.Protocol):
 
     def __init__(
         self,
-        clock: Any,
+        clock: IReactorTime,
         on_handshake: Callable[[LinkProtocol], dict[str, Any] | None],
         on_hello: Callable[[LinkProtocol, dict[str, Any]], None] | None = None,
         on_lost: Callable[[LinkProtocol, Failure], None] | None = None,
         session: LinkSession | None = None,
+        on_bye: Callable[[LinkProtocol, str], None] | None = None,
         compress_level: int | None = None,
         keepalive: float = KEEPALIVE,
         timeout: float = TIMEOUT,
@@ -322,6 +335,7 @@ class LinkProtocol(protocol.Protocol):
         self.on_handshake = on_handshake
         self.on_hello = on_hello
         self.on_lost = on_lost
+        self.on_bye = on_bye
         self.keepalive = keepalive
         self.timeout = timeout
         self.ack_interval = ack_interval
@@ -331,12 +345,17 @@ class LinkProtocol(protocol.Protocol):
         self.peer_fingerprint: str | None = None
         self.last_rx = 0.0
         self._last_ping = 0.0
-        self._tick_call: Any = None
+        self._tick_call: IDelayedCall | None = None
+
+    @property
+    def tls(self) -> Any:
+        """The TLS transport this connection runs on (once it is made)."""
+        return self.transport
 
     def peer_certificate_fingerprint(self) -> str | None:
         from ..trust.identity import fingerprint_of_certificate
 
-        cert = self.transport.getPeerCertificate()  # type: ignore[attr-defined]
+        cert = self.tls.getPeerCertificate()
         if cert is None:
             return None
         return fingerprint_of_certificate(cert.to_cryptography())
@@ -368,14 +387,14 @@ class LinkProtocol(protocol.Protocol):
         """Answer with a HELLO that says no, and close."""
         self.core.hello({"ok": False, "error": code, "message": message})
         self.flush()
-        self.transport.loseConnection()
+        self.tls.loseConnection()
 
     def flush(self) -> None:
         if self.gone or self.detached:
             return
         out = self.core.data_to_send()
         if out:
-            self.transport.write(out)
+            self.tls.write(out)
 
     def open_channel(self, info: dict[str, Any] | None = None) -> ChannelTransport:
         if self.session is None:
@@ -398,6 +417,9 @@ class LinkProtocol(protocol.Protocol):
                 if isinstance(event, Hello):
                     if self.on_hello is not None:
                         self.on_hello(self, event.info)
+                elif isinstance(event, Bye):
+                    self._bye(event.reason)
+                    return
                 elif self.session is not None:
                     self.session.dispatch(event)
                 else:
@@ -407,14 +429,23 @@ class LinkProtocol(protocol.Protocol):
             return
         self.flush()
 
+    def _bye(self, reason: str) -> None:
+        """The peer ended the session: close its channels, tell the owner, and close."""
+        session = self.session
+        if session is not None:
+            session.end(f"ended by the peer: {reason}" if reason else "ended by the peer")
+        if self.on_bye is not None:
+            self.on_bye(self, reason)
+        self.tls.loseConnection()
+
     def fail(self, why: str) -> None:
         """The peer broke the protocol: log it, end the session (a resumption would replay
         the same frames) and close."""
-        log.error("link with {peer}: {err}; closing it", peer=self.transport.getPeer(), err=why)
+        log.error("link with {peer}: {err}; closing it", peer=self.tls.getPeer(), err=why)
         self.failure = why
         if self.session is not None:
             self.session.end(f"link protocol error: {why}")
-        self.transport.loseConnection()
+        self.tls.loseConnection()
 
     def _tick(self) -> None:
         self._tick_call = None

@@ -10,7 +10,7 @@ the request's header to it reading the first reply's, in the clock the metrics w
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -18,6 +18,10 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ..x11.tally import Tally
 from ..x11.traffic import LATENCY_BUCKETS, ConnectionMetrics
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+    from twisted.internet.interfaces import IListeningPort, IReactorCore
 
 __all__ = ["LATENCY_BUCKETS", "ConnectionMetrics", "Metrics", "listen_metrics"]
 
@@ -61,7 +65,7 @@ class Metrics:
     def registry(self) -> CollectorRegistry:
         """A private registry (not prometheus_client's global one) exposing these metrics."""
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Collector(self))  # type: ignore[arg-type]
+        registry.register(_Collector(self))
         return registry
 
 
@@ -127,9 +131,11 @@ def metrics_resource(registry: CollectorRegistry) -> Any:
     return MetricsPage()
 
 
-def listen_metrics(reactor: Any, endpoint: str, metrics: Metrics) -> Any:
+def listen_metrics(reactor: IReactorCore, endpoint: str,
+                   metrics: Metrics) -> Deferred[IListeningPort]:
     """Serve `metrics` in Prometheus text format at every path of `endpoint` (a Twisted
-    endpoint string such as tcp:9100:interface=127.0.0.1). Returns the listen Deferred."""
+    endpoint string such as tcp:9100:interface=127.0.0.1, which says what the reactor must
+    provide). Returns the listen Deferred."""
     from twisted.internet.endpoints import serverFromString
     from twisted.web.server import Site
 

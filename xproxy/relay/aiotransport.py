@@ -19,10 +19,18 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections.abc import Iterable
 from typing import Any
 
 from twisted.internet import defer, error, protocol
-from twisted.internet.interfaces import IPushProducer, ITransport
+from twisted.internet.address import IPv4Address, UNIXAddress
+from twisted.internet.interfaces import (
+    IAddress,
+    IProtocolFactory,
+    IPushProducer,
+    IStreamClientEndpoint,
+    ITransport,
+)
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -48,7 +56,7 @@ class TransportShim:
         if not self.disconnecting:
             self.t.write(data)
 
-    def writeSequence(self, data: list[bytes]) -> None:
+    def writeSequence(self, data: Iterable[bytes]) -> None:
         if not self.disconnecting:
             self.t.writelines(data)  # one writev on uvloop, no join
 
@@ -99,7 +107,7 @@ class _Adapter(asyncio.BaseProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.shim = TransportShim(transport)  # type: ignore[arg-type]
-        self.proto.makeConnection(self.shim)  # type: ignore[arg-type]
+        self.proto.makeConnection(self.shim)
 
     def eof_received(self) -> bool:
         return False  # close: X has no half-closed connections
@@ -144,6 +152,7 @@ def adapter_for(proto: protocol.Protocol) -> _Adapter:
     return ProtocolAdapter(proto)
 
 
+@implementer(IStreamClientEndpoint)
 class ClientEndpoint:
     """Like a Twisted client endpoint (`connect(factory) -> Deferred[protocol]`), for a unix
     path or a TCP host and port, on the loop's own transports."""
@@ -152,14 +161,17 @@ class ClientEndpoint:
                  host: str | None = None, port: int = 0) -> None:
         self.loop, self.path, self.host, self.port = loop, path, host, port
 
-    def connect(self, factory: protocol.Factory) -> defer.Deferred:
-        proto = factory.buildProtocol(None)
+    def connect(self, factory: IProtocolFactory) -> defer.Deferred:
+        address: IAddress = UNIXAddress(self.path) if self.path is not None \
+            else IPv4Address("TCP", self.host or "", self.port)
+        proto = factory.buildProtocol(address)
         adapter = adapter_for(proto)  # type: ignore[arg-type]
 
         async def go() -> protocol.Protocol:
             if self.path is not None:
                 await self.loop.create_unix_connection(lambda: adapter, self.path)
             else:
+                assert self.host is not None
                 await self.loop.create_connection(lambda: adapter, self.host, self.port)
             return proto  # type: ignore[return-value]
 
@@ -169,7 +181,7 @@ class ClientEndpoint:
 class ListeningPort:
     """What a Twisted listen() returns, enough for the proxy: stopListening and getHost."""
 
-    def __init__(self, server: asyncio.AbstractServer, path: str | None) -> None:
+    def __init__(self, server: asyncio.Server, path: str | None) -> None:
         self.server = server
         self.path = path
 

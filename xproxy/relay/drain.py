@@ -4,12 +4,16 @@ clock: what `xproxy serve`'s run and the export wait for before closing what is 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTime
 
 #: How often the condition is looked at, in seconds.
 POLL_INTERVAL = 0.02
 
 
-async def drain(reactor, done: Callable[[], bool], timeout: float,  # type: ignore[no-untyped-def]
+async def drain(reactor: IReactorTime, done: Callable[[], bool], timeout: float,
                 interval: float = POLL_INTERVAL) -> bool:
     """Wait until `done()` is true, for at most `timeout` seconds; whether it became true."""
     from twisted.internet import task

@@ -20,10 +20,19 @@ import itertools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
 
-from twisted.internet import protocol
-from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet import defer, protocol
+from twisted.internet.interfaces import (
+    IAddress,
+    IProtocol,
+    IPushProducer,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ..x11.connection import AuthPolicy, Watch, X11Connection
 from ..x11.errors import X11ProtocolError
@@ -31,6 +40,15 @@ from ..x11.extensions import ExtensionPolicy
 from ..x11.setup import setup_failed
 from ..x11.traffic import ConnectionMetrics
 from .twisted_internals import direct_writer, fast_reads, nodelay
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IConsumer, ITransport
+
+    from .aiotransport import TransportShim
+
+    class _IRelayTransport(ITransport, IPushProducer, IConsumer):
+        """What the relay's sockets provide (Twisted's TCP and unix transports, and
+        aiotransport.TransportShim): the protocols below are each other's producers."""
 
 log = Logger(namespace="xproxy")
 
@@ -92,14 +110,14 @@ class _Outbox:
 
     __slots__ = ("parts", "size", "write", "writelines")
 
-    def __init__(self, write: Callable[[bytes], None],
-                 writelines: Callable[[list[bytes]], None]) -> None:
+    def __init__(self, write: Callable[[bytes | memoryview], None],
+                 writelines: Callable[[list[bytes | memoryview]], None]) -> None:
         self.write = write
         self.writelines = writelines
-        self.parts: list[bytes] = []
+        self.parts: list[bytes | memoryview] = []
         self.size = 0
 
-    def send(self, data: bytes, unfinished: int) -> None:
+    def send(self, data: bytes | memoryview, unfinished: int) -> None:
         if unfinished and self.size + len(data) < COALESCE_MAX:
             self.parts.append(data)
             self.size += len(data)
@@ -170,19 +188,19 @@ class _ViewWriter:
 
     __slots__ = ("backlog", "closing", "fd", "write")
 
-    def __init__(self, shim) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, shim: TransportShim) -> None:
         self.write = shim.raw_write
         self.backlog = shim.backlog
         self.closing = shim.t.is_closing
         self.fd = shim.socket.fileno()
 
     @classmethod
-    def of(cls, transport) -> _ViewWriter | None:  # type: ignore[no-untyped-def]
+    def of(cls, transport: object) -> _ViewWriter | None:
         """One for `transport`, or None when it takes only bytes (Twisted's transports,
         link channels)."""
         if getattr(transport, "socket", None) is None or not hasattr(transport, "backlog"):
             return None
-        return cls(transport)
+        return cls(cast("TransportShim", transport))
 
     def send(self, view: memoryview | bytes) -> None:
         if self.closing():
@@ -200,10 +218,13 @@ class _ViewWriter:
             self.write(bytes(view[sent:]))
 
 
+@implementer(IPushProducer)
 class ServerSide(protocol.Protocol):
     """The upstream connection to the real X server. As the client transport's producer it
     is paused when the client does not read: then neither the server nor the client is read
     (see the module docstring)."""
+
+    transport: _IRelayTransport
 
     def __init__(self, client: ClientSide) -> None:
         self.client: ClientSide | None = client
@@ -212,7 +233,11 @@ class ServerSide(protocol.Protocol):
     def connectionMade(self) -> None:
         nodelay(self.transport)
         fast_reads(self.transport)
-        self.outbox = _Outbox(direct_writer(self.transport), self.transport.writeSequence)
+        # (writeSequence is typed for bytes; Twisted's transports and TransportShim join or
+        # send views as well)
+        writelines = cast("Callable[[list[bytes | memoryview]], None]",
+                          self.transport.writeSequence)
+        self.outbox = _Outbox(direct_writer(self.transport), writelines)
         self.client.upstream_ready(self)  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
@@ -260,7 +285,7 @@ class ServerSide(protocol.Protocol):
         if self.client is not None:
             self.client.disconnect()
 
-    def connectionLost(self, reason) -> None:  # type: ignore[no-untyped-def]
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         client, self.client = self.client, None
         if client is not None:
             client.upstream_lost()
@@ -273,9 +298,12 @@ def _dropped(data: object) -> None:
     """What a closed relay writes to."""
 
 
+@implementer(IPushProducer)
 class ClientSide(protocol.Protocol):
     """One accepted X client. As the server transport's producer it is paused when the
     server's socket backs up."""
+
+    transport: _IRelayTransport
 
     def __init__(self, factory: ProxyFactory, number: int) -> None:
         self.factory = factory
@@ -356,7 +384,7 @@ class ClientSide(protocol.Protocol):
             d = self.factory.connect_upstream(lambda: ServerSide(self))
             d.addErrback(self._upstream_failed)
 
-    def _upstream_failed(self, failure) -> None:  # type: ignore[no-untyped-def]
+    def _upstream_failed(self, failure: Failure) -> None:
         self.upstream_error = f"xproxy: cannot reach {self.factory.target_name}: " + (
             failure.getErrorMessage()
         )
@@ -519,7 +547,7 @@ class ClientSide(protocol.Protocol):
         """Close this client and its upstream connection (the proxy is stopping)."""
         self._close(None)
 
-    def connectionLost(self, reason) -> None:  # type: ignore[no-untyped-def]
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self._close(None)
         if self._deliver_call is not None:
             if self._deliver_call.active():
@@ -628,11 +656,11 @@ class ProxyFactory(protocol.Factory):
         relay only frames."""
         return self.observers(number) if self.observers is not None else Watch()
 
-    def buildProtocol(self, addr) -> ClientSide:  # type: ignore[no-untyped-def, override]
+    def buildProtocol(self, addr: IAddress | None) -> ClientSide:
         return ClientSide(self, next(self.numbers))
 
-    def connect_upstream(self, make: Callable[[], ServerSide]):  # type: ignore[no-untyped-def]
-        factory = protocol.Factory.forProtocol(make)  # type: ignore[arg-type]
+    def connect_upstream(self, make: Callable[[], ServerSide]) -> defer.Deferred[IProtocol]:
+        factory = protocol.Factory.forProtocol(make)
         factory.noisy = False
         return self.upstream.connect(factory)
 

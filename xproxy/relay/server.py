@@ -11,8 +11,10 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ServerEndpoint, UNIXServerEndpoint, clientFromString
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 
+from ..reactor_types import IRelayReactor
 from ..trust import xauthfile
 from ..x11.connection import AuthPolicy
 from ..x11.display import DisplayName, parse_display
@@ -49,6 +51,8 @@ class ServeOptions:
     #: a link agent's socket), and the authorization to present there.
     upstream_endpoint: str | None = None
     upstream_auth: tuple[bytes, bytes] | None = None
+    #: Or an endpoint object to relay to (a link agent's in-process channels).
+    upstream: Any = None
     #: Limits on connections that have not completed their setup (see relay.ProxyFactory).
     setup_timeout: float = SETUP_TIMEOUT
     max_setups: int = MAX_SETUPS
@@ -59,7 +63,8 @@ class StartError(RuntimeError):
     """The proxy cannot start; the message says why."""
 
 
-def client_endpoint(reactor, target: DisplayName | None, endpoint: str | None = None):  # type: ignore[no-untyped-def]
+def client_endpoint(reactor: IRelayReactor, target: DisplayName | None,
+                    endpoint: str | None = None) -> IStreamClientEndpoint:
     """Where the relay connects upstream: on the event loop's own transports when the reactor
     is the asyncio one (see aiotransport.py), else a Twisted endpoint."""
     loop = event_loop(reactor)
@@ -70,8 +75,10 @@ def client_endpoint(reactor, target: DisplayName | None, endpoint: str | None = 
             return aiotransport.ClientEndpoint(loop, host=target.host, port=target.tcp_port)
         if endpoint is not None and endpoint.startswith("unix:path="):
             return aiotransport.ClientEndpoint(loop, path=endpoint[len("unix:path="):])
-    assert target is not None or endpoint is not None
-    return clientFromString(reactor, endpoint or upstream_endpoint_string(target))  # type: ignore[arg-type]
+    if not endpoint:
+        assert target is not None
+        endpoint = upstream_endpoint_string(target)
+    return clientFromString(reactor, endpoint)
 
 
 def upstream_endpoint_string(target: DisplayName) -> str:
@@ -84,10 +91,11 @@ def upstream_endpoint_string(target: DisplayName) -> str:
 class ProxyServer:
     """Owns a display number, its sockets and its cookie for the life of the proxy."""
 
-    def __init__(self, reactor, options: ServeOptions) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, reactor: IRelayReactor, options: ServeOptions) -> None:
         self.reactor = reactor
         self.options = options
-        self.target = parse_display(options.target) if options.upstream_endpoint is None else None
+        self.target = parse_display(options.target) \
+            if options.upstream_endpoint is None and options.upstream is None else None
         self.xauthority = options.xauthority or xauthfile.default_path()
         self.number: int | None = None
         self.cookie = secrets.token_bytes(16)
@@ -153,7 +161,8 @@ class ProxyServer:
         policy = ExtensionPolicy.from_options(self.options.hide_ext, self.options.allow_ext)
         if "MIT-SHM" in self.options.allow_ext and not (self.target and self.target.is_local):
             log.warn("MIT-SHM allowed for a remote target: clients using it will fail")
-        upstream = client_endpoint(self.reactor, self.target, self.options.upstream_endpoint)
+        upstream = self.options.upstream or client_endpoint(self.reactor, self.target,
+                                                            self.options.upstream_endpoint)
         self.factory = ProxyFactory(upstream, self.options.target, auth, policy,
                                     on_client_done=self.options.on_client_done,
                                     observers=self.options.observers, clock=self.reactor,

@@ -44,7 +44,7 @@ __all__ = [
 READ_SIZE = 256 * 1024
 
 
-def event_loop(reactor: Any) -> asyncio.AbstractEventLoop | None:
+def event_loop(reactor: object) -> asyncio.AbstractEventLoop | None:
     """The asyncio loop under `reactor`, or None when it is not the asyncio reactor."""
     return getattr(reactor, "_asyncioEventloop", None)
 
@@ -56,7 +56,7 @@ def fast_paths_apply(transport: Any) -> bool:
             and hasattr(transport, "_tempDataBuffer") and hasattr(transport, "protocol"))
 
 
-def direct_writer(transport: Any) -> Callable[[bytes], None]:
+def direct_writer(transport: Any) -> Callable[[bytes | memoryview], None]:
     """A write function for `transport`: direct when it is a plain socket transport with an
     empty queue, else `transport.write`. The caller must not write once it has closed the
     transport (an asyncio transport's own write, which this returns for one, would raise)."""
@@ -68,7 +68,7 @@ def direct_writer(transport: Any) -> Callable[[bytes], None]:
     send = transport.socket.send
     fallback = transport.write
 
-    def write(data: bytes) -> None:
+    def write(data: bytes | memoryview) -> None:
         if (
             not transport._tempDataBuffer
             and not transport.dataBuffer

@@ -11,7 +11,11 @@ import shutil
 import signal
 import subprocess
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorProcess
+    from twisted.python.failure import Failure
 
 #: The status of a command that could not be started, as shells report it.
 CANNOT_RUN = 127
@@ -55,13 +59,13 @@ def run_command(argv: list[str], env: dict[str, str]) -> int:
     return _killed(-code) if code < 0 else code
 
 
-async def spawn_command(reactor, argv: list[str], env: dict[str, str]) -> int:  # type: ignore[no-untyped-def]
+async def spawn_command(reactor: IReactorProcess, argv: list[str], env: dict[str, str]) -> int:
     """Run argv with our stdin/stdout/stderr under the reactor (which goes on serving the
     command's display); its exit status."""
     from twisted.internet import defer, protocol
 
     class Child(protocol.ProcessProtocol):
-        def processEnded(self, reason) -> None:  # type: ignore[no-untyped-def]
+        def processEnded(self, reason: Failure) -> None:
             code = reason.value.exitCode
             ended.callback(_killed(reason.value.signal or 0) if code is None else code)
 

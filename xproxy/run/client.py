@@ -64,18 +64,30 @@ def main(args: argparse.Namespace) -> int | None:
     mode = LinkMode(suppress=not args.no_suppress, verify=args.verify_cache,
                     compress_level=max(0, args.compress_level))
     trace_file: IO[str] | None = None
-    if args.trace is not None:
-        try:
-            trace_file = sys.stdout if args.trace == "-" else open(args.trace, "w")  # noqa: SIM115 - open for the whole run
-        except OSError as err:
-            fail(f"cannot write the trace: {err}")
+    timeline = getattr(args, "timeline", None)
+    trace_format = args.trace_format
+    if trace_format == "perfetto" and args.trace in (None, "-"):
+        fail("--trace-format perfetto needs --trace FILE", 2)
+    if timeline is not None and args.trace is not None and trace_format != "perfetto":
+        fail("--timeline with --trace needs --trace-format perfetto (the agent writes one "
+             "trace per run)", 2)
     workdir = tempfile.mkdtemp(prefix="xproxy-run-")
+    trace_path = args.trace
+    if timeline is not None and args.trace is None:  # the agent's waits, to draw afterwards
+        trace_path = os.path.join(workdir, "waits.json")
+        trace_format = "perfetto"
+    if trace_path is not None:
+        try:
+            trace_file = sys.stdout if trace_path == "-" else open(trace_path, "w")  # noqa: SIM115 - open for the whole run
+        except OSError as err:
+            shutil.rmtree(workdir, ignore_errors=True)
+            fail(f"cannot write the trace: {err}")
     try:
         xauthority = os.path.join(workdir, "Xauthority")
         request = {"op": "display", "xauthority": xauthority, "label": args.target,
                    "hide_ext": list(args.hide_ext), "stats": mode.verify,
                    "trace": None if trace_file is None else {
-                       "format": args.trace_format, "only": args.only, "skip": args.skip}}
+                       "format": trace_format, "only": args.only, "skip": args.skip}}
         try:
             ctl = control_for(args.target, mode)
             try:
@@ -92,14 +104,30 @@ def main(args: argparse.Namespace) -> int | None:
             trace_file = None
         with sock:
             code = run_command(command, dict(os.environ, DISPLAY=display, XAUTHORITY=xauthority))
-            done(sock)
+            answer = done(sock)
         if mode.verify:
-            report_verify(os.path.realpath(ctl)[: -len(".ctl")] + ".sock.stats.json")
+            report_verify(answer, os.path.realpath(ctl)[: -len(".ctl")] + ".sock.stats.json")
+        if timeline is not None and trace_path is not None:
+            draw_from(trace_path, timeline, " ".join(command))
         return code
     finally:
         if trace_file is not None and trace_file is not sys.stdout:
             trace_file.close()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def draw_from(waits_path: str, png: str, title: str) -> None:
+    """Draw the waits the agent wrote (Perfetto JSON) to `png` (Pillow is imported only
+    here, once the program has exited)."""
+    from ..cli.main import draw_timeline
+    from ..observe.waits import from_perfetto
+
+    try:
+        with open(waits_path) as f:
+            analysis = from_perfetto(json.load(f))
+    except (OSError, ValueError) as err:
+        fail(f"cannot read the waits the link agent wrote: {err}")
+    draw_timeline(analysis, png, title)
 
 
 def ask(ctl: str, request: dict[str, Any], trace_file: IO[str] | None) -> tuple[socket.socket, str]:
@@ -143,15 +171,17 @@ def _read_line(sock: socket.socket) -> bytes | None:
     return buf.partition(b"\n")[0]
 
 
-def done(sock: socket.socket) -> None:
+def done(sock: socket.socket) -> dict[str, Any]:
     """Tell the agent the command has exited, and wait (a little) for its last bytes to
-    pass through the display before it goes."""
+    pass through the display before it goes; its answer ({} if none came)."""
     try:
         sock.settimeout(DRAIN_TIMEOUT)
         sock.sendall(b'{"op": "done"}\n')
-        _read_line(sock)
-    except OSError:
-        pass
+        line = _read_line(sock)
+        answer = json.loads(line) if line else {}
+        return answer if isinstance(answer, dict) else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def resolve(target: str, discovery_socket: str | None = None) -> LinkTarget:
@@ -187,7 +217,7 @@ def ensure_agent(target: LinkTarget, mode: LinkMode = _DEFAULT_MODE,
     with open(path + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            if _alive(path):
+            if _alive(control_path(path)):
                 return path
             argv = [sys.executable, "-m", "xproxy.cli", "link-agent", "--host", target.host,
                     "--port", str(target.port), "--trust-name", target.trust_name,
@@ -221,17 +251,16 @@ def _alive(path: str) -> bool:
             return False
 
 
-def report_verify(stats_path: str) -> None:
-    """What `--verify-cache` found: answers compared with the server's, and mismatches."""
-    try:
-        with open(stats_path) as f:
-            stats = json.load(f)
-    except (OSError, ValueError):
+def report_verify(answer: dict[str, Any], stats_path: str) -> None:
+    """What `--verify-cache` found in this run: its answers compared with the server's, and
+    mismatches (the agent's `answer` to "done"); `stats_path` keeps the agent's totals."""
+    stats = answer.get("stats")
+    if not isinstance(stats, dict):
         print("xproxy: verify-cache: no report from the link agent", file=sys.stderr)
         return
     print(f"xproxy: verify-cache: {stats.get('compared', 0)} answers compared with the "
-          f"server's, {stats.get('mismatches', 0)} mismatches (report: {stats_path})",
-          file=sys.stderr)
+          f"server's, {stats.get('mismatches', 0)} mismatches (the agent's totals: "
+          f"{stats_path})", file=sys.stderr)
     for m in stats.get("mismatch_log", [])[:10]:
         print(f"xproxy: verify-cache: mismatch in {m['kind']} at sequence {m['seq']}: ours "
               f"{' '.join(m['ours'])} server {' '.join(m['server'])}", file=sys.stderr)

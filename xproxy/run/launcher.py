@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -25,10 +25,13 @@ from ..x11.display import DisplayNameError, parse_display
 from .child import spawn_command
 from .paths import LINK_SERVICE_TYPE, RunError
 
+if TYPE_CHECKING:
+    from ..reactor_types import ICommandReactor
+
 log = Logger(namespace="xproxy.run")
 
 
-async def run(reactor, target: str, command: list[str],  # type: ignore[no-untyped-def]
+async def run(reactor: ICommandReactor, target: str, command: list[str],
               observers: Callable[[int], Any] | None = None,
               on_client_done: Callable[[Any], None] | None = None,
               hide_ext: list[str] | None = None) -> int:
@@ -63,7 +66,8 @@ async def run(reactor, target: str, command: list[str],  # type: ignore[no-untyp
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-async def displays(reactor, probe: bool = True, discovery_socket: str | None = None) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+async def displays(reactor: ICommandReactor, probe: bool = True,
+                   discovery_socket: str | None = None) -> list[dict[str, Any]]:
     """The exported displays on the LAN, each probed for whether this host may use it."""
     from discovery import client as discovery_client
 
@@ -82,8 +86,8 @@ async def displays(reactor, probe: bool = True, discovery_socket: str | None = N
     return found
 
 
-async def _probe(reactor, entry: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
-    from ..agent.link_agent import AgentError, LinkAgent
+async def _probe(reactor: ICommandReactor, entry: dict[str, Any]) -> None:
+    from ..agent.link_agent import AgentError, DisplayHost, DisplayTrust, LinkAgent
     from ..trust.identity import KnownDisplays
 
     class _Peek(KnownDisplays):
@@ -96,9 +100,10 @@ async def _probe(reactor, entry: dict[str, Any]) -> None:  # type: ignore[no-unt
     if not entry["addresses"]:
         entry["status"] = "no address"
         return
-    agent = LinkAgent(reactor, entry["addresses"][0], entry["port"], f"@{entry['name']}",
-                      entry["fingerprint"] or None, socket_path="",
-                      known=_Peek(KnownDisplays.default().path))
+    name = f"@{entry['name']}"
+    agent = LinkAgent(reactor, DisplayHost(entry["addresses"][0], entry["port"], name),
+                      trust=DisplayTrust(name, entry["fingerprint"] or None,
+                                         known=_Peek(KnownDisplays.default().path)))
     try:
         await agent.start_probe()
         entry["authorized"], entry["status"] = True, "ok"

@@ -3,9 +3,11 @@ so that `xproxy run` can reach a running agent without importing Twisted (see ru
 
 Each link agent has, in the private runtime directory (0700):
 
-    link-<digest>.sock   X connections: each one becomes a channel of the link
     link-<digest>.ctl    runs ask here for a display of their own (newline JSON)
-    link-<digest>.pid    the agent's pid;  .log its log;  .stats.json its counters
+    link-<digest>.pid    the agent's pid;  .log its log;  .sock.stats.json its counters
+
+(`link-<digest>.sock` is the name the others are made from; no socket is served there: each
+X connection of a run's display becomes a channel of the link inside the agent.)
 
 and, when it was found by name (`--to @office`), `name-<digest>.ctl`, a symbolic link to its
 .ctl, so a later run of `@office` needs no lookup on the LAN while the agent lives.
@@ -91,7 +93,7 @@ def agent_socket_path(host: str, port: int, trust_name: str, mode: str = "") -> 
 
 
 def control_path(socket_path: str) -> str:
-    """The agent's control socket, beside its X socket."""
+    """The agent's control socket (from its `agent_socket_path`)."""
     return socket_path[: -len(".sock")] + ".ctl"
 
 

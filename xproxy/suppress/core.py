@@ -52,7 +52,7 @@ import hashlib
 import struct
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -373,6 +373,10 @@ class Stats:
     compared: int = 0
     mismatches: int = 0
     changes: int = 0  # changes the display host's watch reported
+    # of the last connection that mapped a window: the replies it waited for until then,
+    # and in how many rounds (see `Suppressor.waits_before_map`)
+    wait_rounds_before_map: int = 0
+    waits_before_map: list[str] = field(default_factory=list)
 
 
 class DisplayCache:
@@ -643,6 +647,12 @@ class Suppressor:
 
     def close(self) -> None:
         self.cache.connection_closed(self.number)
+        waits = self.waits_before_map()
+        if waits is not None:
+            stats = self.cache.stats
+            stats.waits_before_map = [f"{name} (held behind {held})" if held else name
+                                      for name, held in waits[0]]
+            stats.wait_rounds_before_map = waits[1]
 
     @property
     def seq(self) -> int:
@@ -987,10 +997,8 @@ class Suppressor:
         out = bytes(self.server.feed(data))
         if self.opening:
             self._opened()
-        if self.server.at_boundary:
-            self._release(self.done)
-            if self.to_client:
-                return out + self._take_answers()
+        if self.server.at_boundary and (self.held or self.to_client):
+            return out + self._release(self.done)  # (answers queued while a message streamed)
         return out
 
     def _opened(self) -> None:

@@ -147,13 +147,14 @@ def lookup_for_display(display: DisplayName, path: str | None = None) -> XauthEn
     except socket.gaierror:
         return None
     for family, *_rest, sockaddr in infos:
+        address = str(sockaddr[0])  # (an IPv4 or IPv6 address: a string for these families)
         if family == socket.AF_INET:
-            packed = socket.inet_pton(socket.AF_INET, sockaddr[0])
+            packed = socket.inet_pton(socket.AF_INET, address)
             if packed.startswith(b"\x7f"):
                 return best_auth(entries, FAMILY_LOCAL, local_address(), display.number)
             found = best_auth(entries, FAMILY_INTERNET, packed, display.number)
         else:
-            packed = socket.inet_pton(socket.AF_INET6, sockaddr[0])
+            packed = socket.inet_pton(socket.AF_INET6, address)
             found = best_auth(entries, FAMILY_INTERNET6, packed, display.number)
         if found:
             return found
