@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEBS := xvfb x11-apps x11-utils xauth xdotool xterm socat iproute2 openssh-server openssh-client xtrace etcd-server etcd-client featherpad qterminal gtk-3-examples gtk-4-examples zenity mousepad firefox-esr
+DEBS := xvfb x11-apps x11-utils xauth xdotool xterm socat iproute2 openssh-server openssh-client xtrace etcd-server etcd-client featherpad qterminal gtk-3-examples gtk-4-examples zenity mousepad firefox-esr x11-xserver-utils x11-xkb-utils xinput
 
 .PHONY: install debs test check demo bench lint clean
 

@@ -4,8 +4,11 @@ interleaved, requests pipelined in batches. Prints one JSON line: counts and any
 Each batch: InternAtom (known and new names), ChangeProperty on its own window (a
 PropertyNotify event), ChangeProperty on a window that does not exist (BadWindow), AllocColor,
 GetAtomName of an atom that does not exist (BadAtom), InternAtom again, QueryExtension,
-GetInputFocus. With SEQCHECK_UNTIL_FILE set, it runs until that file exists (at most
-SEQCHECK_ROUNDS batches), so something can happen to the connection meanwhile. Every reply and error must come for exactly the request expected next, with its
+GetInputFocus, GrabServer and UngrabServer around an InternAtom, GetProperty and
+ChangeProperty of a root-window property (a PropertyNotify: the root's PropertyChange is
+selected), GetProperty of one never set. With SEQCHECK_UNTIL_FILE set, it runs until that file
+exists (at most SEQCHECK_ROUNDS batches), so something can happen to the connection
+meanwhile. Every reply and error must come for exactly the request expected next, with its
 sequence number; and the sequence numbers of all messages, widened as xcb does, must never go
 down.
 """
@@ -83,7 +86,8 @@ def main() -> int:
         return req(struct.pack("<BBHH2x", 16, 0, 2 + len(pad(n)) // 4, len(n)) + pad(n), True)
 
     batch = [req(struct.pack("<BBHIIhhHHHHII", 1, 0, 9, window, root, 0, 0, 10, 10, 0, 1, 0,
-                             0x800, ) + struct.pack("<I", 0x400000))]  # PropertyChangeMask
+                             0x800, ) + struct.pack("<I", 0x400000)),  # PropertyChangeMask
+             req(struct.pack("<BxHIII", 2, 4, root, 0x800, 0x400000))]  # and on the root
     problems: list[str] = []
     counts = {"replies": 0, "errors": 0, "events": 0}
     last_full = 0
@@ -105,6 +109,14 @@ def main() -> int:
             batch.append(req(struct.pack("<BxHH2x", 98, 2 + len(pad(ext)) // 4, len(ext))
                              + pad(ext), True))
             batch.append(req(struct.pack("<BxH", 43, 1), True))  # GetInputFocus
+            batch.append(req(struct.pack("<BxH", 36, 1)))  # GrabServer
+            batch.append(intern(b"WM_NAME"))
+            batch.append(req(struct.pack("<BxH", 37, 1)))  # UngrabServer
+            batch.append(req(struct.pack("<BBHIIIII", 20, 0, 6, root, 39, 0, 0, 100), True))
+            batch.append(req(struct.pack("<BBHIIIB3xI", 18, 0, 7, root, 39, 31, 8, 4)
+                             + f"r{i}{round_ % 10}x".encode()))
+            batch.append(req(struct.pack("<BBHIIIII", 20, 0, 6, root, 39, 0, 0, 100), True))
+            batch.append(req(struct.pack("<BBHIIIII", 20, 0, 6, root, 40, 0, 0, 100), True))
         s.sendall(b"".join(batch))
         batch = []
         target = seq

@@ -238,7 +238,8 @@ def test_a_query_colors_mismatch_stops_computing_colours() -> None:
 
 def test_every_answer_kind_is_reachable() -> None:
     """A Kind no request maps to is dead code in the suppressor (as QueryColors once was)."""
-    assert set(KINDS.values()) | {Kind.EXT_REQUEST} == set(Kind)
+    assert set(KINDS.values()) | {Kind.EXT_REQUEST, Kind.ROOT_PROPERTY, Kind.WATCHED,
+                                  Kind.SELECTION_OWNER} == set(Kind)
     assert len(set(KINDS.values())) == len(KINDS)
 
 

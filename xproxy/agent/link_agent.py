@@ -283,6 +283,7 @@ class LinkAgent:
         except (OSError, ValueError, KeyError, TypeError):
             cache = DisplayCache(epoch)
         self.cache = cache
+        cache.watch(self.server_info.get("watch"))
 
     def save(self) -> None:
         """Write the cache (if it learnt something) and the counters."""
@@ -343,6 +344,7 @@ class LinkAgent:
 
     async def _connect(self) -> dict[str, Any]:
         self.session = LinkSession(Link(compress_level=self.options.compress_level))
+        self.session.on_changed = self._display_changed
         link = LinkProtocol(self.reactor, on_handshake=self._check_server,
                             on_hello=self._got_hello, on_lost=self._lost, session=self.session)
         try:
@@ -376,7 +378,7 @@ class LinkAgent:
             raise
         assert self.session is not None
         self.session.peer_fingerprint = link.peer_fingerprint
-        return {"v": 1}
+        return {"v": 1, "watch": 1}
 
     def _got_hello(self, link: LinkProtocol, info: dict[str, Any]) -> None:
         if not self._hello.called:
@@ -414,6 +416,8 @@ class LinkAgent:
             session.end("link lost")
             self._finish("link lost")
             return
+        if self.cache is not None:  # what the display host says meanwhile is lost
+            self.cache.watch(None)
         now = self.reactor.seconds()
         self.reconnecting = True
         self._lost_at = now
@@ -424,6 +428,23 @@ class LinkAgent:
         log.warn("link to {d} lost ({why}); reconnecting for up to {g:g} s, keeping {n} X "
                  "clients", d=self.display, why=why, g=self.grace, n=len(session.channels))
         self._retry()
+
+    def _display_changed(self, info: dict[str, Any]) -> None:
+        """A CHANGED frame: forget the answers it names (all of them if it is not clear)."""
+        cache = self.cache
+        if cache is None:
+            return
+        cache.stats.changes += 1
+        props, groups = info.get("props", []), info.get("groups", [])
+        if "stop" in info:
+            cache.watch(None)
+        elif isinstance(props, list) and isinstance(groups, list) and not info.get("all") \
+                and all(isinstance(p, int) for p in props) \
+                and all(isinstance(g, str) for g in groups):
+            cache.display_changed(props=frozenset(props), groups=frozenset(groups))
+        else:
+            cache.display_changed(everything=True)
+        self.save()
 
     def _deadline_passed(self) -> None:
         self._deadline_call = None
@@ -471,7 +492,7 @@ class LinkAgent:
                    f"on reconnecting, not {session.peer_fingerprint}")
             self.reactor.callLater(0, self._give_up, why)
             raise IdentityError(why)
-        return {"v": 1, "resume": {"session": session.session_id}}
+        return {"v": 1, "watch": 1, "resume": {"session": session.session_id}}
 
     def _got_resume_hello(self, link: LinkProtocol, info: dict[str, Any]) -> None:
         session = self.session
@@ -481,6 +502,8 @@ class LinkAgent:
                           f"{info.get('message') or info.get('error')}")
             return
         again = session.core.resume(info.get("received"))  # a LinkProtocolError ends it
+        if self.cache is not None:
+            self.cache.watch(info.get("watch"))
         session.reconnects += 1
         self.reconnecting = False
         if self._deadline_call is not None and self._deadline_call.active():

@@ -13,7 +13,13 @@ period, or if this process restarts, the session is gone and its X connections a
 
 Unfinished TLS handshakes are bounded: at most `max_handshakes` at a time (further
 connections are closed as they come, and the log says so) and none longer than
-`handshake_timeout` seconds, so peers that connect and stall cost a bounded amount of memory."""
+`handshake_timeout` seconds, so peers that connect and stall cost a bounded amount of memory.
+
+The display's watch (watch.py): one X connection of the export's own listens for changes of
+the root windows' properties, the RANDR configuration and the XKB keyboard, and each app host
+that asks is told of them (CHANGED frames), so it may answer those requests from its cache
+until then. Without a watch (it could not be set up, or it ended), app hosts are told so and
+answer none of them."""
 
 from __future__ import annotations
 
@@ -43,6 +49,8 @@ from ..trust.identity import AuthorizedHosts, Identity
 from ..x11.connection import AuthPolicy
 from ..x11.display import parse_display
 from ..x11.extensions import ExtensionPolicy
+from ..x11.watch import Change
+from .watch import DisplayWatcher, WatchError, change_frame, start_watch
 
 log = Logger(namespace="xproxy.export")
 
@@ -145,6 +153,8 @@ class ExportServer:
         #: connections whose TLS handshake has not completed, with their timeout
         self.handshaking: dict[LinkProtocol, IDelayedCall] = {}
         self.handshakes_refused = 0
+        self.watcher: DisplayWatcher | None = None
+        self.watching: set[LinkSession] = set()  # sessions told of the watch's changes
         self._cap_logged: float | None = None
         self._cap_unlogged = 0
 
@@ -177,6 +187,14 @@ class ExportServer:
             on_client_done=self.options.on_client_done, observers=self.options.observers,
             clock=self.reactor,  # type: ignore[arg-type]
         )
+        policy = auth()
+        try:
+            self.watcher = await start_watch(
+                self.reactor, client_endpoint(self.reactor, target), policy.upstream_name,
+                policy.upstream_data, self._display_changed, self._watch_lost)
+        except WatchError as err:
+            log.warn("no watch of the display ({err}): app hosts will ask the X server for "
+                     "its root properties, RANDR and XKB every time", err=err)
         endpoint = TCP4ServerEndpoint(self.reactor, self.options.port,
                                       interface=self.options.interface)
         try:
@@ -261,8 +279,12 @@ class ExportServer:
         if link not in self.links or link.session is not None:
             return  # refused at the handshake (the refusal is on its way), or a stray HELLO
         fp = link.peer_fingerprint or "(no certificate)"
-        reply = {"ok": True, "name": self.options.name, "screen": self.screen, "v": 1,
-                 "epoch": self.epoch}
+        reply: dict[str, Any] = {"ok": True, "name": self.options.name, "screen": self.screen,
+                                 "v": 1, "epoch": self.epoch}
+        watch = self.watcher is not None and info.get("watch") == 1
+        if watch:
+            assert self.watcher is not None
+            reply["watch"] = sorted(self.watcher.core.groups)
         resume = info.get("resume")
         if resume is not None:
             if not isinstance(resume, dict):
@@ -275,6 +297,8 @@ class ExportServer:
                 link.refuse(err.code, str(err))
                 return
             old = session.conn
+            if watch:
+                self.watching.add(session)
             again = session.take_over(link, reply, info.get("received"))
             if old is not None:  # its end of the old connection had not noticed yet
                 old.tls.abortConnection()
@@ -293,8 +317,30 @@ class ExportServer:
         else:
             self.plain_sessions.add(session)
         session.attach(link)
+        if watch:
+            self.watching.add(session)
         link.core.hello(reply)
         log.info("link from app host {fp} ({peer})", fp=fp, peer=link.tls.getPeer())
+
+    def _display_changed(self, change: Change) -> None:
+        self._tell(change_frame(change))
+
+    def _watch_lost(self, why: str) -> None:
+        if self.watcher is None:
+            return
+        log.warn("the watch of the display ended ({why}): app hosts now ask the X server for "
+                 "its root properties, RANDR and XKB every time", why=why)
+        self.watcher = None
+        self._tell({"stop": why})
+        self.watching.clear()
+
+    def _tell(self, info: dict[str, Any]) -> None:
+        for session in list(self.watching):
+            if session.ended is not None:
+                self.watching.discard(session)
+                continue
+            session.core.changed(info)
+            session.flush()
 
     def _open(self, session: LinkSession, channel: ChannelTransport, info: dict[str, Any]) -> None:
         assert self.factory is not None
@@ -355,6 +401,9 @@ class ExportServer:
         for link in list(self.links):
             link.tls.loseConnection()
         await self._links_gone(timeout=1.0)  # (the reactor's shutdown would drop unsent bytes)
+        if self.watcher is not None:
+            watcher, self.watcher = self.watcher, None
+            watcher.stop()
         for d in self.held_displays:
             with contextlib.suppress(Exception):
                 d.close()

@@ -17,6 +17,9 @@ handed data on, so one busy channel cannot buffer without bound or starve the ot
     PONG   ch 0   the PING's payload
     BYE    ch 0   UTF-8 reason         either end, last frame: the session ends cleanly; the
                                        peer closes its channels and keeps nothing to resume
+    CHANGED ch 0  JSON object          display host, to an app host whose HELLO said
+                                       `"watch": 1`: answers it may remember changed
+                                       (export/watch.py says what the object holds)
 
 Compression: a HELLO whose JSON carries `"z": "zstd"` says that everything its sender sends
 after it on this connection is one zstandard stream, flushed at the end of each
@@ -65,6 +68,7 @@ except ImportError:  # pragma: no cover - a dependency; a link without it just d
     zstandard = None  # type: ignore[assignment]
 
 HELLO, OPEN, DATA, CREDIT, CLOSE, ACK, PING, PONG, BYE = 1, 2, 3, 4, 5, 6, 7, 8, 9
+CHANGED = 10  # not sequenced: an end that loses its connection forgets what it was told
 SEQUENCED = frozenset((OPEN, DATA, CREDIT, CLOSE))
 HEADER = struct.Struct(">BII")
 U64 = struct.Struct(">Q")
@@ -120,7 +124,12 @@ class Bye:
     reason: str
 
 
-Event = Hello | Opened | Data | Credit | Closed | Bye
+@dataclass(frozen=True, slots=True)
+class DisplayChanged:
+    info: dict[str, Any]
+
+
+Event = Hello | Opened | Data | Credit | Closed | Bye | DisplayChanged
 
 
 class Link:
@@ -260,6 +269,12 @@ class Link:
             self._out.append(self._frame(ACK, 0, U64.pack(self.received)))
             self._ack_sent = self.received
             self._bytes_since_ack = 0
+
+    def changed(self, info: dict[str, Any]) -> None:
+        """Queue a CHANGED frame (the display host's watch saw a change), ahead of the
+        channels' data queued with it; nothing while no connection is up."""
+        if not self._held:
+            self._out.append(self._frame(CHANGED, 0, json.dumps(info).encode()[:MAX_PAYLOAD]))
 
     def ping(self, payload: bytes = b"") -> None:
         """Queue a PING (only to a peer that announced `recon`: older ends do not know it)."""
@@ -404,14 +419,18 @@ class Link:
                     raise LinkProtocolError(f"PING of {len(payload)} bytes")
                 self._out.append(self._frame(PONG, 0, payload))
             return None
-        if kind in (HELLO, OPEN):
+        if kind in (HELLO, OPEN, CHANGED):
+            what = {HELLO: "HELLO", OPEN: "OPEN", CHANGED: "CHANGED"}[kind]
             try:
                 info = json.loads(payload) if payload else {}
             except ValueError as err:
-                raise LinkProtocolError(f"bad JSON in a {'HELLO' if kind == HELLO else 'OPEN'} "
-                                        f"frame: {err}") from None
+                raise LinkProtocolError(f"bad JSON in a {what} frame: {err}") from None
             if not isinstance(info, dict):
-                raise LinkProtocolError("HELLO/OPEN payload must be a JSON object")
+                raise LinkProtocolError(f"{what} payload must be a JSON object")
+            if kind == CHANGED:
+                if channel != 0:
+                    raise LinkProtocolError(f"CHANGED frame on channel {channel}")
+                return DisplayChanged(info)
             if kind == HELLO:
                 if channel != 0:
                     raise LinkProtocolError("HELLO on a channel other than 0")

@@ -45,7 +45,18 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..relay.twisted_internals import nodelay
-from .protocol import Bye, Closed, Credit, Data, Event, Hello, Link, LinkProtocolError, Opened
+from .protocol import (
+    Bye,
+    Closed,
+    Credit,
+    Data,
+    DisplayChanged,
+    Event,
+    Hello,
+    Link,
+    LinkProtocolError,
+    Opened,
+)
 
 log = Logger(namespace="xproxy.link")
 
@@ -184,6 +195,8 @@ class LinkSession:
         self.connections = 0  # how many have carried it
         self.reconnects = 0  # how many times it was resumed
         self.expiry: IDelayedCall | None = None  # the display host's grace timer, disconnected
+        #: called with a CHANGED frame's object (the display host's watch saw a change)
+        self.on_changed: Callable[[dict[str, Any]], None] | None = None
 
     @property
     def gone(self) -> bool:
@@ -257,6 +270,9 @@ class LinkSession:
             ch = self.channels.get(event.channel)
             if ch is not None:
                 ch._lost(event.reason)
+        elif isinstance(event, DisplayChanged):
+            if self.on_changed is not None:
+                self.on_changed(event.info)
         elif isinstance(event, Opened):
             ch = ChannelTransport(self, event.channel)
             self.channels[event.channel] = ch

@@ -48,13 +48,15 @@ sequence numbers); the Suppressor is their hold policy (`_client_request`, `_ser
 from __future__ import annotations
 
 import base64
+import hashlib
 import struct
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from ..x11.decode.tables import request_name
 from ..x11.errors import ClientProtocolError, ServerProtocolError
 from ..x11.framing import (
     HOLD,
@@ -68,26 +70,44 @@ from ..x11.framing import (
 from ..x11.opcodes import (
     ALLOC_COLOR,
     ALLOC_NAMED_COLOR,
+    CHANGE_KEYBOARD_CONTROL,
+    CHANGE_KEYBOARD_MAPPING,
+    CHANGE_PROPERTY,
+    CHANGE_WINDOW_ATTRIBUTES,
     CLOSE_FONT,
+    CREATE_GC,
+    DELETE_PROPERTY,
     ERROR,
     EVENT_CODE_MASK,
     FIRST_EXTENSION_OPCODE,
+    GENERIC_EVENT,
     GET_ATOM_NAME,
     GET_KEYBOARD_MAPPING,
     GET_MODIFIER_MAPPING,
+    GET_PROPERTY,
+    GET_SELECTION_OWNER,
+    GRAB_SERVER,
     INTERN_ATOM,
     LIST_EXTENSIONS,
     LIST_FONTS,
     LIST_FONTS_WITH_INFO,
     LOOKUP_COLOR,
+    MAP_NOTIFY,
+    MAP_WINDOW,
     MAPPING_NOTIFY,
     NO_OPERATION,
     OPEN_FONT,
+    PROPERTY_NOTIFY,
     QUERY_COLORS,
     QUERY_EXTENSION,
     QUERY_FONT,
     REPLY,
+    ROTATE_PROPERTIES,
+    SELECTION_CLEAR,
+    SET_MODIFIER_MAPPING,
+    SET_SELECTION_OWNER,
     TRUE_COLOR,
+    UNGRAB_SERVER,
 )
 from ..x11.setup import STATUS_SUCCESS
 
@@ -100,12 +120,88 @@ from ..x11.setup import STATUS_SUCCESS
 #: for a client that announced another version before.
 EXT_ANSWERS: dict[bytes, frozenset[int]] = {
     b"BIG-REQUESTS": frozenset({0}),  # Enable: the maximum request length
-    b"RENDER": frozenset({0, 1}),  # QueryVersion, QueryPictFormats
-    b"XKEYBOARD": frozenset({0}),  # UseExtension
+    b"RENDER": frozenset({0, 1, 29}),  # QueryVersion, QueryPictFormats, QueryFilters
+    b"XKEYBOARD": frozenset({0, 21}),  # UseExtension, PerClientFlags
     b"XFIXES": frozenset({0}), b"RANDR": frozenset({0}), b"SHAPE": frozenset({0}),
     b"Composite": frozenset({0}), b"DAMAGE": frozenset({0}), b"Present": frozenset({0}),
-    b"XC-MISC": frozenset({0}), b"SYNC": frozenset({0}),
+    b"XC-MISC": frozenset({0}), b"SYNC": frozenset({0}), b"MIT-SHM": frozenset({0}),
+    b"Generic Event Extension": frozenset({0}),  # QueryVersion
+    b"XInputExtension": frozenset({1, 47}),  # GetExtensionVersion, XIQueryVersion
+    # QueryVersion, GetVisualConfigs, QueryExtensionsString, QueryServerString, GetFBConfigs
+    b"GLX": frozenset({7, 14, 18, 19, 21}),
 }
+
+#: The requests that announce a client's version of an extension, which the replies to it
+#: may depend on (minor 0 but for these). RENDER and the like keep the last version
+#: announced; XInput keeps the first (a later XIQueryVersion that asks for less fails), and
+#: GLX's client info may matter, so for these every one of them so far is part of the key
+#: (as a digest: GLX's client info carries the client's extension strings).
+VERSION_REQUESTS: dict[bytes, frozenset[int]] = {
+    b"XInputExtension": frozenset({1, 47}),
+    b"GLX": frozenset({7, 20, 33, 35}),  # QueryVersion, ClientInfo, SetClientInfo(2)ARB
+    b"XKEYBOARD": frozenset({0, 21}),  # PerClientFlags answers with the flags it leaves set
+}
+
+#: Extension requests whose replies change only when the display host's configuration does:
+#: answered while the display host's export watches for those changes (export/watch.py) and
+#: forgotten when it says one happened, by group. The requests that change a group (any other
+#: request to the extension) forget it too, as do its events passing to any client.
+#: Not here: XKB GetState (the modifier state), RANDR GetScreenInfo and GetScreenResources
+#: (they ask the hardware again), RANDR GetMonitors (`xrandr --setmonitor` sends no event),
+#: GetPanning and GetCrtcTransform (not seen to send one), XIQueryDevice (it carries the
+#: pointer's position).
+WATCHED: dict[bytes, tuple[str, frozenset[int]]] = {
+    # GetScreenSizeRange, GetOutputInfo, ListOutputProperties, QueryOutputProperty,
+    # GetOutputProperty, GetCrtcInfo, GetCrtcGammaSize, GetScreenResourcesCurrent,
+    # GetOutputPrimary
+    b"RANDR": ("randr", frozenset({6, 9, 10, 11, 15, 20, 22, 25, 31})),
+    # GetControls, GetMap, GetCompatMap, GetIndicatorMap, GetNames
+    b"XKEYBOARD": ("xkb", frozenset({6, 8, 10, 13, 17})),
+    # XIListProperties, XIGetProperty (device properties)
+    b"XInputExtension": ("xi", frozenset({56, 59})),
+}
+#: Watched requests that delete what they read when a flag is set: its offset. Never answered
+#: with it set, and sending one forgets the group.
+DELETE_FLAG: dict[tuple[bytes, int], int] = {(b"RANDR", 15): 24, (b"XInputExtension", 59): 6}
+#: XInput's requests that change a device's properties or the devices (the rest change none):
+#: ChangeKeyboardDevice, ChangePointerDevice, Change/Delete/GetDeviceProperty (that one may
+#: delete), XIChangeHierarchy, XIChangeProperty, XIDeleteProperty, XIGetProperty.
+_XI_CHANGES = frozenset({11, 12, 37, 38, 39, 43, 57, 58, 59})
+#: Requests to a watched extension that change nothing it answers (the rest forget its group).
+WATCHED_QUIET: dict[bytes, frozenset[int]] = {
+    b"RANDR": frozenset({0, 4, 23, 27, 28, 32, 33, 36, 37, 42}),
+    b"XKEYBOARD": frozenset({0, 1, 3, 4, 12, 15, 21, 22, 24}),
+    b"XInputExtension": frozenset(range(256)) - _XI_CHANGES,
+}
+#: Answerable requests whose first argument is a window: answered only for a root window
+#: (the window of another connection's id may not exist here, and the answer is BadWindow).
+ROOT_ARGUMENT: frozenset[tuple[bytes, int]] = frozenset({
+    (b"RENDER", 29), (b"RANDR", 6), (b"RANDR", 25), (b"RANDR", 31)})
+#: The extension events that say a watched group changed: RANDR's two, XKB's one (any kind).
+WATCHED_EVENTS: dict[bytes, tuple[str, int]] = {b"RANDR": ("randr", 2), b"XKEYBOARD": ("xkb", 1)}
+#: The GenericEvents that say a watched group changed, by extension: XInput's
+#: HierarchyChanged and PropertyEvent.
+WATCHED_GENERIC: dict[bytes, tuple[str, frozenset[int]]] = {
+    b"XInputExtension": ("xi", frozenset({11, 12}))}
+#: The core requests that change the keyboard (XKB's group).
+_KEYBOARD_CHANGES = frozenset({CHANGE_KEYBOARD_MAPPING, SET_MODIFIER_MAPPING,
+                               CHANGE_KEYBOARD_CONTROL})
+#: Requests that cannot fail and make no event: they are no barrier to known answers.
+#: GrabServer and UngrabServer have no error; see `_quiet` for ChangeWindowAttributes.
+NEVER_FAIL = frozenset({NO_OPERATION, GRAB_SERVER, UNGRAB_SERVER})
+#: ChangeWindowAttributes' event-mask bit, the event bits only one client may select on a
+#: window (SubstructureRedirect, ResizeRedirect, ButtonPress: BadAccess), and all event bits.
+CW_EVENT_MASK = 0x800
+EXCLUSIVE_EVENTS = 0x100000 | 0x40000 | 0x4
+ALL_EVENTS = 0x1FFFFFF
+#: CreateGC's Foreground and Background bits.
+GC_FOREGROUND_BACKGROUND = 0x4 | 0x8
+#: XFixesSelectSelectionInput's event bits: SetSelectionOwner, SelectionWindowDestroy,
+#: SelectionClientClose.
+XFIXES_SELECTION_EVENTS = 0x7
+#: Bounds on the watched answers kept: the bytes of one reply, of all of them.
+MAX_WATCHED_REPLY = 64 * 1024
+MAX_WATCHED_BYTES = 4 * 1024 * 1024
 
 #: Extension requests answered by a series of replies with one sequence number, and how to
 #: tell the last one: RECORD's EnableContext sends replies until EndOfData (category 5).
@@ -135,6 +231,9 @@ class Kind(Enum):
     KEYBOARD = "kbd"  # GetKeyboardMapping
     MODIFIERS = "mod"  # GetModifierMapping
     EXT_REQUEST = "xreq"  # an extension request of EXT_ANSWERS
+    ROOT_PROPERTY = "rprop"  # GetProperty of a root window: while the display host watches
+    SELECTION_OWNER = "owner"  # GetSelectionOwner of a selection the display host watches
+    WATCHED = "wreq"  # an extension request of WATCHED: while the display host watches
 
 
 #: Requests this module may answer, by opcode (extension requests aside: Kind.EXT_REQUEST).
@@ -147,6 +246,8 @@ KINDS: dict[int, Kind] = {
     GET_KEYBOARD_MAPPING: Kind.KEYBOARD, GET_MODIFIER_MAPPING: Kind.MODIFIERS,
 }
 _KEYMAP_KINDS = frozenset({Kind.KEYBOARD, Kind.MODIFIERS})
+#: The most requests whose names are kept for the log of waits before the first MapNotify.
+MAX_WAIT_LOG = 65536
 #: The most pixels of a QueryColors answered here; a longer one goes to the server unread.
 MAX_QUERY_COLORS = 16000
 
@@ -227,14 +328,14 @@ class TrueColorMap:
         return pixel, out[0], out[1], out[2]
 
 
-def parse_screens(setup: bytes, e: str) -> list[tuple[int, Visual | None]]:
-    """(default colormap, its visual) of each screen of a successful setup reply."""
+def _screens(setup: bytes, e: str) -> list[tuple[int, int, Visual | None]]:
+    """(root window, default colormap, its visual) of each screen of a successful setup."""
     vendor_len, = struct.unpack_from(e + "H", setup, 24)
     n_screens, n_formats = setup[28], setup[29]
     pos = 40 + vendor_len + (-vendor_len % 4) + 8 * n_formats
     screens = []
     for _ in range(n_screens):
-        cmap, = struct.unpack_from(e + "I", setup, pos + 4)
+        root, cmap = struct.unpack_from(e + "II", setup, pos)
         root_visual, = struct.unpack_from(e + "I", setup, pos + 32)
         n_depths = setup[pos + 39]
         pos += 40
@@ -248,8 +349,18 @@ def parse_screens(setup: bytes, e: str) -> list[tuple[int, Visual | None]]:
                 if vid == root_visual:
                     found = Visual(vid, cls, bits, rm, gm, bm, depth, entries)
                 pos += 24
-        screens.append((cmap, found))
+        screens.append((root, cmap, found))
     return screens
+
+
+def parse_screens(setup: bytes, e: str) -> list[tuple[int, Visual | None]]:
+    """(default colormap, its visual) of each screen of a successful setup reply."""
+    return [(cmap, visual) for _, cmap, visual in _screens(setup, e)]
+
+
+def parse_roots(setup: bytes, e: str) -> frozenset[int]:
+    """The root windows of a successful setup reply."""
+    return frozenset(root for root, _, _ in _screens(setup, e))
 
 
 # -- the caches ---------------------------------------------------------------------------------
@@ -261,6 +372,11 @@ class Stats:
     forwarded_replies: int = 0  # replies the client had to wait for from the server
     compared: int = 0
     mismatches: int = 0
+    changes: int = 0  # changes the display host's watch reported
+    # of the last connection that mapped a window: the replies it waited for until then,
+    # and in how many rounds (see `Suppressor.waits_before_map`)
+    wait_rounds_before_map: int = 0
+    waits_before_map: list[str] = field(default_factory=list)
 
 
 class DisplayCache:
@@ -281,6 +397,48 @@ class DisplayCache:
         self.changed = False
         self.no_color = False  # set if a computed AllocColor ever differed from the server's
         self.fonts_ok: set[bytes] = set()  # names an OpenFont has opened without error
+        # Answers valid while the display host watches for what changes them (`watch`), in
+        # memory only: key -> (reply, what forgets it: a root property's atom or a group).
+        self.watching = False
+        self.groups: frozenset[str] = frozenset()  # what the watch vouches for
+        self.watched: dict[tuple[str, Kind, bytes], tuple[bytes, int | str]] = {}
+        self.watched_bytes = 0
+        self.generation = 0  # counts the changes, so a reply read before one is not learnt
+        self.unique = 0  # counts keys made to match nothing
+
+    # watched answers: valid from the reply until the display host says they changed
+    def watch(self, groups: Any) -> None:
+        """The display host watches for changes of these groups from now on (its HELLO's
+        list: "props", "randr", "xkb", "xi", "sel:ATOM"), or of none (no list: it no longer
+        can, or its reports may have been lost): forget every watched answer either way."""
+        if isinstance(groups, list):
+            self.groups = frozenset(g for g in groups if isinstance(g, str))
+        else:
+            self.groups = frozenset()
+        self.watching = bool(self.groups)
+        self.display_changed(everything=True)
+
+    def vouched(self, group: str) -> bool:
+        return self.watching and group in self.groups
+
+    def display_changed(self, props: frozenset[int] = frozenset(),
+                        groups: frozenset[str] = frozenset(), everything: bool = False) -> None:
+        """Root properties (atoms) or groups of extension answers changed on the display."""
+        self.generation += 1
+        for key, (reply, scope) in list(self.watched.items()):
+            if everything or scope in props or scope in groups:
+                del self.watched[key]
+                self.watched_bytes -= len(reply)
+
+    def learn_watched(self, key: tuple[str, Kind, bytes], reply: bytes, scope: int | str,
+                      generation: int) -> None:
+        """Keep a reply read with nothing changed since its request went (`generation`)."""
+        if not self.watching or generation != self.generation or key in self.watched \
+                or len(reply) > MAX_WATCHED_REPLY \
+                or self.watched_bytes + len(reply) > MAX_WATCHED_BYTES:
+            return
+        self.watched[key] = (reply, scope)
+        self.watched_bytes += len(reply)
 
     # keyboard mappings: valid while a connection that has seen every MappingNotify since
     def keymap(self, key: tuple[str, Kind, bytes]) -> bytes | None:
@@ -324,6 +482,10 @@ class DisplayCache:
             self.colors.pop(arg[4:], None)
         elif kind in (Kind.ALLOC_COLOR, Kind.QUERY_COLORS):
             self.no_color = True
+        elif kind in (Kind.ROOT_PROPERTY, Kind.WATCHED):
+            entry = self.watched.pop((e, kind, arg), None)
+            if entry is not None:
+                self.watched_bytes -= len(entry[0])
         else:
             self.replies.pop((e, kind, arg), None)
 
@@ -368,6 +530,10 @@ class _Held:
     replies: tuple[bytes, ...]  # already stamped
 
 
+_HEADER_READ = frozenset({CHANGE_PROPERTY, DELETE_PROPERTY, CHANGE_WINDOW_ATTRIBUTES,
+                          SET_SELECTION_OWNER, CREATE_GC})
+
+
 class _Requests(RequestFramer):
     """The client's byte stream, cut by the one X11 request framer; the Suppressor is its
     hold policy (`_client_request`: from each request's header, whether it is read whole)."""
@@ -378,6 +544,19 @@ class _Requests(RequestFramer):
 
     def _length_zero(self) -> None:
         """Checked in `_client_request`, after the bound on a request read whole."""
+
+    def _frame(self, buf: Buffer, pos: int, avail: int) -> tuple[int, int] | None:
+        # the policy reads the window and atom of these at their header (16 bytes, or the
+        # whole request when shorter)
+        if not self.in_setup and 4 <= avail < 16 and buf[pos] in self.policy.header_read:
+            size = 4 * self._u16(buf, pos + 2)[0]
+            if size == 0 and self.big_requests:
+                if avail < 8:
+                    return None
+                size = 4 * self._u32(buf, pos + 4)[0]  # a bad one is refused by the framer
+            if avail < min(size, 16):
+                return None
+        return super()._frame(buf, pos, avail)
 
     def _request(self, buf: Buffer, pos: int, opcode: int, size: int, big: bool) -> int:
         return self.policy._client_request(buf, pos, opcode, size, big)
@@ -440,6 +619,15 @@ class Suppressor:
         self.ext_version: dict[bytes, bytes] = {}  # extension -> our minor-0 request's body
         self.multi: dict[int, Callable[[int], bool]] = {}  # seq -> "is this its last reply"
         self.colormaps: dict[int, TrueColorMap] = {}
+        self.roots: frozenset[int] = frozenset()
+        self.header_read = set(_HEADER_READ)  # requests whose first 16 bytes the policy reads
+        self.id_base = self.id_mask = 0  # this client's resource ids, from the setup
+        self.watch_events: dict[int, str] = {}  # event code -> the watched group it changes
+        # GenericEvents by major opcode: the group they change, and their event types that do
+        self.watch_generic: dict[int, tuple[str, frozenset[int]]] = {}
+        self.selection_event = -1  # XFIXES' SelectionNotify, once this connection asked
+        # seq -> the cache's generation when it went, and what forgets its answer
+        self.learn_gen: dict[int, tuple[int, int | str]] = {}
         self.fonts: dict[int, bytes] = {}
         self.opening: dict[int, bytes] = {}  # seq -> name of an OpenFont not yet finished
         self.learn: dict[int, tuple[Kind, bytes]] = {}  # seq -> what its reply teaches
@@ -448,12 +636,27 @@ class Suppressor:
         self.held: deque[_Held] = deque()
         self.to_client: list[bytes] = []
         self.bigreq_enable = 0  # sequence number of BIG-REQUESTS' Enable, until its reply
+        # until the first MapNotify: each request's opcodes, and the replies the client waited
+        # for (from the server, or known but held) by request name, in order
+        self.opcodes: dict[int, tuple[int, int]] | None = {}
+        self.waits: list[tuple[str, str | None]] = []  # (request, held behind this one)
+        self.wait_rounds = 0  # of those, the ones with a request from the client between
+        self._asked = True  # a request came since the last wait was logged
+        # (len(waits), wait_rounds) at the first MapWindow: the cut for a client that maps
+        # windows without selecting their MapNotify
+        self.map_cut: tuple[int, int] | None = None
         self.client = _Requests(self)
         self.server = _ServerMessages(self)
         cache.connection_opened(number)
 
     def close(self) -> None:
         self.cache.connection_closed(self.number)
+        waits = self.waits_before_map()
+        if waits is not None:
+            stats = self.cache.stats
+            stats.waits_before_map = [f"{name} (held behind {held})" if held else name
+                                      for name, held in waits[0]]
+            stats.wait_rounds_before_map = waits[1]
 
     @property
     def seq(self) -> int:
@@ -471,22 +674,84 @@ class Suppressor:
     def _client_request(self, buf: Buffer, pos: int, opcode: int, size: int,
                         big: bool) -> int:
         """The hold policy for requests: whether this one is read whole (HOLD) or passes."""
+        if self.opcodes is not None and len(self.opcodes) < MAX_WAIT_LOG:
+            self.opcodes[self.seq] = (opcode, buf[pos + 1])
+            self._asked = True
+            if opcode == MAP_WINDOW and self.map_cut is None:
+                self.map_cut = (len(self.waits), self.wait_rounds)
         if (opcode in KINDS or opcode in (OPEN_FONT, CLOSE_FONT)) \
                 and (opcode != QUERY_COLORS or size <= 8 + 4 * MAX_QUERY_COLORS):
             return self._held(opcode, size, big)
+        cache = self.cache
+        if (opcode == GET_PROPERTY and size == 24 and cache.vouched("props")) \
+                or (opcode == GET_SELECTION_OWNER and size == 8 and cache.watching):
+            return self._held(opcode, size, big)
         if opcode >= FIRST_EXTENSION_OPCODE:
             name = self.ext_names.get(opcode, b"")
+            minor = buf[pos + 1]
             answers = EXT_ANSWERS.get(name)
-            if answers is not None and buf[pos + 1] in answers:
+            if answers is not None and minor in answers:
                 return self._held(opcode, size, big)
-            last = MULTI_REPLY.get((name, buf[pos + 1]))
+            if minor in VERSION_REQUESTS.get(name, ()):
+                if size <= MAX_HELD_REQUEST:
+                    return self._held(opcode, size, big)
+                cache.unique += 1  # too long to read: a history no other connection has
+                self.ext_version[name] = b"unique %d" % cache.unique
+            watched = WATCHED.get(name)
+            if watched is not None:
+                if cache.vouched(watched[0]) and minor in watched[1]:
+                    return self._held(opcode, size, big)
+                if minor not in WATCHED_QUIET[name]:
+                    cache.display_changed(groups=frozenset({watched[0]}))
+            last = MULTI_REPLY.get((name, minor))
             if last is not None:
                 self.multi[self.seq] = last
+        elif opcode == SET_SELECTION_OWNER:
+            atom, = struct.unpack_from(self.e + "I", buf, pos + (12 if big else 8))
+            cache.display_changed(groups=frozenset({f"sel:{atom}"}))
+        elif opcode in (CHANGE_PROPERTY, DELETE_PROPERTY):
+            window, atom = struct.unpack_from(self.e + "II", buf, pos + (8 if big else 4))
+            if window in self.roots:
+                cache.display_changed(props=frozenset({atom}))
+        elif opcode == ROTATE_PROPERTIES:
+            cache.display_changed(props=frozenset(
+                scope for _, scope in cache.watched.values() if isinstance(scope, int)))
+        elif opcode in _KEYBOARD_CHANGES:
+            cache.display_changed(groups=frozenset({"xkb"}))
         if big:
             self.client.require_big_requests()
-        if opcode != NO_OPERATION:
+        if opcode not in NEVER_FAIL and not self._quiet(buf, pos, opcode, size):
             self.barrier = self.seq
         return PASS
+
+    def _quiet(self, buf: Buffer, pos: int, opcode: int, size: int) -> bool:
+        """Whether this request cannot fail and makes no event: a ChangeWindowAttributes of
+        a root window (which always exists) that sets only its event mask, without the bits
+        one client at a time may select (BadAccess) or bits no event has (BadValue); an
+        XFixesSelectSelectionInput on a root window, of an atom the server has named (atoms
+        last as long as the server), with known event bits, from a connection that announced
+        XFIXES 1 or later (else BadRequest); a CreateGC on a root window setting at most its
+        foreground and background (any value goes), with an id of the client's own range
+        (Xlib's default GC of each screen: its allocator gives no id in use)."""
+        e = self.e
+        if opcode == CREATE_GC and 16 <= size <= 24:
+            gc, drawable, mask = struct.unpack_from(e + "III", buf, pos + 4)
+            return drawable in self.roots and not mask & ~GC_FOREGROUND_BACKGROUND \
+                and size == 16 + 4 * mask.bit_count() \
+                and gc & ~self.id_mask == self.id_base
+        if size != 16:
+            return False
+        if opcode == CHANGE_WINDOW_ATTRIBUTES:
+            window, mask, events = struct.unpack_from(e + "III", buf, pos + 4)
+            return window in self.roots and mask == CW_EVENT_MASK \
+                and not events & (EXCLUSIVE_EVENTS | ~ALL_EVENTS)
+        if self.ext_names.get(opcode) == b"XFIXES" and buf[pos + 1] == 2:
+            window, atom, events = struct.unpack_from(e + "III", buf, pos + 4)
+            version = self.ext_version.get(b"XFIXES", b"")
+            return window in self.roots and atom in self.cache.atom_names \
+                and not events & ~XFIXES_SELECTION_EVENTS \
+                and len(version) >= 4 and U32[e](version, 0)[0] >= 1
+        return False
 
     def _held(self, opcode: int, size: int, big: bool) -> int:
         if size > MAX_HELD_REQUEST:
@@ -520,21 +785,53 @@ class Suppressor:
             self.fonts.pop(struct.unpack_from(e + "I", msg, 4)[0], None)
             self.barrier = seq
             return msg
+        if opcode == GET_PROPERTY:
+            return self._root_property(msg)
+        if opcode == GET_SELECTION_OWNER:
+            atom, = struct.unpack_from(e + "I", msg, 4)
+            return self._watched(msg, Kind.SELECTION_OWNER, msg[4:8], f"sel:{atom}")
         known: tuple[bytes, tuple[bytes, ...]] | None
         if opcode >= FIRST_EXTENSION_OPCODE:
-            kind = Kind.EXT_REQUEST
             name, minor = self.ext_names[opcode], msg[1]
             if name == b"BIG-REQUESTS" and minor == 0:
                 self.client.big_requests = True  # Enable: lengths of 0 from the next one
                 self.bigreq_enable = seq
+            watched = WATCHED.get(name)
+            kind = Kind.WATCHED if watched is not None and minor in watched[1] \
+                else Kind.EXT_REQUEST
             context = self.ext_version.get(name, b"")
             arg = name + struct.pack(">BBH", 0, minor, len(context)) + context + msg[4:]
-            if minor == 0:
-                self.ext_version[name] = msg[4:]
-            value = self.cache.replies.get((e, kind, arg)) if self.enabled else None
+            versions = VERSION_REQUESTS.get(name)
+            if versions is None:
+                if minor == 0:
+                    self.ext_version[name] = msg[4:]
+            elif minor in versions:
+                self.ext_version[name] = hashlib.sha256(context + bytes([minor]) + msg).digest()
+            if minor not in EXT_ANSWERS.get(name, ()) and kind is not Kind.WATCHED or (
+                    (name, minor) in ROOT_ARGUMENT
+                    and (len(msg) < 8 or U32[e](msg, 4)[0] not in self.roots)):
+                self.barrier = seq  # neither answered nor learnt
+                return msg
+            c = self.cache
+            value: bytes | tuple[bytes, ...] | None
+            if kind is Kind.WATCHED:
+                assert watched is not None
+                flag = DELETE_FLAG.get((name, minor))
+                if flag is not None and (len(msg) <= flag or msg[flag]):
+                    c.display_changed(groups=frozenset({watched[0]}))  # deletes a property
+                    self.barrier = seq
+                    return msg
+                entry = c.watched.get((e, kind, arg)) \
+                    if self.enabled and c.vouched(watched[0]) else None
+                value = entry[0] if entry is not None else None
+            else:
+                value = c.replies.get((e, kind, arg)) if self.enabled else None
             if not isinstance(value, bytes):
                 self.barrier = seq
                 self.learn[seq] = (kind, arg)
+                if kind is Kind.WATCHED:
+                    assert watched is not None
+                    self.learn_gen[seq] = (c.generation, watched[0])
                 return msg
             if seq == self.bigreq_enable:
                 self.client.max_big_request = 4 * U32[e](value, 8)[0]
@@ -549,8 +846,57 @@ class Suppressor:
                 self.learn[seq] = learn
             return msg
         key, replies = known
-        if opcode == QUERY_EXTENSION and replies[0][8]:
-            self.ext_names[replies[0][9]] = key
+        if opcode == QUERY_EXTENSION:
+            self._extension(key, replies[0])
+        return self._known(kind, key, replies, msg)
+
+    def _extension(self, name: bytes, reply: bytes) -> None:
+        """A QueryExtension reply this connection gets: the extension's opcode and events."""
+        if reply[8]:
+            self.ext_names[reply[9]] = name
+            watched = WATCHED_EVENTS.get(name)
+            if watched is not None:
+                group, count = watched
+                for code in range(reply[10], reply[10] + count):
+                    self.watch_events[code] = group
+            if name in WATCHED_GENERIC:
+                self.watch_generic[reply[9]] = WATCHED_GENERIC[name]
+            if name == b"XFIXES":
+                self.selection_event = reply[10]
+                self.header_read.add(reply[9])
+
+    def _root_property(self, msg: bytes) -> bytes:
+        """GetProperty: answered when it reads a root window's property without deleting
+        it, and the display host watches the root windows' properties."""
+        seq, e, c = self.seq, self.e, self.cache
+        window, atom = struct.unpack_from(e + "II", msg, 4)
+        if window not in self.roots or not c.vouched("props"):
+            self.barrier = seq
+            return msg
+        if msg[1]:  # delete: the property may go, and a PropertyNotify with it
+            c.display_changed(props=frozenset({atom}))
+            self.barrier = seq
+            return msg
+        return self._watched(msg, Kind.ROOT_PROPERTY, msg[4:24], atom)
+
+    def _watched(self, msg: bytes, kind: Kind, arg: bytes, scope: int | str) -> bytes:
+        """A request the watch vouches for: answered if known, else learnt."""
+        seq, c = self.seq, self.cache
+        entry = None
+        if self.enabled and (isinstance(scope, int) or c.vouched(scope)):
+            entry = c.watched.get((self.e, kind, arg))
+            if entry is None:
+                self.learn[seq] = (kind, arg)
+                self.learn_gen[seq] = (c.generation, scope)
+        if entry is None:
+            self.barrier = seq
+            return msg
+        return self._known(kind, arg, (entry[0],), msg)
+
+    def _known(self, kind: Kind, key: bytes, replies: tuple[bytes, ...], msg: bytes) -> bytes:
+        """A request whose replies are known: the client gets them as soon as nothing
+        before it can still make an error or an event; the server's are compared."""
+        seq, e = self.seq, self.e
         stamped = tuple(_stamp(r, e, seq) for r in replies)
         self.swallow[seq] = (kind, key, stamped)
         if self.verify:
@@ -681,6 +1027,7 @@ class Suppressor:
         held = self.held
         while held and (held[0].barrier <= done or (below is not None and held[0].seq < below)):
             h = held.popleft()
+            self._waited(h.seq, h.barrier)
             self.to_client.extend(h.replies)
             self.delivered = max(self.delivered, h.seq)
         return self._take_answers() if self.to_client else b""
@@ -695,8 +1042,13 @@ class Suppressor:
         if kind == ERROR and self.opening:
             self.opening.pop(seq, None)  # that font did not open
         # whole: to drop or relabel it, to learn from it, or to put answers before or after it
+        code = kind & EVENT_CODE_MASK
         whole = (kind <= REPLY and (seq in self.swallow or seq in self.learn)) \
-            or kind & EVENT_CODE_MASK == MAPPING_NOTIFY or seq < self.delivered \
+            or code == MAPPING_NOTIFY or seq < self.delivered \
+            or (kind > REPLY and self.cache.watching
+                and (code in (PROPERTY_NOTIFY, SELECTION_CLEAR, self.selection_event)
+                     or code in self.watch_events
+                     or (code == GENERIC_EVENT and buf[pos + 1] in self.watch_generic))) \
             or bool(self.held) or bool(self.to_client)
         if not whole:  # passes through as it is
             if kind == REPLY and seq in self.multi and not self.multi[seq](buf[pos + 1]):
@@ -709,10 +1061,13 @@ class Suppressor:
             self.delivered = max(self.delivered, seq)
             if kind == REPLY:
                 self.cache.stats.forwarded_replies += 1
+                self._waited(seq)
         return HOLD if whole else PASS
 
     def _server_setup(self, msg: bytes) -> bytes:
         if msg[0] == STATUS_SUCCESS:
+            self.roots = parse_roots(msg, self.e)
+            self.id_base, self.id_mask = struct.unpack_from(self.e + "II", msg, 12)
             for cmap, visual in parse_screens(msg, self.e):
                 if visual is not None and visual.cls == TRUE_COLOR and visual.depth < 32:
                     self.colormaps[cmap] = TrueColorMap(visual)
@@ -728,8 +1083,25 @@ class Suppressor:
         self.done = max(self.done, seq - 1)
         before = self._release(self.done, below=seq)
         if kind > REPLY:
-            if kind & EVENT_CODE_MASK == MAPPING_NOTIFY:
+            code = kind & EVENT_CODE_MASK
+            if code == MAPPING_NOTIFY:
                 self.cache.mapping_changed()
+                self.cache.display_changed(groups=frozenset({"xkb"}))
+            elif code == MAP_NOTIFY:
+                self.opcodes = None
+            elif code == PROPERTY_NOTIFY:  # the client hears of it: so must the cache
+                window, atom = struct.unpack_from(self.e + "II", msg, 4)
+                if window in self.roots:
+                    self.cache.display_changed(props=frozenset({atom}))
+            elif code in (SELECTION_CLEAR, self.selection_event):  # an owner changed
+                atom, = struct.unpack_from(self.e + "I", msg, 12)
+                self.cache.display_changed(groups=frozenset({f"sel:{atom}"}))
+            elif code in self.watch_events:
+                self.cache.display_changed(groups=frozenset({self.watch_events[code]}))
+            elif code == GENERIC_EVENT and msg[1] in self.watch_generic:
+                group, types = self.watch_generic[msg[1]]
+                if struct.unpack_from(self.e + "H", msg, 8)[0] in types:
+                    self.cache.display_changed(groups=frozenset({group}))
             if seq < self.delivered:  # an event of its own, while our answers went ahead
                 msg = _stamp(msg, self.e, self.delivered)
             self.delivered = max(self.delivered, seq)
@@ -749,14 +1121,41 @@ class Suppressor:
                     del self.multi[seq]
             if kind == ERROR:
                 self.learn.pop(seq, None)
+                self.learn_gen.pop(seq, None)
                 self.partial.pop(seq, None)
                 final = True
-            if kind == REPLY:
-                self.cache.stats.forwarded_replies += final
+            if kind == REPLY and final:
+                self.cache.stats.forwarded_replies += 1
+                self._waited(seq)
             self.delivered = max(self.delivered, seq)
         if final:
             self.done = max(self.done, seq)
         return before + msg + self._release(self.done)
+
+    def _waited(self, seq: int, barrier: int = 0) -> None:
+        """Log a reply the client waited for (before its first window is mapped): from the
+        server, or (with `barrier`) known but held behind that request."""
+        if self.opcodes is not None and seq in self.opcodes:
+            self.wait_rounds += self._asked
+            self._asked = False
+            self.waits.append((self._name(seq) or "", self._name(barrier) if barrier else None))
+
+    def waits_before_map(self) -> tuple[list[tuple[str, str | None]], int] | None:
+        """The replies waited for before the first MapNotify (or, for a client that heard
+        of none, before its first MapWindow), and in how many rounds; None if it mapped
+        nothing."""
+        if self.opcodes is None:
+            return self.waits, self.wait_rounds
+        if self.map_cut is not None:
+            return self.waits[: self.map_cut[0]], self.map_cut[1]
+        return None
+
+    def _name(self, seq: int) -> str | None:
+        op, minor = (self.opcodes or {}).get(seq, (0, 0))
+        if not op:
+            return None
+        ext = self.ext_names.get(op)
+        return request_name(op, minor, ext.decode("latin-1") if ext else None)
 
     def _compare(self, seq: int, msg: bytes) -> bool:
         """Check the server's reply against ours; True once the request has all its replies."""
@@ -809,15 +1208,18 @@ class Suppressor:
             c.changed = True
         elif kind in _KEYMAP_KINDS:
             c.learn_keymap((e, kind, arg), _unstamp(msg))
+        elif seq in self.learn_gen:
+            generation, scope = self.learn_gen.pop(seq)
+            c.learn_watched((e, kind, arg), _unstamp(msg), scope, generation)
         else:
             if kind is Kind.LOOKUP_COLOR:
                 c.colors[arg[4:]] = struct.unpack_from(e + "3H", msg, 8)
-            if kind is Kind.EXTENSION and msg[8]:
-                self.ext_names[msg[9]] = arg
+            if kind is Kind.EXTENSION:
+                self._extension(arg, msg)
             c.replies[(e, kind, arg)] = _unstamp(msg)
             c.changed = True
         return True
 
 
 __all__ = ["DisplayCache", "Kind", "Stats", "Suppressor", "TrueColorMap", "Visual",
-           "parse_screens"]
+           "parse_roots", "parse_screens"]
