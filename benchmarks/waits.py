@@ -3,7 +3,10 @@ by request name: locally (`xproxy trace`, no link) and over a slow link with a w
 (`xproxy run --trace` through the link agent, which answers some itself).
 
 A wait is a request whose reply the program waited for, sending nothing until it came
-(xproxy/observe/waits.py); "first map" is its first MapWindow of a top-level window. Each
+(xproxy/observe/waits.py); "first map" is its first MapWindow of a top-level window. Who
+answered each over the link is told by the link agent's suppressor: the X server across the
+link, the agent at once, or the agent holding a known answer until the server had finished
+an earlier request that could fail (named in the "held behind" column). Each
 program runs once untraced over the link first, so the agent's cache is warm, as on a link in
 daily use. The traced runs are stopped once the window is viewable.
 
@@ -81,9 +84,10 @@ def over_link(lab: WanLab, program: str, work: str, trace: str | None) -> dict[s
 
 def table(rows: dict[str, dict[str, dict[str, Any]]], top: int) -> str:
     lines = [("| program | local: waits before map | link, warm: waits before map "
-              "(answered by the link) | agent's answers at once / held, whole run "
-              "| top waits, local / link (answered by the link) |"),
-             "|---|---|---|---|---|"]
+              "(answered by the link at once / held) | agent's answers at once / held, "
+              "whole run | top waits, local / link (answered by the link) "
+              "| held behind, before map |"),
+             "|---|---|---|---|---|---|"]
     for program, r in rows.items():
         loc, link = r.get("local"), r.get("link")
         names: Counter[str] = Counter()
@@ -99,10 +103,14 @@ def table(rows: dict[str, dict[str, dict[str, Any]]], top: int) -> str:
             tops.append(f"{name} {a}/{b}" + (f" ({by_link})" if by_link else ""))
         lw = "-" if not loc else str(loc["otherData"]["before_map"])
         kw = "-" if not link else (f"{link['otherData']['before_map']} "
-                                   f"({link['otherData']['answered'].get('link', 0)})")
+                                   f"({link['otherData']['answered'].get('link', 0)} / "
+                                   f"{link['otherData']['answered'].get('held', 0)})")
+        behind = ", ".join(f"{name} {n}" for name, n in
+                           (link or {}).get("otherData", {}).get("held_behind", {}).items())
         agent = (link or {}).get("agent")
         held = "-" if not agent else f"{agent['answered']} / {agent['held']}"
-        lines.append(f"| {program} | {lw} | {kw} | {held} | {', '.join(tops)} |")
+        lines.append(f"| {program} | {lw} | {kw} | {held} | {', '.join(tops)} "
+                     f"| {behind or '-'} |")
     return "\n".join(lines)
 
 

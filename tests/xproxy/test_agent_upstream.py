@@ -101,7 +101,7 @@ class RelayEnd(ServerSide):
     """The relay's upstream protocol of client 7, as the agent's upstream sees it: records
     what reaches it, and how many marks the run had been told by then."""
 
-    def __init__(self, told: list[tuple[int, int, bool]]) -> None:
+    def __init__(self, told: list[tuple[int, int, int]]) -> None:
         super().__init__(SimpleNamespace(number=7, buffers=None))  # type: ignore[arg-type]
         self.told = told
         self.data: list[tuple[bytes, int]] = []
@@ -120,7 +120,7 @@ def test_a_traced_run_is_told_each_answer_of_its_client_before_the_answer() -> N
     a, _b, opened, flush = linked_pair()
     cache = DisplayCache("epoch")
     cache.learn_atom(b"FOO", 77)
-    told: list[tuple[int, int, bool]] = []
+    told: list[tuple[int, int, int]] = []
     counts = RunCounts(marks=lambda *mark: told.append(mark))
     got: list[RelayEnd] = []
     AgentEndpoint(Host(a.session, cache), counts).connect(
@@ -131,12 +131,12 @@ def test_a_traced_run_is_told_each_answer_of_its_client_before_the_answer() -> N
     opened[0].write(setup_reply())
     flush()
     relay.transport.write(intern(b"BAR") + intern(b"FOO"))  # the server's, then ours: held
-    assert told == [(7, 2, True)]
+    assert told == [(7, 2, 1)]
     relay.transport.write(intern(b"FOO"))  # held too, behind the one held
     opened[0].write(intern_reply(1, 78))
     flush()
     relay.transport.write(intern(b"FOO"))  # nothing unfinished before it: at once
-    assert told == [(7, 2, True), (7, 3, True), (7, 4, False)]
+    assert told == [(7, 2, 1), (7, 3, 1), (7, 4, 0)]
     # each mark was told before its answer reached the relay
     assert relay.data[1:] == [(intern_reply(1, 78) + intern_reply(2, 77) + intern_reply(3, 77), 2),
                               (intern_reply(4, 77), 3)]

@@ -10,6 +10,7 @@ import pytest
 
 from xproxy.observe.waits import (
     MAX_MARKS,
+    MAX_NAMES,
     Answered,
     NotWaits,
     WaitAnalysis,
@@ -122,13 +123,32 @@ def test_through_a_link_the_agents_marks_say_who_answered_not_the_time() -> None
     reply(a, 1, 1, "InternAtom", 1.030)  # slower than half the setup: the agent's all the same
     req(a, 1, 2, "GetProperty", 1.1)
     reply(a, 1, 2, "GetProperty", 1.101)  # fast, but unmarked: the server's
-    a.mark(1, 3, held=True)
+    a.mark(1, 3, behind=2)
     req(a, 1, 3, "QueryExtension", 1.2)
     reply(a, 1, 3, "QueryExtension", 1.242)
     assert [w.answered for w in a.waits] == [Answered.SERVER, Answered.LINK, Answered.SERVER,
                                              Answered.HELD]
+    assert [w.behind for w in a.waits] == ["", "", "", "GetProperty"]
     assert a.summary()["answered"] == {"server": 2, "link": 1, "held": 1}
     assert a.summary()["link_answered_by_name"] == {"InternAtom": 1}
+    assert a.summary()["held_behind"] == {"GetProperty": 1}
+
+
+def test_a_held_answer_names_its_barrier_and_the_names_kept_are_bounded() -> None:
+    a = WaitAnalysis(link=True)
+    setup(a, 1, 0.0, 0.040)
+    req(a, 1, 1, "ChangeProperty", 1.0)
+    for seq in range(2, 2 + MAX_NAMES):  # the ChangeProperty's name is pushed out
+        req(a, 1, seq, "NoOperation", 1.0)
+    assert len(a.clients[1].names) == MAX_NAMES
+    seq = 2 + MAX_NAMES
+    a.mark(1, seq, behind=1)
+    req(a, 1, seq, "InternAtom", 1.1)
+    reply(a, 1, seq, "InternAtom", 1.14)
+    a.mark(1, seq + 1, behind=seq - 1)
+    req(a, 1, seq + 1, "InternAtom", 1.2)
+    reply(a, 1, seq + 1, "InternAtom", 1.24)
+    assert [w.behind for w in a.waits if w.seq] == ["request 1", "NoOperation"]
 
 
 def test_marks_of_pipelined_answers_are_no_waits_and_do_not_linger() -> None:
@@ -176,7 +196,7 @@ def test_perfetto_json_has_one_complete_event_per_wait_and_reads_back() -> None:
     a = WaitAnalysis(link=True)
     setup(a, 1, 100.0, 0.040)
     req(a, 1, 1, "CreateWindow", 100.1, wid=BASE + 1, parent=ROOT_WINDOW)
-    a.mark(1, 2)
+    a.mark(1, 2, behind=1)
     req(a, 1, 2, "InternAtom", 100.2)
     reply(a, 1, 2, "InternAtom", 100.201)
     req(a, 1, 3, "MapWindow", 100.3, window=BASE + 1)
@@ -189,10 +209,11 @@ def test_perfetto_json_has_one_complete_event_per_wait_and_reads_back() -> None:
     assert complete[1]["ts"] == pytest.approx(200_000, abs=1)
     assert complete[1]["dur"] == pytest.approx(1_000, abs=1)
     assert [e["args"]["before_map"] for e in complete] == [True, True, False]
-    assert [e["args"]["answered"] for e in complete] == ["server", "link", "server"]
+    assert [e["args"]["answered"] for e in complete] == ["server", "held", "server"]
+    assert complete[1]["args"]["behind"] == "CreateWindow"
     back = from_perfetto(doc)
-    assert [(w.name, w.seq, w.answered) for w in back.waits] == \
-        [(w.name, w.seq, w.answered) for w in a.waits]
+    assert [(w.name, w.seq, w.answered, w.behind) for w in back.waits] == \
+        [(w.name, w.seq, w.answered, w.behind) for w in a.waits]
     assert back.first_map == pytest.approx(a.first_map)
     assert back.summary()["before_map"] == 2
 

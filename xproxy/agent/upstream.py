@@ -48,11 +48,12 @@ log = Logger(namespace="xproxy.agent")
 class RunCounts:
     """What one run's X connections did in the suppressor: its share of the cache's `Stats`,
     and the mismatches they found (at most `MAX_MISMATCHES` kept). `marks`, if set, is told
-    (relay client number, sequence number, held) of each request a connection answered."""
+    (relay client number, sequence number, behind) of each request a connection answered
+    (`Suppressor.on_answer`)."""
 
     stats: Stats = field(default_factory=Stats)
     mismatch_log: list[dict[str, Any]] = field(default_factory=list)
-    marks: Callable[[int, int, bool], None] | None = None
+    marks: Callable[[int, int, int], None] | None = None
 
     MAX_MISMATCHES = 50
 

@@ -108,11 +108,12 @@ class Instruments:
         self._close_trace = close_trace
         self.observers = observers(clock, self.tracer, self.metrics, self.waits)
 
-    def answered(self, client: int, seq: int, held: bool) -> None:
-        """The link agent answered request `seq` of `client` itself (for the wait analysis;
-        agent/upstream.py's `RunCounts.marks`)."""
+    def answered(self, client: int, seq: int, behind: int) -> None:
+        """The link agent answered request `seq` of `client` itself, held until request
+        `behind` had finished if not 0 (for the wait analysis; agent/upstream.py's
+        `RunCounts.marks`)."""
         if self.waits is not None:
-            self.waits.mark(client, seq, held)
+            self.waits.mark(client, seq, behind)
 
     def client_done(self, client: Any) -> None:
         """ProxyFactory's on_client_done: a client went."""

@@ -14,8 +14,9 @@ the answer, so it is what the client waited, less the local socket hops.
 "Answered by the link": through `xproxy run` to an exported display, the link agent answers
 some requests itself (suppress/core.py). Its suppressor runs in the same process as the
 tracer, and tells the analysis which requests it answered (`mark`): at once, or held until
-the display host had finished an earlier request that could fail (a round trip all the same).
-A wait with no mark crossed the link. A local trace has no link: `NO_LINK`.
+the display host had finished an earlier request that could fail (a round trip all the same;
+the wait names that request, `behind`). A wait with no mark crossed the link. A local trace
+has no link: `NO_LINK`.
 
 The program's first window is mapped at the first MapWindow of a top-level window: one
 created with a parent not made by the same connection (the root, as a rule). Waits before it
@@ -33,6 +34,7 @@ from ..x11.decode.decoder import Decoded
 
 __all__ = [
     "MAX_MARKS",
+    "MAX_NAMES",
     "MAX_WAITS",
     "NEEDED_FIELDS",
     "Answered",
@@ -48,6 +50,10 @@ MAX_WAITS = 100_000
 #: Marks kept per connection for requests whose answer the analysis has not read yet (the
 #: oldest go first; an answer is read right after its mark, so this is never reached).
 MAX_MARKS = 4096
+
+#: Request names remembered per connection, the latest, to name what a held answer waited
+#: behind (a barrier further back is named by its sequence number).
+MAX_NAMES = 4096
 
 #: Top-level windows remembered per connection until the first map (a client creating windows
 #: without ever mapping one cannot grow this further).
@@ -80,6 +86,7 @@ class Wait:
     waited: float
     answered: Answered
     error: bool = False
+    behind: str = ""  # HELD: the request whose end the link agent held the answer until
 
 
 @dataclass(slots=True)
@@ -90,7 +97,8 @@ class _Client:
     id_base: int = 0
     id_mask: int = 0
     toplevels: set[int] | None = None
-    marks: deque[tuple[int, bool]] = field(default_factory=deque)  # (seq, held), in order
+    marks: deque[tuple[int, int]] = field(default_factory=deque)  # (seq, behind), in order
+    names: dict[int, str] = field(default_factory=dict)  # seq -> name, the latest MAX_NAMES
 
 
 class WaitAnalysis:
@@ -119,6 +127,10 @@ class WaitAnalysis:
         direction = d.direction
         if direction == "request":
             c.last_seq, c.last_name, c.last_time = d.seq, d.name, now
+            if self.link:
+                if len(c.names) >= MAX_NAMES:
+                    del c.names[next(iter(c.names))]
+                c.names[d.seq] = d.name
             if self.first_map is None:
                 self._request(c, d, now)
         elif direction in ("reply", "error"):
@@ -127,13 +139,16 @@ class WaitAnalysis:
                 marks.popleft()  # answered while the client went on: no wait
             if d.seq == c.last_seq and (awaited if direction == "error"
                                         else d.latency is not None):
-                answered = Answered.NO_LINK
+                answered, behind = Answered.NO_LINK, ""
                 if self.link:
                     answered = Answered.SERVER
                     if marks and marks[0][0] == d.seq:
-                        answered = Answered.HELD if marks.popleft()[1] else Answered.LINK
+                        barrier = marks.popleft()[1]
+                        answered = Answered.HELD if barrier else Answered.LINK
+                        if barrier:
+                            behind = c.names.get(barrier, f"request {barrier}")
                 self._wait(client, c, d.seq, c.last_name, now, answered,
-                           direction == "error")
+                           direction == "error", behind)
                 c.last_seq = -2  # answered: further replies to it are not waits
         elif direction == "setup":
             c.last_seq = 0
@@ -148,13 +163,13 @@ class WaitAnalysis:
                            d.fields.get("status") != 1)
                 c.last_seq = -1
 
-    def mark(self, client: int, seq: int, held: bool = False) -> None:
-        """The link agent answered request `seq` of `client` itself; `held`: only once the
-        server had finished an earlier request. Told before the answer is fed."""
+    def mark(self, client: int, seq: int, behind: int = 0) -> None:
+        """The link agent answered request `seq` of `client` itself: at once (`behind` 0) or
+        only once the server had finished request `behind`. Told before the answer is fed."""
         marks = self._client(client).marks
         if len(marks) >= MAX_MARKS:
             marks.popleft()
-        marks.append((seq, held))
+        marks.append((seq, behind))
 
     def _client(self, client: int) -> _Client:
         c = self.clients.get(client)
@@ -180,12 +195,12 @@ class WaitAnalysis:
                 other.toplevels = None
 
     def _wait(self, client: int, c: _Client, seq: int, name: str, now: float,
-              answered: Answered, error: bool) -> None:
+              answered: Answered, error: bool, behind: str = "") -> None:
         if len(self.waits) >= self.max_waits:
             self.dropped += 1
             return
         self.waits.append(Wait(client, seq, name, c.last_time, max(0.0, now - c.last_time),
-                               answered, error))
+                               answered, error, behind))
 
     def before_map(self) -> list[Wait]:
         """The waits that began before the first window was mapped (all of them if none was)."""
@@ -195,7 +210,8 @@ class WaitAnalysis:
 
     def summary(self) -> dict[str, Any]:
         """Counts and times, in all and before the first map, with the waits before it by
-        name, by who answered, and by name for those the link answered."""
+        name, by who answered, by name for those the link answered at once, and by the
+        request they were held behind for those it held."""
         before = self.before_map()
         return {
             "waits": len(self.waits), "dropped": self.dropped,
@@ -209,6 +225,8 @@ class WaitAnalysis:
             "answered": dict(Counter(w.answered.value for w in before).most_common()),
             "link_answered_by_name": dict(Counter(
                 w.name for w in before if w.answered is Answered.LINK).most_common()),
+            "held_behind": dict(Counter(
+                w.behind for w in before if w.answered is Answered.HELD).most_common()),
         }
 
     def to_perfetto(self) -> dict[str, Any]:
@@ -225,7 +243,8 @@ class WaitAnalysis:
                 "name": w.name, "cat": "wait", "ph": "X", "pid": 1, "tid": w.client,
                 "ts": round((w.start - t0) * 1e6, 3), "dur": round(w.waited * 1e6, 3),
                 "args": {"seq": w.seq, "answered": w.answered.value, "error": w.error,
-                         "before_map": self.first_map is None or w.start < self.first_map}})
+                         "before_map": self.first_map is None or w.start < self.first_map,
+                         **({"behind": w.behind} if w.behind else {})}})
         if self.first_map is not None:
             events.append({"name": "first window mapped", "cat": "map", "ph": "i", "s": "g",
                            "pid": 1, "tid": 0, "ts": round((self.first_map - t0) * 1e6, 3)})
@@ -260,7 +279,7 @@ def from_perfetto(obj: Any) -> WaitAnalysis:
             waited = float(ev["dur"]) / 1e6
             a.waits.append(Wait(int(ev["tid"]), int(args.get("seq", 0)), str(ev["name"]),
                                 start, waited, Answered(args.get("answered", "unknown")),
-                                bool(args.get("error", False))))
+                                bool(args.get("error", False)), str(args.get("behind", ""))))
             end = max(end, start + waited)
     except (KeyError, TypeError, ValueError) as err:
         raise NotWaits(f"bad wait event: {err}") from None

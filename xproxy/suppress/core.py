@@ -52,11 +52,10 @@ import hashlib
 import struct
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from ..x11.decode.tables import request_name
 from ..x11.errors import ClientProtocolError, ServerProtocolError
 from ..x11.framing import (
     HOLD,
@@ -92,8 +91,6 @@ from ..x11.opcodes import (
     LIST_FONTS,
     LIST_FONTS_WITH_INFO,
     LOOKUP_COLOR,
-    MAP_NOTIFY,
-    MAP_WINDOW,
     MAPPING_NOTIFY,
     NO_OPERATION,
     OPEN_FONT,
@@ -246,8 +243,6 @@ KINDS: dict[int, Kind] = {
     GET_KEYBOARD_MAPPING: Kind.KEYBOARD, GET_MODIFIER_MAPPING: Kind.MODIFIERS,
 }
 _KEYMAP_KINDS = frozenset({Kind.KEYBOARD, Kind.MODIFIERS})
-#: The most requests whose names are kept for the log of waits before the first MapNotify.
-MAX_WAIT_LOG = 65536
 #: The most pixels of a QueryColors answered here; a longer one goes to the server unread.
 MAX_QUERY_COLORS = 16000
 
@@ -373,10 +368,6 @@ class Stats:
     compared: int = 0
     mismatches: int = 0
     changes: int = 0  # changes the display host's watch reported
-    # of the last connection that mapped a window: the replies it waited for until then,
-    # and in how many rounds (see `Suppressor.waits_before_map`)
-    wait_rounds_before_map: int = 0
-    waits_before_map: list[str] = field(default_factory=list)
 
 
 class DisplayCache:
@@ -601,9 +592,10 @@ class Suppressor:
     `from_server(data)` returns bytes for the client. `number` identifies the connection to
     the shared cache (keyboard-mapping witnesses)."""
 
-    #: Told (sequence number, held) of each request answered from the cache (held: only once
-    #: the server had finished an earlier request), before the answer is returned.
-    on_answer: Callable[[int, bool], None] | None = None
+    #: Told (sequence number, behind) of each request answered from the cache, before the
+    #: answer is returned: `behind` is 0 for an answer given at once, else the earlier request
+    #: that could fail whose end it is held until.
+    on_answer: Callable[[int, int], None] | None = None
 
     def __init__(self, cache: DisplayCache, number: int = 0, verify: bool = False,
                  enabled: bool = True) -> None:
@@ -636,27 +628,12 @@ class Suppressor:
         self.held: deque[_Held] = deque()
         self.to_client: list[bytes] = []
         self.bigreq_enable = 0  # sequence number of BIG-REQUESTS' Enable, until its reply
-        # until the first MapNotify: each request's opcodes, and the replies the client waited
-        # for (from the server, or known but held) by request name, in order
-        self.opcodes: dict[int, tuple[int, int]] | None = {}
-        self.waits: list[tuple[str, str | None]] = []  # (request, held behind this one)
-        self.wait_rounds = 0  # of those, the ones with a request from the client between
-        self._asked = True  # a request came since the last wait was logged
-        # (len(waits), wait_rounds) at the first MapWindow: the cut for a client that maps
-        # windows without selecting their MapNotify
-        self.map_cut: tuple[int, int] | None = None
         self.client = _Requests(self)
         self.server = _ServerMessages(self)
         cache.connection_opened(number)
 
     def close(self) -> None:
         self.cache.connection_closed(self.number)
-        waits = self.waits_before_map()
-        if waits is not None:
-            stats = self.cache.stats
-            stats.waits_before_map = [f"{name} (held behind {held})" if held else name
-                                      for name, held in waits[0]]
-            stats.wait_rounds_before_map = waits[1]
 
     @property
     def seq(self) -> int:
@@ -674,11 +651,6 @@ class Suppressor:
     def _client_request(self, buf: Buffer, pos: int, opcode: int, size: int,
                         big: bool) -> int:
         """The hold policy for requests: whether this one is read whole (HOLD) or passes."""
-        if self.opcodes is not None and len(self.opcodes) < MAX_WAIT_LOG:
-            self.opcodes[self.seq] = (opcode, buf[pos + 1])
-            self._asked = True
-            if opcode == MAP_WINDOW and self.map_cut is None:
-                self.map_cut = (len(self.waits), self.wait_rounds)
         if (opcode in KINDS or opcode in (OPEN_FONT, CLOSE_FONT)) \
                 and (opcode != QUERY_COLORS or size <= 8 + 4 * MAX_QUERY_COLORS):
             return self._held(opcode, size, big)
@@ -907,12 +879,14 @@ class Suppressor:
             self.delivered = max(self.delivered, seq)
             self.cache.stats.answered += 1
             if self.on_answer is not None:
-                self.on_answer(seq, False)
+                self.on_answer(seq, 0)
         else:
+            # behind its own barrier, or (that one finished) the held answers queued before it
+            behind = self.barrier if self.barrier > self.done else self.held[-1].barrier
             self.held.append(_Held(seq, self.barrier, stamped))
             self.cache.stats.held += 1
             if self.on_answer is not None:
-                self.on_answer(seq, True)
+                self.on_answer(seq, behind)
         return msg
 
     def _learn_key(self, kind: Kind, msg: bytes) -> tuple[Kind, bytes] | None:
@@ -1027,7 +1001,6 @@ class Suppressor:
         held = self.held
         while held and (held[0].barrier <= done or (below is not None and held[0].seq < below)):
             h = held.popleft()
-            self._waited(h.seq, h.barrier)
             self.to_client.extend(h.replies)
             self.delivered = max(self.delivered, h.seq)
         return self._take_answers() if self.to_client else b""
@@ -1061,7 +1034,6 @@ class Suppressor:
             self.delivered = max(self.delivered, seq)
             if kind == REPLY:
                 self.cache.stats.forwarded_replies += 1
-                self._waited(seq)
         return HOLD if whole else PASS
 
     def _server_setup(self, msg: bytes) -> bytes:
@@ -1087,8 +1059,6 @@ class Suppressor:
             if code == MAPPING_NOTIFY:
                 self.cache.mapping_changed()
                 self.cache.display_changed(groups=frozenset({"xkb"}))
-            elif code == MAP_NOTIFY:
-                self.opcodes = None
             elif code == PROPERTY_NOTIFY:  # the client hears of it: so must the cache
                 window, atom = struct.unpack_from(self.e + "II", msg, 4)
                 if window in self.roots:
@@ -1126,36 +1096,10 @@ class Suppressor:
                 final = True
             if kind == REPLY and final:
                 self.cache.stats.forwarded_replies += 1
-                self._waited(seq)
             self.delivered = max(self.delivered, seq)
         if final:
             self.done = max(self.done, seq)
         return before + msg + self._release(self.done)
-
-    def _waited(self, seq: int, barrier: int = 0) -> None:
-        """Log a reply the client waited for (before its first window is mapped): from the
-        server, or (with `barrier`) known but held behind that request."""
-        if self.opcodes is not None and seq in self.opcodes:
-            self.wait_rounds += self._asked
-            self._asked = False
-            self.waits.append((self._name(seq) or "", self._name(barrier) if barrier else None))
-
-    def waits_before_map(self) -> tuple[list[tuple[str, str | None]], int] | None:
-        """The replies waited for before the first MapNotify (or, for a client that heard
-        of none, before its first MapWindow), and in how many rounds; None if it mapped
-        nothing."""
-        if self.opcodes is None:
-            return self.waits, self.wait_rounds
-        if self.map_cut is not None:
-            return self.waits[: self.map_cut[0]], self.map_cut[1]
-        return None
-
-    def _name(self, seq: int) -> str | None:
-        op, minor = (self.opcodes or {}).get(seq, (0, 0))
-        if not op:
-            return None
-        ext = self.ext_names.get(op)
-        return request_name(op, minor, ext.decode("latin-1") if ext else None)
 
     def _compare(self, seq: int, msg: bytes) -> bool:
         """Check the server's reply against ours; True once the request has all its replies."""
