@@ -6,7 +6,7 @@ A wait is a request whose reply the program waited for, sending nothing until it
 (xproxy/observe/waits.py); "first map" is its first MapWindow of a top-level window. Who
 answered each over the link is told by the link agent's suppressor: the X server across the
 link, the agent at once, or the agent holding a known answer until the server had finished
-an earlier request that could fail (named in the "held behind" column). Each
+an earlier request that could fail (that request is named in the "held behind" column). Each
 program runs once untraced over the link first, so the agent's cache is warm, as on a link in
 daily use. The traced runs are stopped once the window is viewable.
 
@@ -82,35 +82,43 @@ def over_link(lab: WanLab, program: str, work: str, trace: str | None) -> dict[s
     return read_waits(trace) if trace else None
 
 
+def _counts(counts: dict[str, int], top: int) -> str:
+    """'name n, ...' for the `top` most frequent names, and how many more."""
+    items = list(counts.items())
+    rest = sum(n for _, n in items[top:])
+    text = ", ".join(f"{name} {n}" for name, n in items[:top])
+    return (text + (f", {rest} more" if rest else "")) or "-"
+
+
 def table(rows: dict[str, dict[str, dict[str, Any]]], top: int) -> str:
     lines = [("| program | local: waits before map | link, warm: waits before map "
-              "(answered by the link at once / held) | agent's answers at once / held, "
-              "whole run | top waits, local / link (answered by the link) "
-              "| held behind, before map |"),
-             "|---|---|---|---|---|---|"]
+              "| of those: answered by the link at once / held / crossed the link "
+              "| agent's answers at once / held, whole run "
+              "| top waits, local / link (answered by the link at once) "
+              "| crossed the link | held behind |"),
+             "|---|---|---|---|---|---|---|---|"]
     for program, r in rows.items():
         loc, link = r.get("local"), r.get("link")
+        lo = loc["otherData"] if loc else {}
+        li = link["otherData"] if link else {}
         names: Counter[str] = Counter()
-        for d in (loc, link):
-            if d:
-                names.update(d["otherData"]["by_name"])
+        names.update(lo.get("by_name", {}))
+        names.update(li.get("by_name", {}))
         tops = []
         for name, _ in names.most_common(top):
-            a = loc["otherData"]["by_name"].get(name, 0) if loc else "-"
-            b = link["otherData"]["by_name"].get(name, 0) if link else "-"
-            by_link = link["otherData"].get("link_answered_by_name", {}).get(name, 0) \
-                if link else 0
+            a = lo["by_name"].get(name, 0) if lo else "-"
+            b = li["by_name"].get(name, 0) if li else "-"
+            by_link = li.get("link_answered_by_name", {}).get(name, 0)
             tops.append(f"{name} {a}/{b}" + (f" ({by_link})" if by_link else ""))
-        lw = "-" if not loc else str(loc["otherData"]["before_map"])
-        kw = "-" if not link else (f"{link['otherData']['before_map']} "
-                                   f"({link['otherData']['answered'].get('link', 0)} / "
-                                   f"{link['otherData']['answered'].get('held', 0)})")
-        behind = ", ".join(f"{name} {n}" for name, n in
-                           (link or {}).get("otherData", {}).get("held_behind", {}).items())
+        answered = li.get("answered", {})
+        split = "-" if not li else (f"{answered.get('link', 0)} / {answered.get('held', 0)} "
+                                    f"/ {answered.get('server', 0)}")
         agent = (link or {}).get("agent")
-        held = "-" if not agent else f"{agent['answered']} / {agent['held']}"
-        lines.append(f"| {program} | {lw} | {kw} | {held} | {', '.join(tops)} "
-                     f"| {behind or '-'} |")
+        whole = "-" if not agent else f"{agent['answered']} / {agent['held']}"
+        lines.append(f"| {program} | {lo.get('before_map', '-')} | {li.get('before_map', '-')} "
+                     f"| {split} | {whole} | {', '.join(tops)} "
+                     f"| {_counts(li.get('crossed_by_name', {}), top)} "
+                     f"| {_counts(li.get('held_behind', {}), top)} |")
     return "\n".join(lines)
 
 

@@ -131,6 +131,7 @@ def test_through_a_link_the_agents_marks_say_who_answered_not_the_time() -> None
     assert [w.behind for w in a.waits] == ["", "", "", "GetProperty"]
     assert a.summary()["answered"] == {"server": 2, "link": 1, "held": 1}
     assert a.summary()["link_answered_by_name"] == {"InternAtom": 1}
+    assert a.summary()["crossed_by_name"] == {"Setup": 1, "GetProperty": 1}
     assert a.summary()["held_behind"] == {"GetProperty": 1}
 
 

@@ -210,8 +210,8 @@ class WaitAnalysis:
 
     def summary(self) -> dict[str, Any]:
         """Counts and times, in all and before the first map, with the waits before it by
-        name, by who answered, by name for those the link answered at once, and by the
-        request they were held behind for those it held."""
+        name, by who answered, by name for those the link answered at once and for those
+        that crossed the link, and by the request they were held behind for those it held."""
         before = self.before_map()
         return {
             "waits": len(self.waits), "dropped": self.dropped,
@@ -225,6 +225,8 @@ class WaitAnalysis:
             "answered": dict(Counter(w.answered.value for w in before).most_common()),
             "link_answered_by_name": dict(Counter(
                 w.name for w in before if w.answered is Answered.LINK).most_common()),
+            "crossed_by_name": dict(Counter(
+                w.name for w in before if w.answered is Answered.SERVER).most_common()),
             "held_behind": dict(Counter(
                 w.behind for w in before if w.answered is Answered.HELD).most_common()),
         }
