@@ -130,16 +130,19 @@ def test_a_traced_run_is_told_each_answer_of_its_client_before_the_answer() -> N
     flush()
     opened[0].write(setup_reply())
     flush()
-    relay.transport.write(intern(b"BAR") + intern(b"FOO"))  # the server's, then ours: held
-    assert told == [(7, 2, 1)]
-    relay.transport.write(intern(b"FOO"))  # held too, behind the one held
-    opened[0].write(intern_reply(1, 78))
+    # the server's twice, then ours: held behind the last of the server's
+    relay.transport.write(intern(b"BAR") + intern(b"BAZ") + intern(b"FOO"))
+    assert told == [(7, 3, 2)]
+    relay.transport.write(intern(b"FOO"))  # held too, behind the same
+    opened[0].write(intern_reply(1, 78) + intern_reply(2, 79))
     flush()
     relay.transport.write(intern(b"FOO"))  # nothing unfinished before it: at once
-    assert told == [(7, 2, 1), (7, 3, 1), (7, 4, 0)]
+    assert told == [(7, 3, 2), (7, 4, 2), (7, 5, 0)]
     # each mark was told before its answer reached the relay
-    assert relay.data[1:] == [(intern_reply(1, 78) + intern_reply(2, 77) + intern_reply(3, 77), 2),
-                              (intern_reply(4, 77), 3)]
+    assert b"".join(d for d, _ in relay.data[1:-1]) == \
+        intern_reply(1, 78) + intern_reply(2, 79) + intern_reply(3, 77) + intern_reply(4, 77)
+    assert all(n >= 2 for _, n in relay.data[1:-1])
+    assert relay.data[-1] == (intern_reply(5, 77), 3)
     assert (counts.stats.answered, counts.stats.held) == (1, 2)
 
 
