@@ -197,6 +197,9 @@ def test_the_waits_marked_the_links_are_the_suppressors_own_answers(tmp_path, de
     assert sum(a == "link" for _, a in waits) == at_once >= 8
     assert sum(a == "held" for _, a in waits) == held
     assert [n for n, a in waits if a == "held"].count("InternAtom") >= 3
+    assert {e["args"].get("behind") for e in doc["traceEvents"] if e["ph"] == "X"
+            and e["name"] == "InternAtom" and e["args"]["answered"] == "held"} \
+        == {"ChangeProperty"}
     assert waits[0] == ("Setup", "server")
     assert len(rows_with_bars(png, timeline.BAR_COLOURS[Answered.LINK])) == at_once
     assert len(rows_with_bars(png, timeline.BAR_COLOURS[Answered.HELD])) == held
