@@ -156,7 +156,9 @@ def moved_ok(proxy: Movable, target: str) -> None:
     assert r.stdout.startswith("moved 1 clients to " + target), r.stdout
 
 
-@pytest.mark.parametrize("program", [["xlogo"], ["xclock", "-norender"], ["xcalc"], ["xedit"]])
+@pytest.mark.parametrize("program", [["xlogo"], ["xlogo", "-render"], ["xclock"],
+                                     ["xclock", "-norender"], ["xcalc"], ["xedit"]],
+                         ids=" ".join)
 def test_program_moved_looks_as_when_shown_directly(servers, movable, program):
     a, b, _c, auth = servers
     name = program[0]
@@ -362,9 +364,10 @@ def test_a_client_that_does_not_read_its_replies_is_not_buffered_without_bound(m
 ], ids=["zenity", "xterm"])
 def test_a_program_moved_looks_as_on_a_display_that_never_moves(servers, movable, tmp_path,
                                                                   args):
-    """zenity (GTK 3) and xterm, on core X (a movable display hides RENDER, XInput and the
-    rest), shown on B through a display that never moves, then moved from A to B: the same
-    picture."""
+    """zenity (GTK 3, drawing with RENDER through cairo) and xterm, shown on B through a
+    display that never moves, then moved from A to B: the same picture. (Compared with a
+    movable display rather than B itself: a movable display hides XInput, so GTK draws its
+    widgets without the pointer-hover state it has with XInput2.)"""
     a, b, _c, auth = servers
     gtk = {"NO_AT_BRIDGE": "1", "GDK_BACKEND": "x11"}
     still = start_movable(b.name, auth, tmp_path, "still")

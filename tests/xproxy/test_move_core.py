@@ -181,7 +181,7 @@ def test_setup_is_parsed(e):
 @pytest.mark.parametrize("e", E)
 def test_extensions_outside_the_movable_set_are_hidden(e):
     vc = client(e)
-    for name in (b"MIT-SHM", b"SHAPE", b"RENDER"):
+    for name in (b"MIT-SHM", b"SHAPE", b"XInputExtension"):
         vc.request(req(e, op.QUERY_EXTENSION, 0, struct.pack(e + "H2x", len(name)) + name))
     out = [vc.server_message(reply(e, i + 1, body=bytes((1, 130 + i, 70, 150))), i + 1)
            for i in range(3)]
@@ -371,3 +371,180 @@ def test_colour_cells_are_kept_only_where_the_colormap_can_change(vclass, kept):
     vc.request(req(e, op.ALLOC_COLOR, 0, struct.pack(e + "IHHH2x", 0x20, 1, 2, 3)))
     vc.server_message(reply(e, 1, body=struct.pack(e + "HHH2xI", 1, 2, 3, 77)), 1)
     assert len(vc.tracker.default_cells) == kept
+
+
+# -- RENDER -----------------------------------------------------------------------------------
+RENDER_V, RENDER_R = 139, 150
+
+
+def render_mapping(e: str) -> Mapping:
+    return Mapping(e, VBASE, MASK, RBASE, MASK, identity=False, special={0x50D: 0x60D},
+                   visuals={0x21: 0x41}, formats={0x25: 0x35, 0x26: 0x36},
+                   exts={RENDER_V: Ext("RENDER", RENDER_V, 0, 160, RENDER_R, 0, 170, 0, 5)})
+
+
+def render(e: str, minor: int, body: bytes) -> bytes:
+    return req(e, RENDER_V, minor, body)
+
+
+@pytest.mark.parametrize("e", E)
+def test_render_ids_formats_and_picture_values_are_mapped(e):
+    m = render_mapping(e)
+    # CreatePicture: pid, drawable, format, then alpha-map (bit 1) and clip-mask (bit 6)
+    out = m.request(render(e, f.RENDER_CREATE_PICTURE, struct.pack(
+        e + "IIIIIII", VBASE | 1, 0x50D, 0x25, 0b1000011, 1, VBASE | 2, VBASE | 3)))
+    assert out[0] == RENDER_R
+    assert struct.unpack_from(e + "IIIIIII", out, 4) == (
+        RBASE | 1, 0x60D, 0x35, 0b1000011, 1, RBASE | 2, RBASE | 3)
+    # CompositeGlyphs8: a glyph item, then a glyph set switch (len 255, then the id)
+    items = struct.pack(e + "B3xhh", 2, 0, 0) + b"ab\0\0" + struct.pack(
+        e + "B3xhhI", 255, 0, 0, VBASE | 7)
+    out = m.request(render(e, f.RENDER_COMPOSITE_GLYPHS8, struct.pack(
+        e + "B3xIIIIhh", 3, VBASE | 1, 0x50D, 0x26, VBASE | 6, 0, 0) + items))
+    assert struct.unpack_from(e + "IIII", out, 8) == (RBASE | 1, 0x60D, 0x36, RBASE | 6)
+    assert struct.unpack_from(e + "I", out, len(out) - 4)[0] == RBASE | 7
+    out = m.request(render(e, f.RENDER_CREATE_ANIM_CURSOR, struct.pack(
+        e + "IIIII", VBASE | 9, VBASE | 4, 50, VBASE | 5, 50)))
+    assert struct.unpack_from(e + "IIIII", out, 4) == (RBASE | 9, RBASE | 4, 50, RBASE | 5, 50)
+    bad = bytearray(error(e, 1, code=171, major=RENDER_R))
+    struct.pack_into(e + "I", bad, 4, RBASE | 1)  # BadPicture's bad value
+    m.error(bad)
+    assert bad[1] == 161 and bad[10] == RENDER_V
+    assert struct.unpack_from(e + "I", bad, 4)[0] == VBASE | 1
+
+
+@pytest.mark.parametrize("e", E)
+def test_query_pict_formats_reply_comes_back_virtual(e):
+    m = render_mapping(e)
+    fmt = struct.pack(e + "IBB2x8HI", 0x35, 1, 32, 16, 255, 8, 255, 0, 255, 24, 255, 0)
+    screen = struct.pack(e + "II", 1, 0x36) + struct.pack(e + "BxH4x", 24, 1) + struct.pack(
+        e + "II", 0x41, 0x35)
+    buf = bytearray(reply(e, 1, body=struct.pack(e + "IIIII", 1, 1, 1, 1, 0),
+                          extra=fmt + screen))
+    m.reply(buf, RENDER_V, f.RENDER_QUERY_PICT_FORMATS)
+    assert struct.unpack_from(e + "I", buf, 32)[0] == 0x25
+    assert struct.unpack_from(e + "II", buf, 60) == (1, 0x26)
+    assert struct.unpack_from(e + "II", buf, 76) == (0x21, 0x25)
+
+
+def add_glyphs(e: str, gsid: int, ids: list[int], image: bytes = b"\xff" * 4) -> bytes:
+    info = struct.pack(e + "HHhhhh", 1, 1, 0, 0, 1, 0)
+    return render(e, f.RENDER_ADD_GLYPHS, struct.pack(e + "II", gsid, len(ids))
+                  + b"".join(struct.pack(e + "I", g) for g in ids) + info * len(ids)
+                  + image * len(ids))
+
+
+@pytest.mark.parametrize("e", E)
+def test_glyphs_are_kept_while_in_their_set_and_made_again(e):
+    t = Tracker(e, 0x50D, 0x21, 24)
+    gs, ref = VBASE | 1, VBASE | 2
+    t.request(1, render(e, f.RENDER_CREATE_GLYPH_SET, struct.pack(e + "II", gs, 0x25)), "RENDER")
+    t.request(2, add_glyphs(e, gs, [1, 2]), "RENDER")
+    t.request(3, add_glyphs(e, gs, [3]), "RENDER")
+    t.request(4, render(e, f.RENDER_REFERENCE_GLYPH_SET, struct.pack(e + "II", ref, gs)),
+              "RENDER")
+    t.request(5, render(e, f.RENDER_FREE_GLYPHS, struct.pack(e + "III", gs, 3, 1)), "RENDER")
+    t.request(6, render(e, f.RENDER_FREE_GLYPH_SET, struct.pack(e + "I", gs)), "RENDER")
+    (kept,) = t.unique_glyphsets()
+    assert kept.ids == {ref} and len(kept.adds) == 1  # the second AddGlyphs is all gone
+    assert t.glyph_bytes == len(add_glyphs(e, gs, [1, 2]))
+    target = parse_server_setup(setup_with_screen(e, base=RBASE), e)
+    plan = recreate(t, {}, target, iter(range(VBASE | 0x1000, VBASE | 0x2000)), None, None,
+                    render_major=RENDER_V)
+    minors = [(m[1], struct.unpack_from(e + "I", m, 4)[0]) for m in plan.requests
+              if m[0] == RENDER_V]
+    assert minors == [(f.RENDER_CREATE_GLYPH_SET, ref), (f.RENDER_ADD_GLYPHS, ref),
+                      (f.RENDER_FREE_GLYPHS, ref)]
+    assert plan.requests[-1][8:] == struct.pack(e + "I", 1)  # glyph 1 freed again
+    t.request(7, render(e, f.RENDER_FREE_GLYPH_SET, struct.pack(e + "I", ref)), "RENDER")
+    assert not t.glyphsets and t.glyph_bytes == 0
+
+
+@pytest.mark.parametrize("e", E)
+def test_glyphs_past_the_bound_are_not_kept_and_refuse_a_move(e, monkeypatch):
+    from xproxy.move import tracker as tracker_module
+
+    monkeypatch.setattr(tracker_module, "MAX_GLYPH_BYTES", 200)
+    t = Tracker(e, 0x50D, 0x21, 24)
+    gs = VBASE | 1
+    t.request(1, render(e, f.RENDER_CREATE_GLYPH_SET, struct.pack(e + "II", gs, 0x25)), "RENDER")
+    for i in range(20):
+        t.request(2 + i, add_glyphs(e, gs, [i]), "RENDER")
+    assert t.glyph_bytes <= 200 and t.glyphsets[gs].incomplete
+    same = parse_server_setup(setup_with_screen(e, base=RBASE, visuals=((0x41, 4),)), e)
+    reasons = refusals(t, parse_server_setup(setup_with_screen(e), e), same, set(), {0x21: 0x41})
+    assert any("glyphs" in r for r in reasons)
+    t.request(30, render(e, f.RENDER_FREE_GLYPH_SET, struct.pack(e + "I", gs)), "RENDER")
+    assert refusals(t, parse_server_setup(setup_with_screen(e), e), same, set(),
+                    {0x21: 0x41}) == []
+
+
+@pytest.mark.parametrize("e", E)
+def test_render_cursor_keeps_its_picture_and_comes_after_it(e):
+    t = Tracker(e, 0x50D, 0x21, 24)
+    pix, pic, cur, anim, win, wpic, gc = (VBASE | i for i in range(1, 8))
+    t.request(1, req(e, op.CREATE_PIXMAP, 32, struct.pack(e + "IIHH", pix, 0x50D, 2, 2)))
+    t.request(2, req(e, op.CREATE_GC, 0, struct.pack(e + "III", gc, pix, 0)))
+    t.request(3, render(e, f.RENDER_CREATE_PICTURE, struct.pack(e + "IIII", pic, pix, 0x25, 0)),
+              "RENDER")
+    # the pixmap is freed while a picture uses it, the picture while a cursor uses it
+    assert t.request(4, req(e, op.FREE_PIXMAP, 0, struct.pack(e + "I", pix)))[0] == \
+        op.NO_OPERATION
+    t.request(5, render(e, f.RENDER_CREATE_CURSOR, struct.pack(e + "IIHH", cur, pic, 0, 0)),
+              "RENDER")
+    out = t.request(6, render(e, f.RENDER_FREE_PICTURE, struct.pack(e + "I", pic)), "RENDER")
+    assert out is not None and out[0] == op.NO_OPERATION
+    t.request(7, render(e, f.RENDER_CREATE_ANIM_CURSOR, struct.pack(e + "III", anim, cur, 10)),
+              "RENDER")
+    assert t.request(8, req(e, op.FREE_CURSOR, 0, struct.pack(e + "I", cur)))[0] == \
+        op.NO_OPERATION
+    t.request(9, window(e, win, 0x50D, 1 << 14, struct.pack(e + "I", anim)))
+    t.request(10, render(e, f.RENDER_CREATE_PICTURE, struct.pack(e + "IIII", wpic, win, 0x26,
+                                                                 0)), "RENDER")
+    target = parse_server_setup(setup_with_screen(e, base=RBASE), e)
+    results = {("image", pix): reply(e, 1, 32, extra=b"\x11" * 16),
+               ("tree", win): reply(e, 1, body=struct.pack(e + "IIH", 0x50D, 0x50D, 0)),
+               ("geometry", win): reply(e, 1, 24, struct.pack(e + "IhhHHH", 0x50D, 0, 0, 9, 9,
+                                                              0))}
+    plan = recreate(t, results, target, iter(range(VBASE | 0x1000, VBASE | 0x2000)), None, None,
+                    render_major=RENDER_V)
+    ops = [(m[0], m[1] if m[0] == RENDER_V else 0, struct.unpack_from(e + "I", m, 4)[0])
+           for m in plan.requests]
+    at = ops.index
+    assert at((op.PUT_IMAGE, 0, pix)) < at((RENDER_V, f.RENDER_CREATE_PICTURE, pic)) < at(
+        (RENDER_V, f.RENDER_CREATE_CURSOR, cur)) < at(
+        (RENDER_V, f.RENDER_CREATE_ANIM_CURSOR, anim)) < at((op.CREATE_WINDOW, 0, win)) < at(
+        (RENDER_V, f.RENDER_CREATE_PICTURE, wpic))
+    # a GC made for a depth-32 pixmap since freed is made again for depth 32
+    made_gc = plan.requests[at((op.CREATE_GC, 0, gc))]
+    drawable = struct.unpack_from(e + "I", made_gc, 8)[0]
+    assert drawable == pix
+    # freeing the animated cursor lets go of everything kept for it
+    t.request(11, req(e, op.FREE_CURSOR, 0, struct.pack(e + "I", anim)))
+    assert cur not in t.cursors and pic not in t.pictures and pix not in t.pixmaps
+
+
+def test_pict_formats_are_matched_by_description():
+    from xproxy.move.planner import match_formats
+
+    argb = (1, 32, (16, 255, 8, 255, 0, 255, 24, 255), False)
+    a8 = (1, 8, (0, 0, 0, 0, 0, 0, 0, 255), False)
+    assert match_formats({0x25: argb, 0x26: a8, 0x27: (1, 4, (0,) * 8, False)},
+                         {0x40: a8, 0x41: argb}) == {0x25: 0x41, 0x26: 0x40}
+
+
+@pytest.mark.parametrize("e", E)
+def test_a_gc_outliving_its_pixmap_is_made_again_for_that_pixmap_depth(e):
+    """cairo keeps a GC per depth, made on a pixmap it frees soon after."""
+    t = Tracker(e, 0x50D, 0x21, 24)
+    pix, gc = VBASE | 1, VBASE | 2
+    t.request(1, req(e, op.CREATE_PIXMAP, 32, struct.pack(e + "IIHH", pix, 0x50D, 2, 2)))
+    t.request(2, req(e, op.CREATE_GC, 0, struct.pack(e + "III", gc, pix, 0)))
+    t.request(3, req(e, op.FREE_PIXMAP, 0, struct.pack(e + "I", pix)))
+    target = parse_server_setup(setup_with_screen(e, base=RBASE), e)
+    plan = recreate(t, {}, target, iter(range(VBASE | 0x1000, VBASE | 0x2000)), None, None)
+    (made,) = [m for m in plan.requests if m[0] == op.CREATE_GC]
+    drawable = struct.unpack_from(e + "I", made, 8)[0]
+    (scratch,) = [m for m in plan.requests if m[0] == op.CREATE_PIXMAP
+                  and struct.unpack_from(e + "I", m, 4)[0] == drawable]
+    assert scratch[1] == 32
