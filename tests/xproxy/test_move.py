@@ -427,6 +427,66 @@ def test_a_selection_and_properties_move_with_their_window(servers, movable):
         d.close()
 
 
+def test_xfixes_selection_input_and_a_region_move_with_the_client(servers, movable):
+    """A python-xlib client asks XFIXES for selection-owner events and makes a region; after
+    the move a selection taken on the target reaches it as XFIXES' event in its own codes and
+    values, and the region reads back the same rectangles through the proxy."""
+    from Xlib import X
+    from Xlib.ext import xfixes
+    from Xlib.protocol import rq, structs
+
+    class CreateRegion(rq.Request):
+        _request = rq.Struct(rq.Card8("opcode"), rq.Opcode(5), rq.RequestLength(),
+                             rq.Card32("region"), rq.List("rectangles", structs.Rectangle))
+
+    class FetchRegion(rq.ReplyRequest):
+        _request = rq.Struct(rq.Card8("opcode"), rq.Opcode(19), rq.RequestLength(),
+                             rq.Card32("region"))
+        _reply = rq.Struct(rq.ReplyCode(), rq.Pad(1), rq.Card16("sequence_number"),
+                           rq.ReplyLength(), rq.Object("extents", structs.Rectangle), rq.Pad(16),
+                           rq.List("rectangles", structs.Rectangle))
+
+    _a, b, _c, auth = servers
+    d = xauthfile.open_xlib_display(movable.display, auth)
+    try:
+        assert d.has_extension("XFIXES")
+        major = d.display.get_extension_major("XFIXES")
+        d.xfixes_query_version()
+        w = d.screen().root.create_window(0, 500, 60, 60, 0, d.screen().root_depth)
+        w.set_wm_name("xfixes")
+        selection = d.intern_atom("XPROXY_XFIXES_TEST")
+        d.xfixes_select_selection_input(w, selection, xfixes.XFixesSetSelectionOwnerNotifyMask)
+        region = d.display.allocate_resource_id()
+        rects = [(1, 2, 3, 4), (10, 20, 5, 5)]
+        CreateRegion(display=d.display, opcode=major, region=region, rectangles=[
+            {"x": x, "y": y, "width": width, "height": height} for x, y, width, height in rects])
+        w.map()
+        d.sync()
+        moved_ok(movable, b.name)
+        poll(lambda: top_window(b.name, auth, "xfixes"))
+        other = xauthfile.open_xlib_display(b.name, auth)
+        try:
+            owner = other.screen().root.create_window(0, 0, 1, 1, 0, other.screen().root_depth)
+            owner.set_selection_owner(other.intern_atom("XPROXY_XFIXES_TEST"), X.CurrentTime)
+            other.sync()
+        finally:
+            other.close()
+
+        def notified():
+            while d.pending_events():
+                ev = d.next_event()
+                if type(ev).__name__ == "SetSelectionOwnerNotify":  # (a copy per display)
+                    return ev
+            return None
+
+        ev = poll(notified)
+        assert ev.window.id == w.id and ev.selection == selection
+        reply = FetchRegion(display=d.display, opcode=major, region=region)
+        assert sorted((r.x, r.y, r.width, r.height) for r in reply.rectangles) == rects
+    finally:
+        d.close()
+
+
 def test_movable_refuses_options_it_does_not_honour():
     r = subprocess.run([*XPROXY, "serve", "--movable", "--to", ":1", "--trace", "-"],
                        capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,

@@ -548,3 +548,65 @@ def test_a_gc_outliving_its_pixmap_is_made_again_for_that_pixmap_depth(e):
     (scratch,) = [m for m in plan.requests if m[0] == op.CREATE_PIXMAP
                   and struct.unpack_from(e + "I", m, 4)[0] == drawable]
     assert scratch[1] == 32
+
+
+# -- XFIXES -----------------------------------------------------------------------------------
+XFIXES_V, XFIXES_R = 138, 145
+
+
+@pytest.mark.parametrize("e", E)
+def test_xfixes_events_errors_and_requests_are_mapped(e):
+    m = Mapping(e, VBASE, MASK, RBASE, MASK, identity=False, atoms={300: 400},
+                time_offset=1000,
+                exts={XFIXES_V: Ext("XFIXES", XFIXES_V, 87, 140, XFIXES_R, 90, 150, 2, 2)})
+    out = m.request(req(e, XFIXES_V, f.XFIXES_SELECT_SELECTION_INPUT, struct.pack(
+        e + "III", VBASE | 1, 300, 1)))
+    assert out[0] == XFIXES_R and struct.unpack_from(e + "II", out, 4) == (RBASE | 1, 400)
+    ev = bytearray(struct.pack(e + "BBHIIIII8x", 90, 0, 1, RBASE | 1, RBASE | 2, 400, 5, 5))
+    m.event(ev)
+    assert ev[0] == 87 and struct.unpack_from(e + "IIIII", ev, 4) == (
+        VBASE | 1, VBASE | 2, 300, 1005, 1005)
+    cursor = bytearray(struct.pack(e + "BBHIIII12x", 91, 0, 1, RBASE | 1, 7, 5, 400))
+    m.event(cursor)
+    assert cursor[0] == 88 and struct.unpack_from(e + "IIII", cursor, 4) == (
+        VBASE | 1, 7, 1005, 300)
+    bad = bytearray(error(e, 1, code=150, major=XFIXES_R))
+    struct.pack_into(e + "I", bad, 4, RBASE | 3)  # BadRegion's bad value
+    m.error(bad)
+    assert bad[1] == 140 and struct.unpack_from(e + "I", bad, 4)[0] == VBASE | 3
+    name = bytearray(reply(e, 1, body=struct.pack(e + "I", 400)))
+    m.reply(name, XFIXES_V, 24)  # GetCursorName
+    assert struct.unpack_from(e + "I", name, 8)[0] == 300
+
+
+@pytest.mark.parametrize("e", E)
+def test_xfixes_regions_and_selection_input_are_made_again(e):
+    t = Tracker(e, 0x50D, 0x21, 24)
+    win, region, gone = VBASE | 1, VBASE | 2, VBASE | 3
+    version = req(e, XFIXES_V, f.XFIXES_QUERY_VERSION, struct.pack(e + "II", 5, 0))
+    t.request(1, version, "XFIXES")
+    t.request(2, window(e, win, 0x50D))
+    select = req(e, XFIXES_V, f.XFIXES_SELECT_SELECTION_INPUT, struct.pack(e + "III", win, 300,
+                                                                             7))
+    t.request(3, select, "XFIXES")
+    t.request(4, req(e, XFIXES_V, f.XFIXES_CREATE_REGION, struct.pack(e + "I", region)),
+              "XFIXES")
+    t.request(5, req(e, XFIXES_V, 7, struct.pack(e + "IIB3x", gone, win, 0)), "XFIXES")
+    t.request(6, req(e, XFIXES_V, f.XFIXES_DESTROY_REGION, struct.pack(e + "I", gone)), "XFIXES")
+    assert set(t.regions) == {region} and 300 in t.atoms_used
+    keys = [q.key for q in queries(t, None, set(), XFIXES_V)]
+    assert keys[0] == ("region", region)
+    rects = struct.pack(e + "hhHH", 1, 2, 3, 4)
+    results = {("region", region): reply(e, 1, body=b"\0" * 24, extra=rects),
+               ("tree", win): reply(e, 1, body=struct.pack(e + "IIH", 0x50D, 0x50D, 0)),
+               ("geometry", win): reply(e, 1, 24, struct.pack(e + "IhhHHH", 0x50D, 0, 0, 9, 9,
+                                                              0))}
+    target = parse_server_setup(setup_with_screen(e, base=RBASE), e)
+    plan = recreate(t, results, target, iter(range(VBASE | 0x1000, VBASE | 0x2000)), None, None,
+                    xfixes_major=XFIXES_V)
+    assert plan.requests[0] == version  # XFIXES answers nothing else before it
+    made = plan.requests[1]
+    assert made[:2] == bytes((XFIXES_V, f.XFIXES_CREATE_REGION)) and made[8:] == rects
+    assert plan.requests.index(select) > [m[0] for m in plan.requests].index(op.CREATE_WINDOW)
+    t.request(7, req(e, op.DESTROY_WINDOW, 0, struct.pack(e + "I", win)))
+    assert not t.selection_inputs

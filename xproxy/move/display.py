@@ -458,7 +458,9 @@ class MovableClient(protocol.Protocol):
             wanted = (vc.tracker.atoms_used | set(mapping.atoms) | set(known))
             unnamed = {a for a in wanted - set(known) if a > f.LAST_PREDEFINED_ATOM}
             shape = next((x.vmajor for x in mapping.exts.values() if x.name == f.SHAPE), None)
-            queries = planner.queries(vc.tracker, shape, unnamed)
+            xfixes = next((x.vmajor for x in mapping.exts.values() if x.name == f.XFIXES),
+                          None)
+            queries = planner.queries(vc.tracker, shape, unnamed, xfixes)
             answers = [old.call(mapping.request(q.request)) for q in queries]
             results: dict[tuple, bytes | None] = {}
             for q, d in zip(queries, answers, strict=True):
@@ -503,7 +505,8 @@ class MovableClient(protocol.Protocol):
                           None)
             render = next((x.vmajor for x in new_exts.values() if x.name == f.RENDER), None)
             plan = planner.recreate(vc.tracker, results, target_setup, scratch, shape, bigreq,
-                                    self.server_setup, render)
+                                    self.server_setup, render,
+                                    xfixes if xfixes in new_exts else None)
             if plan.reasons:
                 return "; ".join(plan.reasons)
             for request in plan.requests:

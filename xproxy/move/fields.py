@@ -277,9 +277,51 @@ PICTURE_CLIP_MASK_BIT = 6
 #: RENDER errors: PictFormat, Picture, PictOp, GlyphSet, Glyph; their bad value's kind.
 RENDER_ERROR_KINDS: Final = {0: FORMAT, 1: RES, 3: RES}
 
+# -- XFIXES (version 6): minor opcode -> fixed fields ---------------------------------------
+XFIXES = "XFIXES"
+XFIXES_QUERY_VERSION, XFIXES_SELECT_SELECTION_INPUT, XFIXES_SELECT_CURSOR_INPUT = 0, 2, 3
+XFIXES_CREATE_REGION, XFIXES_CREATE_REGION_FROM_PICTURE, XFIXES_DESTROY_REGION = 5, 9, 10
+XFIXES_FETCH_REGION, XFIXES_SET_GC_CLIP_REGION, XFIXES_SET_WINDOW_SHAPE_REGION = 19, 20, 21
+XFIXES_SET_PICTURE_CLIP_REGION, XFIXES_SET_CURSOR_NAME = 22, 23
+_R4: Fields = ((4, RES),)
+_R48: Fields = ((4, RES), (8, RES))
+_R4812: Fields = ((4, RES), (8, RES), (12, RES))
+XFIXES_REQUEST_FIELDS: Final[dict[int, Fields]] = {
+    1: ((8, RES),),  # ChangeSaveSet
+    XFIXES_SELECT_SELECTION_INPUT: ((4, RES), (8, ATOM)),
+    XFIXES_SELECT_CURSOR_INPUT: _R4,
+    XFIXES_CREATE_REGION: _R4, 6: _R48, 7: _R48, 8: _R48, XFIXES_CREATE_REGION_FROM_PICTURE: _R48,
+    XFIXES_DESTROY_REGION: _R4, 11: _R4, 12: _R48, 13: _R4812, 14: _R4812, 15: _R4812,
+    16: ((4, RES), (16, RES)), 17: _R4, 18: _R48, XFIXES_FETCH_REGION: _R4,
+    XFIXES_SET_GC_CLIP_REGION: _R48, XFIXES_SET_WINDOW_SHAPE_REGION: ((4, RES), (16, RES)),
+    XFIXES_SET_PICTURE_CLIP_REGION: _R48, XFIXES_SET_CURSOR_NAME: _R4, 24: _R4, 26: _R48,
+    27: _R4, 28: _R48, 29: _R4, 30: _R4, 31: _R48, 32: _R4,
+}
+#: CreateRegion, CreateRegionFromBitmap/Window/GC/Picture: make a region (id at 4).
+XFIXES_CREATES_REGION: Final = frozenset(range(XFIXES_CREATE_REGION,
+                                               XFIXES_CREATE_REGION_FROM_PICTURE + 1))
+XFIXES_REPLY_REQUESTS: Final = frozenset({XFIXES_QUERY_VERSION, 4, XFIXES_FETCH_REGION, 24, 25,
+                                          34})
+#: GetCursorName's and GetCursorImageAndName's replies name the cursor by an atom.
+XFIXES_REPLY_FIELDS: Final[dict[int, Fields]] = {24: ((8, ATOM),), 25: ((24, ATOM),)}
+#: XFixesSelectionNotify (window, owner, selection, time, selection time) and
+#: XFixesCursorNotify (window, cursor serial, time, name).
+XFIXES_EVENT_FIELDS: Final[dict[int, Fields]] = {
+    0: ((4, RES), (8, RES), (12, ATOM), (16, TIME), (20, TIME)),
+    1: ((4, RES), (12, TIME), (16, ATOM)),
+}
+
 #: Extensions a movable display lets clients see, with how many event and error codes each
 #: takes. Everything else is hidden (QueryExtension answers absent).
-MOVABLE_EXTENSIONS: Final = {BIG_REQUESTS: (0, 0), SHAPE: (1, 0), RENDER: (0, 5)}
-#: Extension requests with a reply, by extension.
+MOVABLE_EXTENSIONS: Final = {BIG_REQUESTS: (0, 0), SHAPE: (1, 0), RENDER: (0, 5),
+                              XFIXES: (2, 2)}
+#: Per extension: requests with a reply; fixed fields of requests, replies and events (by
+#: event index); the kind of an error's bad value (by error index).
 EXTENSION_REPLY_REQUESTS: Final = {SHAPE: SHAPE_REPLY_REQUESTS, BIG_REQUESTS: frozenset({0}),
-                                   RENDER: RENDER_REPLY_REQUESTS}
+                                   RENDER: RENDER_REPLY_REQUESTS, XFIXES: XFIXES_REPLY_REQUESTS}
+EXTENSION_REQUEST_FIELDS: Final = {SHAPE: SHAPE_REQUEST_FIELDS, RENDER: RENDER_REQUEST_FIELDS,
+                                   XFIXES: XFIXES_REQUEST_FIELDS}
+EXTENSION_REPLY_FIELDS: Final = {XFIXES: XFIXES_REPLY_FIELDS}
+EXTENSION_EVENT_FIELDS: Final = {SHAPE: {0: SHAPE_EVENT_FIELDS}, XFIXES: XFIXES_EVENT_FIELDS}
+#: (XFIXES: BadRegion, BadBarrier)
+EXTENSION_ERROR_KINDS: Final = {RENDER: RENDER_ERROR_KINDS, XFIXES: {0: RES, 1: RES}}

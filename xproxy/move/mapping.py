@@ -180,18 +180,14 @@ class Mapping:
         if ext is None:
             return
         buf[0] = ext.rmajor
-        if ext.name == f.SHAPE:
-            table = f.SHAPE_REQUEST_FIELDS.get(buf[1])
-            if table is not None:
-                self._fields(buf, table, True)
-        elif ext.name == f.RENDER:
+        table = f.EXTENSION_REQUEST_FIELDS.get(ext.name, {}).get(buf[1])
+        if table is not None:
+            self._fields(buf, table, True)
+        if ext.name == f.RENDER:
             self._render_request(buf)
 
     def _render_request(self, buf: bytearray) -> None:
         minor = buf[1]
-        table = f.RENDER_REQUEST_FIELDS.get(minor)
-        if table is not None:
-            self._fields(buf, table, True)
         at = f.PICTURE_VALUES_AT.get(minor)
         if at is not None:
             mask = self._u32.unpack_from(buf, at - 4)[0] if at <= len(buf) else 0
@@ -301,15 +297,17 @@ class Mapping:
                             if x.vevent <= code < x.vevent + x.events), None)
                 if ext is not None:
                     buf[0] = (buf[0] & 0x80) | (ext.revent + code - ext.vevent)
-                    if ext.name == f.SHAPE:
-                        self._fields(buf, f.SHAPE_EVENT_FIELDS, True)
+                    table = f.EXTENSION_EVENT_FIELDS.get(ext.name, {}).get(code - ext.vevent)
+                    if table is not None:
+                        self._fields(buf, table, True)
                 return
             found = self.revents.get(code)
             if found is not None:
                 ext, i = found
                 buf[0] = (buf[0] & 0x80) | (ext.vevent + i)
-                if ext.name == f.SHAPE:
-                    self._fields(buf, f.SHAPE_EVENT_FIELDS, False)
+                table = f.EXTENSION_EVENT_FIELDS.get(ext.name, {}).get(i)
+                if table is not None:
+                    self._fields(buf, table, False)
 
     def error(self, buf: bytearray) -> None:
         code = buf[1]
@@ -320,8 +318,9 @@ class Mapping:
         elif code >= 128 and code in self.rerrors:
             ext, i = self.rerrors[code]
             buf[1] = ext.verror + i
-            if ext.name == f.RENDER and i in f.RENDER_ERROR_KINDS:
-                self._convert(buf, 4, f.RENDER_ERROR_KINDS[i], False)
+            kind = f.EXTENSION_ERROR_KINDS.get(ext.name, {}).get(i)
+            if kind is not None:
+                self._convert(buf, 4, kind, False)
         major = buf[10]
         if major >= op.FIRST_EXTENSION_OPCODE and major in self.rexts:
             buf[10] = self.rexts[major].vmajor
@@ -332,7 +331,11 @@ class Mapping:
             ext = self.exts.get(opcode)
             if ext is not None and ext.name == f.RENDER and minor == f.RENDER_QUERY_PICT_FORMATS:
                 self._pict_formats(buf)
-            return  # no other ids, atoms or times in the replies of the extensions shown
+            elif ext is not None:
+                table = f.EXTENSION_REPLY_FIELDS.get(ext.name, {}).get(minor)
+                if table is not None:
+                    self._fields(buf, table, False)
+            return
         table = f.REPLY_FIELDS.get(opcode)
         if table is not None:
             self._fields(buf, table, False)

@@ -178,11 +178,17 @@ class Builder:
         return struct.pack(self.e + "BBH", opcode, data, 1 + len(body) // 4) + body
 
 
-def queries(tracker: Tracker, shape_major: int | None, atoms: set[int]) -> list[Query]:
+def queries(tracker: Tracker, shape_major: int | None, atoms: set[int],
+            xfixes_major: int | None = None) -> list[Query]:
     """What to read from the old server before a move: `atoms` are the virtual atoms whose
     names must be found."""
     b = Builder(tracker.endian)
     out = []
+    if xfixes_major is not None:
+        for rid in tracker.regions:
+            out.append(Query(("region", rid), b.request(
+                xfixes_major, f.XFIXES_FETCH_REGION, b.pack("I", rid)), xfixes_major,
+                f.XFIXES_FETCH_REGION))
     for wid, w in tracker.windows.items():
         out.append(Query(("tree", wid), b.request(op.QUERY_TREE, 0, b.pack("I", wid)),
                          op.QUERY_TREE))
@@ -230,7 +236,7 @@ class Plan:
 def recreate(tracker: Tracker, results: dict[tuple, bytes | None], target: ServerSetup,
              scratch: Iterator[int], shape_major: int | None,
              bigreq_major: int | None, current: ServerSetup | None = None,
-             render_major: int | None = None) -> Plan:
+             render_major: int | None = None, xfixes_major: int | None = None) -> Plan:
     """The recreation requests, from the tracker and what the old server said (`results`,
     replies by query key, None for an error); `scratch` gives free virtual ids. A mapped
     top-level window larger than the target's screen refuses the move, when that screen is
@@ -244,6 +250,15 @@ def recreate(tracker: Tracker, results: dict[tuple, bytes | None], target: Serve
     root = tracker.root
     if tracker.big_requests and bigreq_major is not None:
         out.append(b.request(bigreq_major, 0, b""))
+    if xfixes_major is not None:
+        if tracker.xfixes_version is not None:
+            out.append(tracker.xfixes_version)
+        for rid in tracker.regions:
+            region = results.get(("region", rid))
+            if region is not None:
+                (n,) = u32(region, 4)
+                out.append(b.request(xfixes_major, f.XFIXES_CREATE_REGION, b.pack("I", rid)
+                                     + bytes(region[32 : 32 + 4 * n])))
 
     # colormaps and their cells
     for c in tracker.colormaps.values():
@@ -312,6 +327,8 @@ def recreate(tracker: Tracker, results: dict[tuple, bytes | None], target: Serve
             out.append(cursor.recolor)
     if render_major is not None:
         out.extend(c.create for c in tracker.cursors.values() if c.frames)
+    if xfixes_major is not None:
+        out.extend(c.name for c in tracker.cursors.values() if c.name is not None)
     # GCs
     drawable_depth = {wid: w.depth for wid, w in tracker.windows.items()}
     drawable_depth.update({pid: p.depth for pid, p in tracker.pixmaps.items()})
@@ -401,6 +418,10 @@ def recreate(tracker: Tracker, results: dict[tuple, bytes | None], target: Serve
                                    f"target's screen ({target.width}x{target.height})")
     for wid in reversed(mapped):
         out.append(b.request(op.MAP_WINDOW, 0, b.pack("I", wid)))
+    if xfixes_major is not None:
+        out.extend(raw for (wid, _), raw in tracker.selection_inputs.items()
+                   if wid in tracker.windows)
+        out.extend(raw for wid, raw in tracker.cursor_inputs.items() if wid in tracker.windows)
     # passive grabs, selections, focus
     out.extend(grab for key, grab in tracker.grabs.items() if key[0] in tracker.windows)
     for selection, owner in tracker.selections.items():

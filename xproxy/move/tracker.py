@@ -72,6 +72,7 @@ class Cursor:
     picture: int = 0  # RENDER CreateCursor: the picture it was made from
     frames: tuple[int, ...] = ()  # RENDER CreateAnimCursor: the cursors it shows
     freed: bool = False  # freed by the client, kept for an animated cursor made from it
+    name: bytes | None = None  # XFIXES SetCursorName, raw
 
 
 @dataclass
@@ -145,6 +146,11 @@ class Tracker:
         self.glyph_bytes = 0
         self.render_version: bytes | None = None  # the client's RENDER QueryVersion
         self._glyph_keys = 0
+        self.xfixes_version: bytes | None = None  # the client's XFIXES QueryVersion
+        self.regions: dict[int, bool] = {}  # XFIXES regions (read back with FetchRegion)
+        #: XFIXES SelectSelectionInput by (window, selection), SelectCursorInput by window
+        self.selection_inputs: dict[tuple[int, int], bytes] = {}
+        self.cursor_inputs: dict[int, bytes] = {}
         self.server_grabbed = False
         self.big_requests = False
         self.extensions_used: set[str] = set()
@@ -234,6 +240,9 @@ class Tracker:
                 todo.extend(children.get(wid, ()))
                 for key in [k for k in self.grabs if k[0] == wid]:
                     del self.grabs[key]
+                for skey in [k for k in self.selection_inputs if k[0] == wid]:
+                    del self.selection_inputs[skey]
+                self.cursor_inputs.pop(wid, None)
 
     def _reparent(self, seq: int, msg: bytes) -> None:
         w = self.windows.get(self._word(msg, 4))
@@ -447,6 +456,9 @@ class Tracker:
             return None
         if name == f.RENDER:
             return self._render(seq, msg)
+        if name == f.XFIXES:
+            self._xfixes(seq, msg)
+            return None
         if name != f.SHAPE:
             return None
         minor = msg[1]
@@ -459,6 +471,38 @@ class Tracker:
             if w is not None:
                 w.shape_events = bool(msg[8])
         return None
+
+    def _xfixes(self, seq: int, raw: bytes) -> None:
+        msg = raw[:4] + raw[8:] if self._u16(raw, 2)[0] == 0 else raw
+        minor = msg[1]
+        rid = self._word(msg, 4)
+        if minor == f.XFIXES_QUERY_VERSION:
+            self.xfixes_version = raw
+        elif minor in f.XFIXES_CREATES_REGION:
+            self.regions[rid] = True
+            self._unconfirmed.append((seq, self.regions, rid))
+        elif minor == f.XFIXES_DESTROY_REGION:
+            self.regions.pop(rid, None)
+        elif minor == f.XFIXES_SELECT_SELECTION_INPUT:
+            selection = self._word(msg, 8)
+            self.atoms_used.add(selection)
+            if rid in self.windows and self._word(msg, 12):
+                self.selection_inputs[(rid, selection)] = raw
+            else:
+                self.selection_inputs.pop((rid, selection), None)
+        elif minor == f.XFIXES_SELECT_CURSOR_INPUT:
+            if rid in self.windows and self._word(msg, 8):
+                self.cursor_inputs[rid] = raw
+            else:
+                self.cursor_inputs.pop(rid, None)
+        elif minor == f.XFIXES_SET_WINDOW_SHAPE_REGION:
+            w = self.windows.get(rid)
+            if w is not None:
+                w.shaped.add(msg[8])
+        elif minor == f.XFIXES_SET_CURSOR_NAME:
+            c = self.cursors.get(rid)
+            if c is not None:
+                c.name = raw
 
     def _render(self, seq: int, raw: bytes) -> bytes | None:
         """A RENDER request (raw; `msg` is it without the BIG-REQUESTS length word)."""
