@@ -240,6 +240,86 @@ def test_xterm_takes_keys_before_and_after_a_move(servers, movable, tmp_path):
     term.wait(30)
 
 
+@pytest.mark.skipif(shutil.which("zenity") is None, reason="needs zenity (make install)")
+def test_a_gtk3_program_takes_keys_after_a_move_with_xkb_shown(servers, movable):
+    """zenity --entry (GTK 3, which reads its keymap and key events through XKEYBOARD) is
+    moved, then typed into on the target: it prints what was typed."""
+    a, b, _c, auth = servers
+    entry = subprocess.Popen(["zenity", "--entry", "--title", "typed-gtk"],
+                             env=movable.client_env() | {"NO_AT_BRIDGE": "1",
+                                                         "GDK_BACKEND": "x11"},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    movable.started.append(entry)
+    d = xauthfile.open_xlib_display(movable.display, auth)
+    try:
+        assert d.query_extension("XKEYBOARD") is not None
+    finally:
+        d.close()
+    poll(lambda: top_window(a.name, auth, "typed-gtk"))
+    time.sleep(1)
+    moved_ok(movable, b.name)
+    wid = poll(lambda: top_window(b.name, auth, "typed-gtk"))
+    env = dict(movable.env, DISPLAY=b.name)
+    subprocess.run(["xdotool", "windowfocus", "--sync", str(wid)], env=env, check=True,
+                   timeout=30)
+    subprocess.run(["xdotool", "type", "--delay", "30", "after"], env=env, check=True,
+                   timeout=30)
+    subprocess.run(["xdotool", "key", "Return"], env=env, check=True, timeout=30)
+    out, err = entry.communicate(timeout=60)
+    assert out == "after\n", err
+
+
+def test_xkb_use_extension_and_selected_events_move_with_the_client(servers, movable):
+    """A python-xlib client enables XKEYBOARD and selects XkbStateNotify; after the move XKB
+    still answers its requests (GetState) and a modifier pressed on the target reaches it as
+    XKB's event in its own event code."""
+    from Xlib.protocol import rq
+
+    class UseExtension(rq.ReplyRequest):
+        _request = rq.Struct(rq.Card8("opcode"), rq.Opcode(0), rq.RequestLength(),
+                             rq.Card16("major"), rq.Card16("minor"))
+        _reply = rq.Struct(rq.ReplyCode(), rq.Bool("supported"), rq.Card16("sequence_number"),
+                           rq.ReplyLength(), rq.Card16("major"), rq.Card16("minor"), rq.Pad(20))
+
+    class SelectEvents(rq.Request):
+        _request = rq.Struct(rq.Card8("opcode"), rq.Opcode(1), rq.RequestLength(),
+                             rq.Card16("device"), rq.Card16("affect"), rq.Card16("clear"),
+                             rq.Card16("all"), rq.Card16("affect_map"), rq.Card16("map"))
+
+    class GetState(rq.ReplyRequest):
+        _request = rq.Struct(rq.Card8("opcode"), rq.Opcode(4), rq.RequestLength(),
+                             rq.Card16("device"), rq.Pad(2))
+        _reply = rq.Struct(rq.ReplyCode(), rq.Card8("device"), rq.Card16("sequence_number"),
+                           rq.ReplyLength(), rq.Card8("mods"), rq.Pad(23))
+
+    _a, b, _c, auth = servers
+    d = xauthfile.open_xlib_display(movable.display, auth)
+    try:
+        info = d.query_extension("XKEYBOARD")
+        assert info is not None
+        assert UseExtension(display=d.display, opcode=info.major_opcode, major=1,
+                            minor=0).supported
+        state_notify = 1 << 2
+        SelectEvents(display=d.display, opcode=info.major_opcode, device=0x100,
+                     affect=state_notify, clear=0, all=state_notify, affect_map=0, map=0)
+        d.sync()
+        moved_ok(movable, b.name)
+        GetState(display=d.display, opcode=info.major_opcode, device=0x100)  # no BadAccess
+        subprocess.run(["xdotool", "key", "shift"], env=dict(movable.env, DISPLAY=b.name),
+                       check=True, timeout=30)
+
+        def state_notified():
+            while d.pending_events():
+                ev = d.next_event()
+                if ev.type == info.first_event and ev._binary[1] == 2:  # XkbStateNotify
+                    return ev
+            return None
+
+        poll(state_notified)
+    finally:
+        d.close()
+
+
 def test_sequence_numbers_continue_across_a_move(servers, movable):
     a, b, _c, _auth = servers
     check = subprocess.Popen([sys.executable, SEQCHECK], stdout=subprocess.PIPE, text=True,

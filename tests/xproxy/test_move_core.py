@@ -610,3 +610,46 @@ def test_xfixes_regions_and_selection_input_are_made_again(e):
     assert plan.requests.index(select) > [m[0] for m in plan.requests].index(op.CREATE_WINDOW)
     t.request(7, req(e, op.DESTROY_WINDOW, 0, struct.pack(e + "I", win)))
     assert not t.selection_inputs
+
+
+# -- XKEYBOARD --------------------------------------------------------------------------------
+@pytest.mark.parametrize("e", E)
+def test_xkb_events_are_told_apart_by_their_xkb_type(e):
+    m = Mapping(e, VBASE, MASK, RBASE, MASK, identity=False, atoms={300: 400},
+                time_offset=1000,
+                exts={135: Ext("XKEYBOARD", 135, 85, 137, 140, 95, 160, 1, 1)})
+    state = bytearray(struct.pack(e + "BBHIB23x", 95, 2, 1, 5, 3))  # XkbStateNotify
+    m.event(state)
+    assert state[0] == 85 and state[1] == 2 and struct.unpack_from(e + "I", state, 4)[0] == 1005
+    bell = bytearray(struct.pack(e + "BBHIBBBBHHII4x", 95, 8, 1, 5, 3, 0, 0, 50, 400, 100, 400,
+                                 RBASE | 1))  # XkbBellNotify: name, window
+    m.event(bell)
+    assert bell[0] == 85 and struct.unpack_from(e + "II", bell, 16) == (300, VBASE | 1)
+    out = m.request(req(e, 135, f.XKB_BELL, struct.pack(e + "HHHBBBxHH2xII", 0x100, 0, 0, 50, 0,
+                                                      0, 0, 0, 300, VBASE | 1)))
+    assert out[0] == 140 and struct.unpack_from(e + "II", out, 20) == (400, RBASE | 1)
+
+
+@pytest.mark.parametrize("e", E)
+def test_xkb_selections_are_kept_one_per_kind_and_bounded(e, monkeypatch):
+    from xproxy.move import tracker as tracker_module
+
+    t = Tracker(e, 0x50D, 0x21, 24)
+    use = req(e, 135, f.XKB_USE_EXTENSION, struct.pack(e + "HH", 1, 0))
+    t.request(1, use, "XKEYBOARD")
+
+    def select(which: int, on: int) -> bytes:
+        return req(e, 135, f.XKB_SELECT_EVENTS, struct.pack(e + "HHHHHH", 0x100, which, 0, on,
+                                                            0, 0))
+
+    t.request(2, select(4, 4), "XKEYBOARD")
+    t.request(3, select(1, 1), "XKEYBOARD")
+    t.request(4, select(4, 0), "XKEYBOARD")  # the same kind again: the last one counts
+    target = parse_server_setup(setup_with_screen(e, base=RBASE), e)
+    plan = recreate(t, {}, target, iter(range(VBASE | 0x1000, VBASE | 0x2000)), None, None,
+                    xkb=True)
+    assert plan.requests[:3] == [use, select(1, 1), select(4, 0)]
+    monkeypatch.setattr(tracker_module, "MAX_XKB_SELECTS", 4)
+    for which in range(8, 20):
+        t.request(which, select(which, which), "XKEYBOARD")
+    assert len(t.xkb_selects) == 4

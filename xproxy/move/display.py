@@ -506,7 +506,8 @@ class MovableClient(protocol.Protocol):
             render = next((x.vmajor for x in new_exts.values() if x.name == f.RENDER), None)
             plan = planner.recreate(vc.tracker, results, target_setup, scratch, shape, bigreq,
                                     self.server_setup, render,
-                                    xfixes if xfixes in new_exts else None)
+                                    xfixes if xfixes in new_exts else None,
+                                    any(x.name == f.XKB for x in new_exts.values()))
             if plan.reasons:
                 return "; ".join(plan.reasons)
             for request in plan.requests:

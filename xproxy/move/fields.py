@@ -311,17 +311,34 @@ XFIXES_EVENT_FIELDS: Final[dict[int, Fields]] = {
     1: ((4, RES), (12, TIME), (16, ATOM)),
 }
 
+# -- XKEYBOARD (version 1.0): minor opcode -> fixed fields ------------------------------------
+XKB = "XKEYBOARD"
+XKB_USE_EXTENSION, XKB_SELECT_EVENTS, XKB_BELL, XKB_PER_CLIENT_FLAGS = 0, 1, 3, 21
+XKB_GET_NAMED_INDICATOR, XKB_SET_NAMED_INDICATOR = 15, 16
+XKB_REQUEST_FIELDS: Final[dict[int, Fields]] = {
+    XKB_BELL: ((20, ATOM), (24, RES)),
+    XKB_GET_NAMED_INDICATOR: ((12, ATOM),),
+    XKB_SET_NAMED_INDICATOR: ((12, ATOM),),
+}
+XKB_REPLY_REQUESTS: Final = frozenset({0, 4, 6, 8, 10, 12, 13, 15, 17, 19, 21, 22, 23, 24, 101})
+XKB_REPLY_FIELDS: Final[dict[int, Fields]] = {XKB_GET_NAMED_INDICATOR: ((8, ATOM),)}
+#: XKB's events share one code, told apart by the xkbType byte; each has the time at 4, and
+#: XkbBellNotify (8) a name at 16 and a window at 20.
+XKB_EVENT_TIME: Fields = ((4, TIME),)
+XKB_EVENT_FIELDS: Final[dict[int, Fields]] = {8: ((4, TIME), (16, ATOM), (20, RES))}
+
 #: Extensions a movable display lets clients see, with how many event and error codes each
 #: takes. Everything else is hidden (QueryExtension answers absent).
 MOVABLE_EXTENSIONS: Final = {BIG_REQUESTS: (0, 0), SHAPE: (1, 0), RENDER: (0, 5),
-                              XFIXES: (2, 2)}
+                              XFIXES: (2, 2), XKB: (1, 1)}
 #: Per extension: requests with a reply; fixed fields of requests, replies and events (by
 #: event index); the kind of an error's bad value (by error index).
 EXTENSION_REPLY_REQUESTS: Final = {SHAPE: SHAPE_REPLY_REQUESTS, BIG_REQUESTS: frozenset({0}),
-                                   RENDER: RENDER_REPLY_REQUESTS, XFIXES: XFIXES_REPLY_REQUESTS}
+                                   RENDER: RENDER_REPLY_REQUESTS, XFIXES: XFIXES_REPLY_REQUESTS,
+                                   XKB: XKB_REPLY_REQUESTS}
 EXTENSION_REQUEST_FIELDS: Final = {SHAPE: SHAPE_REQUEST_FIELDS, RENDER: RENDER_REQUEST_FIELDS,
-                                   XFIXES: XFIXES_REQUEST_FIELDS}
-EXTENSION_REPLY_FIELDS: Final = {XFIXES: XFIXES_REPLY_FIELDS}
+                                   XFIXES: XFIXES_REQUEST_FIELDS, XKB: XKB_REQUEST_FIELDS}
+EXTENSION_REPLY_FIELDS: Final = {XFIXES: XFIXES_REPLY_FIELDS, XKB: XKB_REPLY_FIELDS}
 EXTENSION_EVENT_FIELDS: Final = {SHAPE: {0: SHAPE_EVENT_FIELDS}, XFIXES: XFIXES_EVENT_FIELDS}
 #: (XFIXES: BadRegion, BadBarrier)
 EXTENSION_ERROR_KINDS: Final = {RENDER: RENDER_ERROR_KINDS, XFIXES: {0: RES, 1: RES}}

@@ -297,7 +297,7 @@ class Mapping:
                             if x.vevent <= code < x.vevent + x.events), None)
                 if ext is not None:
                     buf[0] = (buf[0] & 0x80) | (ext.revent + code - ext.vevent)
-                    table = f.EXTENSION_EVENT_FIELDS.get(ext.name, {}).get(code - ext.vevent)
+                    table = _event_fields(ext.name, code - ext.vevent, buf[1])
                     if table is not None:
                         self._fields(buf, table, True)
                 return
@@ -305,7 +305,7 @@ class Mapping:
             if found is not None:
                 ext, i = found
                 buf[0] = (buf[0] & 0x80) | (ext.vevent + i)
-                table = f.EXTENSION_EVENT_FIELDS.get(ext.name, {}).get(i)
+                table = _event_fields(ext.name, i, buf[1])
                 if table is not None:
                     self._fields(buf, table, False)
 
@@ -386,3 +386,10 @@ class Mapping:
                     self._convert(buf, pos, f.VISUAL, False)
                     self._convert(buf, pos + 4, f.FORMAT, False)
                     pos += 8
+
+
+def _event_fields(name: str, index: int, subtype: int) -> f.Fields | None:
+    """The fixed fields of an extension's event (XKB's by its xkbType byte)."""
+    if name == f.XKB:
+        return f.XKB_EVENT_FIELDS.get(subtype, f.XKB_EVENT_TIME)
+    return f.EXTENSION_EVENT_FIELDS.get(name, {}).get(index)

@@ -236,7 +236,8 @@ class Plan:
 def recreate(tracker: Tracker, results: dict[tuple, bytes | None], target: ServerSetup,
              scratch: Iterator[int], shape_major: int | None,
              bigreq_major: int | None, current: ServerSetup | None = None,
-             render_major: int | None = None, xfixes_major: int | None = None) -> Plan:
+             render_major: int | None = None, xfixes_major: int | None = None,
+             xkb: bool = False) -> Plan:
     """The recreation requests, from the tracker and what the old server said (`results`,
     replies by query key, None for an error); `scratch` gives free virtual ids. A mapped
     top-level window larger than the target's screen refuses the move, when that screen is
@@ -250,6 +251,10 @@ def recreate(tracker: Tracker, results: dict[tuple, bytes | None], target: Serve
     root = tracker.root
     if tracker.big_requests and bigreq_major is not None:
         out.append(b.request(bigreq_major, 0, b""))
+    if xkb and tracker.xkb_use is not None:
+        # (XKB answers nothing else before UseExtension)
+        out.append(tracker.xkb_use)
+        out.extend(tracker.xkb_selects.values())
     if xfixes_major is not None:
         if tracker.xfixes_version is not None:
             out.append(tracker.xfixes_version)

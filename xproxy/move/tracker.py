@@ -115,6 +115,8 @@ class GlyphSet:
 #: Bytes of AddGlyphs requests kept per client (RENDER cannot read glyphs back); a glyph set
 #: whose glyphs would pass it is marked incomplete and a move is refused while it lives.
 MAX_GLYPH_BYTES = 32 << 20
+#: XKB SelectEvents and PerClientFlags requests kept (one per kind); the oldest goes first.
+MAX_XKB_SELECTS = 256
 
 
 class Tracker:
@@ -151,6 +153,10 @@ class Tracker:
         #: XFIXES SelectSelectionInput by (window, selection), SelectCursorInput by window
         self.selection_inputs: dict[tuple[int, int], bytes] = {}
         self.cursor_inputs: dict[int, bytes] = {}
+        #: XKB: UseExtension, then the last SelectEvents and PerClientFlags of each kind
+        #: (device, what it changes), raw, oldest first
+        self.xkb_use: bytes | None = None
+        self.xkb_selects: dict[tuple[int, ...], bytes] = {}
         self.server_grabbed = False
         self.big_requests = False
         self.extensions_used: set[str] = set()
@@ -459,6 +465,9 @@ class Tracker:
         if name == f.XFIXES:
             self._xfixes(seq, msg)
             return None
+        if name == f.XKB:
+            self._xkb(msg)
+            return None
         if name != f.SHAPE:
             return None
         minor = msg[1]
@@ -471,6 +480,25 @@ class Tracker:
             if w is not None:
                 w.shape_events = bool(msg[8])
         return None
+
+    def _xkb(self, raw: bytes) -> None:
+        msg = raw[:4] + raw[8:] if self._u16(raw, 2)[0] == 0 else raw
+        minor = msg[1]
+        if minor == f.XKB_USE_EXTENSION:
+            self.xkb_use = raw
+        elif minor in (f.XKB_SELECT_EVENTS, f.XKB_PER_CLIENT_FLAGS) and len(msg) >= 16:
+            # A later request of the same kind sets all of what an earlier one set:
+            # SelectEvents by device, affectWhich and affectMap; PerClientFlags by device,
+            # change and ctrlsToChange.
+            device, which, _clear, _all, affect_map = struct.unpack_from(
+                self.endian + "HHHHH", msg, 4)
+            key = (minor, device, which, affect_map)
+            if minor == f.XKB_PER_CLIENT_FLAGS:
+                key = (minor, device, self._word(msg, 8), self._word(msg, 16))
+            self.xkb_selects.pop(key, None)
+            self.xkb_selects[key] = raw
+            if len(self.xkb_selects) > MAX_XKB_SELECTS:
+                del self.xkb_selects[next(iter(self.xkb_selects))]
 
     def _xfixes(self, seq: int, raw: bytes) -> None:
         msg = raw[:4] + raw[8:] if self._u16(raw, 2)[0] == 0 else raw
