@@ -567,6 +567,47 @@ def test_xfixes_selection_input_and_a_region_move_with_the_client(servers, movab
         d.close()
 
 
+def test_the_input_focus_and_a_passive_grab_move_with_the_client(servers, movable):
+    """A python-xlib client gives its window the focus and grabs a button on it; after the
+    move the target says its window has the focus, and another client's grab of the same
+    button there is refused (BadAccess): the grab is held."""
+    from Xlib import X, error
+
+    _a, b, _c, auth = servers
+    d = xauthfile.open_xlib_display(movable.display, auth)
+    try:
+        w = d.screen().root.create_window(0, 600, 60, 60, 0, d.screen().root_depth)
+        w.set_wm_name("focused")
+        w.map()
+        d.sync()
+        w.set_input_focus(X.RevertToParent, X.CurrentTime)
+        w.grab_button(3, X.ControlMask, False, X.ButtonPressMask, X.GrabModeAsync,
+                      X.GrabModeAsync, X.NONE, X.NONE)
+        d.sync()
+        moved_ok(movable, b.name)
+        real = poll(lambda: top_window(b.name, auth, "focused"))
+        other = xauthfile.open_xlib_display(b.name, auth)
+        try:
+            assert other.get_input_focus().focus.id == real
+            refused = []
+            target = other.create_resource_object("window", real)
+            target.grab_button(3, X.ControlMask, False, X.ButtonPressMask, X.GrabModeAsync,
+                               X.GrabModeAsync, X.NONE, X.NONE,
+                               onerror=lambda err, *_: refused.append(err))
+            other.sync()
+            assert refused and isinstance(refused[0], error.BadAccess)
+            target.grab_button(2, X.ControlMask, False, X.ButtonPressMask, X.GrabModeAsync,
+                               X.GrabModeAsync, X.NONE, X.NONE,
+                               onerror=lambda err, *_: refused.append(err))
+            other.sync()
+            assert len(refused) == 1  # (another button is free)
+        finally:
+            other.close()
+        assert d.get_input_focus().focus.id == w.id  # and the client sees its own id
+    finally:
+        d.close()
+
+
 def test_movable_refuses_options_it_does_not_honour():
     r = subprocess.run([*XPROXY, "serve", "--movable", "--to", ":1", "--trace", "-"],
                        capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,
