@@ -21,7 +21,7 @@ from xproxy.move.planner import (
     recreate,
     refusals,
 )
-from xproxy.move.tracker import Tracker
+from xproxy.move.tracker import GLYPH_OVERHEAD, Tracker
 from xproxy.x11 import opcodes as op
 
 E = ("<", ">")
@@ -447,7 +447,7 @@ def test_glyphs_are_kept_while_in_their_set_and_made_again(e):
     t.request(6, render(e, f.RENDER_FREE_GLYPH_SET, struct.pack(e + "I", gs)), "RENDER")
     (kept,) = t.unique_glyphsets()
     assert kept.ids == {ref} and len(kept.adds) == 1  # the second AddGlyphs is all gone
-    assert t.glyph_bytes == len(add_glyphs(e, gs, [1, 2]))
+    assert t.glyph_bytes == len(add_glyphs(e, gs, [1, 2])) + 2 * GLYPH_OVERHEAD
     target = parse_server_setup(setup_with_screen(e, base=RBASE), e)
     plan = recreate(t, {}, target, iter(range(VBASE | 0x1000, VBASE | 0x2000)), None, None,
                     render_major=RENDER_V)
@@ -464,13 +464,13 @@ def test_glyphs_are_kept_while_in_their_set_and_made_again(e):
 def test_glyphs_past_the_bound_are_not_kept_and_refuse_a_move(e, monkeypatch):
     from xproxy.move import tracker as tracker_module
 
-    monkeypatch.setattr(tracker_module, "MAX_GLYPH_BYTES", 200)
+    monkeypatch.setattr(tracker_module, "MAX_GLYPH_BYTES", 1000)
     t = Tracker(e, 0x50D, 0x21, 24)
     gs = VBASE | 1
     t.request(1, render(e, f.RENDER_CREATE_GLYPH_SET, struct.pack(e + "II", gs, 0x25)), "RENDER")
     for i in range(20):
         t.request(2 + i, add_glyphs(e, gs, [i]), "RENDER")
-    assert t.glyph_bytes <= 200 and t.glyphsets[gs].incomplete
+    assert t.glyph_bytes <= 1000 and t.glyphsets[gs].incomplete
     same = parse_server_setup(setup_with_screen(e, base=RBASE, visuals=((0x41, 4),)), e)
     reasons = refusals(t, parse_server_setup(setup_with_screen(e), e), same, set(), {0x21: 0x41})
     assert any("glyphs" in r for r in reasons)
@@ -653,3 +653,13 @@ def test_xkb_selections_are_kept_one_per_kind_and_bounded(e, monkeypatch):
     for which in range(8, 20):
         t.request(which, select(which, which), "XKEYBOARD")
     assert len(t.xkb_selects) == 4
+
+
+@pytest.mark.parametrize("e", E)
+def test_the_pictures_of_a_destroyed_window_are_forgotten(e):
+    t = Tracker(e, 0x50D, 0x21, 24)
+    t.request(1, window(e, VBASE | 1, 0x50D))
+    t.request(2, render(e, f.RENDER_CREATE_PICTURE, struct.pack(e + "IIII", VBASE | 2,
+                                                                VBASE | 1, 0x25, 0)), "RENDER")
+    t.request(3, req(e, op.DESTROY_WINDOW, 0, struct.pack(e + "I", VBASE | 1)))
+    assert not t.pictures

@@ -112,9 +112,18 @@ class GlyphSet:
     incomplete: bool = False
 
 
-#: Bytes of AddGlyphs requests kept per client (RENDER cannot read glyphs back); a glyph set
-#: whose glyphs would pass it is marked incomplete and a move is refused while it lives.
+#: Bytes of AddGlyphs requests kept per client (RENDER cannot read glyphs back), with
+#: GLYPH_OVERHEAD per glyph; a glyph set whose glyphs would pass it is marked incomplete
+#: and a move is refused while it lives.
 MAX_GLYPH_BYTES = 32 << 20
+#: What the proxy's bookkeeping of one glyph costs, counted with its AddGlyphs bytes.
+GLYPH_OVERHEAD = 128
+
+
+def _glyph_cost(raw: bytes, ids: tuple[int, ...]) -> int:
+    return len(raw) + GLYPH_OVERHEAD * len(ids)
+
+
 #: XKB SelectEvents and PerClientFlags requests kept (one per kind); the oldest goes first.
 MAX_XKB_SELECTS = 256
 
@@ -246,6 +255,9 @@ class Tracker:
                 todo.extend(children.get(wid, ()))
                 for key in [k for k in self.grabs if k[0] == wid]:
                     del self.grabs[key]
+                # (the server frees the pictures of a window it destroys)
+                for pid in [p for p, pic in self.pictures.items() if pic.drawable == wid]:
+                    del self.pictures[pid]
                 for skey in [k for k in self.selection_inputs if k[0] == wid]:
                     del self.selection_inputs[skey]
                 self.cursor_inputs.pop(wid, None)
@@ -614,7 +626,8 @@ class Tracker:
             self._drop_glyph(gs, g)
         if gs.incomplete:
             return
-        if self.glyph_bytes + len(raw) > MAX_GLYPH_BYTES:
+        cost = _glyph_cost(raw, ids)
+        if self.glyph_bytes + cost > MAX_GLYPH_BYTES:
             gs.incomplete = True
             self.glyph_bytes -= gs.size
             gs.adds.clear()
@@ -626,8 +639,8 @@ class Tracker:
         gs.adds[key] = GlyphAdds(raw, ids, set(ids))
         for g in ids:
             gs.holder[g] = key
-        gs.size += len(raw)
-        self.glyph_bytes += len(raw)
+        gs.size += cost
+        self.glyph_bytes += cost
 
     def _drop_glyph(self, gs: GlyphSet, glyph: int) -> None:
         key = gs.holder.pop(glyph, None)
@@ -637,8 +650,9 @@ class Tracker:
         adds.live.discard(glyph)
         if not adds.live:
             del gs.adds[key]
-            gs.size -= len(adds.request)
-            self.glyph_bytes -= len(adds.request)
+            cost = _glyph_cost(adds.request, adds.ids)
+            gs.size -= cost
+            self.glyph_bytes -= cost
 
     def _picture_referenced(self, pid: int) -> bool:
         return any(c.picture == pid for c in self.cursors.values())
