@@ -178,6 +178,24 @@ def test_program_moved_looks_as_when_shown_directly(servers, movable, program):
     assert len(pixels) > 1  # a picture, not an empty window
 
 
+def test_render_program_moved_there_and_back_looks_as_when_shown_directly(servers, movable):
+    """xlogo with RENDER moved A -> B -> A: the second move reads the RENDER objects through
+    a mapping that is no longer the identity (PictFormats, pictures, glyph sets)."""
+    a, b, _c, auth = servers
+    spawn(movable, ["xlogo", "-render", "-geometry", "200x200+0+0", "-title", "moved-back"],
+          movable.client_env())
+    spawn(movable, ["xlogo", "-render", "-geometry", "200x200+400+0", "-title", "direct-back"],
+          a.env | {"XAUTHORITY": auth})
+    poll(lambda: top_window(a.name, auth, "moved-back"))
+    direct = poll(lambda: top_window(a.name, auth, "direct-back"))
+    moved_ok(movable, b.name)
+    poll(lambda: top_window(b.name, auth, "moved-back"))
+    moved_ok(movable, a.name)
+    moved = poll(lambda: top_window(a.name, auth, "moved-back"))
+    poll(lambda: window_image(a.name, auth, moved) == window_image(a.name, auth, direct),
+         timeout=60)
+
+
 def test_xclock_still_ticks_after_the_move(servers, movable):
     a, b, _c, auth = servers
     spawn(movable, ["xclock", "-digital", "-update", "1", "-strftime", "%T", "-title",
