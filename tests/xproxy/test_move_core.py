@@ -21,7 +21,7 @@ from xproxy.move.planner import (
     recreate,
     refusals,
 )
-from xproxy.move.tracker import Tracker
+from xproxy.move.tracker import GLYPH_OVERHEAD, Tracker
 from xproxy.x11 import opcodes as op
 
 E = ("<", ">")
@@ -181,7 +181,7 @@ def test_setup_is_parsed(e):
 @pytest.mark.parametrize("e", E)
 def test_extensions_outside_the_movable_set_are_hidden(e):
     vc = client(e)
-    for name in (b"MIT-SHM", b"SHAPE", b"RENDER"):
+    for name in (b"MIT-SHM", b"SHAPE", b"XInputExtension"):
         vc.request(req(e, op.QUERY_EXTENSION, 0, struct.pack(e + "H2x", len(name)) + name))
     out = [vc.server_message(reply(e, i + 1, body=bytes((1, 130 + i, 70, 150))), i + 1)
            for i in range(3)]
@@ -371,3 +371,295 @@ def test_colour_cells_are_kept_only_where_the_colormap_can_change(vclass, kept):
     vc.request(req(e, op.ALLOC_COLOR, 0, struct.pack(e + "IHHH2x", 0x20, 1, 2, 3)))
     vc.server_message(reply(e, 1, body=struct.pack(e + "HHH2xI", 1, 2, 3, 77)), 1)
     assert len(vc.tracker.default_cells) == kept
+
+
+# -- RENDER -----------------------------------------------------------------------------------
+RENDER_V, RENDER_R = 139, 150
+
+
+def render_mapping(e: str) -> Mapping:
+    return Mapping(e, VBASE, MASK, RBASE, MASK, identity=False, special={0x50D: 0x60D},
+                   visuals={0x21: 0x41}, formats={0x25: 0x35, 0x26: 0x36},
+                   exts={RENDER_V: Ext("RENDER", RENDER_V, 0, 160, RENDER_R, 0, 170, 0, 5)})
+
+
+def render(e: str, minor: int, body: bytes) -> bytes:
+    return req(e, RENDER_V, minor, body)
+
+
+@pytest.mark.parametrize("e", E)
+def test_render_ids_formats_and_picture_values_are_mapped(e):
+    m = render_mapping(e)
+    # CreatePicture: pid, drawable, format, then alpha-map (bit 1) and clip-mask (bit 6)
+    out = m.request(render(e, f.RENDER_CREATE_PICTURE, struct.pack(
+        e + "IIIIIII", VBASE | 1, 0x50D, 0x25, 0b1000011, 1, VBASE | 2, VBASE | 3)))
+    assert out[0] == RENDER_R
+    assert struct.unpack_from(e + "IIIIIII", out, 4) == (
+        RBASE | 1, 0x60D, 0x35, 0b1000011, 1, RBASE | 2, RBASE | 3)
+    # CompositeGlyphs8: a glyph item, then a glyph set switch (len 255, then the id)
+    items = struct.pack(e + "B3xhh", 2, 0, 0) + b"ab\0\0" + struct.pack(
+        e + "B3xhhI", 255, 0, 0, VBASE | 7)
+    out = m.request(render(e, f.RENDER_COMPOSITE_GLYPHS8, struct.pack(
+        e + "B3xIIIIhh", 3, VBASE | 1, 0x50D, 0x26, VBASE | 6, 0, 0) + items))
+    assert struct.unpack_from(e + "IIII", out, 8) == (RBASE | 1, 0x60D, 0x36, RBASE | 6)
+    assert struct.unpack_from(e + "I", out, len(out) - 4)[0] == RBASE | 7
+    out = m.request(render(e, f.RENDER_CREATE_ANIM_CURSOR, struct.pack(
+        e + "IIIII", VBASE | 9, VBASE | 4, 50, VBASE | 5, 50)))
+    assert struct.unpack_from(e + "IIIII", out, 4) == (RBASE | 9, RBASE | 4, 50, RBASE | 5, 50)
+    bad = bytearray(error(e, 1, code=171, major=RENDER_R))
+    struct.pack_into(e + "I", bad, 4, RBASE | 1)  # BadPicture's bad value
+    m.error(bad)
+    assert bad[1] == 161 and bad[10] == RENDER_V
+    assert struct.unpack_from(e + "I", bad, 4)[0] == VBASE | 1
+
+
+@pytest.mark.parametrize("e", E)
+def test_query_pict_formats_reply_comes_back_virtual(e):
+    m = render_mapping(e)
+    fmt = struct.pack(e + "IBB2x8HI", 0x35, 1, 32, 16, 255, 8, 255, 0, 255, 24, 255, 0)
+    screen = struct.pack(e + "II", 1, 0x36) + struct.pack(e + "BxH4x", 24, 1) + struct.pack(
+        e + "II", 0x41, 0x35)
+    buf = bytearray(reply(e, 1, body=struct.pack(e + "IIIII", 1, 1, 1, 1, 0),
+                          extra=fmt + screen))
+    m.reply(buf, RENDER_V, f.RENDER_QUERY_PICT_FORMATS)
+    assert struct.unpack_from(e + "I", buf, 32)[0] == 0x25
+    assert struct.unpack_from(e + "II", buf, 60) == (1, 0x26)
+    assert struct.unpack_from(e + "II", buf, 76) == (0x21, 0x25)
+
+
+def add_glyphs(e: str, gsid: int, ids: list[int], image: bytes = b"\xff" * 4) -> bytes:
+    info = struct.pack(e + "HHhhhh", 1, 1, 0, 0, 1, 0)
+    return render(e, f.RENDER_ADD_GLYPHS, struct.pack(e + "II", gsid, len(ids))
+                  + b"".join(struct.pack(e + "I", g) for g in ids) + info * len(ids)
+                  + image * len(ids))
+
+
+@pytest.mark.parametrize("e", E)
+def test_glyphs_are_kept_while_in_their_set_and_made_again(e):
+    t = Tracker(e, 0x50D, 0x21, 24)
+    gs, ref = VBASE | 1, VBASE | 2
+    t.request(1, render(e, f.RENDER_CREATE_GLYPH_SET, struct.pack(e + "II", gs, 0x25)), "RENDER")
+    t.request(2, add_glyphs(e, gs, [1, 2]), "RENDER")
+    t.request(3, add_glyphs(e, gs, [3]), "RENDER")
+    t.request(4, render(e, f.RENDER_REFERENCE_GLYPH_SET, struct.pack(e + "II", ref, gs)),
+              "RENDER")
+    t.request(5, render(e, f.RENDER_FREE_GLYPHS, struct.pack(e + "III", gs, 3, 1)), "RENDER")
+    t.request(6, render(e, f.RENDER_FREE_GLYPH_SET, struct.pack(e + "I", gs)), "RENDER")
+    (kept,) = t.unique_glyphsets()
+    assert kept.ids == {ref} and len(kept.adds) == 1  # the second AddGlyphs is all gone
+    assert t.glyph_bytes == len(add_glyphs(e, gs, [1, 2])) + 2 * GLYPH_OVERHEAD
+    target = parse_server_setup(setup_with_screen(e, base=RBASE), e)
+    plan = recreate(t, {}, target, iter(range(VBASE | 0x1000, VBASE | 0x2000)), None, None,
+                    render_major=RENDER_V)
+    minors = [(m[1], struct.unpack_from(e + "I", m, 4)[0]) for m in plan.requests
+              if m[0] == RENDER_V]
+    assert minors == [(f.RENDER_CREATE_GLYPH_SET, ref), (f.RENDER_ADD_GLYPHS, ref),
+                      (f.RENDER_FREE_GLYPHS, ref)]
+    assert plan.requests[-1][8:] == struct.pack(e + "I", 1)  # glyph 1 freed again
+    t.request(7, render(e, f.RENDER_FREE_GLYPH_SET, struct.pack(e + "I", ref)), "RENDER")
+    assert not t.glyphsets and t.glyph_bytes == 0
+
+
+@pytest.mark.parametrize("e", E)
+def test_glyphs_past_the_bound_are_not_kept_and_refuse_a_move(e, monkeypatch):
+    from xproxy.move import tracker as tracker_module
+
+    monkeypatch.setattr(tracker_module, "MAX_GLYPH_BYTES", 1000)
+    t = Tracker(e, 0x50D, 0x21, 24)
+    gs = VBASE | 1
+    t.request(1, render(e, f.RENDER_CREATE_GLYPH_SET, struct.pack(e + "II", gs, 0x25)), "RENDER")
+    for i in range(20):
+        t.request(2 + i, add_glyphs(e, gs, [i]), "RENDER")
+    assert t.glyph_bytes <= 1000 and t.glyphsets[gs].incomplete
+    same = parse_server_setup(setup_with_screen(e, base=RBASE, visuals=((0x41, 4),)), e)
+    reasons = refusals(t, parse_server_setup(setup_with_screen(e), e), same, set(), {0x21: 0x41})
+    assert any("glyphs" in r for r in reasons)
+    t.request(30, render(e, f.RENDER_FREE_GLYPH_SET, struct.pack(e + "I", gs)), "RENDER")
+    assert refusals(t, parse_server_setup(setup_with_screen(e), e), same, set(),
+                    {0x21: 0x41}) == []
+
+
+@pytest.mark.parametrize("e", E)
+def test_render_cursor_keeps_its_picture_and_comes_after_it(e):
+    t = Tracker(e, 0x50D, 0x21, 24)
+    pix, pic, cur, anim, win, wpic, gc = (VBASE | i for i in range(1, 8))
+    t.request(1, req(e, op.CREATE_PIXMAP, 32, struct.pack(e + "IIHH", pix, 0x50D, 2, 2)))
+    t.request(2, req(e, op.CREATE_GC, 0, struct.pack(e + "III", gc, pix, 0)))
+    t.request(3, render(e, f.RENDER_CREATE_PICTURE, struct.pack(e + "IIII", pic, pix, 0x25, 0)),
+              "RENDER")
+    # the pixmap is freed while a picture uses it, the picture while a cursor uses it
+    assert t.request(4, req(e, op.FREE_PIXMAP, 0, struct.pack(e + "I", pix)))[0] == \
+        op.NO_OPERATION
+    t.request(5, render(e, f.RENDER_CREATE_CURSOR, struct.pack(e + "IIHH", cur, pic, 0, 0)),
+              "RENDER")
+    out = t.request(6, render(e, f.RENDER_FREE_PICTURE, struct.pack(e + "I", pic)), "RENDER")
+    assert out is not None and out[0] == op.NO_OPERATION
+    t.request(7, render(e, f.RENDER_CREATE_ANIM_CURSOR, struct.pack(e + "III", anim, cur, 10)),
+              "RENDER")
+    assert t.request(8, req(e, op.FREE_CURSOR, 0, struct.pack(e + "I", cur)))[0] == \
+        op.NO_OPERATION
+    t.request(9, window(e, win, 0x50D, 1 << 14, struct.pack(e + "I", anim)))
+    t.request(10, render(e, f.RENDER_CREATE_PICTURE, struct.pack(e + "IIII", wpic, win, 0x26,
+                                                                 0)), "RENDER")
+    target = parse_server_setup(setup_with_screen(e, base=RBASE), e)
+    results = {("image", pix): reply(e, 1, 32, extra=b"\x11" * 16),
+               ("tree", win): reply(e, 1, body=struct.pack(e + "IIH", 0x50D, 0x50D, 0)),
+               ("geometry", win): reply(e, 1, 24, struct.pack(e + "IhhHHH", 0x50D, 0, 0, 9, 9,
+                                                              0))}
+    plan = recreate(t, results, target, iter(range(VBASE | 0x1000, VBASE | 0x2000)), None, None,
+                    render_major=RENDER_V)
+    ops = [(m[0], m[1] if m[0] == RENDER_V else 0, struct.unpack_from(e + "I", m, 4)[0])
+           for m in plan.requests]
+    at = ops.index
+    assert at((op.PUT_IMAGE, 0, pix)) < at((RENDER_V, f.RENDER_CREATE_PICTURE, pic)) < at(
+        (RENDER_V, f.RENDER_CREATE_CURSOR, cur)) < at(
+        (RENDER_V, f.RENDER_CREATE_ANIM_CURSOR, anim)) < at((op.CREATE_WINDOW, 0, win)) < at(
+        (RENDER_V, f.RENDER_CREATE_PICTURE, wpic))
+    # a GC made for a depth-32 pixmap since freed is made again for depth 32
+    made_gc = plan.requests[at((op.CREATE_GC, 0, gc))]
+    drawable = struct.unpack_from(e + "I", made_gc, 8)[0]
+    assert drawable == pix
+    # freeing the animated cursor lets go of everything kept for it
+    t.request(11, req(e, op.FREE_CURSOR, 0, struct.pack(e + "I", anim)))
+    assert cur not in t.cursors and pic not in t.pictures and pix not in t.pixmaps
+
+
+def test_pict_formats_are_matched_by_description():
+    from xproxy.move.planner import match_formats
+
+    argb = (1, 32, (16, 255, 8, 255, 0, 255, 24, 255), False)
+    a8 = (1, 8, (0, 0, 0, 0, 0, 0, 0, 255), False)
+    assert match_formats({0x25: argb, 0x26: a8, 0x27: (1, 4, (0,) * 8, False)},
+                         {0x40: a8, 0x41: argb}) == {0x25: 0x41, 0x26: 0x40}
+
+
+@pytest.mark.parametrize("e", E)
+def test_a_gc_outliving_its_pixmap_is_made_again_for_that_pixmap_depth(e):
+    """cairo keeps a GC per depth, made on a pixmap it frees soon after."""
+    t = Tracker(e, 0x50D, 0x21, 24)
+    pix, gc = VBASE | 1, VBASE | 2
+    t.request(1, req(e, op.CREATE_PIXMAP, 32, struct.pack(e + "IIHH", pix, 0x50D, 2, 2)))
+    t.request(2, req(e, op.CREATE_GC, 0, struct.pack(e + "III", gc, pix, 0)))
+    t.request(3, req(e, op.FREE_PIXMAP, 0, struct.pack(e + "I", pix)))
+    target = parse_server_setup(setup_with_screen(e, base=RBASE), e)
+    plan = recreate(t, {}, target, iter(range(VBASE | 0x1000, VBASE | 0x2000)), None, None)
+    (made,) = [m for m in plan.requests if m[0] == op.CREATE_GC]
+    drawable = struct.unpack_from(e + "I", made, 8)[0]
+    (scratch,) = [m for m in plan.requests if m[0] == op.CREATE_PIXMAP
+                  and struct.unpack_from(e + "I", m, 4)[0] == drawable]
+    assert scratch[1] == 32
+
+
+# -- XFIXES -----------------------------------------------------------------------------------
+XFIXES_V, XFIXES_R = 138, 145
+
+
+@pytest.mark.parametrize("e", E)
+def test_xfixes_events_errors_and_requests_are_mapped(e):
+    m = Mapping(e, VBASE, MASK, RBASE, MASK, identity=False, atoms={300: 400},
+                time_offset=1000,
+                exts={XFIXES_V: Ext("XFIXES", XFIXES_V, 87, 140, XFIXES_R, 90, 150, 2, 2)})
+    out = m.request(req(e, XFIXES_V, f.XFIXES_SELECT_SELECTION_INPUT, struct.pack(
+        e + "III", VBASE | 1, 300, 1)))
+    assert out[0] == XFIXES_R and struct.unpack_from(e + "II", out, 4) == (RBASE | 1, 400)
+    ev = bytearray(struct.pack(e + "BBHIIIII8x", 90, 0, 1, RBASE | 1, RBASE | 2, 400, 5, 5))
+    m.event(ev)
+    assert ev[0] == 87 and struct.unpack_from(e + "IIIII", ev, 4) == (
+        VBASE | 1, VBASE | 2, 300, 1005, 1005)
+    cursor = bytearray(struct.pack(e + "BBHIIII12x", 91, 0, 1, RBASE | 1, 7, 5, 400))
+    m.event(cursor)
+    assert cursor[0] == 88 and struct.unpack_from(e + "IIII", cursor, 4) == (
+        VBASE | 1, 7, 1005, 300)
+    bad = bytearray(error(e, 1, code=150, major=XFIXES_R))
+    struct.pack_into(e + "I", bad, 4, RBASE | 3)  # BadRegion's bad value
+    m.error(bad)
+    assert bad[1] == 140 and struct.unpack_from(e + "I", bad, 4)[0] == VBASE | 3
+    name = bytearray(reply(e, 1, body=struct.pack(e + "I", 400)))
+    m.reply(name, XFIXES_V, 24)  # GetCursorName
+    assert struct.unpack_from(e + "I", name, 8)[0] == 300
+
+
+@pytest.mark.parametrize("e", E)
+def test_xfixes_regions_and_selection_input_are_made_again(e):
+    t = Tracker(e, 0x50D, 0x21, 24)
+    win, region, gone = VBASE | 1, VBASE | 2, VBASE | 3
+    version = req(e, XFIXES_V, f.XFIXES_QUERY_VERSION, struct.pack(e + "II", 5, 0))
+    t.request(1, version, "XFIXES")
+    t.request(2, window(e, win, 0x50D))
+    select = req(e, XFIXES_V, f.XFIXES_SELECT_SELECTION_INPUT, struct.pack(e + "III", win, 300,
+                                                                             7))
+    t.request(3, select, "XFIXES")
+    t.request(4, req(e, XFIXES_V, f.XFIXES_CREATE_REGION, struct.pack(e + "I", region)),
+              "XFIXES")
+    t.request(5, req(e, XFIXES_V, 7, struct.pack(e + "IIB3x", gone, win, 0)), "XFIXES")
+    t.request(6, req(e, XFIXES_V, f.XFIXES_DESTROY_REGION, struct.pack(e + "I", gone)), "XFIXES")
+    assert set(t.regions) == {region} and 300 in t.atoms_used
+    keys = [q.key for q in queries(t, None, set(), XFIXES_V)]
+    assert keys[0] == ("region", region)
+    rects = struct.pack(e + "hhHH", 1, 2, 3, 4)
+    results = {("region", region): reply(e, 1, body=b"\0" * 24, extra=rects),
+               ("tree", win): reply(e, 1, body=struct.pack(e + "IIH", 0x50D, 0x50D, 0)),
+               ("geometry", win): reply(e, 1, 24, struct.pack(e + "IhhHHH", 0x50D, 0, 0, 9, 9,
+                                                              0))}
+    target = parse_server_setup(setup_with_screen(e, base=RBASE), e)
+    plan = recreate(t, results, target, iter(range(VBASE | 0x1000, VBASE | 0x2000)), None, None,
+                    xfixes_major=XFIXES_V)
+    assert plan.requests[0] == version  # XFIXES answers nothing else before it
+    made = plan.requests[1]
+    assert made[:2] == bytes((XFIXES_V, f.XFIXES_CREATE_REGION)) and made[8:] == rects
+    assert plan.requests.index(select) > [m[0] for m in plan.requests].index(op.CREATE_WINDOW)
+    t.request(7, req(e, op.DESTROY_WINDOW, 0, struct.pack(e + "I", win)))
+    assert not t.selection_inputs
+
+
+# -- XKEYBOARD --------------------------------------------------------------------------------
+@pytest.mark.parametrize("e", E)
+def test_xkb_events_are_told_apart_by_their_xkb_type(e):
+    m = Mapping(e, VBASE, MASK, RBASE, MASK, identity=False, atoms={300: 400},
+                time_offset=1000,
+                exts={135: Ext("XKEYBOARD", 135, 85, 137, 140, 95, 160, 1, 1)})
+    state = bytearray(struct.pack(e + "BBHIB23x", 95, 2, 1, 5, 3))  # XkbStateNotify
+    m.event(state)
+    assert state[0] == 85 and state[1] == 2 and struct.unpack_from(e + "I", state, 4)[0] == 1005
+    bell = bytearray(struct.pack(e + "BBHIBBBBHHII4x", 95, 8, 1, 5, 3, 0, 0, 50, 400, 100, 400,
+                                 RBASE | 1))  # XkbBellNotify: name, window
+    m.event(bell)
+    assert bell[0] == 85 and struct.unpack_from(e + "II", bell, 16) == (300, VBASE | 1)
+    out = m.request(req(e, 135, f.XKB_BELL, struct.pack(e + "HHHBBBxHH2xII", 0x100, 0, 0, 50, 0,
+                                                      0, 0, 0, 300, VBASE | 1)))
+    assert out[0] == 140 and struct.unpack_from(e + "II", out, 20) == (400, RBASE | 1)
+
+
+@pytest.mark.parametrize("e", E)
+def test_xkb_selections_are_kept_one_per_kind_and_bounded(e, monkeypatch):
+    from xproxy.move import tracker as tracker_module
+
+    t = Tracker(e, 0x50D, 0x21, 24)
+    use = req(e, 135, f.XKB_USE_EXTENSION, struct.pack(e + "HH", 1, 0))
+    t.request(1, use, "XKEYBOARD")
+
+    def select(which: int, on: int) -> bytes:
+        return req(e, 135, f.XKB_SELECT_EVENTS, struct.pack(e + "HHHHHH", 0x100, which, 0, on,
+                                                            0, 0))
+
+    t.request(2, select(4, 4), "XKEYBOARD")
+    t.request(3, select(1, 1), "XKEYBOARD")
+    t.request(4, select(4, 0), "XKEYBOARD")  # the same kind again: the last one counts
+    target = parse_server_setup(setup_with_screen(e, base=RBASE), e)
+    plan = recreate(t, {}, target, iter(range(VBASE | 0x1000, VBASE | 0x2000)), None, None,
+                    xkb=True)
+    assert plan.requests[:3] == [use, select(1, 1), select(4, 0)]
+    monkeypatch.setattr(tracker_module, "MAX_XKB_SELECTS", 4)
+    for which in range(8, 20):
+        t.request(which, select(which, which), "XKEYBOARD")
+    assert len(t.xkb_selects) == 4
+
+
+@pytest.mark.parametrize("e", E)
+def test_the_pictures_of_a_destroyed_window_are_forgotten(e):
+    t = Tracker(e, 0x50D, 0x21, 24)
+    t.request(1, window(e, VBASE | 1, 0x50D))
+    t.request(2, render(e, f.RENDER_CREATE_PICTURE, struct.pack(e + "IIII", VBASE | 2,
+                                                                VBASE | 1, 0x25, 0)), "RENDER")
+    t.request(3, req(e, op.DESTROY_WINDOW, 0, struct.pack(e + "I", VBASE | 1)))
+    assert not t.pictures

@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="let a default-hidden extension through (MIT-SHM on the same host)")
     serve.add_argument("--movable", action="store_true",
                        help="clients of this display can be moved to another display while "
-                            "they run (`xproxy move`)")
+                            "they run (`xproxy move`); they see core X, BIG-REQUESTS, SHAPE, "
+                            "RENDER, XFIXES and XKEYBOARD only")
     serve.add_argument("--untrusted", action="store_true",
                        help="use an untrusted cookie from the SECURITY extension upstream")
     serve.add_argument("--setup-timeout", type=positive_float, default=10.0, metavar="S",
@@ -233,7 +234,8 @@ async def serve_movable(reactor: ICommandReactor, args: argparse.Namespace) -> i
         ("--metrics", args.metrics)) if used]
     if others:
         fail(f"--movable does not go with {', '.join(others)} (a movable display shows its "
-             "clients core X, BIG-REQUESTS and SHAPE only, and is not traced)", 2)
+             "clients core X, BIG-REQUESTS, SHAPE, RENDER, XFIXES and XKEYBOARD only, and "
+             "is not traced)", 2)
     await running(reactor)
     options = ServeOptions(target=args.target, display=args.display, tcp=args.tcp,
                            tcp_interface=args.tcp_interface)

@@ -46,8 +46,7 @@ class VirtualClient:
         ext = self.mapping.exts.get(opcode) if opcode >= op.FIRST_EXTENSION_OPCODE else None
         changed = self.tracker.request(self.seq, msg, ext.name if ext is not None else None)
         if ext is not None:
-            if (ext.name == f.SHAPE and msg[1] in f.SHAPE_REPLY_REQUESTS
-                    or ext.name == f.BIG_REQUESTS):
+            if msg[1] in f.EXTENSION_REPLY_REQUESTS.get(ext.name, ()):
                 self._awaiting.append((self.seq, opcode, msg[1], b""))
         elif opcode in f.REPLY_REQUESTS:
             name = b""

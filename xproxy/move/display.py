@@ -458,7 +458,9 @@ class MovableClient(protocol.Protocol):
             wanted = (vc.tracker.atoms_used | set(mapping.atoms) | set(known))
             unnamed = {a for a in wanted - set(known) if a > f.LAST_PREDEFINED_ATOM}
             shape = next((x.vmajor for x in mapping.exts.values() if x.name == f.SHAPE), None)
-            queries = planner.queries(vc.tracker, shape, unnamed)
+            xfixes = next((x.vmajor for x in mapping.exts.values() if x.name == f.XFIXES),
+                          None)
+            queries = planner.queries(vc.tracker, shape, unnamed, xfixes)
             answers = [old.call(mapping.request(q.request)) for q in queries]
             results: dict[tuple, bytes | None] = {}
             for q, d in zip(queries, answers, strict=True):
@@ -487,20 +489,25 @@ class MovableClient(protocol.Protocol):
                     rmajor, revent, rerror = exts[x.name]
                     new_exts[x.vmajor] = Ext(x.name, x.vmajor, x.vevent, x.verror, rmajor,
                                              revent, rerror, x.events, x.errors)
+            formats = await _match_formats(old, new, mapping, exts, b)
             setup0 = vc.setup
             new_mapping = Mapping(e, setup0.base, setup0.mask, target_setup.base,
                                   target_setup.mask, identity=False,
                                   special={setup0.root: target_setup.root,
                                            setup0.colormap: target_setup.colormap},
-                                  visuals=visuals, atoms=atoms, exts=new_exts, names=known)
+                                  visuals=visuals, atoms=atoms, exts=new_exts, names=known,
+                                  formats=formats)
             new_now = await _server_time(new, new_mapping, vc, b)
             if virtual_now and new_now:
                 new_mapping.time_offset = (virtual_now - new_now) & MASK32
             scratch = _scratch_ids(new_mapping)
             bigreq = next((x.vmajor for x in new_exts.values() if x.name == f.BIG_REQUESTS),
                           None)
+            render = next((x.vmajor for x in new_exts.values() if x.name == f.RENDER), None)
             plan = planner.recreate(vc.tracker, results, target_setup, scratch, shape, bigreq,
-                                    self.server_setup)
+                                    self.server_setup, render,
+                                    xfixes if xfixes in new_exts else None,
+                                    any(x.name == f.XKB for x in new_exts.values()))
             if plan.reasons:
                 return "; ".join(plan.reasons)
             for request in plan.requests:
@@ -530,6 +537,23 @@ class MovableClient(protocol.Protocol):
         for msg in early:
             self.from_server(msg, new.virtual_seq(new.sent))
         old.transport.loseConnection()
+
+
+async def _match_formats(old: Upstream, new: Upstream, mapping: Mapping,
+                         exts: dict[str, tuple[int, int, int]],
+                         b: planner.Builder) -> dict[int, int]:
+    """The client's RENDER PictFormats (virtual) -> the target's, matched by description."""
+    render = next((x for x in mapping.exts.values() if x.name == f.RENDER), None)
+    if render is None or f.RENDER not in exts:
+        return {}
+    query = b.request(render.rmajor, f.RENDER_QUERY_PICT_FORMATS, b"")
+    old_reply = await old.call(query)
+    new_reply = await new.call(b.request(exts[f.RENDER][0], f.RENDER_QUERY_PICT_FORMATS, b""))
+    if old_reply is None or new_reply is None:
+        return {}
+    virtual = {mapping.rformats.get(fid, fid): kind
+               for fid, kind in planner.pict_formats(old_reply, b.e).items()}
+    return planner.match_formats(virtual, planner.pict_formats(new_reply, b.e))
 
 
 async def _server_time(upstream: Upstream, mapping: Mapping, vc: VirtualClient,

@@ -13,8 +13,8 @@ from typing import Final
 
 from ..x11 import opcodes as op
 
-#: Field kinds: a resource id, an atom, a visual id, a server timestamp.
-RES, ATOM, VISUAL, TIME = "r", "a", "v", "t"
+#: Field kinds: a resource id, an atom, a visual id, a server timestamp, a RENDER PictFormat.
+RES, ATOM, VISUAL, TIME, FORMAT = "r", "a", "v", "t", "f"
 
 Fields = tuple[tuple[int, str], ...]
 
@@ -223,6 +223,122 @@ SHAPE_REPLY_REQUESTS: Final = frozenset({SHAPE_QUERY_VERSION, SHAPE_QUERY_EXTENT
 #: ShapeNotify: window at 4, server time at 16.
 SHAPE_EVENT_FIELDS: Fields = ((4, RES), (16, TIME))
 
+# -- RENDER (version 0.11): minor opcode -> fixed fields ------------------------------------
+RENDER = "RENDER"
+(RENDER_QUERY_VERSION, RENDER_QUERY_PICT_FORMATS, RENDER_QUERY_PICT_INDEX_VALUES) = 0, 1, 2
+RENDER_CREATE_PICTURE, RENDER_CHANGE_PICTURE, RENDER_SET_PICTURE_CLIP_RECTANGLES = 4, 5, 6
+RENDER_FREE_PICTURE, RENDER_COMPOSITE, RENDER_TRAPEZOIDS, RENDER_TRIANGLES = 7, 8, 10, 11
+RENDER_TRI_STRIP, RENDER_TRI_FAN = 12, 13
+RENDER_CREATE_GLYPH_SET, RENDER_REFERENCE_GLYPH_SET, RENDER_FREE_GLYPH_SET = 17, 18, 19
+RENDER_ADD_GLYPHS, RENDER_FREE_GLYPHS = 20, 22
+RENDER_COMPOSITE_GLYPHS8, RENDER_COMPOSITE_GLYPHS16, RENDER_COMPOSITE_GLYPHS32 = 23, 24, 25
+RENDER_FILL_RECTANGLES, RENDER_CREATE_CURSOR, RENDER_SET_PICTURE_TRANSFORM = 26, 27, 28
+RENDER_QUERY_FILTERS, RENDER_SET_PICTURE_FILTER, RENDER_CREATE_ANIM_CURSOR = 29, 30, 31
+RENDER_ADD_TRAPS, RENDER_CREATE_SOLID_FILL, RENDER_CREATE_LINEAR_GRADIENT = 32, 33, 34
+RENDER_CREATE_RADIAL_GRADIENT, RENDER_CREATE_CONICAL_GRADIENT = 35, 36
+_PIC4: Fields = ((4, RES),)
+_TRAPS: Fields = ((8, RES), (12, RES), (16, FORMAT))  # op, src, dst, mask format
+RENDER_REQUEST_FIELDS: Final[dict[int, Fields]] = {
+    RENDER_QUERY_PICT_INDEX_VALUES: ((4, FORMAT),),
+    RENDER_CREATE_PICTURE: ((4, RES), (8, RES), (12, FORMAT)),
+    RENDER_CHANGE_PICTURE: _PIC4,
+    RENDER_SET_PICTURE_CLIP_RECTANGLES: _PIC4,
+    RENDER_FREE_PICTURE: _PIC4,
+    RENDER_COMPOSITE: ((8, RES), (12, RES), (16, RES)),
+    RENDER_TRAPEZOIDS: _TRAPS, RENDER_TRIANGLES: _TRAPS, RENDER_TRI_STRIP: _TRAPS,
+    RENDER_TRI_FAN: _TRAPS,
+    RENDER_CREATE_GLYPH_SET: ((4, RES), (8, FORMAT)),
+    RENDER_REFERENCE_GLYPH_SET: ((4, RES), (8, RES)),
+    RENDER_FREE_GLYPH_SET: _PIC4,
+    RENDER_ADD_GLYPHS: _PIC4,
+    RENDER_FREE_GLYPHS: _PIC4,
+    RENDER_COMPOSITE_GLYPHS8: (*_TRAPS, (20, RES)),
+    RENDER_COMPOSITE_GLYPHS16: (*_TRAPS, (20, RES)),
+    RENDER_COMPOSITE_GLYPHS32: (*_TRAPS, (20, RES)),
+    RENDER_FILL_RECTANGLES: ((8, RES),),
+    RENDER_CREATE_CURSOR: ((4, RES), (8, RES)),
+    RENDER_SET_PICTURE_TRANSFORM: _PIC4,
+    RENDER_QUERY_FILTERS: _PIC4,
+    RENDER_SET_PICTURE_FILTER: _PIC4,
+    RENDER_CREATE_ANIM_CURSOR: _PIC4,
+    RENDER_ADD_TRAPS: _PIC4,
+    RENDER_CREATE_SOLID_FILL: _PIC4,
+    RENDER_CREATE_LINEAR_GRADIENT: _PIC4,
+    RENDER_CREATE_RADIAL_GRADIENT: _PIC4,
+    RENDER_CREATE_CONICAL_GRADIENT: _PIC4,
+}
+RENDER_REPLY_REQUESTS: Final = frozenset({RENDER_QUERY_VERSION, RENDER_QUERY_PICT_FORMATS,
+                                          RENDER_QUERY_PICT_INDEX_VALUES, RENDER_QUERY_FILTERS})
+#: Where a picture value list starts (CreatePicture, ChangePicture), and the value bits
+#: that hold ids: alpha-map (a picture) and clip-mask (a pixmap).
+PICTURE_VALUES_AT: Final = {RENDER_CREATE_PICTURE: 20, RENDER_CHANGE_PICTURE: 12}
+PICTURE_VALUE_RESOURCES: Final = frozenset({1, 6})
+PICTURE_CLIP_MASK_BIT = 6
+#: RENDER errors: PictFormat, Picture, PictOp, GlyphSet, Glyph; their bad value's kind.
+RENDER_ERROR_KINDS: Final = {0: FORMAT, 1: RES, 3: RES}
+
+# -- XFIXES (version 6): minor opcode -> fixed fields ---------------------------------------
+XFIXES = "XFIXES"
+XFIXES_QUERY_VERSION, XFIXES_SELECT_SELECTION_INPUT, XFIXES_SELECT_CURSOR_INPUT = 0, 2, 3
+XFIXES_CREATE_REGION, XFIXES_CREATE_REGION_FROM_PICTURE, XFIXES_DESTROY_REGION = 5, 9, 10
+XFIXES_FETCH_REGION, XFIXES_SET_GC_CLIP_REGION, XFIXES_SET_WINDOW_SHAPE_REGION = 19, 20, 21
+XFIXES_SET_PICTURE_CLIP_REGION, XFIXES_SET_CURSOR_NAME = 22, 23
+_R4: Fields = ((4, RES),)
+_R48: Fields = ((4, RES), (8, RES))
+_R4812: Fields = ((4, RES), (8, RES), (12, RES))
+XFIXES_REQUEST_FIELDS: Final[dict[int, Fields]] = {
+    1: ((8, RES),),  # ChangeSaveSet
+    XFIXES_SELECT_SELECTION_INPUT: ((4, RES), (8, ATOM)),
+    XFIXES_SELECT_CURSOR_INPUT: _R4,
+    XFIXES_CREATE_REGION: _R4, 6: _R48, 7: _R48, 8: _R48, XFIXES_CREATE_REGION_FROM_PICTURE: _R48,
+    XFIXES_DESTROY_REGION: _R4, 11: _R4, 12: _R48, 13: _R4812, 14: _R4812, 15: _R4812,
+    16: ((4, RES), (16, RES)), 17: _R4, 18: _R48, XFIXES_FETCH_REGION: _R4,
+    XFIXES_SET_GC_CLIP_REGION: _R48, XFIXES_SET_WINDOW_SHAPE_REGION: ((4, RES), (16, RES)),
+    XFIXES_SET_PICTURE_CLIP_REGION: _R48, XFIXES_SET_CURSOR_NAME: _R4, 24: _R4, 26: _R48,
+    27: _R4, 28: _R48, 29: _R4, 30: _R4, 31: _R48, 32: _R4,
+}
+#: CreateRegion, CreateRegionFromBitmap/Window/GC/Picture: make a region (id at 4).
+XFIXES_CREATES_REGION: Final = frozenset(range(XFIXES_CREATE_REGION,
+                                               XFIXES_CREATE_REGION_FROM_PICTURE + 1))
+XFIXES_REPLY_REQUESTS: Final = frozenset({XFIXES_QUERY_VERSION, 4, XFIXES_FETCH_REGION, 24, 25,
+                                          34})
+#: GetCursorName's and GetCursorImageAndName's replies name the cursor by an atom.
+XFIXES_REPLY_FIELDS: Final[dict[int, Fields]] = {24: ((8, ATOM),), 25: ((24, ATOM),)}
+#: XFixesSelectionNotify (window, owner, selection, time, selection time) and
+#: XFixesCursorNotify (window, cursor serial, time, name).
+XFIXES_EVENT_FIELDS: Final[dict[int, Fields]] = {
+    0: ((4, RES), (8, RES), (12, ATOM), (16, TIME), (20, TIME)),
+    1: ((4, RES), (12, TIME), (16, ATOM)),
+}
+
+# -- XKEYBOARD (version 1.0): minor opcode -> fixed fields ------------------------------------
+XKB = "XKEYBOARD"
+XKB_USE_EXTENSION, XKB_SELECT_EVENTS, XKB_BELL, XKB_PER_CLIENT_FLAGS = 0, 1, 3, 21
+XKB_GET_NAMED_INDICATOR, XKB_SET_NAMED_INDICATOR = 15, 16
+XKB_REQUEST_FIELDS: Final[dict[int, Fields]] = {
+    XKB_BELL: ((20, ATOM), (24, RES)),
+    XKB_GET_NAMED_INDICATOR: ((12, ATOM),),
+    XKB_SET_NAMED_INDICATOR: ((12, ATOM),),
+}
+XKB_REPLY_REQUESTS: Final = frozenset({0, 4, 6, 8, 10, 12, 13, 15, 17, 19, 21, 22, 23, 24, 101})
+XKB_REPLY_FIELDS: Final[dict[int, Fields]] = {XKB_GET_NAMED_INDICATOR: ((8, ATOM),)}
+#: XKB's events share one code, told apart by the xkbType byte; each has the time at 4, and
+#: XkbBellNotify (8) a name at 16 and a window at 20.
+XKB_EVENT_TIME: Fields = ((4, TIME),)
+XKB_EVENT_FIELDS: Final[dict[int, Fields]] = {8: ((4, TIME), (16, ATOM), (20, RES))}
+
 #: Extensions a movable display lets clients see, with how many event and error codes each
 #: takes. Everything else is hidden (QueryExtension answers absent).
-MOVABLE_EXTENSIONS: Final = {BIG_REQUESTS: (0, 0), SHAPE: (1, 0)}
+MOVABLE_EXTENSIONS: Final = {BIG_REQUESTS: (0, 0), SHAPE: (1, 0), RENDER: (0, 5),
+                              XFIXES: (2, 2), XKB: (1, 1)}
+#: Per extension: requests with a reply; fixed fields of requests, replies and events (by
+#: event index); the kind of an error's bad value (by error index).
+EXTENSION_REPLY_REQUESTS: Final = {SHAPE: SHAPE_REPLY_REQUESTS, BIG_REQUESTS: frozenset({0}),
+                                   RENDER: RENDER_REPLY_REQUESTS, XFIXES: XFIXES_REPLY_REQUESTS,
+                                   XKB: XKB_REPLY_REQUESTS}
+EXTENSION_REQUEST_FIELDS: Final = {SHAPE: SHAPE_REQUEST_FIELDS, RENDER: RENDER_REQUEST_FIELDS,
+                                   XFIXES: XFIXES_REQUEST_FIELDS, XKB: XKB_REQUEST_FIELDS}
+EXTENSION_REPLY_FIELDS: Final = {XFIXES: XFIXES_REPLY_FIELDS, XKB: XKB_REPLY_FIELDS}
+EXTENSION_EVENT_FIELDS: Final = {SHAPE: {0: SHAPE_EVENT_FIELDS}, XFIXES: XFIXES_EVENT_FIELDS}
+#: (XFIXES: BadRegion, BadBarrier)
+EXTENSION_ERROR_KINDS: Final = {RENDER: RENDER_ERROR_KINDS, XFIXES: {0: RES, 1: RES}}

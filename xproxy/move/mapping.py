@@ -60,6 +60,8 @@ class Mapping:
     exts: dict[int, Ext] = field(default_factory=dict)
     #: atoms whose names the proxy knows: virtual atom -> name
     names: dict[int, bytes] = field(default_factory=dict)
+    #: RENDER PictFormats: virtual -> real, matched by description
+    formats: dict[int, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         e = self.endian
@@ -68,6 +70,7 @@ class Mapping:
         self.rspecial = {r: v for v, r in self.special.items()}
         self.rvisuals = {r: v for v, r in self.visuals.items()}
         self.ratoms = {r: v for v, r in self.atoms.items()}
+        self.rformats = {r: v for v, r in self.formats.items()}
         self.aliases: dict[int, int] = {}  # real -> virtual, foreign ids in the virtual range
         self.ralias: dict[int, int] = {}
         self._next_alias = self.vbase | self.vmask
@@ -134,6 +137,9 @@ class Mapping:
             new = self.atom_to_real(value) if to_real else self.atom_to_virtual(value)
         elif kind == f.TIME:
             new = self.time_to_real(value) if to_real else self.time_to_virtual(value)
+        elif kind == f.FORMAT:
+            table = self.formats if to_real else self.rformats
+            new = table.get(value, value)
         else:
             table = self.visuals if to_real else self.rvisuals
             new = table.get(value, value)
@@ -174,10 +180,36 @@ class Mapping:
         if ext is None:
             return
         buf[0] = ext.rmajor
-        if ext.name == f.SHAPE:
-            table = f.SHAPE_REQUEST_FIELDS.get(buf[1])
-            if table is not None:
-                self._fields(buf, table, True)
+        table = f.EXTENSION_REQUEST_FIELDS.get(ext.name, {}).get(buf[1])
+        if table is not None:
+            self._fields(buf, table, True)
+        if ext.name == f.RENDER:
+            self._render_request(buf)
+
+    def _render_request(self, buf: bytearray) -> None:
+        minor = buf[1]
+        at = f.PICTURE_VALUES_AT.get(minor)
+        if at is not None:
+            mask = self._u32.unpack_from(buf, at - 4)[0] if at <= len(buf) else 0
+            self._values(buf, at, mask, f.PICTURE_VALUE_RESOURCES, True)
+        elif minor in (f.RENDER_COMPOSITE_GLYPHS8, f.RENDER_COMPOSITE_GLYPHS16,
+                       f.RENDER_COMPOSITE_GLYPHS32):
+            # Glyph items: len, 3 pad, dx, dy, glyphs (padded to 4); a len of 255 is
+            # followed by a glyph set id instead (RENDER protocol, CompositeGlyphs).
+            size = {f.RENDER_COMPOSITE_GLYPHS8: 1, f.RENDER_COMPOSITE_GLYPHS16: 2}.get(minor, 4)
+            pos = 28
+            while pos + 8 <= len(buf):
+                n = buf[pos]
+                if n == 255:
+                    if pos + 12 > len(buf):
+                        break
+                    self._convert(buf, pos + 8, f.RES, True)
+                    pos += 12
+                else:
+                    pos += 8 + ((n * size + 3) & ~3)
+        elif minor == f.RENDER_CREATE_ANIM_CURSOR:
+            for pos in range(8, len(buf) - 7, 8):
+                self._convert(buf, pos, f.RES, True)
 
     def _special_request(self, opcode: int, buf: bytearray) -> None:
         if opcode in f.VALUE_LIST_AT:
@@ -265,15 +297,17 @@ class Mapping:
                             if x.vevent <= code < x.vevent + x.events), None)
                 if ext is not None:
                     buf[0] = (buf[0] & 0x80) | (ext.revent + code - ext.vevent)
-                    if ext.name == f.SHAPE:
-                        self._fields(buf, f.SHAPE_EVENT_FIELDS, True)
+                    table = _event_fields(ext.name, code - ext.vevent, buf[1])
+                    if table is not None:
+                        self._fields(buf, table, True)
                 return
             found = self.revents.get(code)
             if found is not None:
                 ext, i = found
                 buf[0] = (buf[0] & 0x80) | (ext.vevent + i)
-                if ext.name == f.SHAPE:
-                    self._fields(buf, f.SHAPE_EVENT_FIELDS, False)
+                table = _event_fields(ext.name, i, buf[1])
+                if table is not None:
+                    self._fields(buf, table, False)
 
     def error(self, buf: bytearray) -> None:
         code = buf[1]
@@ -284,6 +318,9 @@ class Mapping:
         elif code >= 128 and code in self.rerrors:
             ext, i = self.rerrors[code]
             buf[1] = ext.verror + i
+            kind = f.EXTENSION_ERROR_KINDS.get(ext.name, {}).get(i)
+            if kind is not None:
+                self._convert(buf, 4, kind, False)
         major = buf[10]
         if major >= op.FIRST_EXTENSION_OPCODE and major in self.rexts:
             buf[10] = self.rexts[major].vmajor
@@ -291,7 +328,14 @@ class Mapping:
     def reply(self, buf: bytearray, opcode: int, minor: int) -> None:
         """Rewrite a reply in place; `opcode` and `minor` are those of its request (virtual)."""
         if opcode >= op.FIRST_EXTENSION_OPCODE:
-            return  # no ids, atoms or times in the replies of SHAPE and BIG-REQUESTS
+            ext = self.exts.get(opcode)
+            if ext is not None and ext.name == f.RENDER and minor == f.RENDER_QUERY_PICT_FORMATS:
+                self._pict_formats(buf)
+            elif ext is not None:
+                table = f.EXTENSION_REPLY_FIELDS.get(ext.name, {}).get(minor)
+                if table is not None:
+                    self._fields(buf, table, False)
+            return
         table = f.REPLY_FIELDS.get(opcode)
         if table is not None:
             self._fields(buf, table, False)
@@ -315,3 +359,37 @@ class Mapping:
             (n,) = self._u16.unpack_from(buf, 46)
             for i in range(min(n, (len(buf) - 60) // 8)):
                 self._convert(buf, 60 + 8 * i, f.ATOM, False)
+
+    def _pict_formats(self, buf: bytearray) -> None:
+        """QueryPictFormats' reply: format ids and visuals (RENDER protocol, encoding)."""
+        n_formats, n_screens = self._u32.unpack_from(buf, 8)[0], self._u32.unpack_from(buf, 12)[0]
+        pos = 32
+        for _ in range(n_formats):
+            if pos + 28 > len(buf):
+                return
+            self._convert(buf, pos, f.FORMAT, False)
+            pos += 28
+        for _ in range(n_screens):
+            if pos + 8 > len(buf):
+                return
+            (n_depths,) = self._u32.unpack_from(buf, pos)
+            self._convert(buf, pos + 4, f.FORMAT, False)
+            pos += 8
+            for _ in range(n_depths):
+                if pos + 8 > len(buf):
+                    return
+                (n_visuals,) = self._u16.unpack_from(buf, pos + 2)
+                pos += 8
+                for _ in range(n_visuals):
+                    if pos + 8 > len(buf):
+                        return
+                    self._convert(buf, pos, f.VISUAL, False)
+                    self._convert(buf, pos + 4, f.FORMAT, False)
+                    pos += 8
+
+
+def _event_fields(name: str, index: int, subtype: int) -> f.Fields | None:
+    """The fixed fields of an extension's event (XKB's by its xkbType byte)."""
+    if name == f.XKB:
+        return f.XKB_EVENT_FIELDS.get(subtype, f.XKB_EVENT_TIME)
+    return f.EXTENSION_EVENT_FIELDS.get(name, {}).get(index)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from ..x11 import opcodes as op
 from ..x11.setup import pad4
 from . import fields as f
-from .tracker import Tracker
+from .tracker import MAX_GLYPH_BYTES, Picture, Tracker
 
 #: PutImage strips, property data and shape rectangles are sent in requests of at most
 #: this many bytes of data, under the core request limit (65535 words).
@@ -123,7 +123,35 @@ def refusals(tracker: Tracker, virtual: ServerSetup, target: ServerSetup,
             reasons.append(f"the client uses the {name} extension, which the target has not")
     if tracker.server_grabbed:
         reasons.append("the client holds a server grab")
+    if any(gs.incomplete for gs in tracker.unique_glyphsets()):
+        reasons.append(f"the client's RENDER glyphs passed the {MAX_GLYPH_BYTES >> 20} MiB "
+                       "the proxy keeps of them, so they could not be made again")
     return reasons
+
+
+PictFormat = tuple[int, int, tuple[int, ...], bool]
+
+
+def pict_formats(reply: bytes, endian: str) -> dict[int, PictFormat]:
+    """QueryPictFormats' formats: id -> (type, depth, direct masks, has a colormap)."""
+    (n,) = struct.unpack_from(endian + "I", reply, 8)
+    out = {}
+    for i in range(min(n, (len(reply) - 32) // 28)):
+        at = 32 + 28 * i
+        fid, ftype, depth = struct.unpack_from(endian + "IBB", reply, at)
+        direct = struct.unpack_from(endian + "8H", reply, at + 8)
+        (cmap,) = struct.unpack_from(endian + "I", reply, at + 24)
+        out[fid] = (ftype, depth, direct, cmap != 0)
+    return out
+
+
+def match_formats(virtual: dict[int, PictFormat],
+                  target: dict[int, PictFormat]) -> dict[int, int]:
+    """Each virtual PictFormat -> the target's with the same description, where it has one."""
+    by_kind: dict[PictFormat, int] = {}
+    for fid, kind in target.items():
+        by_kind.setdefault(kind, fid)
+    return {fid: by_kind[kind] for fid, kind in virtual.items() if kind in by_kind}
 
 
 @dataclass(frozen=True)
@@ -150,11 +178,17 @@ class Builder:
         return struct.pack(self.e + "BBH", opcode, data, 1 + len(body) // 4) + body
 
 
-def queries(tracker: Tracker, shape_major: int | None, atoms: set[int]) -> list[Query]:
+def queries(tracker: Tracker, shape_major: int | None, atoms: set[int],
+            xfixes_major: int | None = None) -> list[Query]:
     """What to read from the old server before a move: `atoms` are the virtual atoms whose
     names must be found."""
     b = Builder(tracker.endian)
     out = []
+    if xfixes_major is not None:
+        for rid in tracker.regions:
+            out.append(Query(("region", rid), b.request(
+                xfixes_major, f.XFIXES_FETCH_REGION, b.pack("I", rid)), xfixes_major,
+                f.XFIXES_FETCH_REGION))
     for wid, w in tracker.windows.items():
         out.append(Query(("tree", wid), b.request(op.QUERY_TREE, 0, b.pack("I", wid)),
                          op.QUERY_TREE))
@@ -201,7 +235,9 @@ class Plan:
 
 def recreate(tracker: Tracker, results: dict[tuple, bytes | None], target: ServerSetup,
              scratch: Iterator[int], shape_major: int | None,
-             bigreq_major: int | None, current: ServerSetup | None = None) -> Plan:
+             bigreq_major: int | None, current: ServerSetup | None = None,
+             render_major: int | None = None, xfixes_major: int | None = None,
+             xkb: bool = False) -> Plan:
     """The recreation requests, from the tracker and what the old server said (`results`,
     replies by query key, None for an error); `scratch` gives free virtual ids. A mapped
     top-level window larger than the target's screen refuses the move, when that screen is
@@ -215,6 +251,19 @@ def recreate(tracker: Tracker, results: dict[tuple, bytes | None], target: Serve
     root = tracker.root
     if tracker.big_requests and bigreq_major is not None:
         out.append(b.request(bigreq_major, 0, b""))
+    if xkb and tracker.xkb_use is not None:
+        # (XKB answers nothing else before UseExtension)
+        out.append(tracker.xkb_use)
+        out.extend(tracker.xkb_selects.values())
+    if xfixes_major is not None:
+        if tracker.xfixes_version is not None:
+            out.append(tracker.xfixes_version)
+        for rid in tracker.regions:
+            region = results.get(("region", rid))
+            if region is not None:
+                (n,) = u32(region, 4)
+                out.append(b.request(xfixes_major, f.XFIXES_CREATE_REGION, b.pack("I", rid)
+                                     + bytes(region[32 : 32 + 4 * n])))
 
     # colormaps and their cells
     for c in tracker.colormaps.values():
@@ -247,19 +296,49 @@ def recreate(tracker: Tracker, results: dict[tuple, bytes | None], target: Serve
             out.append(b.request(op.PUT_IMAGE, 2, b.pack(
                 "IIHHhhBB2x", pid, gc, p.width, h, 0, y, 0, p.depth)
                 + data[y * stride : (y + h) * stride]))
+    # RENDER: pictures on pixmaps and fills, glyph sets, cursors made from pictures
+    if render_major is not None:
+        if tracker.render_version is not None:
+            out.append(tracker.render_version)
+        for pid, picture in tracker.pictures.items():
+            if picture.drawable not in tracker.windows:
+                out.extend(_picture(b, render_major, pid, picture, tracker))
+        for gs in tracker.unique_glyphsets():
+            first, *others = sorted(gs.ids)
+            out.append(b.request(render_major, f.RENDER_CREATE_GLYPH_SET, b.pack(
+                "II", first, gs.format)))
+            stale: set[int] = set()
+            for adds in gs.adds.values():
+                raw = adds.request
+                at = 8 if struct.unpack_from(e + "H", raw, 2)[0] == 0 else 4
+                out.append(raw[:at] + b.pack("I", first) + raw[at + 4:])
+                stale.update(g for g in adds.ids if g not in gs.holder)
+            if stale:
+                out.append(b.request(render_major, f.RENDER_FREE_GLYPHS, b.pack(
+                    "I", first) + b.pack(f"{len(stale)}I", *sorted(stale))))
+            for other in others:
+                out.append(b.request(render_major, f.RENDER_REFERENCE_GLYPH_SET, b.pack(
+                    "II", other, first)))
+        out.extend(c.create for c in tracker.cursors.values() if c.picture)
     # cursors
     for cursor in tracker.cursors.values():
+        if cursor.picture or cursor.frames:
+            continue
         closed = [font for font in cursor.fonts if u32(font, 4)[0] not in tracker.fonts]
         out.extend(closed)
         out.append(cursor.create)
         out.extend(b.request(op.CLOSE_FONT, 0, font[4:8]) for font in closed)
         if cursor.recolor is not None:
             out.append(cursor.recolor)
+    if render_major is not None:
+        out.extend(c.create for c in tracker.cursors.values() if c.frames)
+    if xfixes_major is not None:
+        out.extend(c.name for c in tracker.cursors.values() if c.name is not None)
     # GCs
     drawable_depth = {wid: w.depth for wid, w in tracker.windows.items()}
     drawable_depth.update({pid: p.depth for pid, p in tracker.pixmaps.items()})
     for gid, g in tracker.gcs.items():
-        depth = drawable_depth.get(g.drawable, tracker.root_depth)
+        depth = drawable_depth.get(g.drawable, g.depth or tracker.root_depth)
         drawable = g.drawable if g.drawable in tracker.pixmaps else root
         if drawable == root and depth != tracker.root_depth:
             drawable = next(scratch)
@@ -324,6 +403,10 @@ def recreate(tracker: Tracker, results: dict[tuple, bytes | None], target: Serve
                         + rects[32 + 8 * start : 32 + 8 * min(n, start + step)]))
             if w.shape_events:
                 out.append(b.request(shape_major, f.SHAPE_SELECT_INPUT, b.pack("IB3x", wid, 1)))
+    if render_major is not None:
+        for pid, picture in tracker.pictures.items():
+            if picture.drawable in tracker.windows:
+                out.extend(_picture(b, render_major, pid, picture, tracker))
     mapped = []
     for wid in order:
         attrs = results.get(("attributes", wid))
@@ -340,6 +423,10 @@ def recreate(tracker: Tracker, results: dict[tuple, bytes | None], target: Serve
                                    f"target's screen ({target.width}x{target.height})")
     for wid in reversed(mapped):
         out.append(b.request(op.MAP_WINDOW, 0, b.pack("I", wid)))
+    if xfixes_major is not None:
+        out.extend(raw for (wid, _), raw in tracker.selection_inputs.items()
+                   if wid in tracker.windows)
+        out.extend(raw for wid, raw in tracker.cursor_inputs.items() if wid in tracker.windows)
     # passive grabs, selections, focus
     out.extend(grab for key, grab in tracker.grabs.items() if key[0] in tracker.windows)
     for selection, owner in tracker.selections.items():
@@ -352,6 +439,20 @@ def recreate(tracker: Tracker, results: dict[tuple, bytes | None], target: Serve
             out.append(b.request(op.SET_INPUT_FOCUS, focus[1], b.pack("II", window, 0)))
     out.extend(frees)
     return Plan(out, reasons)
+
+
+def _picture(b: Builder, render_major: int, pid: int, p: Picture,
+             tracker: Tracker) -> list[bytes]:
+    """The requests that make a RENDER picture again, with its clip, transform and filter."""
+    if p.fill is not None:
+        return [p.fill]
+    values = {bit: v for bit, v in p.values.items() if not (
+        bit == 1 and v and v not in tracker.pictures
+        or bit == f.PICTURE_CLIP_MASK_BIT and v and v not in tracker.pixmaps)}
+    out = [b.request(render_major, f.RENDER_CREATE_PICTURE, b.pack(
+        "IIII", pid, p.drawable, p.format, _mask(values)) + _list(values, b.e))]
+    out.extend(r for r in (p.clip_rectangles, p.transform, p.filter) if r is not None)
+    return out
 
 
 def _window_order(tracker: Tracker, results: dict[tuple, bytes | None], e: str) -> list[int]:

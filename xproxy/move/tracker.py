@@ -51,6 +51,7 @@ class GC:
     values: dict[int, int] = field(default_factory=dict)
     clip_rectangles: bytes | None = None  # the last SetClipRectangles, raw
     dashes: bytes | None = None  # the last SetDashes, raw
+    depth: int = 0  # of the drawable it was made for (which may be freed before the GC)
 
 
 @dataclass
@@ -68,6 +69,63 @@ class Cursor:
     #: OpenFont requests of the fonts a glyph cursor was made from (which the client may
     #: close once the cursor is made, as Xlib does): opened again around a move's CreateGlyphCursor
     fonts: tuple[bytes, ...] = ()
+    picture: int = 0  # RENDER CreateCursor: the picture it was made from
+    frames: tuple[int, ...] = ()  # RENDER CreateAnimCursor: the cursors it shows
+    freed: bool = False  # freed by the client, kept for an animated cursor made from it
+    name: bytes | None = None  # XFIXES SetCursorName, raw
+
+
+@dataclass
+class Picture:
+    """A RENDER picture: on a drawable (values merged per bit) or a fill (raw request)."""
+
+    drawable: int
+    format: int
+    values: dict[int, int] = field(default_factory=dict)
+    fill: bytes | None = None  # CreateSolidFill or Create*Gradient, raw
+    clip_rectangles: bytes | None = None
+    transform: bytes | None = None
+    filter: bytes | None = None
+    freed: bool = False  # freed by the client, kept for a cursor made from it
+
+
+@dataclass
+class GlyphAdds:
+    """One AddGlyphs request, kept while a glyph it added is in its set."""
+
+    request: bytes
+    ids: tuple[int, ...]
+    live: set[int]
+
+
+@dataclass
+class GlyphSet:
+    """A RENDER glyph set (shared by the ids ReferenceGlyphSet gives it): RENDER cannot
+    read glyphs back, so the AddGlyphs requests that made its glyphs are kept."""
+
+    format: int
+    ids: set[int] = field(default_factory=set)
+    adds: dict[int, GlyphAdds] = field(default_factory=dict)
+    holder: dict[int, int] = field(default_factory=dict)  # glyph -> key in adds
+    size: int = 0  # bytes kept in adds
+    #: glyphs beyond the client's bound were not kept: a move is refused while it lives
+    incomplete: bool = False
+
+
+#: Bytes of AddGlyphs requests kept per client (RENDER cannot read glyphs back), with
+#: GLYPH_OVERHEAD per glyph; a glyph set whose glyphs would pass it is marked incomplete
+#: and a move is refused while it lives.
+MAX_GLYPH_BYTES = 32 << 20
+#: What the proxy's bookkeeping of one glyph costs, counted with its AddGlyphs bytes.
+GLYPH_OVERHEAD = 128
+
+
+def _glyph_cost(raw: bytes, ids: tuple[int, ...]) -> int:
+    return len(raw) + GLYPH_OVERHEAD * len(ids)
+
+
+#: XKB SelectEvents and PerClientFlags requests kept (one per kind); the oldest goes first.
+MAX_XKB_SELECTS = 256
 
 
 class Tracker:
@@ -94,6 +152,20 @@ class Tracker:
         self.grabs: dict[tuple[int, int, int, int], bytes] = {}  # passive grabs, raw
         self.selections: dict[int, int] = {}  # selection atom -> owner window
         self.focus: int | None = None
+        self.pictures: dict[int, Picture] = {}
+        self.glyphsets: dict[int, GlyphSet] = {}  # every id, several may share one set
+        self.glyph_bytes = 0
+        self.render_version: bytes | None = None  # the client's RENDER QueryVersion
+        self._glyph_keys = 0
+        self.xfixes_version: bytes | None = None  # the client's XFIXES QueryVersion
+        self.regions: dict[int, bool] = {}  # XFIXES regions (read back with FetchRegion)
+        #: XFIXES SelectSelectionInput by (window, selection), SelectCursorInput by window
+        self.selection_inputs: dict[tuple[int, int], bytes] = {}
+        self.cursor_inputs: dict[int, bytes] = {}
+        #: XKB: UseExtension, then the last SelectEvents and PerClientFlags of each kind
+        #: (device, what it changes), raw, oldest first
+        self.xkb_use: bytes | None = None
+        self.xkb_selects: dict[tuple[int, ...], bytes] = {}
         self.server_grabbed = False
         self.big_requests = False
         self.extensions_used: set[str] = set()
@@ -108,8 +180,7 @@ class Tracker:
         """Note a request; returns bytes to send instead, when the request must change."""
         opcode = msg[0]
         if ext_name is not None:
-            self._ext_request(ext_name, msg)
-            return None
+            return self._ext_request(seq, ext_name, msg)
         if self._u16(msg, 2)[0] == 0:  # BIG-REQUESTS form: fields 4 bytes further on
             if opcode == op.CHANGE_PROPERTY:
                 self._property(seq, msg[:4] + msg[8:32])
@@ -184,6 +255,12 @@ class Tracker:
                 todo.extend(children.get(wid, ()))
                 for key in [k for k in self.grabs if k[0] == wid]:
                     del self.grabs[key]
+                # (the server frees the pictures of a window it destroys)
+                for pid in [p for p, pic in self.pictures.items() if pic.drawable == wid]:
+                    del self.pictures[pid]
+                for skey in [k for k in self.selection_inputs if k[0] == wid]:
+                    del self.selection_inputs[skey]
+                self.cursor_inputs.pop(wid, None)
 
     def _reparent(self, seq: int, msg: bytes) -> None:
         w = self.windows.get(self._word(msg, 4))
@@ -240,6 +317,8 @@ class Tracker:
 
     def _referenced(self, pid: int) -> bool:
         return (any(pid in c.pixmaps for c in self.cursors.values())
+                or any(p.drawable == pid or p.values.get(6) == pid
+                       for p in self.pictures.values())
                 or any(w.values.get(0) == pid or w.values.get(2) == pid
                        for w in self.windows.values())
                 or any(g.values.get(10) == pid or g.values.get(11) == pid
@@ -247,7 +326,11 @@ class Tracker:
 
     def _create_gc(self, seq: int, msg: bytes) -> None:
         gid = self._word(msg, 4)
-        self.gcs[gid] = GC(gid, self._word(msg, 8), self._values(msg, 16, self._word(msg, 12)))
+        drawable = self._word(msg, 8)
+        w, p = self.windows.get(drawable), self.pixmaps.get(drawable)
+        depth = w.depth if w is not None else p.depth if p is not None else self.root_depth
+        self.gcs[gid] = GC(gid, drawable, self._values(msg, 16, self._word(msg, 12)),
+                           depth=depth)
 
     def _change_gc(self, seq: int, msg: bytes) -> None:
         gc = self.gcs.get(self._word(msg, 4))
@@ -308,15 +391,36 @@ class Tracker:
         if c is not None:
             c.recolor = msg
 
-    def _free_cursor(self, seq: int, msg: bytes) -> None:
-        c = self.cursors.pop(self._word(msg, 4), None)
+    def _free_cursor(self, seq: int, msg: bytes) -> bytes | None:
+        cid = self._word(msg, 4)
+        c = self.cursors.get(cid)
+        if c is None:
+            return None
+        if any(cid in other.frames for other in self.cursors.values()):
+            c.freed = True  # an animated cursor shows it: kept on the server, as pixmaps are
+            return bytes((op.NO_OPERATION,)) + msg[1:]
+        self._forget_cursor(cid)
+        return None
+
+    def _forget_cursor(self, cid: int) -> None:
+        c = self.cursors.pop(cid, None)
         if c is None:
             return
         for pid in c.pixmaps:  # a pixmap freed but kept for this cursor: forget it now
-            p = self.pixmaps.get(pid)
-            if p is not None and p.freed and not any(
-                    pid in other.pixmaps for other in self.cursors.values()):
-                del self.pixmaps[pid]
+            self._forget_freed_pixmap(pid)
+        picture = self.pictures.get(c.picture) if c.picture else None
+        if picture is not None and picture.freed and not self._picture_referenced(c.picture):
+            self._forget_picture(c.picture)
+        for frame in c.frames:
+            other = self.cursors.get(frame)
+            if other is not None and other.freed and not any(
+                    frame in x.frames for x in self.cursors.values()):
+                self._forget_cursor(frame)
+
+    def _forget_freed_pixmap(self, pid: int) -> None:
+        p = self.pixmaps.get(pid)
+        if p is not None and p.freed and not self._referenced(pid):
+            del self.pixmaps[pid]
 
     def _create_colormap(self, seq: int, msg: bytes) -> None:
         self.colormaps[self._word(msg, 4)] = Colormap(msg, self._word(msg, 12))
@@ -364,12 +468,20 @@ class Tracker:
     def _query_extension(self, seq: int, msg: bytes) -> None:
         self._pending[seq] = (msg[0], msg)
 
-    def _ext_request(self, name: str, msg: bytes) -> None:
+    def _ext_request(self, seq: int, name: str, msg: bytes) -> bytes | None:
         if name == f.BIG_REQUESTS:
             self.big_requests = True
-            return
+            return None
+        if name == f.RENDER:
+            return self._render(seq, msg)
+        if name == f.XFIXES:
+            self._xfixes(seq, msg)
+            return None
+        if name == f.XKB:
+            self._xkb(msg)
+            return None
         if name != f.SHAPE:
-            return
+            return None
         minor = msg[1]
         if minor in (f.SHAPE_RECTANGLES, f.SHAPE_MASK, f.SHAPE_COMBINE):
             w = self.windows.get(self._word(msg, 8))
@@ -379,6 +491,178 @@ class Tracker:
             w = self.windows.get(self._word(msg, 4))
             if w is not None:
                 w.shape_events = bool(msg[8])
+        return None
+
+    def _xkb(self, raw: bytes) -> None:
+        msg = raw[:4] + raw[8:] if self._u16(raw, 2)[0] == 0 else raw
+        minor = msg[1]
+        if minor == f.XKB_USE_EXTENSION:
+            self.xkb_use = raw
+        elif minor in (f.XKB_SELECT_EVENTS, f.XKB_PER_CLIENT_FLAGS) and len(msg) >= 16:
+            # A later request of the same kind sets all of what an earlier one set:
+            # SelectEvents by device, affectWhich and affectMap; PerClientFlags by device,
+            # change and ctrlsToChange.
+            device, which, _clear, _all, affect_map = struct.unpack_from(
+                self.endian + "HHHHH", msg, 4)
+            key = (minor, device, which, affect_map)
+            if minor == f.XKB_PER_CLIENT_FLAGS:
+                key = (minor, device, self._word(msg, 8), self._word(msg, 16))
+            self.xkb_selects.pop(key, None)
+            self.xkb_selects[key] = raw
+            if len(self.xkb_selects) > MAX_XKB_SELECTS:
+                del self.xkb_selects[next(iter(self.xkb_selects))]
+
+    def _xfixes(self, seq: int, raw: bytes) -> None:
+        msg = raw[:4] + raw[8:] if self._u16(raw, 2)[0] == 0 else raw
+        minor = msg[1]
+        rid = self._word(msg, 4)
+        if minor == f.XFIXES_QUERY_VERSION:
+            self.xfixes_version = raw
+        elif minor in f.XFIXES_CREATES_REGION:
+            self.regions[rid] = True
+            self._unconfirmed.append((seq, self.regions, rid))
+        elif minor == f.XFIXES_DESTROY_REGION:
+            self.regions.pop(rid, None)
+        elif minor == f.XFIXES_SELECT_SELECTION_INPUT:
+            selection = self._word(msg, 8)
+            self.atoms_used.add(selection)
+            if rid in self.windows and self._word(msg, 12):
+                self.selection_inputs[(rid, selection)] = raw
+            else:
+                self.selection_inputs.pop((rid, selection), None)
+        elif minor == f.XFIXES_SELECT_CURSOR_INPUT:
+            if rid in self.windows and self._word(msg, 8):
+                self.cursor_inputs[rid] = raw
+            else:
+                self.cursor_inputs.pop(rid, None)
+        elif minor == f.XFIXES_SET_WINDOW_SHAPE_REGION:
+            w = self.windows.get(rid)
+            if w is not None:
+                w.shaped.add(msg[8])
+        elif minor == f.XFIXES_SET_CURSOR_NAME:
+            c = self.cursors.get(rid)
+            if c is not None:
+                c.name = raw
+
+    def _render(self, seq: int, raw: bytes) -> bytes | None:
+        """A RENDER request (raw; `msg` is it without the BIG-REQUESTS length word)."""
+        msg = raw[:4] + raw[8:] if self._u16(raw, 2)[0] == 0 else raw
+        minor = msg[1]
+        rid = self._word(msg, 4)
+        if minor == f.RENDER_QUERY_VERSION:
+            self.render_version = raw
+        elif minor == f.RENDER_CREATE_PICTURE:
+            self.pictures[rid] = Picture(self._word(msg, 8), self._word(msg, 12),
+                                         self._values(msg, 20, self._word(msg, 16)))
+            self._unconfirmed.append((seq, self.pictures, rid))
+        elif minor in (f.RENDER_CREATE_SOLID_FILL, f.RENDER_CREATE_LINEAR_GRADIENT,
+                       f.RENDER_CREATE_RADIAL_GRADIENT, f.RENDER_CREATE_CONICAL_GRADIENT):
+            self.pictures[rid] = Picture(0, 0, fill=raw)
+            self._unconfirmed.append((seq, self.pictures, rid))
+        elif minor in (f.RENDER_CHANGE_PICTURE, f.RENDER_SET_PICTURE_CLIP_RECTANGLES,
+                       f.RENDER_SET_PICTURE_TRANSFORM, f.RENDER_SET_PICTURE_FILTER):
+            p = self.pictures.get(rid)
+            if p is None:
+                return None
+            if minor == f.RENDER_CHANGE_PICTURE:
+                values = self._values(msg, 12, self._word(msg, 8))
+                p.values.update(values)
+                if f.PICTURE_CLIP_MASK_BIT in values:
+                    p.clip_rectangles = None
+            elif minor == f.RENDER_SET_PICTURE_CLIP_RECTANGLES:
+                p.clip_rectangles = raw
+                p.values.pop(f.PICTURE_CLIP_MASK_BIT, None)
+            elif minor == f.RENDER_SET_PICTURE_TRANSFORM:
+                p.transform = raw
+            else:
+                p.filter = raw
+        elif minor == f.RENDER_FREE_PICTURE:
+            if rid not in self.pictures:
+                return None
+            if self._picture_referenced(rid):
+                # A cursor made from it lives on and a move must make it again: the picture
+                # stays on the server (a NoOperation keeps sequence numbers) until the
+                # client disconnects.
+                self.pictures[rid].freed = True
+                return bytes((op.NO_OPERATION,)) + raw[1:]
+            self._forget_picture(rid)
+        elif minor == f.RENDER_CREATE_CURSOR:
+            self.cursors[rid] = Cursor(raw, picture=self._word(msg, 8))
+            self._unconfirmed.append((seq, self.cursors, rid))
+        elif minor == f.RENDER_CREATE_ANIM_CURSOR:
+            frames = tuple(self._word(msg, at) for at in range(8, len(msg) - 7, 8))
+            self.cursors[rid] = Cursor(raw, frames=frames)
+            self._unconfirmed.append((seq, self.cursors, rid))
+        elif minor == f.RENDER_CREATE_GLYPH_SET:
+            self.glyphsets[rid] = GlyphSet(self._word(msg, 8), {rid})
+            self._unconfirmed.append((seq, self.glyphsets, rid))
+        elif minor == f.RENDER_REFERENCE_GLYPH_SET:
+            gs = self.glyphsets.get(self._word(msg, 8))
+            if gs is not None:
+                gs.ids.add(rid)
+                self.glyphsets[rid] = gs
+        elif minor == f.RENDER_FREE_GLYPH_SET:
+            gs = self.glyphsets.pop(rid, None)
+            if gs is not None:
+                gs.ids.discard(rid)
+                if not gs.ids:
+                    self.glyph_bytes -= gs.size
+        elif minor == f.RENDER_ADD_GLYPHS:
+            self._add_glyphs(rid, raw, msg)
+        elif minor == f.RENDER_FREE_GLYPHS:
+            gs = self.glyphsets.get(rid)
+            if gs is not None:
+                for at in range(8, len(msg) - 3, 4):
+                    self._drop_glyph(gs, self._u32(msg, at)[0])
+        return None
+
+    def _add_glyphs(self, gsid: int, raw: bytes, msg: bytes) -> None:
+        gs = self.glyphsets.get(gsid)
+        if gs is None:
+            return
+        n = self._word(msg, 8)
+        ids = tuple(self._u32(msg, 12 + 4 * i)[0] for i in range(min(n, (len(msg) - 12) // 4)))
+        for g in ids:
+            self._drop_glyph(gs, g)
+        if gs.incomplete:
+            return
+        cost = _glyph_cost(raw, ids)
+        if self.glyph_bytes + cost > MAX_GLYPH_BYTES:
+            gs.incomplete = True
+            self.glyph_bytes -= gs.size
+            gs.adds.clear()
+            gs.holder.clear()
+            gs.size = 0
+            return
+        self._glyph_keys += 1
+        key = self._glyph_keys
+        gs.adds[key] = GlyphAdds(raw, ids, set(ids))
+        for g in ids:
+            gs.holder[g] = key
+        gs.size += cost
+        self.glyph_bytes += cost
+
+    def _drop_glyph(self, gs: GlyphSet, glyph: int) -> None:
+        key = gs.holder.pop(glyph, None)
+        if key is None:
+            return
+        adds = gs.adds[key]
+        adds.live.discard(glyph)
+        if not adds.live:
+            del gs.adds[key]
+            cost = _glyph_cost(adds.request, adds.ids)
+            gs.size -= cost
+            self.glyph_bytes -= cost
+
+    def _picture_referenced(self, pid: int) -> bool:
+        return any(c.picture == pid for c in self.cursors.values())
+
+    def _forget_picture(self, pid: int) -> None:
+        p = self.pictures.pop(pid, None)
+        if p is not None:
+            self._forget_freed_pixmap(p.drawable)
+            if p.values.get(f.PICTURE_CLIP_MASK_BIT):
+                self._forget_freed_pixmap(p.values[f.PICTURE_CLIP_MASK_BIT])
 
     # -- replies ------------------------------------------------------------------------------
     def reply(self, seq: int, msg: bytes | bytearray) -> None:
@@ -428,6 +712,13 @@ class Tracker:
 
     def depths_used(self) -> set[int]:
         return {p.depth for p in self.pixmaps.values()}
+
+    def unique_glyphsets(self) -> list[GlyphSet]:
+        """Each glyph set once, though several ids may name it."""
+        seen: dict[int, GlyphSet] = {}
+        for gs in self.glyphsets.values():
+            seen.setdefault(id(gs), gs)
+        return list(seen.values())
 
 
 #: Requests that make a resource (id at offset 4) -> the tracker's table of them.
