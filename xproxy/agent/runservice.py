@@ -16,6 +16,14 @@ Twisted nor a TLS handshake (run/client.py). One connection per run, newline-del
 
 A run whose connection drops without "done" loses its display at once. While a run is
 connected the agent does not linger out, even when the program has no X connection open.
+
+A session (session/agent.py) that shows its programs through this agent asks instead
+
+    session -> {"op": "hold"}
+    agent   -> {"ok": true, "socket": PATH}      (the agent's X socket: each connection a channel)
+
+and keeps the connection open for as long as it relays to PATH: the link stays up meanwhile,
+and no display of the agent's own sits between the session and the link.
 """
 
 from __future__ import annotations
@@ -47,7 +55,7 @@ def parse_request(line: bytes) -> dict[str, Any]:
     except ValueError as err:
         raise RunRequestError(f"bad JSON: {err}") from None
     if not isinstance(req, dict) or req.get("op") != "display":
-        raise RunRequestError("expected {\"op\": \"display\", ...}")
+        raise RunRequestError("expected {\"op\": \"display\", ...} or {\"op\": \"hold\"}")
     xauthority = req.get("xauthority")
     if not isinstance(xauthority, str) or not os.path.isabs(xauthority):
         raise RunRequestError("xauthority must be an absolute path")
@@ -74,7 +82,7 @@ class _RunControl(protocol.Protocol):
         self.fds: list[int] = []
         self.server: ProxyServer | None = None
         self.instruments: Any = None
-        self.state = "request"  # then "starting", "running", "stopping", "gone"
+        self.state = "request"  # then "starting", "running", "stopping", "gone"; or "holding"
         self.wants_stats = False
 
     def connectionMade(self) -> None:
@@ -97,7 +105,10 @@ class _RunControl(protocol.Protocol):
             self.transport.loseConnection()
 
     def _line(self, line: bytes) -> None:
-        if self.state == "request":
+        if self.state == "request" and _op(line) == "hold":
+            self.state = "holding"
+            self._reply({"ok": True, "socket": self.service.socket_path})
+        elif self.state == "request":
             self.state = "starting"
             try:
                 req = parse_request(line)

@@ -90,9 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print traffic per client and totals at the end")
     trace.add_argument("-v", "--verbose", action="store_true")
     trace.add_argument("program", nargs=argparse.REMAINDER, metavar="-- COMMAND ARGS...")
-    from . import remote
+    from . import remote, sessions
 
     remote.add_parsers(sub, _add_trace_options)
+    sessions.add_parsers(sub)
     return parser
 
 
@@ -264,6 +265,13 @@ def main(reactor, argv: list[str]):  # type: ignore[no-untyped-def]
 def run() -> None:
     argv = sys.argv[1:]
     args = build_parser().parse_args(argv)  # usage errors before the reactor starts
+    from . import sessions
+
+    if args.command in (*sessions.COMMANDS, "run"):  # no reactor for these
+        code = sessions.dispatch(args)
+        if code is not None:
+            sys.stdout.flush()
+            raise SystemExit(code)
     if args.command == "run":  # through a link agent, without the reactor when one runs
         from ..run import client as run_client
 
