@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="hide an extension from clients (MIT-SHM is hidden by default)")
     serve.add_argument("--allow-ext", action="append", default=[], metavar="NAME",
                        help="let a default-hidden extension through (MIT-SHM on the same host)")
+    serve.add_argument("--movable", action="store_true",
+                       help="clients of this display can be moved to another display while "
+                            "they run (`xproxy move`)")
     serve.add_argument("--untrusted", action="store_true",
                        help="use an untrusted cookie from the SECURITY extension upstream")
     serve.add_argument("--setup-timeout", type=positive_float, default=10.0, metavar="S",
@@ -146,6 +149,8 @@ async def serve(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-un
     from ..relay.server import ProxyServer, ServeOptions, StartError
     from ..x11.display import DisplayNameError
 
+    if args.movable:
+        return await serve_movable(reactor, args)
     await running(reactor)
     trace_out, close_trace = _open_trace(args.trace, None)
     inst = Instruments(reactor.seconds, trace_out, args.trace_format, args.only, args.skip,
@@ -185,6 +190,53 @@ async def serve(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-un
     reactor.addSystemEventTrigger("before", "shutdown", lambda: defer.ensureDeferred(shutdown()))
     print(f"ready DISPLAY={name}", flush=True)
     return await done
+
+
+async def serve_movable(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    """`xproxy serve --movable`: a display whose clients `xproxy move` can move."""
+    from twisted.internet import defer
+
+    from ..move import control
+    from ..move.display import MovableDisplay
+    from ..relay.server import ServeOptions, StartError
+    from ..x11.display import DisplayNameError
+    from .errors import fail
+
+    await running(reactor)
+    options = ServeOptions(target=args.target, display=args.display, tcp=args.tcp,
+                           tcp_interface=args.tcp_interface)
+    try:
+        server = MovableDisplay(reactor, options)
+        name = await server.start()
+        port = await control.listen(reactor, server)
+    except (StartError, DisplayNameError, OSError) as err:
+        fail(str(err))
+    done: defer.Deferred = defer.Deferred()
+
+    async def shutdown() -> None:
+        await port.stopListening()
+        await server.stop()
+        if not done.called:
+            done.callback(0)
+
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: defer.ensureDeferred(shutdown()))
+    print(f"ready DISPLAY={name}", flush=True)
+    return await done
+
+
+def move(args: argparse.Namespace) -> int:
+    """`xproxy move :P --to TARGET`, through the display's control socket."""
+    from ..move import control
+    from .errors import fail
+
+    try:
+        answer = control.request(args.display, {"op": "move", "to": args.target})
+    except (ConnectionError, OSError, ValueError) as err:
+        fail(str(err))
+    if not answer.get("ok"):
+        fail(f"cannot move :{args.display} to {args.target}: {answer.get('error')}")
+    print(f"moved {answer['clients']} clients to {args.target} in {answer['seconds']:.2f} s")
+    return 0
 
 
 async def trace(reactor, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]

@@ -162,9 +162,9 @@ def _hold(ctl: str) -> tuple[socket.socket, str]:
 
 def movable_control(display: str) -> str:
     """The engine's control socket for the movable display `display`."""
-    from ..move.paths import control_path as engine_control
+    from ..move.control import socket_path
 
-    return engine_control(display)
+    return socket_path(int(display.rpartition(":")[2].partition(".")[0]))
 
 
 class Movable:

@@ -1,0 +1,445 @@
+"""What a client of a movable display has made on its server, learned from its requests
+(in virtual values, as the client sent them) and a few replies: enough to make it all again
+on another server (planner.py). Raw creation requests are kept, as xmove and nxagent do;
+attribute and GC changes are merged into one value per mask bit, so what is kept is bounded
+by what the client holds, and a freed resource is forgotten.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from ..x11 import opcodes as op
+from . import fields as f
+
+
+@dataclass
+class Window:
+    wid: int
+    parent: int
+    depth: int
+    wclass: int
+    visual: int  # 0: CopyFromParent
+    x: int
+    y: int
+    width: int
+    height: int
+    border: int
+    values: dict[int, int] = field(default_factory=dict)  # attribute bit -> value
+    properties: set[int] = field(default_factory=set)  # atoms the client set on it
+    shaped: set[int] = field(default_factory=set)  # SHAPE kinds the client set
+    shape_events: bool = False
+    mapped: bool = False
+
+
+@dataclass
+class Pixmap:
+    pid: int
+    depth: int
+    width: int
+    height: int
+    freed: bool = False  # freed by the client, kept for a cursor made from it
+
+
+@dataclass
+class GC:
+    gid: int
+    drawable: int
+    values: dict[int, int] = field(default_factory=dict)
+    clip_rectangles: bytes | None = None  # the last SetClipRectangles, raw
+    dashes: bytes | None = None  # the last SetDashes, raw
+
+
+@dataclass
+class Colormap:
+    create: bytes
+    visual: int
+    cells: dict[int, bytes] = field(default_factory=dict)  # pixel -> AllocColor/AllocNamedColor
+
+
+@dataclass
+class Cursor:
+    create: bytes
+    recolor: bytes | None = None
+    pixmaps: tuple[int, ...] = ()
+
+
+class Tracker:
+    """Everything one client made and holds, by virtual id."""
+
+    def __init__(self, endian: str, root: int, root_visual: int, root_depth: int) -> None:
+        self.endian = endian
+        self._u16 = struct.Struct(endian + "H").unpack_from
+        self._u32 = struct.Struct(endian + "I").unpack_from
+        self.root = root
+        self.root_visual = root_visual
+        self.root_depth = root_depth
+        self.windows: dict[int, Window] = {}
+        self.pixmaps: dict[int, Pixmap] = {}
+        self.gcs: dict[int, GC] = {}
+        self.fonts: dict[int, bytes] = {}  # font id -> OpenFont request
+        self.cursors: dict[int, Cursor] = {}
+        self.colormaps: dict[int, Colormap] = {}
+        self.default_cells: dict[tuple[int, int], bytes] = {}  # (colormap, pixel) -> request
+        self.grabs: dict[tuple[int, int, int, int], bytes] = {}  # passive grabs, raw
+        self.selections: dict[int, int] = {}  # selection atom -> owner window
+        self.focus: int | None = None
+        self.server_grabbed = False
+        self.big_requests = False
+        self.extensions_used: set[str] = set()
+        self.atom_names: dict[int, bytes] = {}  # virtual atom -> name, from InternAtom
+        self.atoms_used: set[int] = set()  # atoms in the client's requests
+        self._pending: dict[int, tuple[int, bytes]] = {}  # seq -> (opcode, request)
+
+    # -- requests ---------------------------------------------------------------------------
+    def request(self, seq: int, msg: bytes, ext_name: str | None = None) -> bytes | None:
+        """Note a request; returns bytes to send instead, when the request must change."""
+        opcode = msg[0]
+        if ext_name is not None:
+            self._ext_request(ext_name, msg)
+            return None
+        if self._u16(msg, 2)[0] == 0:
+            return None  # a big request: PutImage, a long property; nothing to note
+        handler = _HANDLERS.get(opcode)
+        if handler is not None:
+            return handler(self, seq, msg)
+        return None
+
+    def _word(self, msg: bytes, at: int) -> int:
+        return self._u32(msg, at)[0] if at + 4 <= len(msg) else 0
+
+    def _values(self, msg: bytes, at: int, mask: int) -> dict[int, int]:
+        out = {}
+        pos = at
+        for bit in range(32):
+            if mask & (1 << bit):
+                if pos + 4 > len(msg):
+                    break
+                out[bit] = self._u32(msg, pos)[0]
+                pos += 4
+        return out
+
+    def _create_window(self, seq: int, msg: bytes) -> None:
+        wid, parent = self._word(msg, 4), self._word(msg, 8)
+        x, y, w, h, border, wclass = struct.unpack_from(self.endian + "hhHHHH", msg, 12)
+        visual, mask = self._word(msg, 24), self._word(msg, 28)
+        depth = msg[1]
+        if depth == 0 or visual == 0:
+            p = self.windows.get(parent)
+            if depth == 0 and wclass != 2:
+                depth = p.depth if p is not None else self.root_depth
+            if visual == 0:
+                visual = (p.visual if p is not None else self.root_visual)
+        self.windows[wid] = Window(wid, parent, depth, wclass, visual, x, y, w, h, border,
+                                   self._values(msg, 32, mask))
+
+    def _change_attributes(self, seq: int, msg: bytes) -> None:
+        w = self.windows.get(self._word(msg, 4))
+        if w is not None:
+            w.values.update(self._values(msg, 12, self._word(msg, 8)))
+
+    def _destroy_window(self, seq: int, msg: bytes) -> None:
+        self._forget_tree(self._word(msg, 4), include_self=True)
+
+    def _destroy_subwindows(self, seq: int, msg: bytes) -> None:
+        self._forget_tree(self._word(msg, 4), include_self=False)
+
+    def _forget_tree(self, top: int, include_self: bool) -> None:
+        children: dict[int, list[int]] = {}
+        for w in self.windows.values():
+            children.setdefault(w.parent, []).append(w.wid)
+        todo = [top] if include_self else list(children.get(top, ()))
+        while todo:
+            wid = todo.pop()
+            if self.windows.pop(wid, None) is not None:
+                todo.extend(children.get(wid, ()))
+                for key in [k for k in self.grabs if k[0] == wid]:
+                    del self.grabs[key]
+
+    def _reparent(self, seq: int, msg: bytes) -> None:
+        w = self.windows.get(self._word(msg, 4))
+        if w is not None:
+            w.parent = self._word(msg, 8)
+
+    def _map(self, seq: int, msg: bytes) -> None:
+        w = self.windows.get(self._word(msg, 4))
+        if w is not None:
+            w.mapped = msg[0] == op.MAP_WINDOW
+
+    def _property(self, seq: int, msg: bytes) -> None:
+        w = self.windows.get(self._word(msg, 4))
+        atom = self._word(msg, 8)
+        self.atoms_used.add(atom)
+        if msg[0] == op.CHANGE_PROPERTY:
+            self.atoms_used.add(self._word(msg, 12))
+        if w is not None:
+            if msg[0] == op.CHANGE_PROPERTY:
+                w.properties.add(atom)
+            else:
+                w.properties.discard(atom)
+
+    def _selection_owner(self, seq: int, msg: bytes) -> None:
+        owner, selection = self._word(msg, 4), self._word(msg, 8)
+        self.atoms_used.add(selection)
+        if owner in self.windows:
+            self.selections[selection] = owner
+        else:
+            self.selections.pop(selection, None)
+
+    def _intern(self, seq: int, msg: bytes) -> None:
+        self._pending[seq] = (msg[0], msg)
+
+    def _create_pixmap(self, seq: int, msg: bytes) -> None:
+        pid = self._word(msg, 4)
+        w, h = struct.unpack_from(self.endian + "HH", msg, 12)
+        self.pixmaps[pid] = Pixmap(pid, msg[1], w, h)
+
+    def _free_pixmap(self, seq: int, msg: bytes) -> bytes | None:
+        pid = self._word(msg, 4)
+        p = self.pixmaps.get(pid)
+        if p is None:
+            return None
+        if self._referenced(pid):
+            # A cursor, a window background or a GC tile made from it lives on, and a move
+            # must make it again: the pixmap stays on the server (the request becomes a
+            # NoOperation, so sequence numbers stay as the client counts them) until the
+            # client disconnects.
+            p.freed = True
+            return bytes((op.NO_OPERATION,)) + msg[1:]
+        del self.pixmaps[pid]
+        return None
+
+    def _referenced(self, pid: int) -> bool:
+        return (any(pid in c.pixmaps for c in self.cursors.values())
+                or any(w.values.get(0) == pid or w.values.get(2) == pid
+                       for w in self.windows.values())
+                or any(g.values.get(10) == pid or g.values.get(11) == pid
+                       or g.values.get(19) == pid for g in self.gcs.values()))
+
+    def _create_gc(self, seq: int, msg: bytes) -> None:
+        gid = self._word(msg, 4)
+        self.gcs[gid] = GC(gid, self._word(msg, 8), self._values(msg, 16, self._word(msg, 12)))
+
+    def _change_gc(self, seq: int, msg: bytes) -> None:
+        gc = self.gcs.get(self._word(msg, 4))
+        if gc is not None:
+            values = self._values(msg, 12, self._word(msg, 8))
+            gc.values.update(values)
+            if 19 in values:
+                gc.clip_rectangles = None
+            if 21 in values:
+                gc.dashes = None
+
+    def _copy_gc(self, seq: int, msg: bytes) -> None:
+        src, dst = self.gcs.get(self._word(msg, 4)), self.gcs.get(self._word(msg, 8))
+        if src is None or dst is None:
+            return
+        mask = self._word(msg, 12)
+        for bit in range(23):
+            if mask & (1 << bit):
+                if bit in src.values:
+                    dst.values[bit] = src.values[bit]
+                else:
+                    dst.values.pop(bit, None)
+        if mask & (1 << 19):
+            dst.clip_rectangles = src.clip_rectangles
+        if mask & (1 << 21):
+            dst.dashes = src.dashes
+
+    def _gc_list(self, seq: int, msg: bytes) -> None:
+        gc = self.gcs.get(self._word(msg, 4))
+        if gc is not None:
+            if msg[0] == op.SET_CLIP_RECTANGLES:
+                gc.clip_rectangles = msg
+                gc.values.pop(19, None)
+            else:
+                gc.dashes = msg
+
+    def _free_gc(self, seq: int, msg: bytes) -> None:
+        self.gcs.pop(self._word(msg, 4), None)
+
+    def _open_font(self, seq: int, msg: bytes) -> None:
+        self.fonts[self._word(msg, 4)] = msg
+
+    def _close_font(self, seq: int, msg: bytes) -> None:
+        self.fonts.pop(self._word(msg, 4), None)
+
+    def _create_cursor(self, seq: int, msg: bytes) -> None:
+        pixmaps = (self._word(msg, 8), self._word(msg, 12)) if msg[0] == op.CREATE_CURSOR else ()
+        self.cursors[self._word(msg, 4)] = Cursor(msg, None, pixmaps)
+
+    def _recolor_cursor(self, seq: int, msg: bytes) -> None:
+        c = self.cursors.get(self._word(msg, 4))
+        if c is not None:
+            c.recolor = msg
+
+    def _free_cursor(self, seq: int, msg: bytes) -> None:
+        c = self.cursors.pop(self._word(msg, 4), None)
+        if c is None:
+            return
+        for pid in c.pixmaps:  # a pixmap freed but kept for this cursor: forget it now
+            p = self.pixmaps.get(pid)
+            if p is not None and p.freed and not any(
+                    pid in other.pixmaps for other in self.cursors.values()):
+                del self.pixmaps[pid]
+
+    def _create_colormap(self, seq: int, msg: bytes) -> None:
+        self.colormaps[self._word(msg, 4)] = Colormap(msg, self._word(msg, 12))
+
+    def _free_colormap(self, seq: int, msg: bytes) -> None:
+        self.colormaps.pop(self._word(msg, 4), None)
+        for key in [k for k in self.default_cells if k[0] == self._word(msg, 4)]:
+            del self.default_cells[key]
+
+    def _alloc(self, seq: int, msg: bytes) -> None:
+        self._pending[seq] = (msg[0], msg)
+
+    def _free_colors(self, seq: int, msg: bytes) -> None:
+        cmap = self._word(msg, 4)
+        pixels = {self._u32(msg, at)[0] for at in range(12, len(msg) - 3, 4)}
+        for pixel in pixels:
+            self.default_cells.pop((cmap, pixel), None)
+            c = self.colormaps.get(cmap)
+            if c is not None:
+                c.cells.pop(pixel, None)
+
+    def _grab(self, seq: int, msg: bytes) -> None:
+        if msg[0] == op.GRAB_BUTTON:
+            key = (self._word(msg, 4), 0, msg[20], self._u16(msg, 22)[0])
+        else:
+            key = (self._word(msg, 4), 1, msg[10], self._u16(msg, 8)[0])
+        if key[0] in self.windows:
+            self.grabs[key] = msg
+
+    def _ungrab(self, seq: int, msg: bytes) -> None:
+        window = self._word(msg, 4)
+        kind = 0 if msg[0] == op.UNGRAB_BUTTON else 1
+        detail, mods = msg[1], self._u16(msg, 8)[0]
+        for key in [k for k in self.grabs if k[0] == window and k[1] == kind]:
+            if detail in (0, key[2]) and mods in (0x8000, key[3]):
+                del self.grabs[key]
+
+    def _set_focus(self, seq: int, msg: bytes) -> None:
+        focus = self._word(msg, 4)
+        self.focus = focus if focus in self.windows else None
+
+    def _server_grab(self, seq: int, msg: bytes) -> None:
+        self.server_grabbed = msg[0] == op.GRAB_SERVER
+
+    def _query_extension(self, seq: int, msg: bytes) -> None:
+        self._pending[seq] = (msg[0], msg)
+
+    def _ext_request(self, name: str, msg: bytes) -> None:
+        if name == f.BIG_REQUESTS:
+            self.big_requests = True
+            return
+        if name != f.SHAPE:
+            return
+        minor = msg[1]
+        if minor in (f.SHAPE_RECTANGLES, f.SHAPE_MASK, f.SHAPE_COMBINE):
+            w = self.windows.get(self._word(msg, 8))
+            if w is not None:
+                w.shaped.add(msg[5])
+        elif minor == f.SHAPE_SELECT_INPUT:
+            w = self.windows.get(self._word(msg, 4))
+            if w is not None:
+                w.shape_events = bool(msg[8])
+
+    # -- replies ------------------------------------------------------------------------------
+    def reply(self, seq: int, msg: bytes | bytearray) -> None:
+        """A reply (virtual values) to the request numbered `seq`."""
+        pending = self._pending.pop(seq, None)
+        if pending is None:
+            return
+        opcode, request = pending
+        if opcode == op.INTERN_ATOM:
+            atom = self._u32(msg, 8)[0]
+            n = self._u16(request, 4)[0]
+            if atom:
+                self.atom_names[atom] = bytes(request[8 : 8 + n])
+        elif opcode == op.QUERY_EXTENSION:
+            n = self._u16(request, 4)[0]
+            if msg[8]:
+                self.extensions_used.add(bytes(request[8 : 8 + n]).decode("latin-1"))
+        elif opcode in (op.ALLOC_COLOR, op.ALLOC_NAMED_COLOR):
+            cmap = self._word(request, 4)
+            pixel = self._u32(msg, 8 if opcode == op.ALLOC_NAMED_COLOR else 16)[0]
+            c = self.colormaps.get(cmap)
+            if c is not None:
+                c.cells[pixel] = request
+            else:
+                self.default_cells[(cmap, pixel)] = request
+
+    def no_reply(self, seq: int) -> None:
+        """The request numbered `seq` ended in an error."""
+        self._pending.pop(seq, None)
+
+    def selection_lost(self, selection: int) -> None:
+        self.selections.pop(selection, None)
+
+    # -- what a move needs --------------------------------------------------------------------
+    def visuals_used(self) -> set[int]:
+        out = {self.root_visual}
+        out.update(w.visual for w in self.windows.values() if w.wclass != 2)
+        out.update(c.visual for c in self.colormaps.values())
+        return out
+
+    def depths_used(self) -> set[int]:
+        return {p.depth for p in self.pixmaps.values()}
+
+
+def _atoms_in(*offsets: int):  # type: ignore[no-untyped-def]
+    """A handler noting the atoms at `offsets` as used by the client."""
+    def note(self: Tracker, seq: int, msg: bytes) -> None:
+        for at in offsets:
+            a = self._word(msg, at)
+            if a:
+                self.atoms_used.add(a)
+    return note
+
+
+_HANDLERS = {
+    op.CREATE_WINDOW: Tracker._create_window,
+    op.CHANGE_WINDOW_ATTRIBUTES: Tracker._change_attributes,
+    op.DESTROY_WINDOW: Tracker._destroy_window,
+    op.DESTROY_SUB_WINDOWS: Tracker._destroy_subwindows,
+    op.REPARENT_WINDOW: Tracker._reparent,
+    op.MAP_WINDOW: Tracker._map,
+    op.UNMAP_WINDOW: Tracker._map,
+    op.CHANGE_PROPERTY: Tracker._property,
+    op.DELETE_PROPERTY: Tracker._property,
+    op.GET_PROPERTY: _atoms_in(8, 12),
+    op.CONVERT_SELECTION: _atoms_in(8, 12, 16),
+    op.GET_SELECTION_OWNER: _atoms_in(4),
+    op.GET_ATOM_NAME: _atoms_in(4),
+    op.SET_SELECTION_OWNER: Tracker._selection_owner,
+    op.INTERN_ATOM: Tracker._intern,
+    op.CREATE_PIXMAP: Tracker._create_pixmap,
+    op.FREE_PIXMAP: Tracker._free_pixmap,
+    op.CREATE_GC: Tracker._create_gc,
+    op.CHANGE_GC: Tracker._change_gc,
+    op.COPY_GC: Tracker._copy_gc,
+    op.SET_CLIP_RECTANGLES: Tracker._gc_list,
+    op.SET_DASHES: Tracker._gc_list,
+    op.FREE_GC: Tracker._free_gc,
+    op.OPEN_FONT: Tracker._open_font,
+    op.CLOSE_FONT: Tracker._close_font,
+    op.CREATE_CURSOR: Tracker._create_cursor,
+    op.CREATE_GLYPH_CURSOR: Tracker._create_cursor,
+    op.RECOLOR_CURSOR: Tracker._recolor_cursor,
+    op.FREE_CURSOR: Tracker._free_cursor,
+    op.CREATE_COLORMAP: Tracker._create_colormap,
+    op.FREE_COLORMAP: Tracker._free_colormap,
+    op.ALLOC_COLOR: Tracker._alloc,
+    op.ALLOC_NAMED_COLOR: Tracker._alloc,
+    op.FREE_COLORS: Tracker._free_colors,
+    op.GRAB_BUTTON: Tracker._grab,
+    op.GRAB_KEY: Tracker._grab,
+    op.UNGRAB_BUTTON: Tracker._ungrab,
+    op.UNGRAB_KEY: Tracker._ungrab,
+    op.SET_INPUT_FOCUS: Tracker._set_focus,
+    op.GRAB_SERVER: Tracker._server_grab,
+    op.UNGRAB_SERVER: Tracker._server_grab,
+    op.QUERY_EXTENSION: Tracker._query_extension,
+}
