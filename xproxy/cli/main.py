@@ -204,7 +204,10 @@ async def serve_movable(reactor, args: argparse.Namespace) -> int:  # type: igno
 
     await running(reactor)
     options = ServeOptions(target=args.target, display=args.display, tcp=args.tcp,
-                           tcp_interface=args.tcp_interface)
+                           tcp_interface=args.tcp_interface,
+                           # an X server's unix socket (a link agent's) is no display name
+                           upstream_endpoint=f"unix:path={args.target}"
+                           if args.target.startswith("/") else None)
     try:
         server = MovableDisplay(reactor, options)
         name = await server.start()
