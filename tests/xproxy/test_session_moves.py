@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -29,7 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def two_displays(tmp_path):
     """Two Xvfb of one screen size, a few clients already on the second (so its resource
     bases differ), one Xauthority with both cookies, and a private runtime directory."""
-    for program in ("Xvfb", "xdotool", "xwininfo", "xlogo", "xclock"):
+    for program in ("Xvfb", "xdotool", "xwininfo", "xwd", "xlogo", "xclock"):
         require(program)
     a, b = start_xvfb(screen="1024x768x24"), start_xvfb(screen="1024x768x24")
     others: list[subprocess.Popen] = []
@@ -103,6 +104,31 @@ def size(env: dict[str, str], window: str) -> tuple[int, int]:
     return int(fields["Width"]), int(fields["Height"])
 
 
+def pixels(env: dict[str, str], window: str) -> bytes:
+    """The window's pixels as xwd reads them (the header, which names the window and its
+    place, left out)."""
+    raw = subprocess.run(["xwd", "-silent", "-id", window], env=env, capture_output=True,
+                         check=True, timeout=30).stdout
+    header_size, ncolors = struct.unpack_from(">I", raw, 0)[0], struct.unpack_from(">I", raw,
+                                                                                   76)[0]
+    data = raw[header_size + 12 * ncolors:]
+    assert len(set(data)) > 1, "an empty or blank window"
+    return data
+
+
+def settled_pixels(env: dict[str, str], window: str, timeout: float = 30) -> bytes:
+    """The window's pixels once two reads a moment apart agree (after its repaint)."""
+    deadline = time.monotonic() + timeout
+    last = pixels(env, window)
+    while True:
+        time.sleep(0.3)
+        now = pixels(env, window)
+        if now == last:
+            return now
+        assert time.monotonic() < deadline, "the window kept changing"
+        last = now
+
+
 def listed(env: dict[str, str]) -> list[dict]:
     r = xproxy(env, "sessions", "--json")
     assert r.returncode == 0, r.stderr
@@ -122,7 +148,7 @@ def stop(program: subprocess.Popen) -> None:
 
 
 def test_run_session_on_a_local_display_and_sessions_lists_it(two_displays) -> None:
-    a, _, env = two_displays
+    a, b, env = two_displays
     logo = start(env, "local", a.name, "xlogo", "-name", "inlocal")
     clock = None
     try:
@@ -134,25 +160,37 @@ def test_run_session_on_a_local_display_and_sessions_lists_it(two_displays) -> N
         assert not session["detached"] and isinstance(session["since"], (int, float))
         assert {"XLogo", "XClock"} <= {c["program"] for c in session["clients"]}, session
         assert xproxy(env, "sessions").stdout.startswith(f"local            {session['display']}")
+        joined = xproxy(env, "run", "--session", "local", "--to", b.name, "--", "xdpyinfo")
+        assert joined.returncode == 0, joined.stderr
+        assert f"session local is shown on {a.name}; the program joins it there" in \
+            joined.stderr
+        assert f"name of display:    {session['display']}" in joined.stdout
     finally:
         stop(logo)
         if clock is not None:
             stop(clock)
+    deadline = time.monotonic() + 60  # unused, the session ends by itself
+    while listed(env):
+        assert time.monotonic() < deadline, "the session outlived its programs"
+        time.sleep(0.5)
 
 
 def test_detach_then_attach_elsewhere_keeps_the_program_running(two_displays) -> None:
     a, b, env = two_displays
     clock = start(env, "away", a.name, "xclock", "-name", "traveller", "-update", "1",
                   "-geometry", "210x190")
+    logo = start(env, "away", a.name, "xlogo", "-name", "still", "-geometry", "150x120")
     try:
         window = wait_window(a.env, "traveller", clock)
         before = size(a.env, window)
+        picture = settled_pixels(a.env, wait_window(a.env, "still", logo))
 
         r = xproxy(env, "detach", "away")
         assert r.returncode == 0, r.stderr
-        assert r.stdout.startswith("detached away: 1 client on a headless display"), r.stdout
+        assert r.stdout.startswith("detached away: 2 clients on a headless display"), r.stdout
         wait_gone(a.env, "traveller")
-        assert clock.poll() is None
+        wait_gone(a.env, "still")
+        assert clock.poll() is None and logo.poll() is None
         [session] = listed(env)
         assert session["detached"] and session["shown_on"] == "(detached)"
         described = ask(os.path.join(env["XDG_RUNTIME_DIR"], "xtransparency", "sessions",
@@ -162,10 +200,11 @@ def test_detach_then_attach_elsewhere_keeps_the_program_running(two_displays) ->
 
         r = xproxy(env, "attach", "away", "--to", b.name)
         assert r.returncode == 0, r.stderr
-        assert r.stdout.startswith(f"moved 1 client to {b.name} in "), r.stdout
+        assert r.stdout.startswith(f"moved 2 clients to {b.name} in "), r.stdout
         window = wait_window(b.env, "traveller", clock)
         assert size(b.env, window) == before
-        assert clock.poll() is None
+        assert settled_pixels(b.env, wait_window(b.env, "still", logo)) == picture
+        assert clock.poll() is None and logo.poll() is None
         [session] = listed(env)
         assert not session["detached"] and session["shown_on"] == b.name
         deadline = time.monotonic() + 30
@@ -174,6 +213,7 @@ def test_detach_then_attach_elsewhere_keeps_the_program_running(two_displays) ->
             time.sleep(0.1)
     finally:
         stop(clock)
+        stop(logo)
 
 
 @pytest.fixture(scope="module")
