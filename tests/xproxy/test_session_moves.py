@@ -292,8 +292,13 @@ def test_a_move_to_nowhere_changes_nothing(two_displays) -> None:
         assert windows(a.env, "stayer") and logo.poll() is None
         [session] = listed(env)
         assert session["shown_on"] == a.name
+        r = xproxy(env, "move", session["display"], "--to", ":4321")  # by its display
+        assert r.returncode == 1 and "session stay:" in r.stderr, (r.stdout, r.stderr)
+        assert windows(a.env, "stayer") and logo.poll() is None
         r = xproxy(env, "move", "nosuch", "--to", a.name)
         assert r.returncode == 1 and "no session nosuch" in r.stderr
+        r = xproxy(env, "move", ":4322", "--to", "@home")  # no session: no link agent to hold
+        assert r.returncode == 2 and "a move over the link needs a session" in r.stderr
     finally:
         stop(logo)
 
