@@ -4,7 +4,8 @@ interleaved, requests pipelined in batches. Prints one JSON line: counts and any
 Each batch: InternAtom (known and new names), ChangeProperty on its own window (a
 PropertyNotify event), ChangeProperty on a window that does not exist (BadWindow), AllocColor,
 GetAtomName of an atom that does not exist (BadAtom), InternAtom again, QueryExtension,
-GetInputFocus. Every reply and error must come for exactly the request expected next, with its
+GetInputFocus. With SEQCHECK_UNTIL_FILE set, it runs until that file exists (at most
+SEQCHECK_ROUNDS batches), so something can happen to the connection meanwhile. Every reply and error must come for exactly the request expected next, with its
 sequence number; and the sequence numbers of all messages, widened as xcb does, must never go
 down.
 """
@@ -86,7 +87,10 @@ def main() -> int:
     problems: list[str] = []
     counts = {"replies": 0, "errors": 0, "events": 0}
     last_full = 0
+    until = os.environ.get("SEQCHECK_UNTIL_FILE")  # else: stop once this file exists
     for round_ in range(int(os.environ.get("SEQCHECK_ROUNDS", "20"))):
+        if until and os.path.exists(until):
+            break
         for i in range(5):
             batch.append(intern(b"WM_NAME"))
             batch.append(intern(f"SEQCHECK_{(round_ + i) % 7}".encode()))

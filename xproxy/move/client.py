@@ -81,6 +81,7 @@ class VirtualClient:
                 else:
                     mapping.reply(buf, opcode, minor)
             self.tracker.reply(vseq, buf)
+            self.tracker.confirm(vseq)
         elif kind == op.ERROR:
             self._request_of(vseq, final=True)
             if not mapping.identity:
@@ -94,6 +95,7 @@ class VirtualClient:
             if kind & op.EVENT_CODE_MASK == op.KEYMAP_NOTIFY:
                 return bytes(buf)
             vseq = min(max(vseq, self.last_seq), self.seq)
+            self.tracker.confirm(vseq)
         self.last_seq = vseq
         if self._u16.unpack_from(buf, 2)[0] != vseq & 0xFFFF:
             self._u16.pack_into(buf, 2, vseq & 0xFFFF)

@@ -149,8 +149,9 @@ class Upstream(protocol.Protocol):
             client.from_server(msg, self.virtual_seq(seq))
         elif kind == op.ERROR:
             self.errors += 1
-            log.debug("error {c} for request {m} while making a client again",
-                      c=msg[1], m=msg[10])
+            log.debug("error {c} for request {m}.{n} (value 0x{v:x}) while making a client "
+                      "again", c=msg[1], m=msg[10], n=msg[8],
+                      v=struct.unpack_from(self.endian + "I", msg, 4)[0])
         elif kind != op.REPLY:
             self.early.append(msg)
 

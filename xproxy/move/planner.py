@@ -245,7 +245,10 @@ def recreate(tracker: Tracker, results: dict[tuple, bytes | None], target: Serve
                 + data[y * stride : (y + h) * stride]))
     # cursors
     for cursor in tracker.cursors.values():
+        closed = [font for font in cursor.fonts if u32(font, 4)[0] not in tracker.fonts]
+        out.extend(closed)
         out.append(cursor.create)
+        out.extend(b.request(op.CLOSE_FONT, 0, font[4:8]) for font in closed)
         if cursor.recolor is not None:
             out.append(cursor.recolor)
     # GCs

@@ -8,7 +8,9 @@ by what the client holds, and a freed resource is forgotten.
 from __future__ import annotations
 
 import struct
+from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..x11 import opcodes as op
 from . import fields as f
@@ -63,6 +65,9 @@ class Cursor:
     create: bytes
     recolor: bytes | None = None
     pixmaps: tuple[int, ...] = ()
+    #: OpenFont requests of the fonts a glyph cursor was made from (which the client may
+    #: close once the cursor is made, as Xlib does): opened again around a move's CreateGlyphCursor
+    fonts: tuple[bytes, ...] = ()
 
 
 class Tracker:
@@ -91,6 +96,8 @@ class Tracker:
         self.atom_names: dict[int, bytes] = {}  # virtual atom -> name, from InternAtom
         self.atoms_used: set[int] = set()  # atoms in the client's requests
         self._pending: dict[int, tuple[int, bytes]] = {}  # seq -> (opcode, request)
+        #: creations not yet known to have worked: (seq, table, id), oldest first
+        self._unconfirmed: deque[tuple[int, dict[int, Any], int]] = deque()
 
     # -- requests ---------------------------------------------------------------------------
     def request(self, seq: int, msg: bytes, ext_name: str | None = None) -> bytes | None:
@@ -103,8 +110,18 @@ class Tracker:
             return None  # a big request: PutImage, a long property; nothing to note
         handler = _HANDLERS.get(opcode)
         if handler is not None:
-            return handler(self, seq, msg)
+            out = handler(self, seq, msg)
+            table = _CREATES.get(opcode)
+            if table is not None:
+                self._unconfirmed.append((seq, getattr(self, table), self._word(msg, 4)))
+            return out
         return None
+
+    def confirm(self, seq: int) -> None:
+        """The server has sent a message numbered `seq`: requests before it worked."""
+        q = self._unconfirmed
+        while q and q[0][0] < seq:
+            q.popleft()
 
     def _word(self, msg: bytes, at: int) -> int:
         return self._u32(msg, at)[0] if at + 4 <= len(msg) else 0
@@ -266,8 +283,14 @@ class Tracker:
         self.fonts.pop(self._word(msg, 4), None)
 
     def _create_cursor(self, seq: int, msg: bytes) -> None:
-        pixmaps = (self._word(msg, 8), self._word(msg, 12)) if msg[0] == op.CREATE_CURSOR else ()
-        self.cursors[self._word(msg, 4)] = Cursor(msg, None, pixmaps)
+        pixmaps: tuple[int, ...] = ()
+        fonts: tuple[bytes, ...] = ()
+        if msg[0] == op.CREATE_CURSOR:
+            pixmaps = (self._word(msg, 8), self._word(msg, 12))
+        else:
+            ids = {self._word(msg, 8), self._word(msg, 12)} - {0}
+            fonts = tuple(self.fonts[i] for i in sorted(ids) if i in self.fonts)
+        self.cursors[self._word(msg, 4)] = Cursor(msg, None, pixmaps, fonts)
 
     def _recolor_cursor(self, seq: int, msg: bytes) -> None:
         c = self.cursors.get(self._word(msg, 4))
@@ -372,8 +395,13 @@ class Tracker:
                 self.default_cells[(cmap, pixel)] = request
 
     def no_reply(self, seq: int) -> None:
-        """The request numbered `seq` ended in an error."""
+        """The request numbered `seq` ended in an error: what it made does not exist."""
         self._pending.pop(seq, None)
+        self.confirm(seq)
+        q = self._unconfirmed
+        if q and q[0][0] == seq:
+            _, table, rid = q.popleft()
+            table.pop(rid, None)
 
     def selection_lost(self, selection: int) -> None:
         self.selections.pop(selection, None)
@@ -387,6 +415,12 @@ class Tracker:
 
     def depths_used(self) -> set[int]:
         return {p.depth for p in self.pixmaps.values()}
+
+
+#: Requests that make a resource (id at offset 4) -> the tracker's table of them.
+_CREATES = {op.CREATE_WINDOW: "windows", op.CREATE_PIXMAP: "pixmaps", op.CREATE_GC: "gcs",
+            op.OPEN_FONT: "fonts", op.CREATE_CURSOR: "cursors",
+            op.CREATE_GLYPH_CURSOR: "cursors", op.CREATE_COLORMAP: "colormaps"}
 
 
 def _atoms_in(*offsets: int):  # type: ignore[no-untyped-def]
