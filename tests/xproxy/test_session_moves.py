@@ -174,6 +174,21 @@ def test_run_session_on_a_local_display_and_sessions_lists_it(two_displays) -> N
         time.sleep(0.5)
 
 
+def test_runs_started_together_share_one_session(two_displays) -> None:
+    a, _, env = two_displays
+    runs = [subprocess.Popen([*XPROXY, "run", "--session", "together", "--to", a.name, "--",
+                              "xdpyinfo"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    names = set()
+    for r in runs:
+        out, err = r.communicate(timeout=120)
+        assert r.returncode == 0, err
+        names |= {line.split()[-1] for line in out.splitlines()
+                  if line.startswith("name of display:")}
+    [session] = listed(env)
+    assert names == {session["display"]}
+
+
 def test_detach_then_attach_elsewhere_keeps_the_program_running(two_displays) -> None:
     a, b, env = two_displays
     clock = start(env, "away", a.name, "xclock", "-name", "traveller", "-update", "1",

@@ -50,6 +50,9 @@ START_TIMEOUT = 30.0
 DESCRIBE_TIMEOUT = 10.0
 MOVE_TIMEOUT = 120.0
 
+#: How long a connection to the control socket may take to send its request line.
+REQUEST_TIMEOUT = 30.0
+
 #: How often the session looks at whether it is still used (the engine's describe).
 WATCH_INTERVAL = 1.0
 
@@ -371,6 +374,7 @@ class _Control(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         agent: SessionAgent = self.server.agent  # type: ignore[attr-defined]
         sock: socket.socket = self.request
+        sock.settimeout(REQUEST_TIMEOUT)
         line = read_line(sock)
         if line is None:
             self._reply({"ok": False, "error": f"expected one request line "
@@ -385,6 +389,7 @@ class _Control(socketserver.BaseRequestHandler):
             self._reply(agent.handle(req))
             return
         agent.run_started()
+        sock.settimeout(None)
         try:
             self._reply({"ok": True, "display": agent.movable.display,
                          "xauthority": agent.xauthority, "shown_on": agent.where()})
