@@ -11,7 +11,8 @@ bookkeeping costs beside the plain relay, and the memory per tracked client.
    direct, the plain relay (`xproxy serve`), a movable display (`xproxy serve --movable`);
    each cell the median of each round's rate / direct.
 3. Memory: the resident memory of a plain relay and of a movable display with N xlogo
-   clients connected, over the same at rest: per client, and what tracking adds.
+   clients connected, over the same at rest: per client, and what tracking adds; and the
+   session process's own.
 
     .venv/bin/python benchmarks/move.py [--rounds N] [--moves N] [--clients N]
 """
@@ -41,6 +42,8 @@ PROGRAMS = {
     "gtk3-demo": (["gtk3-demo"], "Gtk3-demo"),
 }
 GTK_ENV = {"NO_AT_BRIDGE": "1", "GDK_BACKEND": "x11"}
+#: The resident memory of each session process (session/agent.py), KiB.
+SESSION_RSS: list[int] = []
 
 
 def rss_kib(pid: int) -> int:
@@ -73,6 +76,10 @@ def move_times(name: str, argv: list[str], cls: str, a: Xvfb, b: Xvfb, env: dict
         except (RuntimeError, subprocess.TimeoutExpired) as err:
             return f"{err}"
         time.sleep(1.0)  # let it finish its start (GTK keeps talking after the map)
+        entry = os.path.join(env["XDG_RUNTIME_DIR"], "xtransparency", "sessions",
+                             f"{session}.json")
+        with open(entry) as f:
+            SESSION_RSS.append(rss_kib(json.load(f)["pid"]))
         for i in range(moves):
             to = b if i % 2 == 0 else a
             start = time.monotonic()
@@ -223,6 +230,9 @@ def main() -> int:
                                   ("xproxy serve --movable", movable, movable_display)):
             rest, per = memory(p.pid, dict(env, DISPLAY=display), args.clients)
             out.append(f"| {label} | {rest:.1f} MB | {per:.0f} KiB |")
+        if SESSION_RSS:
+            out.append(f"\nsession process (session/agent.py, beside its movable display): "
+                       f"{statistics.median(SESSION_RSS) / 1024:.1f} MB resident")
         out.append(f"\nmachine: {os.cpu_count()} cores, {os.uname().sysname} "
                    f"{os.uname().release}, load average {os.getloadavg()[0]:.1f} at the end")
         print("\n".join(out))
