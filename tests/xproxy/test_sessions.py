@@ -245,3 +245,16 @@ def _via(up: agent.Upstream) -> str:
         threading.Timer(30, lambda p=path: os.path.exists(p) and os.unlink(p)).start()
         return f":{n}"
     raise AssertionError("no free display number")
+
+
+def test_the_session_commands_and_the_session_process_import_no_twisted() -> None:
+    """`run --session`, `move`, `sessions` and the session process only steer the engine:
+    no reactor to import (a quarter of a second) before a program starts."""
+    code = ("import sys; from xproxy.cli import main, sessions; import xproxy.session.client, "
+            "xproxy.session.agent; "
+            "main.build_parser().parse_args(['run', '--session', 'x', '--to', ':1', '--', 'true']); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('twisted', 'OpenSSL', 'cryptography', 'zope')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         check=True, env=dict(os.environ, PYTHONPATH=ROOT)).stdout
+    assert out.strip() == "[]"
