@@ -287,9 +287,13 @@ def test_move_over_the_link_from_one_display_host_to_another(two_hosts) -> None:
         assert logo.poll() is None
         [session] = json.loads(app.xproxy("sessions", "--json").stdout)
         assert session["shown_on"] == "@home"
-        r = app.xproxy("move", "roaming", "--to", "@office", timeout=180)  # and back
+        r = app.xproxy("detach", "roaming", timeout=180)  # off both, then back over the link
         assert r.returncode == 0, r.stderr
-        wait_window(office.env, "roamer", logo)
+        wait_gone(home.env, "roamer")
+        r = app.xproxy("attach", "roaming", "--to", "@office", timeout=180)
+        assert r.returncode == 0, r.stderr
+        window = wait_window(office.env, "roamer", logo)
+        assert size(office.env, window) == before
         assert logo.poll() is None
     finally:
         if logo.poll() is None:
