@@ -66,3 +66,21 @@ def event(e: str, seq: int, code: int = 12) -> bytes:
 
 def generic_event(e: str, seq: int, extension: int, words: int) -> bytes:
     return struct.pack(e + "BBHIH22x", 35, extension, seq & 0xFFFF, words, 1) + b"\xab" * (4 * words)
+
+
+def setup_with_screen(e: str, base: int = 0x200000, mask: int = 0x1FFFFF, root: int = 0x50D,
+                      colormap: int = 0x20, size: tuple[int, int] = (1024, 768),
+                      depth: int = 24, visuals: tuple[tuple[int, int], ...] = ((0x21, 4),),
+                      formats: tuple[tuple[int, int], ...] = ((1, 1), (24, 32))) -> bytes:
+    """A successful setup reply with one screen: `visuals` are (id, class) at `depth`, the
+    first the root visual; `formats` are (depth, bits per pixel) pixmap formats."""
+    vendor = pad(b"Test")
+    masks = {24: (0xFF0000, 0xFF00, 0xFF), 16: (0xF800, 0x7E0, 0x1F)}.get(depth, (0, 0, 0))
+    fmt = b"".join(struct.pack(e + "BBB5x", d, bpp, 32) for d, bpp in formats)
+    vis = b"".join(struct.pack(e + "IBBHIII4x", vid, cls, 8, 256, *masks) for vid, cls in visuals)
+    screen = struct.pack(e + "IIIIIHHHHHHIBBBB", root, colormap, 0xFFFFFF, 0, 0, size[0],
+                         size[1], 300, 200, 1, 1, visuals[0][0], 0, 0, depth, 1)
+    screen += struct.pack(e + "BxH4x", depth, len(visuals)) + vis
+    body = struct.pack(e + "IIIIHHBBBBBBBB4x", 12101011, base, mask, 256, 4, 65535, 1,
+                       len(formats), 0, 0, 32, 32, 8, 255) + vendor + fmt + screen
+    return struct.pack(e + "BxHHH", 1, 11, 0, len(body) // 4) + body

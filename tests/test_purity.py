@@ -34,7 +34,9 @@ PURE = sorted(
     {".".join((package, *p.relative_to(ROOT.joinpath(*package.split("."))).with_suffix("").parts))
      for package in PURE_PACKAGES
      for p in ROOT.joinpath(*package.split(".")).rglob("*.py") if p.stem != "__init__"} | {
-        "xproxy.link.protocol", "xproxy.session.core",
+        "xproxy.link.protocol",
+        "xproxy.move.fields", "xproxy.move.mapping", "xproxy.move.tracker",
+        "xproxy.move.planner", "xproxy.move.client", "xproxy.session.core",
         "discovery.registry", "discovery.guard", "discovery.schema", "discovery.pacing",
         "discovery.etcdkeys", "discovery.wire", "discovery.browsing", "discovery.journal",
         "replicaclient.policy", "replicaclient.sync", "replicaclient.handoff",

@@ -220,8 +220,8 @@ SHAPE_REQUEST_FIELDS: Final[dict[int, Fields]] = {
 }
 SHAPE_REPLY_REQUESTS: Final = frozenset({SHAPE_QUERY_VERSION, SHAPE_QUERY_EXTENTS,
                                          SHAPE_INPUT_SELECTED, SHAPE_GET_RECTANGLES})
-#: ShapeNotify: window at 4, server time at 20.
-SHAPE_EVENT_FIELDS: Fields = ((4, RES), (20, TIME))
+#: ShapeNotify: window at 4, server time at 16.
+SHAPE_EVENT_FIELDS: Fields = ((4, RES), (16, TIME))
 
 #: Extensions a movable display lets clients see, with how many event and error codes each
 #: takes. Everything else is hidden (QueryExtension answers absent).
