@@ -301,13 +301,22 @@ def test_move_over_the_link_from_one_display_host_to_another(two_hosts) -> None:
             logo.wait(30)
 
 
-def test_a_move_to_nowhere_changes_nothing(two_displays) -> None:
+def test_a_move_to_nowhere_or_to_another_depth_changes_nothing(two_displays) -> None:
     a, _, env = two_displays
+    r = xproxy(env, "run", "--session", "never", "--to", ":4321", "--", "true")
+    assert r.returncode == 1 and "display :4321 does not answer" in r.stderr, r.stderr
+    assert listed(env) == []
     logo = start(env, "stay", a.name, "xlogo", "-name", "stayer")
+    shallow = start_xvfb(screen="1024x768x16")
     try:
+        subprocess.run(["xauth", "-f", env["XAUTHORITY"], "merge", shallow.xauthority],
+                       check=True, capture_output=True)
         wait_window(a.env, "stayer", logo)
         r = xproxy(env, "move", "stay", "--to", ":4321")
-        assert r.returncode == 1 and "session stay:" in r.stderr, (r.stdout, r.stderr)
+        assert r.returncode == 1 and "display :4321 does not answer" in r.stderr, r.stderr
+        r = xproxy(env, "move", "stay", "--to", shallow.name)
+        assert r.returncode == 1 and "session stay:" in r.stderr and "depth" in r.stderr, \
+            r.stderr
         assert windows(a.env, "stayer") and logo.poll() is None
         [session] = listed(env)
         assert session["shown_on"] == a.name
@@ -320,6 +329,7 @@ def test_a_move_to_nowhere_changes_nothing(two_displays) -> None:
         assert r.returncode == 2 and "a move over the link needs a session" in r.stderr
     finally:
         stop(logo)
+        shallow.stop()
 
 
 if __name__ == "__main__":

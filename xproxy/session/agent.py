@@ -118,6 +118,7 @@ def open_upstream(label: str, linger: float | None = None) -> Upstream:
     """The upstream `label` names, opened: for an exported display, the link agent for it
     (started if none runs, as `xproxy run` starts it) held for as long as the upstream is."""
     if target_kind(label) is TargetKind.DISPLAY:
+        _check_display(label)
         return Upstream(label, label)
     from ..run import client as run_client
     from ..run.paths import LinkMode, RunError, control_path
@@ -134,6 +135,23 @@ def open_upstream(label: str, linger: float | None = None) -> Upstream:
     except _NotHeld as err:
         raise SessionError(f"the link agent for {label} did not answer: {err}") from None
     return Upstream(label, path, hold=sock)
+
+
+def _check_display(label: str) -> None:
+    """SessionError unless display `label` takes connections: the engine connects for each
+    client, so a session of no clients would go anywhere without a word."""
+    from ..x11.display import parse_display
+
+    display = parse_display(label)
+    family, address = ((socket.AF_UNIX, display.socket_path) if display.is_local
+                       else (socket.AF_INET6 if ":" in display.host else socket.AF_INET,
+                             (display.host, display.tcp_port)))
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(DESCRIBE_TIMEOUT)
+        try:
+            s.connect(address)
+        except OSError as err:
+            raise SessionError(f"display {label} does not answer: {err}") from None
 
 
 class _NotHeld(Exception):
