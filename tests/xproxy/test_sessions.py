@@ -109,6 +109,8 @@ class StandIn(agent.Movable):
         return True
 
     def request(self, obj: dict[str, Any], timeout: float) -> dict[str, Any]:
+        if obj["op"] == "count":
+            return {"ok": True, "clients": 1}
         if obj["op"] == "describe":
             return {"ok": True, "display": self.display, "target": self.moves[-1],
                     "since": 1.0, "geometry": [640, 480], "depth": 16,

@@ -355,12 +355,14 @@ class SessionAgent:
             if self.runs:
                 lifetime.observe(time.monotonic(), self.runs, 0)
                 continue
-            with self.ops:  # not in the middle of a move
-                described = self.describe()
-            clients = described.get("clients") if described.get("ok") else None
-            if clients is None:
+            try:
+                counted = self.movable.request({"op": "count"}, DESCRIBE_TIMEOUT)
+            except SessionError:
                 continue  # busy: ask again
-            if lifetime.observe(time.monotonic(), self.runs, len(clients)):
+            clients = counted.get("clients")
+            if not isinstance(clients, int):
+                continue
+            if lifetime.observe(time.monotonic(), self.runs, clients):
                 return f"unused for {self.linger:g} s"
         return "asked to stop"
 
