@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from testing.wanlab import ROOT, WanLab
-from testing.xserver import require
+from testing.xserver import require, start_xvfb
 from xproxy.session import agent, headless, index
 from xproxy.session.core import DETACHED, SessionError
 
@@ -127,11 +127,20 @@ class StandIn(agent.Movable):
 
 
 @pytest.fixture
-def session(runtime):
+def screens():
+    """Two displays for the session to be shown on (the stand-in engine draws nothing)."""
     require("Xvfb")
+    first, second = start_xvfb(), start_xvfb()
+    yield first.name, second.name
+    first.stop()
+    second.stop()
+
+
+@pytest.fixture
+def session(runtime, screens):
     s = agent.SessionAgent("work")
     s.movable = StandIn()
-    s.start(":5")
+    s.start(screens[0])
     watcher = threading.Thread(target=s.watch, daemon=True)
     watcher.start()
     try:
@@ -147,10 +156,11 @@ def _ask(s: agent.SessionAgent, **req: Any) -> dict[str, Any]:
 
 
 def test_detach_starts_a_headless_display_of_the_sessions_screen_and_attach_stops_it(
-        session) -> None:
+        session, screens) -> None:
+    first, second = screens
     engine: StandIn = session.movable  # type: ignore[assignment]
-    assert _ask(session, op="attach", to=":6") == {
-        "ok": False, "error": "session work is not detached (it is shown on :5; "
+    assert _ask(session, op="attach", to=second) == {
+        "ok": False, "error": f"session work is not detached (it is shown on {first}; "
                               "`xproxy move` moves it)"}
     reply = _ask(session, op="detach")
     assert reply["ok"] and reply["to"] == DETACHED, reply
@@ -164,29 +174,29 @@ def test_detach_starts_a_headless_display_of_the_sessions_screen_and_attach_stop
     assert screen is not None and screen.process.poll() is None
 
     engine.refuse = "a 16-bit target"  # a refused attach keeps the session where it was
-    assert _ask(session, op="attach", to=":6") == {"ok": False, "error": "a 16-bit target"}
+    assert _ask(session, op="attach", to=second) == {"ok": False, "error": "a 16-bit target"}
     assert screen.process.poll() is None and session.upstream.headless is screen
 
     engine.refuse = None
-    reply = _ask(session, op="attach", to=":6")
-    assert reply["ok"] and reply["to"] == ":6" and engine.moves[-1] == ":6"
+    reply = _ask(session, op="attach", to=second)
+    assert reply["ok"] and reply["to"] == second and engine.moves[-1] == second
     _until(lambda: screen.process.poll() is not None, "the headless Xvfb outlived the attach")
     described = _ask(session, op="describe")
-    assert not described["detached"] and described["shown_on"] == ":6"
+    assert not described["detached"] and described["shown_on"] == second
 
 
-def test_sessions_lists_the_session_with_its_clients(session, runtime) -> None:
+def test_sessions_lists_the_session_with_its_clients(session, runtime, screens) -> None:
     env = dict(os.environ, PYTHONPATH=ROOT)
     r = subprocess.run([sys.executable, "-m", "xproxy.cli", "sessions", "--json"], env=env,
                        cwd=ROOT, capture_output=True, text=True, check=False, timeout=60)
     assert r.returncode == 0, r.stderr
     [listed] = json.loads(r.stdout)
     assert listed["name"] == "work" and listed["display"] == ":77"
-    assert listed["shown_on"] == ":5" and not listed["detached"]
+    assert listed["shown_on"] == screens[0] and not listed["detached"]
     assert [c["program"] for c in listed["clients"]] == ["XClock"]
     r = subprocess.run([sys.executable, "-m", "xproxy.cli", "sessions"], env=env, cwd=ROOT,
                        capture_output=True, text=True, check=False, timeout=60)
-    assert r.stdout.startswith("work             :77    on :5 since "), r.stdout
+    assert r.stdout.startswith(f"work             :77    on {screens[0]} since "), r.stdout
     assert r.stdout.rstrip().endswith("1 client: XClock")
 
 
