@@ -197,7 +197,7 @@ def test_detach_then_attach_elsewhere_keeps_the_program_running(two_displays) ->
     try:
         window = wait_window(a.env, "traveller", clock)
         before = size(a.env, window)
-        logo = start(env, "away", a.name, "xlogo", "-name", "still", "-geometry", "150x120")
+        logo = start(env, "away", a.name, "xlogo", "-name", "still", "-geometry", "150x120+400+300")
         picture = settled_pixels(a.env, wait_window(a.env, "still", logo))
 
         r = xproxy(env, "detach", "away")
