@@ -217,7 +217,10 @@ def sessions(args: argparse.Namespace) -> int:
         print("no sessions (`xproxy run --session NAME --to TARGET -- COMMAND` starts one)")
     for s in found:
         since = s["since"]
-        text = time.strftime("%H:%M:%S", time.localtime(since)) \
-            if isinstance(since, (int, float)) else "?"
+        if isinstance(since, (int, float)):
+            today = time.localtime().tm_yday == time.localtime(since).tm_yday
+            text = time.strftime("%H:%M:%S" if today else "%Y-%m-%d %H:%M", time.localtime(since))
+        else:
+            text = "?"
         print(format_listing(s, text))
     return 0
