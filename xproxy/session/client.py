@@ -218,7 +218,7 @@ def sessions(args: argparse.Namespace) -> int:
     for s in found:
         since = s["since"]
         if isinstance(since, (int, float)):
-            today = time.localtime().tm_yday == time.localtime(since).tm_yday
+            today = time.strftime("%F") == time.strftime("%F", time.localtime(since))
             text = time.strftime("%H:%M:%S" if today else "%Y-%m-%d %H:%M", time.localtime(since))
         else:
             text = "?"
