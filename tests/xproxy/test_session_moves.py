@@ -164,6 +164,9 @@ def test_run_session_on_a_local_display_and_sessions_lists_it(two_displays) -> N
         assert f"session local is shown on {a.name}; the program joins it there" in \
             joined.stderr
         assert f"name of display:    {session['display']}" in joined.stdout
+        status = xproxy(env, "run", "--session", "local", "--to", a.name, "--", "sh", "-c",
+                        "exit 7")
+        assert status.returncode == 7, status.stderr
     finally:
         stop(logo)
         if clock is not None:
