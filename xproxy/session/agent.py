@@ -331,6 +331,8 @@ class SessionAgent:
         described = self.movable.request({"op": "describe"}, DESCRIBE_TIMEOUT)
         if not described.get("ok"):
             raise SessionError(f"cannot describe the session: {described.get('error')}")
+        if not described.get("clients"):
+            raise SessionError(f"session {self.name} has no programs to detach")
         width, height, depth = headless_screen(described)
         screen = headless.start(width, height, depth, self.xauthority)
         self.say(f"headless {screen.display} started ({width}x{height}x{depth})")
