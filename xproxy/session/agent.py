@@ -231,6 +231,9 @@ class Movable:
 
 
 class SessionAgent:
+    """One session: its engine, where it is shown, its runs; requests come from the control
+    socket's threads, moves are done one at a time (`ops`)."""
+
     def __init__(self, name: str, linger: float = DEFAULT_LINGER,
                  link_linger: float | None = None) -> None:
         self.name = name
