@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEBS := xvfb x11-apps x11-utils xauth xdotool xterm socat iproute2 openssh-server openssh-client xtrace etcd-server etcd-client featherpad qterminal
+DEBS := xvfb x11-apps x11-utils xauth xdotool xterm zenity socat iproute2 openssh-server openssh-client xtrace etcd-server etcd-client featherpad qterminal
 
 .PHONY: install debs test check demo bench lint clean
 

@@ -2,7 +2,8 @@
 ChangeProperty appending the round's number to a property of its window, sent in batches
 without reading anything, then one GetProperty. Prints one JSON line: whether the property
 holds every number in order (nothing lost, nothing twice) and how many it holds. It says
-"drawing" on a line first, once connected.
+"drawing" on a line once it has sent 140000 requests (more than 16 bits count) without
+reading anything, and goes on.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ def main() -> int:
     while head[0] != 1:  # (an event or error before the InternAtom reply: none expected)
         head = recv_exactly(s, 32)
     atom, = struct.unpack_from("<I", head, 8)
-    print("drawing", flush=True)
     batch = []
     for i in range(n):
         batch.append(struct.pack("<BxHIIhhHH", 70, 5, window, gc, i % 90, i % 90, 10, 10))
@@ -39,6 +39,8 @@ def main() -> int:
         if len(batch) >= 400:
             s.sendall(b"".join(batch))
             batch = []
+        if i == 70000:  # more requests than 16 bits count, and a property over 256 KB
+            print("drawing", flush=True)
     batch.append(struct.pack("<BBHIIIII", 20, 0, 6, window, atom, 0, 0, n + 10))
     s.sendall(b"".join(batch))
     problems = []

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import time
@@ -68,32 +69,41 @@ class Movable:
         return dict(self.env, DISPLAY=self.display)
 
 
-@pytest.fixture
-def movable(servers, tmp_path):
-    a, _b, _c, auth = servers
+def start_movable(target: str, auth: str, tmp_path, name: str = "xproxy") -> Movable:
     runtime = tmp_path / "run"
-    runtime.mkdir(mode=0o700)
+    runtime.mkdir(mode=0o700, exist_ok=True)
     env = dict(os.environ, XAUTHORITY=auth, XDG_RUNTIME_DIR=str(runtime), PYTHONPATH=ROOT)
-    log = str(tmp_path / "xproxy.log")
+    log = str(tmp_path / f"{name}.log")
     with open(log, "w") as err:
-        process = subprocess.Popen([*XPROXY, "serve", "--movable", "--to", a.name, "-v"], env=env,
-                                   stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT)
+        process = subprocess.Popen([*XPROXY, "serve", "--movable", "--to", target, "-v"],
+                                   env=env, stdout=subprocess.PIPE, stderr=err, text=True,
+                                   cwd=ROOT)
     line = process.stdout.readline().strip()
     proxy = Movable(process, line.partition("=")[2], env, log)
     assert line.startswith("ready DISPLAY=:"), proxy.log()
-    started: list[subprocess.Popen] = []
-    proxy.started = started
-    yield proxy
-    for p in started:
+    proxy.started = []
+    return proxy
+
+
+def stop_movable(proxy: Movable) -> None:
+    for p in proxy.started:
         if p.poll() is None:
             p.kill()
             p.wait()
-    process.terminate()
+    proxy.process.terminate()
     try:
-        process.wait(15)
+        proxy.process.wait(15)
     except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+        proxy.process.kill()
+        proxy.process.wait()
+
+
+@pytest.fixture
+def movable(servers, tmp_path):
+    a, _b, _c, auth = servers
+    proxy = start_movable(a.name, auth, tmp_path)
+    yield proxy
+    stop_movable(proxy)
 
 
 def spawn(proxy: Movable, args: list[str], env: dict[str, str], **kw) -> subprocess.Popen:
@@ -249,7 +259,7 @@ def test_sequence_numbers_continue_across_a_move(servers, movable):
 
 def test_a_move_while_drawing_loses_nothing(servers, movable):
     _a, b, _c, _auth = servers
-    flood = subprocess.Popen([sys.executable, FLOOD, "100000"], stdout=subprocess.PIPE,
+    flood = subprocess.Popen([sys.executable, FLOOD, "200000"], stdout=subprocess.PIPE,
                              text=True, env=movable.client_env())
     movable.started.append(flood)
     assert flood.stdout.readline() == "drawing\n"
@@ -258,7 +268,7 @@ def test_a_move_while_drawing_loses_nothing(servers, movable):
     out, _ = flood.communicate(timeout=120)
     result = json.loads(out)
     assert result["ok"], result
-    assert result["count"] == 100000
+    assert result["count"] == 200000
 
 
 def test_a_move_to_a_16_bit_display_is_refused_and_the_program_stays(servers, movable):
@@ -272,7 +282,8 @@ def test_a_move_to_a_16_bit_display_is_refused_and_the_program_stays(servers, mo
     assert logo.poll() is None
     assert top_window(a.name, auth, "staying")
     assert top_window(c.name, auth, "staying") is None
-    moved_ok(movable, b.name)  # still working: it moves where it can go
+    # still working: it moves where it can go (here named by the X server's socket)
+    moved_ok(movable, f"/tmp/.X11-unix/X{b.display}")
     poll(lambda: top_window(b.name, auth, "staying"))
 
 
@@ -296,3 +307,114 @@ def test_describe_names_the_clients(servers, movable):
     assert answer["depth"] == 24
     assert [c["wm_class"] for c in answer["clients"]] == ["XLogo"]
     assert answer["clients"][0]["name"] == "described"
+
+
+def test_every_client_of_the_display_moves_together(servers, movable):
+    a, b, _c, auth = servers
+    for title in ("together-1", "together-2"):
+        spawn(movable, ["xlogo", "-title", title, "-geometry", "80x80+600+600"],
+              movable.client_env())
+        poll(lambda t=title: top_window(a.name, auth, t))
+    r = movable.move(b.name)
+    assert r.returncode == 0 and r.stdout.startswith(f"moved 2 clients to {b.name} in "), r
+    for title in ("together-1", "together-2"):
+        poll(lambda t=title: top_window(b.name, auth, t))
+        assert top_window(a.name, auth, title) is None
+
+
+def rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_client_that_does_not_read_its_replies_is_not_buffered_without_bound(movable):
+    """60 GetImage of the whole root window (3 MB each) and not a byte read: the proxy stops
+    reading the server instead of keeping 180 MB for the client."""
+    sys.path.insert(0, os.path.dirname(SEQCHECK))
+    import seqcheck_client
+
+    env = os.environ.copy()
+    os.environ.update(DISPLAY=movable.display, XAUTHORITY=movable.env["XAUTHORITY"])
+    try:
+        connected = seqcheck_client.connect()
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+    assert connected is not None
+    sock, _base, root, _cmap = connected
+    before = rss(movable.process.pid)
+    get_image = struct.pack("<BBHIhhHHI", 73, 2, 5, root, 0, 0, 1024, 768, 0xFFFFFFFF)
+    sock.sendall(get_image * 60)
+    time.sleep(3)  # (time for the server to answer them all, if nothing held it back)
+    grown = rss(movable.process.pid) - before
+    sock.close()
+    assert grown < 40 << 20, f"the proxy grew by {grown >> 20} MB"
+
+
+@pytest.mark.skipif(shutil.which("zenity") is None, reason="needs zenity (make install)")
+def test_a_gtk3_program_moved_looks_as_when_shown_directly(servers, movable, tmp_path):
+    """zenity (GTK 3, on core X: a movable display hides RENDER, XInput and the rest) shown
+    on B through a display that never moves, then moved from A to B: the same picture."""
+    a, b, _c, auth = servers
+    args = ["zenity", "--info", "--text", "moved or not", "--title", "gtk3"]
+    gtk = {"NO_AT_BRIDGE": "1", "GDK_BACKEND": "x11"}
+    still = start_movable(b.name, auth, tmp_path, "still")
+    try:
+        spawn(still, args, still.client_env() | gtk)
+        wid = poll(lambda: top_window(b.name, auth, "gtk3"))
+        time.sleep(1)
+
+        def settled() -> tuple[int, int, bytes] | None:
+            one = window_image(b.name, auth, wid)
+            return one if one == window_image(b.name, auth, wid) else None
+
+        direct = poll(settled)
+        assert len(set(memoryview(direct[2]).cast("I"))) > 1
+    finally:
+        stop_movable(still)
+    poll(lambda: top_window(b.name, auth, "gtk3") is None)
+    spawn(movable, args, movable.client_env() | gtk)
+    poll(lambda: top_window(a.name, auth, "gtk3"))
+    time.sleep(1)
+    moved_ok(movable, b.name)
+    moved = poll(lambda: top_window(b.name, auth, "gtk3"))
+    poll(lambda: window_image(b.name, auth, moved) == direct, timeout=60)
+
+
+def test_a_selection_and_properties_move_with_their_window(servers, movable):
+    """A python-xlib client owns a selection and set properties; after the move the target
+    says its window owns the selection, and the client still sees its own ids and atoms."""
+    from Xlib import X, Xatom
+
+    _a, b, _c, auth = servers
+    d = xauthfile.open_xlib_display(movable.display, auth)
+    try:
+        w = d.screen().root.create_window(0, 500, 60, 60, 0, d.screen().root_depth,
+                                          event_mask=X.PropertyChangeMask)
+        w.set_wm_name("owner")
+        selection = d.intern_atom("XPROXY_MOVE_TEST")
+        note = d.intern_atom("XPROXY_NOTE")
+        w.change_property(note, Xatom.ATOM, 32, [selection, Xatom.WM_NAME])
+        w.set_selection_owner(selection, X.CurrentTime)
+        w.map()
+        d.sync()
+        moved_ok(movable, b.name)
+        real = poll(lambda: top_window(b.name, auth, "owner"))
+        direct = xauthfile.open_xlib_display(b.name, auth)
+        try:
+            on_b = direct.intern_atom("XPROXY_MOVE_TEST")
+            assert direct.get_selection_owner(on_b).id == real
+            prop = direct.create_resource_object("window", real).get_full_property(
+                direct.intern_atom("XPROXY_NOTE"), Xatom.ATOM)
+            assert list(prop.value) == [on_b, Xatom.WM_NAME]
+        finally:
+            direct.close()
+        # and through the proxy, the client's own values still
+        assert d.get_selection_owner(selection).id == w.id
+        assert list(w.get_full_property(note, Xatom.ATOM).value) == [selection, Xatom.WM_NAME]
+        assert d.intern_atom("XPROXY_MOVE_TEST", only_if_exists=True) == selection
+    finally:
+        d.close()

@@ -328,4 +328,37 @@ def test_recreation_comes_in_dependency_order(e):
     assert struct.unpack_from(e + "II", created_top, 28) == (1, pix)  # its background pixmap
     too_small = parse_server_setup(setup_with_screen(e, size=(8, 8)), e)
     assert recreate(t, results, too_small, iter(range(VBASE | 0x1000, VBASE | 0x2000)), None,
-                    None).reasons
+                    None, target).reasons
+    # (a window already larger than its screen may go to a screen as large)
+    assert not recreate(t, results, too_small, iter(range(VBASE | 0x1000, VBASE | 0x2000)),
+                        None, None, too_small).reasons
+
+
+@pytest.mark.parametrize("e", E)
+def test_a_long_property_is_made_again_in_parts_under_the_request_limit(e):
+    t = Tracker(e, 0x50D, 0x21, 24)
+    t.request(1, window(e, VBASE | 1, 0x50D))
+    t.request(2, req(e, op.CHANGE_PROPERTY, 0, struct.pack(e + "IIIB3xI", VBASE | 1, 39, 6, 32,
+                                                           1) + b"\0" * 4))
+    n = 100_000  # 400 KB: more than one core request holds
+    data = b"".join(struct.pack(e + "I", i) for i in range(n))
+    results = {("tree", VBASE | 1): reply(e, 1, body=struct.pack(e + "IIH", 0x50D, 0x50D, 0)),
+               ("geometry", VBASE | 1): reply(e, 1, 24, struct.pack(e + "IhhHHH", 0x50D, 0, 0,
+                                                                    10, 10, 0)),
+               ("property", VBASE | 1, 39): reply(e, 1, 32, struct.pack(e + "III", 6, 0, n),
+                                                  extra=data)}
+    target = parse_server_setup(setup_with_screen(e, base=RBASE), e)
+    plan = recreate(t, results, target, iter(range(VBASE | 0x1000, VBASE | 0x2000)), None, None)
+    parts = [m for m in plan.requests if m[0] == op.CHANGE_PROPERTY]
+    assert len(parts) > 1 and all(len(m) <= 0xFFFF * 4 for m in plan.requests)
+    assert [m[1] for m in parts] == [0] + [2] * (len(parts) - 1)  # Replace, then Append
+    assert b"".join(m[24:] for m in parts) == data
+
+
+@pytest.mark.parametrize("e", E)
+def test_a_property_set_by_a_big_request_is_noted(e):
+    t = Tracker(e, 0x50D, 0x21, 24)
+    t.request(1, window(e, VBASE | 1, 0x50D))
+    body = struct.pack(e + "IIIB3xI", VBASE | 1, 300, 31, 8, 8) + b"abcdefgh"
+    t.request(2, struct.pack(e + "BBHI", op.CHANGE_PROPERTY, 0, 0, 2 + len(body) // 4) + body)
+    assert t.windows[VBASE | 1].properties == {300}

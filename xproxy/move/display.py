@@ -13,7 +13,9 @@ then closes the old connection; requests that arrived meanwhile are queued and s
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import re
 import struct
 from collections import deque
 from collections.abc import Callable
@@ -28,17 +30,22 @@ from ..x11 import opcodes as op
 from ..x11.connection import AuthPolicy
 from ..x11.display import parse_display
 from ..x11.errors import X11ProtocolError
-from ..x11.framing import HOLD, Buffer, RequestFramer, ServerFramer
+from ..x11.framing import HOLD, PASS, Buffer, RequestFramer, ServerFramer
 from ..x11.setup import STATUS_SUCCESS, SetupRequest, parse_setup_request, setup_failed
 from . import fields as f
 from . import planner
 from .client import VirtualClient
 from .mapping import MASK32, Ext, Mapping
+from .tracker import _HANDLERS
 
 log = Logger(namespace="xproxy")
 
 #: Why reading a client is paused.
 _MOVING, _SERVER_FULL = 1, 2
+#: How long a move waits for a client to finish sending a request it has begun, and for
+#: the servers to answer what it asks to move one client.
+BOUNDARY_TIMEOUT = 10.0
+MOVE_TIMEOUT = 60.0
 
 
 @dataclass
@@ -52,23 +59,39 @@ class MoveResult:
 
 
 class _Requests(RequestFramer):
-    """The client's stream cut into whole requests (the setup request first)."""
+    """The client's stream. Before the client's first move (identity mapping) a request
+    the tracker does not need passes through as it comes (a PutImage streams, counted but
+    not copied); every other one is held whole and goes to `MovableClient.held`, which says
+    what to send in its place. During a move, and after one, every request is held."""
 
-    def __init__(self) -> None:
+    def __init__(self, client: MovableClient) -> None:
         super().__init__()
-        self.out: list[bytes] = []
+        self.client = client
         self.bigreq_major = -1
 
     def _request(self, buf: Buffer, pos: int, opcode: int, size: int, big: bool) -> int:
         if opcode == self.bigreq_major:
             self.big_requests = True  # the client sends big requests only after its Enable
+        c = self.client
+        vc = c.vc
+        if (vc is not None and vc.mapping.identity and opcode not in TRACKED
+                and not c.display.moving and not c.queue
+                and (opcode < op.FIRST_EXTENSION_OPCODE or opcode not in vc.mapping.exts)):
+            vc.seq += 1
+            return PASS
         return HOLD
 
     def _message(self, msg: bytes) -> bytes:
         if self.in_setup:
             self.in_setup = False
-        self.out.append(msg)
-        return b""
+            self.client.setup_received(msg)
+            return b""
+        return self.client.held(msg)
+
+
+#: Requests held whole even before a move: the tracker notes them, or their replies are
+#: rewritten (extensions hidden).
+TRACKED = frozenset(_HANDLERS) | {op.QUERY_EXTENSION, op.LIST_EXTENSIONS}
 
 
 class _Messages(ServerFramer):
@@ -104,6 +127,7 @@ class Upstream(protocol.Protocol):
         self.endian = endian
         self.auth = auth
         self.frames = _Messages(endian)
+        self._u16 = struct.Struct(endian + "H").unpack_from
         self.setup: defer.Deferred[bytes] = defer.Deferred()
         self.sent = 0
         self.segments: deque[tuple[int, int]] = deque([(0, 0)])
@@ -133,6 +157,11 @@ class Upstream(protocol.Protocol):
                 if not self.setup.called:
                     self.setup.callback(msg)
                 continue
+            if msg[0] != op.KEYMAP_NOTIFY:
+                # Widened from the requests sent, as xcb does: a client may send more than
+                # 65536 requests before the server says anything.
+                seq16 = self._u16(msg, 2)[0]
+                seq = self.sent - ((self.sent - seq16) & 0xFFFF)
             self._message(msg, seq)
 
     def _message(self, msg: bytes, seq: int) -> None:
@@ -140,7 +169,8 @@ class Upstream(protocol.Protocol):
         if kind <= op.REPLY:
             d = self.calls.pop(seq, None)
             if d is not None:
-                d.callback(msg if kind == op.REPLY else None)
+                if not d.called:  # (else cancelled: the move gave up waiting)
+                    d.callback(msg if kind == op.REPLY else None)
                 return
         elif self.watch is not None and self.watch(msg):
             return
@@ -161,10 +191,11 @@ class Upstream(protocol.Protocol):
             s.popleft()
         return real + s[0][1]
 
-    def send(self, data: bytes) -> None:
-        """A request of the client's."""
-        self.sent += 1
-        self.transport.write(data)
+    def send(self, data: bytes | memoryview, requests: int = 1) -> None:
+        """Bytes of the client's requests: `requests` of them start in `data`."""
+        self.sent += requests
+        if data:
+            self.transport.write(bytes(data) if isinstance(data, memoryview) else data)
 
     def send_own(self, data: bytes) -> None:
         """A request of the proxy's own, not counted by the client."""
@@ -183,7 +214,8 @@ class Upstream(protocol.Protocol):
         self.closed = True
         calls, self.calls = self.calls, {}
         for d in calls.values():
-            d.errback(ConnectionError("the X server closed the connection"))
+            if not d.called:
+                d.errback(ConnectionError("the X server closed the connection"))
         if not self.setup.called:
             self.setup.errback(ConnectionError("the X server closed the connection"))
         if self.client is not None:
@@ -201,17 +233,48 @@ class _Prepared:
     setup: planner.ServerSetup
 
 
+class _ServerReading:
+    """The producer of a client's transport: when the client does not read what it is sent,
+    the proxy stops reading its server (so what is kept for it stays bounded), except
+    while a move needs the server's answers."""
+
+    def __init__(self, client: MovableClient) -> None:
+        self.client = client
+        self.paused = False
+
+    def apply(self) -> None:
+        up = self.client.upstream
+        if up is not None and up.transport is not None and not up.closed:
+            if self.paused and not self.client.display.moving:
+                up.transport.pauseProducing()
+            else:
+                up.transport.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        self.apply()
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.apply()
+
+    def stopProducing(self) -> None:
+        self.client.disconnect()
+
+
 class MovableClient(protocol.Protocol):
     """One X client of a movable display."""
 
     def __init__(self, display: MovableDisplay, number: int) -> None:
         self.display = display
         self.number = number
-        self.frames = _Requests()
+        self.frames = _Requests(self)
         self.queue: deque[bytes] = deque()
+        self._boundary: defer.Deferred[None] | None = None
         self.vc: VirtualClient | None = None
         self.upstream: Upstream | None = None
         self.setup_request: SetupRequest | None = None
+        self.server_setup: planner.ServerSetup | None = None  # the current server's
         self.paused = 0
         self.closed = False
 
@@ -239,35 +302,49 @@ class MovableClient(protocol.Protocol):
 
     def connectionMade(self) -> None:
         self.display.clients[self.number] = self
+        self.reading = _ServerReading(self)
+        self.transport.registerProducer(self.reading, True)
 
     def dataReceived(self, data: bytes) -> None:
+        vc = self.vc
+        before = vc.seq if vc is not None else 0
         try:
-            self.frames.feed(data)
+            out = self.frames.feed(data)
         except X11ProtocolError as err:
             log.error("client {n} disconnected: protocol error from client: {e}",
                       n=self.number, e=err)
             self.disconnect()
             return
-        out, self.frames.out = self.frames.out, []
-        for msg in out:
-            if self.setup_request is None:
-                self._setup(msg)
-            elif self.vc is None or self.display.moving or self.queue:
-                self.queue.append(msg)
-            else:
-                self._forward(msg)
+        if vc is not None and self.upstream is not None and not self.closed:
+            self.upstream.send(out, vc.seq - before)
+        if self._boundary is not None and not self.frames.unfinished:
+            d, self._boundary = self._boundary, None
+            d.callback(None)
 
-    def _forward(self, msg: bytes) -> None:
-        assert self.vc is not None and self.upstream is not None
-        self.upstream.send(self.vc.request(msg))
+    def held(self, msg: bytes) -> bytes:
+        """A request the framer held whole: what to send in its place (b"" when queued)."""
+        if self.vc is None or self.display.moving or self.queue or self.upstream is None:
+            self.queue.append(msg)
+            return b""
+        return self.vc.request(msg)
+
+    def at_boundary(self, timeout: float) -> defer.Deferred[None]:
+        """Fires once no request is half passed on (a move may then start)."""
+        if not self.frames.unfinished or self.closed:
+            return defer.succeed(None)
+        if self._boundary is None:
+            self._boundary = defer.Deferred()
+        d: defer.Deferred[None] = defer.Deferred()
+        self._boundary.chainDeferred(d)
+        return d.addTimeout(timeout, self.display.reactor)
 
     def flush(self) -> None:
         """Send what was queued (during a move, or before the upstream connection was up)."""
-        while self.queue and self.vc is not None and not self.display.moving \
-                and not self.closed:
-            self._forward(self.queue.popleft())
+        while self.queue and self.vc is not None and self.upstream is not None \
+                and not self.display.moving and not self.closed:
+            self.upstream.send(self.vc.request(self.queue.popleft()))
 
-    def _setup(self, msg: bytes) -> None:
+    def setup_received(self, msg: bytes) -> None:
         try:
             setup = parse_setup_request(msg)
         except X11ProtocolError as err:
@@ -306,6 +383,7 @@ class MovableClient(protocol.Protocol):
             self.disconnect()
             return
         self.vc = VirtualClient(endian, planner.parse_server_setup(reply, endian))
+        self.server_setup = self.vc.setup
         self.frames.max_big_request = self.vc.setup.max_request * 4
         self._attach(upstream)
         self.transport.write(reply)
@@ -315,13 +393,14 @@ class MovableClient(protocol.Protocol):
         self.upstream = upstream
         upstream.client = self
         upstream.transport.registerProducer(self, True)
+        self.reading.apply()
 
     def from_server(self, msg: bytes, vseq: int) -> None:
         assert self.vc is not None
         out = self.vc.server_message(msg, vseq)
-        bigreq = next((x.vmajor for x in self.vc.mapping.exts.values()
-                       if x.name == f.BIG_REQUESTS), -1)
-        self.frames.bigreq_major = bigreq
+        if msg[0] == op.REPLY and self.frames.bigreq_major < 0:
+            self.frames.bigreq_major = next((x.vmajor for x in self.vc.mapping.exts.values()
+                                             if x.name == f.BIG_REQUESTS), -1)
         if not self.closed:
             self.transport.write(out)
 
@@ -420,7 +499,8 @@ class MovableClient(protocol.Protocol):
             scratch = _scratch_ids(new_mapping)
             bigreq = next((x.vmajor for x in new_exts.values() if x.name == f.BIG_REQUESTS),
                           None)
-            plan = planner.recreate(vc.tracker, results, target_setup, scratch, shape, bigreq)
+            plan = planner.recreate(vc.tracker, results, target_setup, scratch, shape, bigreq,
+                                    self.server_setup)
             if plan.reasons:
                 return "; ".join(plan.reasons)
             for request in plan.requests:
@@ -442,6 +522,7 @@ class MovableClient(protocol.Protocol):
         vc, old, new = self.vc, self.upstream, prepared.upstream
         assert vc is not None and old is not None
         vc.mapping = prepared.mapping
+        self.server_setup = prepared.setup
         new.segments = deque([(0, vc.seq - new.sent)])
         old.client = None
         self._attach(new)
@@ -513,8 +594,14 @@ class MovableDisplay(ProxyServer):
     """A proxy display whose clients can be moved (`move`)."""
 
     def __init__(self, reactor: Any, options: ServeOptions) -> None:
+        if options.target.startswith("/") and options.upstream_endpoint is None:
+            options = dataclasses.replace(options, upstream_endpoint=f"unix:path={options.target}")
         super().__init__(reactor, options)
         self.target = options.target  # type: ignore[assignment]
+        #: the authorization to present at targets given as socket paths (else: Xauthority)
+        self.path_auth: dict[str, tuple[bytes, bytes]] = {}
+        if options.upstream_auth is not None:
+            self.path_auth[options.target] = options.upstream_auth
         self.since = reactor.seconds()
         self.totals = _Totals()
         self.clients = self.totals.active
@@ -536,7 +623,14 @@ class MovableDisplay(ProxyServer):
         from ..trust import xauthfile
 
         if target.startswith("/"):
-            return client_endpoint(self.reactor, None, f"unix:path={target}"), (b"", b"")
+            auth = self.path_auth.get(target)
+            number = re.fullmatch(r"/tmp/\.X11-unix/X(\d+)", target)
+            if auth is None and number is not None:  # a local X server's own socket
+                found = xauthfile.lookup_for_display(parse_display(":" + number[1]),
+                                                     self.xauthority)
+                auth = (found.name, found.data) if found is not None else None
+            return (client_endpoint(self.reactor, None, f"unix:path={target}"),
+                    auth or (b"", b""))
         display = parse_display(target)
         found = xauthfile.lookup_for_display(display, self.xauthority)
         auth = (found.name, found.data) if found is not None else (b"", b"")
@@ -553,11 +647,14 @@ class MovableDisplay(ProxyServer):
             self.target_setup = planner.parse_server_setup(reply, endian)
         return upstream, reply
 
-    async def move(self, target: str) -> MoveResult:
-        """Move every client to `target` (a display name or an X server's unix socket path).
-        All or none: when one client cannot go, none goes and the reasons are returned."""
+    async def move(self, target: str, auth: tuple[bytes, bytes] | None = None) -> MoveResult:
+        """Move every client to `target` (a display name, or an X server's unix socket path
+        with `auth` to present there: (name, data), e.g. a link agent's display). All or
+        none: when one client cannot go, none goes and the reasons are returned."""
         if self.moving:
             return MoveResult(False, error="a move is already under way")
+        if auth is not None:
+            self.path_auth[target] = auth
         started = self.reactor.seconds()
         try:
             self._endpoint(target)
@@ -565,13 +662,29 @@ class MovableDisplay(ProxyServer):
             return MoveResult(False, error=str(err))
         self.moving = True
         clients = [c for c in self.clients.values() if c.vc is not None and not c.closed]
-        for c in clients:
-            c.pause(_MOVING)
         prepared: list[_Prepared] = []
         try:
             reasons = []
             for c in clients:
-                result = await c.prepare(target)
+                try:
+                    await c.at_boundary(BOUNDARY_TIMEOUT)
+                except defer.TimeoutError:
+                    reasons.append(f"client {c.number} has sent half a request and no more "
+                                   f"for {BOUNDARY_TIMEOUT:g} s")
+            for c in clients:
+                c.pause(_MOVING)
+                c.reading.apply()  # (the move needs the old server's answers)
+            if reasons:
+                return MoveResult(False, error="; ".join(reasons))
+            for c in clients:
+                try:
+                    result = await defer.ensureDeferred(c.prepare(target)).addTimeout(
+                        MOVE_TIMEOUT, self.reactor)
+                except defer.TimeoutError:
+                    result = f"no answer within {MOVE_TIMEOUT:g} s"
+                except Exception as err:  # noqa: BLE001 - a bug here must not strand the others
+                    log.failure("moving client {n}", n=c.number)
+                    result = f"{type(err).__name__}: {err}"
                 if isinstance(result, str):
                     if not c.closed:
                         reasons.append(f"client {c.number}: {result}")
@@ -594,8 +707,9 @@ class MovableDisplay(ProxyServer):
         finally:
             self.moving = False
             for c in clients:
-                c.resume(_MOVING)
                 c.flush()
+                c.resume(_MOVING)
+                c.reading.apply()
             waiting, self.waiting = self.waiting, []
             for c in waiting:
                 if not c.closed:
@@ -627,8 +741,8 @@ async def _client_names(c: MovableClient) -> dict[str, Any]:
         if w.parent in vc.tracker.windows or 67 not in w.properties:
             continue
         for key, atom in (("wm_class", 67), ("name", 39), ("pid", pid_atom)):
-            if atom is None or atom not in w.properties:
-                continue
+            if atom is None or atom not in w.properties or c.frames.unfinished:
+                continue  # (the proxy's own request may not go in the middle of the client's)
             try:
                 answer = await up.call(vc.mapping.request(b.request(op.GET_PROPERTY, 0, b.pack(
                     "IIIII", w.wid, atom, 0, 0, 1024))))

@@ -19,7 +19,8 @@ from ..x11.setup import pad4
 from . import fields as f
 from .tracker import Tracker
 
-#: PutImage strips are at most this many bytes of data, under the core request limit.
+#: PutImage strips, property data and shape rectangles are sent in requests of at most
+#: this many bytes of data, under the core request limit (65535 words).
 STRIP_BYTES = 200_000
 #: GetProperty reads at most this many 4-byte units of a property.
 MAX_PROPERTY_WORDS = 1 << 24
@@ -200,9 +201,12 @@ class Plan:
 
 def recreate(tracker: Tracker, results: dict[tuple, bytes | None], target: ServerSetup,
              scratch: Iterator[int], shape_major: int | None,
-             bigreq_major: int | None) -> Plan:
+             bigreq_major: int | None, current: ServerSetup | None = None) -> Plan:
     """The recreation requests, from the tracker and what the old server said (`results`,
-    replies by query key, None for an error); `scratch` gives free virtual ids."""
+    replies by query key, None for an error); `scratch` gives free virtual ids. A mapped
+    top-level window larger than the target's screen refuses the move, when that screen is
+    smaller than the `current` one (a window already larger than its screen may go to a
+    screen as large)."""
     e = tracker.endian
     b = Builder(e)
     u32 = struct.Struct(e + "I").unpack_from
@@ -298,17 +302,26 @@ def recreate(tracker: Tracker, results: dict[tuple, bytes | None], target: Serve
             fmt, ptype, n = prop[1], u32(prop, 8)[0], u32(prop, 16)[0]
             if ptype == 0 or fmt not in (8, 16, 32):
                 continue
-            data = prop[32 : 32 + n * fmt // 8]
-            out.append(b.request(op.CHANGE_PROPERTY, 0, b.pack(
-                "IIIB3xI", wid, atom, ptype, fmt, n) + data))
+            unit = fmt // 8
+            data = prop[32 : 32 + n * unit]
+            step = STRIP_BYTES // unit  # items per request, under the core request limit
+            for i, start in enumerate(range(0, max(n, 1), step)):
+                items = min(step, n - start)
+                out.append(b.request(op.CHANGE_PROPERTY, 0 if i == 0 else 2, b.pack(
+                    "IIIB3xI", wid, atom, ptype, fmt, items)
+                    + data[start * unit : (start + items) * unit]))
         if shape_major is not None:
             for kind in sorted(w.shaped):
                 rects = results.get(("shape", wid, kind))
                 if rects is None:
                     continue
                 (n,) = u32(rects, 8)
-                out.append(b.request(shape_major, f.SHAPE_RECTANGLES, b.pack(
-                    "BBBxIhh", 0, kind, 0, wid, 0, 0) + rects[32 : 32 + 8 * n]))
+                step = STRIP_BYTES // 8
+                for i, start in enumerate(range(0, max(n, 1), step)):
+                    # the first part sets the shape, the others are united with it
+                    out.append(b.request(shape_major, f.SHAPE_RECTANGLES, b.pack(
+                        "BBBxIhh", 0 if i == 0 else 1, kind, 0, wid, 0, 0)
+                        + rects[32 + 8 * start : 32 + 8 * min(n, start + step)]))
             if w.shape_events:
                 out.append(b.request(shape_major, f.SHAPE_SELECT_INPUT, b.pack("IB3x", wid, 1)))
     mapped = []
@@ -320,7 +333,9 @@ def recreate(tracker: Tracker, results: dict[tuple, bytes | None], target: Serve
             geometry = results.get(("geometry", wid))
             if w.parent not in tracker.windows and geometry is not None:
                 _, _, width, height, _ = struct.unpack_from(e + "hhHHH", geometry, 12)
-                if width > target.width or height > target.height:
+                cw, ch = (current.width, current.height) if current else (1 << 16, 1 << 16)
+                if (width > target.width and target.width < cw
+                        or height > target.height and target.height < ch):
                     reasons.append(f"window 0x{wid:x} ({width}x{height}) is larger than the "
                                    f"target's screen ({target.width}x{target.height})")
     for wid in reversed(mapped):

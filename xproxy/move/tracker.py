@@ -106,8 +106,15 @@ class Tracker:
         if ext_name is not None:
             self._ext_request(ext_name, msg)
             return None
-        if self._u16(msg, 2)[0] == 0:
-            return None  # a big request: PutImage, a long property; nothing to note
+        if self._u16(msg, 2)[0] == 0:  # BIG-REQUESTS form: fields 4 bytes further on
+            if opcode == op.CHANGE_PROPERTY:
+                self._property(seq, msg[:4] + msg[8:32])
+            elif opcode == op.SET_CLIP_RECTANGLES:
+                gc = self.gcs.get(self._word(msg, 8))
+                if gc is not None:
+                    gc.clip_rectangles = msg  # (made again in this form: BIG-REQUESTS is on)
+                    gc.values.pop(19, None)
+            return None
         handler = _HANDLERS.get(opcode)
         if handler is not None:
             out = handler(self, seq, msg)
