@@ -13,12 +13,14 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 
+from ..relay import display_socket
 from ..trust import xauthfile
 from ..x11.xauth import FAMILY_LOCAL, MIT_MAGIC_COOKIE_1, XauthEntry, remove_entry, replace_entry
 from .core import SessionError
 
-#: How long Xvfb may take to say which display it took.
+#: How long Xvfb may take to say it is ready; how many free display numbers to try.
 START_TIMEOUT = 30.0
+START_ATTEMPTS = 5
 
 
 @dataclass
@@ -51,10 +53,34 @@ class Headless:
 
 
 def start(width: int, height: int, depth: int, xauthority: str) -> Headless:
-    """An Xvfb of `width`x`height`x`depth` on a free display; ready when this returns."""
+    """An Xvfb of `width`x`height`x`depth` on a free display; ready when this returns.
+
+    The number is chosen here (lock files, sockets and TCP ports, as `serve` chooses its
+    own), not by Xvfb's -displayfd search: that search only sees abstract sockets of its own
+    network namespace, so in a namespace it can take over the socket file of a display
+    served from another (hosts simulated with namespaces share /tmp)."""
     program = shutil.which("Xvfb")
     if program is None:
         raise SessionError("detach needs Xvfb (Debian package xvfb)")
+    first = 10
+    for _attempt in range(START_ATTEMPTS):
+        try:
+            number = display_socket.find_free(first)
+        except display_socket.DisplayInUse as err:
+            raise SessionError(str(err)) from None
+        try:
+            return _start(program, number, width, height, depth, xauthority)
+        except _Taken:
+            first = number + 1  # taken between the look and Xvfb's own lock: the next one
+    raise SessionError(f"no display number stayed free for Xvfb ({START_ATTEMPTS} tries)")
+
+
+class _Taken(Exception):
+    pass
+
+
+def _start(program: str, number: int, width: int, height: int, depth: int,
+           xauthority: str) -> Headless:
     workdir = tempfile.mkdtemp(prefix="xproxy-headless-")
     cookie = secrets.token_bytes(16)
     server_auth = os.path.join(workdir, "server.auth")
@@ -65,7 +91,8 @@ def start(width: int, height: int, depth: int, xauthority: str) -> Headless:
     read_fd, write_fd = os.pipe()
     try:
         process = subprocess.Popen(
-            [program, "-displayfd", str(write_fd), "-screen", "0", f"{width}x{height}x{depth}",
+            [program, f":{number}", "-displayfd", str(write_fd), "-screen", "0",
+             f"{width}x{height}x{depth}",
              "-auth", server_auth, "-nolisten", "tcp", "-noreset"],
             pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=open(os.path.join(workdir, "Xvfb.log"), "w"),  # noqa: SIM115 - Xvfb's own
@@ -76,13 +103,15 @@ def start(width: int, height: int, depth: int, xauthority: str) -> Headless:
         raise SessionError(f"cannot start Xvfb: {err}") from None
     finally:
         os.close(write_fd)
-    number = _read_number(read_fd, process)
-    if number is None:
+    if _read_number(read_fd, process) != number:
         process.kill()
         process.wait()
         with open(os.path.join(workdir, "Xvfb.log")) as f:
-            why = f.read().strip().splitlines()[-1:] or ["no reason given"]
+            log = f.read()
         shutil.rmtree(workdir, ignore_errors=True)
+        if "already active" in log:
+            raise _Taken()
+        why = log.strip().splitlines()[-1:] or ["no reason given"]
         raise SessionError(f"Xvfb did not start for {width}x{height}x{depth}: {why[0]}")
     entry = XauthEntry(FAMILY_LOCAL, xauthfile.local_address(), str(number).encode(),
                        MIT_MAGIC_COOKIE_1, cookie)
