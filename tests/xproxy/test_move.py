@@ -355,11 +355,17 @@ def test_a_client_that_does_not_read_its_replies_is_not_buffered_without_bound(m
 
 
 @pytest.mark.skipif(shutil.which("zenity") is None, reason="needs zenity (make install)")
-def test_a_gtk3_program_moved_looks_as_when_shown_directly(servers, movable, tmp_path):
-    """zenity (GTK 3, on core X: a movable display hides RENDER, XInput and the rest) shown
-    on B through a display that never moves, then moved from A to B: the same picture."""
+@pytest.mark.parametrize("args", [
+    ["zenity", "--info", "--text", "moved or not", "--title", "gtk3"],
+    ["xterm", "-T", "gtk3", "-geometry", "60x10+0+0", "-e", "sh", "-c",
+     "echo moved or not; ls /; sleep 300"],
+], ids=["zenity", "xterm"])
+def test_a_program_moved_looks_as_on_a_display_that_never_moves(servers, movable, tmp_path,
+                                                                  args):
+    """zenity (GTK 3) and xterm, on core X (a movable display hides RENDER, XInput and the
+    rest), shown on B through a display that never moves, then moved from A to B: the same
+    picture."""
     a, b, _c, auth = servers
-    args = ["zenity", "--info", "--text", "moved or not", "--title", "gtk3"]
     gtk = {"NO_AT_BRIDGE": "1", "GDK_BACKEND": "x11"}
     still = start_movable(b.name, auth, tmp_path, "still")
     try:
@@ -418,3 +424,10 @@ def test_a_selection_and_properties_move_with_their_window(servers, movable):
         assert d.intern_atom("XPROXY_MOVE_TEST", only_if_exists=True) == selection
     finally:
         d.close()
+
+
+def test_movable_refuses_options_it_does_not_honour():
+    r = subprocess.run([*XPROXY, "serve", "--movable", "--to", ":1", "--trace", "-"],
+                       capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,
+                       env=dict(os.environ, PYTHONPATH=ROOT))
+    assert r.returncode == 2 and "--movable does not go with --trace" in r.stderr

@@ -362,3 +362,12 @@ def test_a_property_set_by_a_big_request_is_noted(e):
     body = struct.pack(e + "IIIB3xI", VBASE | 1, 300, 31, 8, 8) + b"abcdefgh"
     t.request(2, struct.pack(e + "BBHI", op.CHANGE_PROPERTY, 0, 0, 2 + len(body) // 4) + body)
     assert t.windows[VBASE | 1].properties == {300}
+
+
+@pytest.mark.parametrize(("vclass", "kept"), [(4, 0), (3, 1)])  # TrueColor, PseudoColor
+def test_colour_cells_are_kept_only_where_the_colormap_can_change(vclass, kept):
+    e = "<"
+    vc = VirtualClient(e, parse_server_setup(setup_with_screen(e, visuals=((0x21, vclass),)), e))
+    vc.request(req(e, op.ALLOC_COLOR, 0, struct.pack(e + "IHHH2x", 0x20, 1, 2, 3)))
+    vc.server_message(reply(e, 1, body=struct.pack(e + "HHH2xI", 1, 2, 3, 77)), 1)
+    assert len(vc.tracker.default_cells) == kept

@@ -202,6 +202,13 @@ async def serve_movable(reactor, args: argparse.Namespace) -> int:  # type: igno
     from ..x11.display import DisplayNameError
     from .errors import fail
 
+    others = [flag for flag, used in (
+        ("--hide-ext", args.hide_ext), ("--allow-ext", args.allow_ext),
+        ("--untrusted", args.untrusted), ("--trace", args.trace), ("--stats", args.stats),
+        ("--metrics", args.metrics)) if used]
+    if others:
+        fail(f"--movable does not go with {', '.join(others)} (a movable display shows its "
+             "clients core X, BIG-REQUESTS and SHAPE only, and is not traced)", 2)
     await running(reactor)
     options = ServeOptions(target=args.target, display=args.display, tcp=args.tcp,
                            tcp_interface=args.tcp_interface,

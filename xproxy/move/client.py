@@ -28,7 +28,8 @@ class VirtualClient:
         self.setup = setup  # the first server's: the virtual screen
         self.allowed = allowed
         self.mapping = Mapping(endian, setup.base, setup.mask, setup.base, setup.mask)
-        self.tracker = Tracker(endian, setup.root, setup.root_visual, setup.root_depth)
+        static = frozenset(v.vid for v in setup.visuals.values() if v.vclass in (0, 2, 4))
+        self.tracker = Tracker(endian, setup.root, setup.root_visual, setup.root_depth, static)
         self.seq = 0  # requests the client has sent (the last one's number)
         self.last_seq = 0  # the sequence number of the last message given to the client
         self._awaiting: deque[tuple[int, int, int, bytes]] = deque()  # (seq, op, minor, name)

@@ -3,7 +3,7 @@
 by. Offsets count from the start of the message; every field listed is 32 bits. A few
 requests have fields that need more than an offset (value lists under a mask, property data,
 PolyText font shifts, SendEvent's event); those are named in SPECIAL_REQUESTS and handled in
-rewrite.py. tests/xproxy/test_move_fields.py checks the resource offsets against
+mapping.py. tests/xproxy/test_move_core.py checks the resource offsets against
 python-xlib's layouts (the decode package's source of truth).
 """
 
@@ -115,7 +115,7 @@ REQUEST_FIELDS: Final[dict[int, Fields]] = {
     op.ROTATE_PROPERTIES: _W4,
 }
 
-#: Requests with fields past the fixed ones (rewrite.py handles each).
+#: Requests with fields past the fixed ones (mapping.py handles each).
 SPECIAL_REQUESTS: Final = frozenset({
     op.CREATE_WINDOW, op.CHANGE_WINDOW_ATTRIBUTES, op.CONFIGURE_WINDOW, op.CHANGE_PROPERTY,
     op.SEND_EVENT, op.CREATE_GC, op.CHANGE_GC, op.POLY_TEXT8, op.POLY_TEXT16,

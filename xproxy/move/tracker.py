@@ -73,8 +73,12 @@ class Cursor:
 class Tracker:
     """Everything one client made and holds, by virtual id."""
 
-    def __init__(self, endian: str, root: int, root_visual: int, root_depth: int) -> None:
+    def __init__(self, endian: str, root: int, root_visual: int, root_depth: int,
+                 static_visuals: frozenset[int] = frozenset()) -> None:
         self.endian = endian
+        #: visuals whose colormaps are read-only (TrueColor, StaticColor, StaticGray): a
+        #: cell allocated in one is the pixel it names on any server, so none is kept
+        self.static_visuals = static_visuals
         self._u16 = struct.Struct(endian + "H").unpack_from
         self._u32 = struct.Struct(endian + "I").unpack_from
         self.root = root
@@ -396,6 +400,8 @@ class Tracker:
             cmap = self._word(request, 4)
             pixel = self._u32(msg, 8 if opcode == op.ALLOC_NAMED_COLOR else 16)[0]
             c = self.colormaps.get(cmap)
+            if (c.visual if c is not None else self.root_visual) in self.static_visuals:
+                return
             if c is not None:
                 c.cells[pixel] = request
             else:
