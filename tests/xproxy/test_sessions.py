@@ -231,6 +231,16 @@ def test_a_session_holds_its_link_agent_past_the_agents_linger(monkeypatch) -> N
             assert _running(pid), "the agent lingered out under a hold"
             r = subprocess.run(["xdpyinfo"], env=dict(lab.app_env, DISPLAY=_via(up)),
                                capture_output=True, text=True, check=False, timeout=30)
+            import socket
+
+            with socket.socket(socket.AF_UNIX) as s:  # a hold takes no further request
+                s.settimeout(10)
+                s.connect(up.engine_target[: -len(".sock")] + ".ctl")
+                s.sendall(b'{"op": "hold"}\n{"op": "display"}\n')
+                replies = s.makefile("rb")
+                assert json.loads(replies.readline())["socket"] == up.engine_target
+                assert json.loads(replies.readline()) == {
+                    "ok": False, "error": "unexpected request while holding"}
         finally:
             up.close()
         _until(lambda: not _running(pid), "the agent did not linger out")
