@@ -235,6 +235,30 @@ def test_detach_then_attach_elsewhere_keeps_the_program_running(two_displays) ->
             stop(logo)
 
 
+def test_a_gtk3_program_detached_and_attached_elsewhere(two_displays) -> None:
+    """GTK 3 (zenity) falls back to core X on a movable display and lives through both."""
+    require("zenity")
+    a, b, env = two_displays
+    gtk = dict(env, NO_AT_BRIDGE="1", GDK_BACKEND="x11")
+    dialog = start(gtk, "gtk", a.name, "zenity", "--info", "--text", "still here")
+    try:
+        window = wait_window(a.env, "zenity", dialog)
+        before = size(a.env, window)
+        r = xproxy(env, "detach", "gtk")
+        assert r.returncode == 0, r.stderr
+        wait_gone(a.env, "zenity")
+        r = xproxy(env, "attach", "gtk", "--to", b.name)
+        assert r.returncode == 0, r.stderr
+        window = wait_window(b.env, "zenity", dialog)
+        assert size(b.env, window) == before
+        settled_pixels(b.env, window)  # painted again
+        assert dialog.poll() is None
+        [session] = listed(env)
+        assert [c["program"] for c in session["clients"]] == ["Zenity"]
+    finally:
+        stop(dialog)
+
+
 @pytest.fixture(scope="module")
 def two_hosts(tmp_path_factory):
     """Display hosts office (h0) and home (h1), each an Xvfb and `xproxy export`, and the app
