@@ -32,6 +32,7 @@ UNIT_MODULES = frozenset({
     "test_connection", "test_decode", "test_suppress", "test_speedups", "test_outbox",
     "test_link", "test_link_compress", "test_link_resume", "test_identity", "test_xauth",
     "test_metrics", "test_opcodes", "test_waits", "test_agent_upstream", "test_suppress_boundary",
+    "test_session_core", "test_suppress_marks",
     # discovery: the registry, its guards, pacing, the wire and key formats, configuration
     "test_registry", "test_registry_leases", "test_registry_rename", "test_guard",
     "test_pacing", "test_schema", "test_wire", "test_etcdkeys", "test_config",

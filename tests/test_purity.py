@@ -36,7 +36,7 @@ PURE = sorted(
      for p in ROOT.joinpath(*package.split(".")).rglob("*.py") if p.stem != "__init__"} | {
         "xproxy.link.protocol", "xproxy.observe.waits",
         "xproxy.move.fields", "xproxy.move.mapping", "xproxy.move.tracker",
-        "xproxy.move.planner", "xproxy.move.client",
+        "xproxy.move.planner", "xproxy.move.client", "xproxy.session.core",
         "discovery.registry", "discovery.guard", "discovery.schema", "discovery.pacing",
         "discovery.etcdkeys", "discovery.wire", "discovery.browsing", "discovery.journal",
         "replicaclient.policy", "replicaclient.sync", "replicaclient.handoff",

@@ -19,6 +19,15 @@ Twisted nor a TLS handshake (run/client.py). One connection per run, newline-del
 
 A run whose connection drops without "done" loses its display at once. While a run is
 connected the agent does not linger out, even when the program has no X connection open.
+
+A session (session/agent.py) that shows its programs through this agent asks instead
+
+    session -> {"op": "hold", "xauthority": PATH}
+    agent   -> {"ok": true, "socket": PATH, "display": ":N"}  (a display of its own relaying
+               to the link, its cookie written to the Xauthority file named, else the default)
+
+and keeps the connection open for as long as it relays to PATH: the link stays up meanwhile,
+and no display of the agent's own sits between the session and the link.
 """
 
 from __future__ import annotations
@@ -53,7 +62,7 @@ def parse_request(line: bytes) -> dict[str, Any]:
     except ValueError as err:
         raise RunRequestError(f"bad JSON: {err}") from None
     if not isinstance(req, dict) or req.get("op") != "display":
-        raise RunRequestError("expected {\"op\": \"display\", ...}")
+        raise RunRequestError("expected {\"op\": \"display\", ...} or {\"op\": \"hold\"}")
     xauthority = req.get("xauthority")
     if not isinstance(xauthority, str) or not os.path.isabs(xauthority):
         raise RunRequestError("xauthority must be an absolute path")
@@ -82,7 +91,7 @@ class _RunControl(protocol.Protocol):
         self.fds: list[int] = []
         self.server: ProxyServer | None = None
         self.instruments: Any = None
-        self.state = "request"  # then "starting", "running", "stopping", "gone"
+        self.state = "request"  # then "starting", "running", "stopping", "gone"; or "holding"
         self.wants_stats = False
         self.counts = RunCounts()  # what this run's X connections did in the suppressor
 
@@ -106,7 +115,10 @@ class _RunControl(protocol.Protocol):
             self._close()
 
     def _line(self, line: bytes) -> None:
-        if self.state == "request":
+        if self.state == "request" and _op(line) == "hold":
+            self.state = "holding"
+            defer.ensureDeferred(self._hold(line))
+        elif self.state == "request":
             self.state = "starting"
             try:
                 req = parse_request(line)
@@ -158,6 +170,34 @@ class _RunControl(protocol.Protocol):
             return
         self.state = "running"
         self._reply({"ok": True, "display": name})
+
+    async def _hold(self, line: bytes) -> None:
+        """A session holds the link: it gets a display of its own relaying to the link (its
+        cookie written to the Xauthority file the session names, else the default one), kept
+        until the session's connection closes."""
+        req = json.loads(line)
+        xauthority = req.get("xauthority") or os.environ.get("XAUTHORITY") or \
+            os.path.expanduser("~/.Xauthority")
+        if not isinstance(xauthority, str) or not os.path.isabs(xauthority):
+            self._reply({"ok": False, "error": "xauthority must be an absolute path"})
+            self._close()
+            return
+        options = ServeOptions(target="link", xauthority=xauthority,
+                               upstream=self.service.upstream(self.counts),
+                               upstream_auth=(b"", b""))
+        self.server = ProxyServer(self.service.reactor, options)
+        try:
+            name = await self.server.start()
+        except (StartError, OSError) as err:
+            self.server = None
+            self._reply({"ok": False, "error": str(err)})
+            self._close()
+            return
+        if self.state != "holding":
+            await self._stop_display()
+            return
+        self._reply({"ok": True, "socket": f"/tmp/.X11-unix/X{name.lstrip(':')}",
+                     "display": name})
 
     async def _finish(self) -> None:
         from twisted.internet import task

@@ -107,14 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print traffic per client and totals at the end")
     trace.add_argument("-v", "--verbose", action="store_true")
     trace.add_argument("program", nargs=argparse.REMAINDER, metavar="-- COMMAND ARGS...")
-    move = sub.add_parser("move", help="move every client of a movable display to another")
-    move.add_argument("display", type=_display_number, metavar=":P",
-                      help="the movable display (xproxy serve --movable)")
-    move.add_argument("--to", dest="target", required=True, metavar="TARGET",
-                      help="the display to move to (:N, or an X server's unix socket path)")
-    from . import remote
+    from . import remote, sessions
 
     remote.add_parsers(sub, _add_trace_options)
+    sessions.add_parsers(sub)
     return parser
 
 
@@ -238,7 +234,10 @@ async def serve_movable(reactor: ICommandReactor, args: argparse.Namespace) -> i
              "is not traced)", 2)
     await running(reactor)
     options = ServeOptions(target=args.target, display=args.display, tcp=args.tcp,
-                           tcp_interface=args.tcp_interface)
+                           tcp_interface=args.tcp_interface,
+                           # an X server's unix socket (a link agent's) is no display name
+                           upstream_endpoint=f"unix:path={args.target}"
+                           if args.target.startswith("/") else None)
     try:
         server = MovableDisplay(reactor, options)
         name = await server.start()
@@ -390,8 +389,13 @@ def main(reactor: ICommandReactor, argv: list[str]) -> defer.Deferred[object]:
 def run() -> None:
     argv = sys.argv[1:]
     args = build_parser().parse_args(argv)  # usage errors before the reactor starts
-    if args.command == "move":  # a request to a running display: no reactor needed
-        raise SystemExit(move(args))
+    from . import sessions
+
+    if args.command in (*sessions.COMMANDS, "run"):  # no reactor for these
+        code = sessions.dispatch(args)
+        if code is not None:
+            sys.stdout.flush()
+            raise SystemExit(code)
     if args.command == "run":  # through a link agent, without the reactor when one runs
         from ..run import client as run_client
 

@@ -83,6 +83,9 @@ def add_parsers(sub: Any, add_trace_options: Any) -> None:
     p.add_argument("--linger", type=float, default=DEFAULT_LINGER, metavar="SECONDS",
                    help="when this run starts the link, keep it this long after its last "
                         f"user (as ssh's ControlPersist; default {DEFAULT_LINGER:g})")
+    p.add_argument("--session", default=None, metavar="NAME",
+                   help="run in the movable session NAME, started on TARGET if it does not "
+                        "run yet (`xproxy move NAME --to ...` then moves its programs)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("program", nargs=argparse.REMAINDER, metavar="-- COMMAND ARGS...")
     p = sub.add_parser("displays", help="list the displays exported on the LAN")

@@ -6,6 +6,7 @@ line, at `$XDG_RUNTIME_DIR/xproxy/movable/<P>.sock` (directory 0700):
     {"op": "describe"}          ->  {"ok": true, "display": ":P", "target": ..., "since": ...,
                                      "clients": [{"id", "wm_class", "pid", "name"}, ...],
                                      "geometry": [w, h], "depth": d}
+    {"op": "count"}             ->  {"ok": true, "clients": N}
 
 `socket_path` and `request` use the standard library only, for the `xproxy move` command.
 """
@@ -91,6 +92,8 @@ def listen(reactor: Any, display: Any) -> Any:
                         self._reply({"ok": False, "error": result.error})
                 elif what == "describe":
                     self._reply(await display.describe())
+                elif what == "count":  # no X round trip, unlike describe: for polling
+                    self._reply({"ok": True, "clients": len(display.clients)})
                 else:
                     self._reply({"ok": False, "error": f"unknown request {line[:80]!r}"})
             except Exception as err:  # noqa: BLE001 - the caller gets the reason
