@@ -151,12 +151,20 @@ class _RunControl(protocol.Protocol):
                                            link=True)
             self.counts.marks = self.instruments.answered
         options = ServeOptions(target=req["label"] or "link", xauthority=req["xauthority"],
-                               hide_ext=req["hide_ext"],
-                               upstream=self.service.upstream(self.counts),
-                               upstream_auth=(b"", b""))
+                               hide_ext=req["hide_ext"])
         if self.instruments is not None:
             options.observers = self.instruments.observers
             options.on_client_done = self.instruments.client_done
+        name = await self._open_display(options, "starting")
+        if name is not None:
+            self.state = "running"
+            self._reply({"ok": True, "display": name})
+
+    async def _open_display(self, options: ServeOptions, state: str) -> str | None:
+        """A display relaying to the link, started while in `state`: its name, or None when it
+        could not start (the requester told) or the requester went away meanwhile."""
+        options.upstream = self.service.upstream(self.counts)
+        options.upstream_auth = (b"", b"")
         self.server = ProxyServer(self.service.reactor, options)
         try:
             name = await self.server.start()
@@ -164,12 +172,11 @@ class _RunControl(protocol.Protocol):
             self.server = None
             self._reply({"ok": False, "error": str(err)})
             self._close()
-            return
-        if self.state != "starting":  # the run went away meanwhile
+            return None
+        if self.state != state:  # the requester went away meanwhile
             await self._stop_display()
-            return
-        self.state = "running"
-        self._reply({"ok": True, "display": name})
+            return None
+        return name
 
     async def _hold(self, line: bytes) -> None:
         """A session holds the link: it gets a display of its own relaying to the link (its
@@ -182,22 +189,11 @@ class _RunControl(protocol.Protocol):
             self._reply({"ok": False, "error": "xauthority must be an absolute path"})
             self._close()
             return
-        options = ServeOptions(target="link", xauthority=xauthority,
-                               upstream=self.service.upstream(self.counts),
-                               upstream_auth=(b"", b""))
-        self.server = ProxyServer(self.service.reactor, options)
-        try:
-            name = await self.server.start()
-        except (StartError, OSError) as err:
-            self.server = None
-            self._reply({"ok": False, "error": str(err)})
-            self._close()
-            return
-        if self.state != "holding":
-            await self._stop_display()
-            return
-        self._reply({"ok": True, "socket": f"/tmp/.X11-unix/X{name.lstrip(':')}",
-                     "display": name})
+        name = await self._open_display(ServeOptions(target="link", xauthority=xauthority),
+                                         "holding")
+        if name is not None:
+            self._reply({"ok": True, "socket": f"/tmp/.X11-unix/X{name.lstrip(':')}",
+                         "display": name})
 
     async def _finish(self) -> None:
         from twisted.internet import task

@@ -25,6 +25,7 @@ from typing import Any
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
 
+from ..relay.proxy import ReadPauses
 from ..relay.server import ProxyServer, ServeOptions, client_endpoint
 from ..x11 import opcodes as op
 from ..x11.connection import AuthPolicy
@@ -41,7 +42,7 @@ from .tracker import _HANDLERS
 log = Logger(namespace="xproxy")
 
 #: Why reading a client is paused.
-_MOVING, _SERVER_FULL = 1, 2
+_MOVING = 1  # a reason to pause reading a client (ReadPauses; 2 is the server backed up)
 #: How long a move waits for a client to finish sending a request it has begun, and for
 #: the servers to answer what it asks to move one client.
 BOUNDARY_TIMEOUT = 10.0
@@ -262,7 +263,7 @@ class _ServerReading:
         self.client.disconnect()
 
 
-class MovableClient(protocol.Protocol):
+class MovableClient(ReadPauses, protocol.Protocol):
     """One X client of a movable display."""
 
     def __init__(self, display: MovableDisplay, number: int) -> None:
@@ -278,25 +279,8 @@ class MovableClient(protocol.Protocol):
         self.paused = 0
         self.closed = False
 
-    # flow control: reading the client stops while the server's socket is backed up, or
-    # while a move is under way
-    def pause(self, why: int) -> None:
-        if not self.paused and not self.closed:
-            self.transport.pauseProducing()
-        self.paused |= why
-
-    def resume(self, why: int) -> None:
-        if self.paused & why:
-            self.paused &= ~why
-            if not self.paused and not self.closed:
-                self.transport.resumeProducing()
-
-    def pauseProducing(self) -> None:
-        self.pause(_SERVER_FULL)
-
-    def resumeProducing(self) -> None:
-        self.resume(_SERVER_FULL)
-
+    # flow control (ReadPauses): reading the client stops while the server's socket is
+    # backed up, or while a move is under way
     def stopProducing(self) -> None:
         self.disconnect()
 

@@ -20,7 +20,7 @@ import itertools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet import defer, protocol
 from twisted.internet.interfaces import (
@@ -298,8 +298,36 @@ def _dropped(data: object) -> None:
     """What a closed relay writes to."""
 
 
+class ReadPauses:
+    """Reading a client's socket stops while any reason to hold it holds (one bit each) and
+    starts again when the last is gone; as the producer of the server's transport, that
+    socket backed up is one reason (bit 2)."""
+
+    paused: int
+    closed: bool
+    transport: Any
+
+    def pause(self, why: int) -> None:
+        """Stop reading the client, for reason `why` (until `resume(why)`)."""
+        if not self.paused and not self.closed:
+            self.transport.pauseProducing()
+        self.paused |= why
+
+    def resume(self, why: int) -> None:
+        if self.paused & why:
+            self.paused &= ~why
+            if not self.paused and not self.closed:
+                self.transport.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        self.pause(_SERVER_FULL)
+
+    def resumeProducing(self) -> None:
+        self.resume(_SERVER_FULL)
+
+
 @implementer(IPushProducer)
-class ClientSide(protocol.Protocol):
+class ClientSide(ReadPauses, protocol.Protocol):
     """One accepted X client. As the server transport's producer it is paused when the
     server's socket backs up."""
 
@@ -407,25 +435,6 @@ class ClientSide(protocol.Protocol):
         if early:
             self.outbox.send(b"".join(early), self.framer._stream)
         self.resume(_UPSTREAM)
-
-    def pause(self, why: int) -> None:
-        """Stop reading the client, for reason `why` (until `resume(why)`)."""
-        if not self.paused and not self.closed:
-            self.transport.pauseProducing()
-        self.paused |= why
-
-    def resume(self, why: int) -> None:
-        if self.paused & why:
-            self.paused &= ~why
-            if not self.paused and not self.closed:
-                self.transport.resumeProducing()
-
-    # The producer of the server's transport.
-    def pauseProducing(self) -> None:
-        self.pause(_SERVER_FULL)
-
-    def resumeProducing(self) -> None:
-        self.resume(_SERVER_FULL)
 
     def stopProducing(self) -> None:
         self._close(None)
