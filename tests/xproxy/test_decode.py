@@ -14,7 +14,7 @@ from testing import x11wire as wire
 from xproxy.observe.instruments import ClientObserver, observers
 from xproxy.x11.connection import AuthPolicy, X11Connection
 from xproxy.x11.decode.decoder import MAX_PENDING, Decoder
-from xproxy.x11.decode.tables import EXTENSIONS
+from xproxy.x11.decode.tables import EXTENSIONS, may_reply
 
 ORDERS = pytest.mark.parametrize("e", ["<", ">"], ids=["lsb", "msb"])
 
@@ -261,13 +261,26 @@ def test_extension_request_names_come_from_the_connection(e):
 
 @ORDERS
 def test_unknown_extension_requests_are_named_by_minor_with_raw_length(e):
-    d = learned(e, {"GLX": (150, 0, 0), "RENDER": (151, 0, 0)})
+    d = learned(e, {"DRI3": (150, 0, 0), "RENDER": (151, 0, 0)})
     m = d.decode("request", 3, ext_request(e, 150, 7, bytes(8)))
-    assert (m.name, m.fields) == ("GLX:7", {"length": 12})
+    assert (m.name, m.fields) == ("DRI3:7", {"length": 12})
     m = d.decode("request", 4, ext_request(e, 151, 99))
     assert (m.name, m.fields) == ("RENDER:99", {"length": 4})
     r = d.decode("reply", 3, wire.reply(e, 3, extra=bytes(8)))
-    assert (r.name, r.fields) == ("GLX:7", {"length": 40})
+    assert (r.name, r.fields) == ("DRI3:7", {"length": 40})
+
+
+@ORDERS
+def test_glx_requests_are_named_and_paired_with_their_replies(e):
+    d = learned(e, {"GLX": (150, 0, 0)})
+    assert d.decode("request", 3, ext_request(e, 150, 19, bytes(8))).name == \
+        "GLX:QueryServerString"
+    assert d.decode("request", 4, ext_request(e, 150, 1, bytes(8))).name == "GLX:Render"
+    assert d.decode("request", 5, ext_request(e, 150, 108, bytes(4))).name == "GLX:Finish"
+    assert d.decode("reply", 3, wire.reply(e, 3, extra=bytes(8))).name == \
+        "GLX:QueryServerString"
+    assert [may_reply(EXTENSIONS["GLX"], m) for m in (1, 16, 17, 19, 101, 108, 142)] == \
+        [False, False, True, True, False, True, False]
 
 
 @ORDERS

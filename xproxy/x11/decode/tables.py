@@ -283,6 +283,37 @@ def _build_extensions() -> dict[str, ExtensionSpec]:
                           11: xinput.HierarchyEventData, 12: xinput.PropertyEventData,
                           **{k: _XI2_RAW for k in (13, 14, 15, 16, 17, 22, 23, 24)},
                       }),
+        # GLX's minors 1-35 are GLX's own requests, 101-166 the single GL commands sent
+        # outside Render (xcb-proto glx.xml).
+        ExtensionSpec("GLX", {**_minors(
+            "Render RenderLarge CreateContext DestroyContext MakeCurrent* IsDirect* "
+            "QueryVersion* WaitGL WaitX CopyContext SwapBuffers UseXFont CreateGLXPixmap "
+            "GetVisualConfigs* DestroyGLXPixmap VendorPrivate VendorPrivateWithReply* "
+            "QueryExtensionsString* QueryServerString* ClientInfo GetFBConfigs* CreatePixmap "
+            "DestroyPixmap CreateNewContext QueryContext* MakeContextCurrent* CreatePbuffer "
+            "DestroyPbuffer GetDrawableAttributes* ChangeDrawableAttributes CreateWindow "
+            "DeleteWindow SetClientInfoARB CreateContextAttribsARB SetClientInfo2ARB", 1),
+                               **_minors(
+            "NewList EndList DeleteLists GenLists* FeedbackBuffer SelectBuffer RenderMode* "
+            "Finish* PixelStoref PixelStorei ReadPixels* GetBooleanv* GetClipPlane* "
+            "GetDoublev* GetError* GetFloatv* GetIntegerv* GetLightfv* GetLightiv* GetMapdv* "
+            "GetMapfv* GetMapiv* GetMaterialfv* GetMaterialiv* GetPixelMapfv* GetPixelMapuiv* "
+            "GetPixelMapusv* GetPolygonStipple* GetString* GetTexEnvfv* GetTexEnviv* "
+            "GetTexGendv* GetTexGenfv* GetTexGeniv* GetTexImage* GetTexParameterfv* "
+            "GetTexParameteriv* GetTexLevelParameterfv* GetTexLevelParameteriv* IsEnabled* "
+            "IsList* Flush AreTexturesResident* DeleteTextures GenTextures* IsTexture* "
+            "GetColorTable* GetColorTableParameterfv* GetColorTableParameteriv* "
+            "GetConvolutionFilter* GetConvolutionParameterfv* GetConvolutionParameteriv* "
+            "GetSeparableFilter* GetHistogram* GetHistogramParameterfv* "
+            "GetHistogramParameteriv* GetMinmax* GetMinmaxParameterfv* GetMinmaxParameteriv* "
+            "GetCompressedTexImageARB* DeleteQueriesARB GenQueriesARB* IsQueryARB* "
+            "GetQueryivARB* GetQueryObjectivARB* GetQueryObjectuivARB*", 101)},
+                      events={0: "PbufferClobber", 1: "BufferSwapComplete"},
+                      errors=["BadContext", "BadContextState", "BadDrawable", "BadPixmap",
+                              "BadContextTag", "BadCurrentWindow", "BadRenderRequest",
+                              "BadLargeRequest", "UnsupportedPrivateRequest", "BadFBConfig",
+                              "BadPbuffer", "BadCurrentDrawable", "BadWindow",
+                              "GLXBadProfileARB"]),
         ExtensionSpec("Composite", _minors(
             "QueryVersion* RedirectWindow RedirectSubwindows UnredirectWindow "
             "UnredirectSubwindows CreateRegionFromBorderClip NameWindowPixmap "
