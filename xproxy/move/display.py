@@ -20,10 +20,12 @@ import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer, protocol
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from ..relay.proxy import ReadPauses
 from ..relay.server import ProxyServer, ServeOptions, client_endpoint
@@ -38,6 +40,9 @@ from . import planner
 from .client import VirtualClient
 from .mapping import MASK32, Ext, Mapping
 from .tracker import _HANDLERS
+
+if TYPE_CHECKING:
+    from ..relay.proxy import _IRelayTransport
 
 log = Logger(namespace="xproxy")
 
@@ -123,6 +128,8 @@ class Upstream(protocol.Protocol):
     """One client's connection to one real server. Requests the proxy makes itself are
     counted (`sent`), so the client's sequence numbers are worked out from the server's:
     `segments` holds, from each real sequence number on, what to add to it."""
+
+    transport: _IRelayTransport
 
     def __init__(self, endian: str, auth: tuple[bytes, bytes]) -> None:
         self.endian = endian
@@ -234,6 +241,7 @@ class _Prepared:
     setup: planner.ServerSetup
 
 
+@implementer(IPushProducer)
 class _ServerReading:
     """The producer of a client's transport: when the client does not read what it is sent,
     the proxy stops reading its server (so what is kept for it stays bounded), except
@@ -263,8 +271,11 @@ class _ServerReading:
         self.client.disconnect()
 
 
+@implementer(IPushProducer)
 class MovableClient(ReadPauses, protocol.Protocol):
     """One X client of a movable display."""
+
+    transport: _IRelayTransport
 
     def __init__(self, display: MovableDisplay, number: int) -> None:
         self.display = display
@@ -351,9 +362,9 @@ class MovableClient(ReadPauses, protocol.Protocol):
         assert self.setup_request is not None
         endian = self.setup_request.endian
         try:
-            upstream, reply = await self.display.open_upstream(self.display.target, endian)
+            upstream, reply = await self.display.open_upstream(self.display.shown_on, endian)
         except Exception as err:  # noqa: BLE001 - any failure is told to the client
-            why = f"xproxy: cannot reach {self.display.target}: {err}"
+            why = f"xproxy: cannot reach {self.display.shown_on}: {err}"
             if not self.closed:
                 self.transport.write(setup_failed(endian, why))
                 self.disconnect()
@@ -545,14 +556,13 @@ async def _server_time(upstream: Upstream, mapping: Mapping, vc: VirtualClient,
     """The server's time now (real), from a PropertyNotify on a window of the proxy's own."""
     wid = next(_scratch_ids(mapping))
     real = mapping.res_to_real(wid)
-    got: defer.Deferred[int] = defer.Deferred()
+    seen: list[int] = []
     e = vc.endian
 
     def watch(msg: bytes) -> bool:
         if msg[0] & op.EVENT_CODE_MASK == op.PROPERTY_NOTIFY and struct.unpack_from(
                 e + "I", msg, 4)[0] == real:
-            if not got.called:
-                got.callback(struct.unpack_from(e + "I", msg, 12)[0])
+            seen.append(struct.unpack_from(e + "I", msg, 12)[0])
             return True
         return False
 
@@ -565,7 +575,7 @@ async def _server_time(upstream: Upstream, mapping: Mapping, vc: VirtualClient,
             "IIIB3xI", wid, 39, 31, 8, 0))))
         upstream.send_own(mapping.request(b.request(op.DESTROY_WINDOW, 0, b.pack("I", wid))))
         await upstream.call(b.request(op.GET_INPUT_FOCUS, 0, b""))
-        return got.result if got.called else 0  # type: ignore[attr-defined]
+        return seen[0] if seen else 0
     finally:
         upstream.watch = None
 
@@ -605,7 +615,8 @@ class MovableDisplay(ProxyServer):
         if options.target.startswith("/") and options.upstream_endpoint is None:
             options = dataclasses.replace(options, upstream_endpoint=f"unix:path={options.target}")
         super().__init__(reactor, options)
-        self.target = options.target  # type: ignore[assignment]
+        #: where the clients are shown: a display name, or an X server's unix socket path
+        self.shown_on = options.target
         #: the authorization to present at targets given as socket paths (else: Xauthority)
         self.path_auth: dict[str, tuple[bytes, bytes]] = {}
         if options.upstream_auth is not None:
@@ -709,7 +720,7 @@ class MovableDisplay(ProxyServer):
                     p.upstream.transport.loseConnection()
             if prepared:
                 self.target_setup = prepared[0].setup
-            self.target = target  # type: ignore[assignment]
+            self.shown_on = target
             self.since = self.reactor.seconds()
             return MoveResult(True, len(prepared), self.reactor.seconds() - started)
         finally:
@@ -731,7 +742,7 @@ class MovableDisplay(ProxyServer):
             if c.vc is None or c.upstream is None:
                 continue
             clients.append(dict(id=c.number, **await _client_names(c)))
-        return {"ok": True, "display": self.display_name, "target": self.target,
+        return {"ok": True, "display": self.display_name, "target": self.shown_on,
                 "since": self.since, "clients": clients,
                 "geometry": [setup.width, setup.height] if setup else None,
                 "depth": setup.root_depth if setup else None}
