@@ -379,7 +379,7 @@ class MovableClient(ReadPauses, protocol.Protocol):
             return
         self.vc = VirtualClient(endian, planner.parse_server_setup(reply, endian))
         self.server_setup = self.vc.setup
-        self.frames.max_big_request = self.vc.setup.max_request * 4
+        self.frames.max_big_request = self.vc.max_request_bytes
         self._attach(upstream)
         self.transport.write(reply)
         self.flush()
@@ -393,9 +393,11 @@ class MovableClient(ReadPauses, protocol.Protocol):
     def from_server(self, msg: bytes, vseq: int) -> None:
         assert self.vc is not None
         out = self.vc.server_message(msg, vseq)
-        if msg[0] == op.REPLY and self.frames.bigreq_major < 0:
-            self.frames.bigreq_major = next((x.vmajor for x in self.vc.mapping.exts.values()
-                                             if x.name == f.BIG_REQUESTS), -1)
+        if msg[0] == op.REPLY:
+            if self.frames.bigreq_major < 0:
+                self.frames.bigreq_major = next((x.vmajor for x in self.vc.mapping.exts.values()
+                                                 if x.name == f.BIG_REQUESTS), -1)
+            self.frames.max_big_request = self.vc.max_request_bytes
         if not self.closed:
             self.transport.write(out)
 
@@ -448,6 +450,10 @@ class MovableClient(ReadPauses, protocol.Protocol):
             mapping = vc.mapping
             # Everything the client asked for has been answered once this is.
             await old.call(b.request(op.GET_INPUT_FOCUS, 0, b""))
+            if vc.tracker.xi_used and f.XI in exts:
+                reasons = await _xi_refusals(old, new, mapping, exts[f.XI][0], vc, b)
+                if reasons:
+                    return "; ".join(reasons)
             known = dict(mapping.names)
             known.update(vc.tracker.atom_names)
             wanted = (vc.tracker.atoms_used | set(mapping.atoms) | set(known))
@@ -499,10 +505,11 @@ class MovableClient(ReadPauses, protocol.Protocol):
             bigreq = next((x.vmajor for x in new_exts.values() if x.name == f.BIG_REQUESTS),
                           None)
             render = next((x.vmajor for x in new_exts.values() if x.name == f.RENDER), None)
+            xi = next((x.vmajor for x in new_exts.values() if x.name == f.XI), None)
             plan = planner.recreate(vc.tracker, results, target_setup, scratch, shape, bigreq,
                                     self.server_setup, render,
                                     xfixes if xfixes in new_exts else None,
-                                    any(x.name == f.XKB for x in new_exts.values()))
+                                    any(x.name == f.XKB for x in new_exts.values()), xi)
             if plan.reasons:
                 return "; ".join(plan.reasons)
             for request in plan.requests:
@@ -532,6 +539,26 @@ class MovableClient(ReadPauses, protocol.Protocol):
         for msg in early:
             self.from_server(msg, new.virtual_seq(new.sent))
         old.transport.loseConnection()
+
+
+async def _xi_refusals(old: Upstream, new: Upstream, mapping: Mapping, target_major: int,
+                       vc: VirtualClient, b: planner.Builder) -> list[str]:
+    """Asks the target the XInputExtension versions the client asked the old server (which
+    also tells the target the version the client speaks), and both servers their devices."""
+    tracker = vc.tracker
+    versions: dict[int, tuple[bytes, bytes | None]] = {}
+    for minor, (raw, given) in tracker.xi_versions.items():
+        answer = await new.call(b.request(target_major, minor, raw[4:]))
+        versions[minor] = (given, answer[8:12] if answer is not None else None)
+    if f.XI_QUERY_VERSION not in tracker.xi_versions:
+        return planner.xi_refusals(b.e, versions, [], [])  # (no XI 2: no device ids held)
+    vmajor = next(x.vmajor for x in mapping.exts.values() if x.name == f.XI)
+    every = b.pack("H2x", 0)
+    old_reply = await old.call(mapping.request(b.request(vmajor, f.XI_QUERY_DEVICE, every)))
+    new_reply = await new.call(b.request(target_major, f.XI_QUERY_DEVICE, every))
+    return planner.xi_refusals(
+        b.e, versions, planner.xi_devices(old_reply, b.e) if old_reply is not None else None,
+        planner.xi_devices(new_reply, b.e) if new_reply is not None else None)
 
 
 async def _match_formats(old: Upstream, new: Upstream, mapping: Mapping,
