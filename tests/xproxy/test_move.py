@@ -138,14 +138,18 @@ def top_window(display: str, auth: str, title: str) -> int | None:
 
 
 def window_image(display: str, auth: str, wid: int) -> tuple[int, int, bytes]:
+    """The window's pixels, as far as the screen shows them (GetImage reads no further)."""
     from Xlib import X
 
     d = xauthfile.open_xlib_display(display, auth)
     try:
         w = d.create_resource_object("window", wid)
         g = w.get_geometry()
-        image = w.get_image(0, 0, g.width, g.height, X.ZPixmap, 0xFFFFFFFF)
-        return g.width, g.height, bytes(image.data)
+        screen = d.screen()
+        width = min(g.width, screen.width_in_pixels - g.x)
+        height = min(g.height, screen.height_in_pixels - g.y)
+        image = w.get_image(0, 0, width, height, X.ZPixmap, 0xFFFFFFFF)
+        return width, height, bytes(image.data)
     finally:
         d.close()
 
@@ -487,6 +491,68 @@ def test_a_gtk3_program_and_xterm_moved_look_as_when_shown_directly(servers, mov
     moved_ok(movable, b.name)
     moved = poll(lambda: top_window(b.name, auth, "gtk3"))
     poll(lambda: window_image(b.name, auth, moved) == direct, timeout=60)
+
+
+def rows_that_change(display: str, auth: str, wid: int) -> tuple[tuple[int, int, bytes],
+                                                                    set[int]]:
+    """The window's picture, and the rows of it that change by themselves over two seconds
+    (gtk4-widget-factory's pulsing progress bar)."""
+    first = window_image(display, auth, wid)
+    width = first[0]
+    rows: set[int] = set()
+    for _ in range(4):
+        time.sleep(0.5)
+        other = window_image(display, auth, wid)
+        rows.update(i // (4 * width) for i in range(0, len(first[2]), 4)
+                    if first[2][i : i + 4] != other[2][i : i + 4])
+    return first, rows
+
+
+def without_rows(image: tuple[int, int, bytes], rows: set[int]) -> bytes:
+    stride = 4 * image[0]
+    return b"".join(image[2][y * stride : (y + 1) * stride] for y in range(image[1])
+                    if y not in rows)
+
+
+@pytest.mark.skipif(shutil.which("gtk4-widget-factory") is None,
+                    reason="needs gtk4-widget-factory (gtk-4-examples; make install)")
+def test_a_gtk4_program_moved_looks_as_when_shown_directly_and_takes_keys(servers, movable,
+                                                                         tmp_path):
+    """gtk4-widget-factory (GTK 4, which needs XInput 2) shown directly on B, then through
+    the movable display on A and moved to B: the same picture (but for the rows it changes
+    by itself); then ctrl+q typed on B reaches it through XI 2 and it quits."""
+    a, b, _c, auth = servers
+    title = "GTK Widget Factory"
+    settings = tmp_path / "config" / "gtk-4.0"
+    settings.mkdir(parents=True)
+    (settings / "settings.ini").write_text(
+        "[Settings]\ngtk-enable-animations=0\ngtk-cursor-blink=false\n")
+    gtk = {"NO_AT_BRIDGE": "1", "GDK_BACKEND": "x11", "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    shown = spawn(movable, ["gtk4-widget-factory"], b.env | {"XAUTHORITY": auth} | gtk)
+    try:
+        wid = poll(lambda: top_window(b.name, auth, title), timeout=60)
+        time.sleep(2)
+        direct, changing = rows_that_change(b.name, auth, wid)
+        assert len(changing) < direct[1] // 20, sorted(changing)
+        assert len(set(memoryview(direct[2]).cast("I"))) > 10
+    finally:
+        shown.kill()
+        shown.wait()
+    poll(lambda: top_window(b.name, auth, title) is None)
+    factory = spawn(movable, ["gtk4-widget-factory"], movable.client_env() | gtk)
+    poll(lambda: top_window(a.name, auth, title), timeout=60)
+    time.sleep(2)
+    moved_ok(movable, b.name)
+    moved = poll(lambda: top_window(b.name, auth, title))
+    expected = without_rows(direct, changing)
+    poll(lambda: without_rows(window_image(b.name, auth, moved), changing) == expected,
+         timeout=60)
+    assert factory.poll() is None
+    env = dict(movable.env, DISPLAY=b.name)
+    subprocess.run(["xdotool", "windowfocus", "--sync", str(moved)], env=env, check=True,
+                   timeout=30)
+    subprocess.run(["xdotool", "key", "ctrl+q"], env=env, check=True, timeout=30)
+    assert factory.wait(30) == 0, factory.stderr.read().decode(errors="replace")
 
 
 def test_a_selection_and_properties_move_with_their_window(servers, movable):

@@ -896,3 +896,17 @@ def test_a_move_is_refused_for_xi1_use_another_xi_version_or_other_devices(e):
     assert len(why) == 1 and "devices differ" in why[0] and "'Virtual core keyboard'" in why[0]
     assert planner.xi_refusals(e, {}, devices, None) == [
         "the XInputExtension devices could not be read from both servers"]
+
+
+@pytest.mark.parametrize("e", E)
+def test_big_requests_are_bounded_by_the_enable_reply_not_the_setup(e):
+    """GTK 4 sends PutImage requests of 4 MB once BIG-REQUESTS is on: the bound is what
+    BIG-REQUESTS Enable answered (the setup's 65535 words holds only until then)."""
+    vc = client(e)
+    assert vc.max_request_bytes == vc.setup.max_request * 4
+    name = b"BIG-REQUESTS"
+    vc.request(req(e, op.QUERY_EXTENSION, 0, struct.pack(e + "H2x", len(name)) + name))
+    vc.server_message(reply(e, 1, body=bytes((1, 133, 0, 0))), 1)
+    vc.request(req(e, 133, 0))
+    vc.server_message(reply(e, 2, body=struct.pack(e + "I", 4194303)), 2)
+    assert vc.max_request_bytes == 4194303 * 4
