@@ -555,6 +555,81 @@ def test_a_gtk4_program_moved_looks_as_when_shown_directly_and_takes_keys(server
     assert factory.wait(30) == 0, factory.stderr.read().decode(errors="replace")
 
 
+def test_xi2_events_follow_a_move_and_other_devices_refuse_it(servers, movable):
+    """A python-xlib client selects XI 2 key presses on its window. A move to a server with
+    another master device is refused (the client may hold device ids) and the client keeps
+    its keys where it is; a move to B carries the selection: a key pressed there reaches it
+    as a GenericEvent with its own XI opcode, window ids and a time that has not gone back."""
+    from Xlib.ext import ge, xinput
+    from Xlib.protocol import rq
+
+    class AddMaster(rq.Request):
+        _request = rq.Struct(rq.Card8("opcode"), rq.Opcode(43), rq.RequestLength(),
+                             rq.Card8("num_changes"), rq.Pad(3), rq.Card16("type"),
+                             rq.Card16("length"), rq.LengthOf("name", 2), rq.Card8("send_core"),
+                             rq.Card8("enable"), rq.String8("name"))
+
+    a, b, _c, auth = servers
+    other = start_xvfb()
+    d = xauthfile.open_xlib_display(movable.display, auth)
+    try:
+        subprocess.run(["xauth", "-f", auth, "add", other.name, "MIT-MAGIC-COOKIE-1",
+                        other.cookie.hex()], check=True)
+        x = xauthfile.open_xlib_display(other.name, auth)
+        x.xinput_query_version()
+        name = b"xproxy test"
+        AddMaster(display=x.display, opcode=x.display.get_extension_major("XInputExtension"),
+                  num_changes=1, type=1, length=(8 + len(name) + 3) // 4, send_core=1,
+                  enable=1, name=name)
+        x.sync()
+        x.close()
+
+        major = d.display.get_extension_major("XInputExtension")
+        assert d.xinput_query_version().major_version == 2
+        w = d.screen().root.create_window(0, 650, 60, 60, 0, d.screen().root_depth)
+        w.set_wm_name("xi2")
+        w.xinput_select_events([(xinput.AllMasterDevices, xinput.KeyPressMask)])
+        w.map()
+        d.sync()
+
+        def key_on(display: str) -> object:
+            env = dict(movable.env, DISPLAY=display)
+            wid = poll(lambda: top_window(display, auth, "xi2"))
+            subprocess.run(["xdotool", "windowfocus", "--sync", str(wid)], env=env, check=True,
+                           timeout=30)
+            subprocess.run(["xdotool", "key", "a"], env=env, check=True, timeout=30)
+
+            def pressed():
+                while d.pending_events():
+                    ev = d.next_event()
+                    if ev.type == ge.GenericEventCode and ev.evtype == xinput.KeyPress:
+                        return ev
+                return None
+
+            return poll(pressed)
+
+        before = key_on(a.name)
+        r = movable.move(other.name)
+        assert r.returncode != 0 and "XInputExtension devices differ" in r.stderr, r.stderr
+        assert top_window(other.name, auth, "xi2") is None
+        again = key_on(a.name)  # still there, still taking keys
+        moved_ok(movable, b.name)
+        assert top_window(a.name, auth, "xi2") is None
+        after = key_on(b.name)
+        times = []
+        for ev in (before, again, after):
+            assert ev.extension == major
+            # (python-xlib leaves XI 2's data raw, from 10: time at 12, root at 20, event at
+            # 24 in XI2proto's DeviceEvent)
+            time_, root, event = struct.unpack_from("=I4xII", ev.data, 2)
+            assert (event, root) == (w.id, d.screen().root.id)
+            times.append(time_)
+        assert times == sorted(times)
+    finally:
+        d.close()
+        other.stop()
+
+
 def test_a_selection_and_properties_move_with_their_window(servers, movable):
     """A python-xlib client owns a selection and set properties; after the move the target
     says its window owns the selection, and the client still sees its own ids and atoms."""
