@@ -910,3 +910,17 @@ def test_big_requests_are_bounded_by_the_enable_reply_not_the_setup(e):
     vc.request(req(e, 133, 0))
     vc.server_message(reply(e, 2, body=struct.pack(e + "I", 4194303)), 2)
     assert vc.max_request_bytes == 4194303 * 4
+
+
+@pytest.mark.parametrize("e", E)
+def test_xi_selections_kept_are_bounded(e, monkeypatch):
+    from xproxy.move import tracker
+
+    monkeypatch.setattr(tracker, "MAX_XI_KEPT", 3)
+    t = Tracker(e, 0x50D, 0x21, 24)
+    for device in range(5):
+        long_mask = struct.pack(e + "I", 1 << 4) + b"\0" * 60 + struct.pack(e + "I", 1)
+        t.request(1 + device, xi(e, f.XI_SELECT_EVENTS, struct.pack(
+            e + "IH2xHH", 0x50D, 1, device, len(long_mask) // 4) + long_mask), f.XI)
+    assert list(t.xi_selects) == [(0x50D, 2), (0x50D, 3), (0x50D, 4)]
+    assert t.xi_selects[(0x50D, 4)] == struct.pack(e + "I", 1 << 4) + b"\0" * 12

@@ -126,6 +126,18 @@ def _glyph_cost(raw: bytes, ids: tuple[int, ...]) -> int:
 
 #: XKB SelectEvents and PerClientFlags requests kept (one per kind); the oldest goes first.
 MAX_XKB_SELECTS = 256
+#: XInputExtension event selections, cursors and passive grabs kept, each (the oldest goes
+#: first); and the bytes of a selection's mask kept (XI 2.4's events fit in 8).
+MAX_XI_KEPT = 1024
+XI_MASK_BYTES = 16
+
+
+def _keep(table: dict[Any, bytes], key: Any, value: bytes) -> None:
+    """Keep `value` as the newest in `table`, dropping the oldest past MAX_XI_KEPT."""
+    table.pop(key, None)
+    table[key] = value
+    if len(table) > MAX_XI_KEPT:
+        del table[next(iter(table))]
 
 
 class Tracker:
@@ -550,23 +562,23 @@ class Tracker:
                 if pos + 4 > len(msg):
                     break
                 device, size = struct.unpack_from(self.endian + "HH", msg, pos)
-                mask = bytes(msg[pos + 4 : pos + 4 + 4 * size])
+                mask = bytes(msg[pos + 4 : pos + 4 + min(4 * size, XI_MASK_BYTES)])
                 pos += 4 + 4 * size
                 if ours and any(mask):
-                    self.xi_selects[(wid, device)] = mask
+                    _keep(self.xi_selects, (wid, device), mask)
                 else:
                     self.xi_selects.pop((wid, device), None)
         elif minor == f.XI_CHANGE_CURSOR and len(msg) >= 14:
             key = (wid, self._u16(msg, 12)[0])
             if ours and self._word(msg, 8):
-                self.xi_cursors[key] = raw
+                _keep(self.xi_cursors, key, raw)
             else:
                 self.xi_cursors.pop(key, None)
         elif minor == f.XI_PASSIVE_GRAB_DEVICE and len(msg) >= 28:
             wid = self._word(msg, 8)
             gkey = (wid, self._u16(msg, 20)[0], msg[26], self._word(msg, 16))
             if wid in self.windows or wid == self.root:
-                self.xi_grabs[gkey] = raw
+                _keep(self.xi_grabs, gkey, raw)
         elif minor == f.XI_PASSIVE_UNGRAB_DEVICE and len(msg) >= 17:
             # (all the grab's modifiers at once: an ungrab of some of them ends it here)
             self.xi_grabs.pop((wid, self._u16(msg, 12)[0], msg[16], self._word(msg, 8)), None)
