@@ -558,8 +558,9 @@ def test_a_gtk4_program_moved_looks_as_when_shown_directly_and_takes_keys(server
 def test_xi2_events_follow_a_move_and_other_devices_refuse_it(servers, movable):
     """A python-xlib client selects XI 2 key presses on its window. A move to a server with
     another master device is refused (the client may hold device ids) and the client keeps
-    its keys where it is; a move to B carries the selection: a key pressed there reaches it
-    as a GenericEvent with its own XI opcode, window ids and a time that has not gone back."""
+    its keys where it is; a move to B, and back to A, carries the selection: a key pressed
+    there reaches it as a GenericEvent with its own XI opcode, window ids and a time that has
+    not gone back."""
     from Xlib.ext import ge, xinput
     from Xlib.protocol import rq
 
@@ -616,8 +617,10 @@ def test_xi2_events_follow_a_move_and_other_devices_refuse_it(servers, movable):
         moved_ok(movable, b.name)
         assert top_window(a.name, auth, "xi2") is None
         after = key_on(b.name)
+        moved_ok(movable, a.name)  # (back, through a mapping that is no longer the identity)
+        back = key_on(a.name)
         times = []
-        for ev in (before, again, after):
+        for ev in (before, again, after, back):
             assert ev.extension == major
             # (python-xlib leaves XI 2's data raw, from 10: time at 12, root at 20, event at
             # 24 in XI2proto's DeviceEvent)
