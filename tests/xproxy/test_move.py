@@ -520,7 +520,8 @@ def test_a_gtk4_program_moved_looks_as_when_shown_directly_and_takes_keys(server
                                                                          tmp_path):
     """gtk4-widget-factory (GTK 4, which needs XInput 2) shown directly on B, then through
     the movable display on A and moved to B: the same picture (but for the rows it changes
-    by itself); then ctrl+q typed on B reaches it through XI 2 and it quits."""
+    by itself); then ctrl+q typed on B reaches it through XI 2 and it quits, having said
+    nothing critical."""
     a, b, _c, auth = servers
     title = "GTK Widget Factory"
     settings = tmp_path / "config" / "gtk-4.0"
@@ -552,7 +553,10 @@ def test_a_gtk4_program_moved_looks_as_when_shown_directly_and_takes_keys(server
     subprocess.run(["xdotool", "windowfocus", "--sync", str(moved)], env=env, check=True,
                    timeout=30)
     subprocess.run(["xdotool", "key", "ctrl+q"], env=env, check=True, timeout=30)
-    assert factory.wait(30) == 0, factory.stderr.read().decode(errors="replace")
+    _, err = factory.communicate(timeout=30)
+    assert factory.returncode == 0, err
+    # (no MapNotify for windows mapped all along: GDK asserts on one)
+    assert b"CRITICAL" not in err, err
 
 
 def test_xi2_events_follow_a_move_and_other_devices_refuse_it(servers, movable):

@@ -537,6 +537,10 @@ class MovableClient(ReadPauses, protocol.Protocol):
         self._attach(new)
         early, new.early = new.early, []
         for msg in early:
+            if msg[0] & op.EVENT_CODE_MASK == op.MAP_NOTIFY:
+                # (of a window made again: mapped all along for the client, and GTK 4 trips
+                # over a second MapNotify)
+                continue
             self.from_server(msg, new.virtual_seq(new.sent))
         old.transport.loseConnection()
 
