@@ -532,9 +532,12 @@ def test_a_gtk4_program_moved_looks_as_when_shown_directly_and_takes_keys(server
     shown = spawn(movable, ["gtk4-widget-factory"], b.env | {"XAUTHORITY": auth} | gtk)
     try:
         wid = poll(lambda: top_window(b.name, auth, title), timeout=60)
-        time.sleep(2)
-        direct, changing = rows_that_change(b.name, auth, wid)
-        assert len(changing) < direct[1] // 20, sorted(changing)
+
+        def settled() -> tuple[tuple[int, int, bytes], set[int]] | None:
+            image, rows = rows_that_change(b.name, auth, wid)
+            return (image, rows) if len(rows) < image[1] // 20 else None  # (drawn, at rest)
+
+        direct, changing = poll(settled, timeout=60)
         assert len(set(memoryview(direct[2]).cast("I"))) > 10
     finally:
         shown.kill()
