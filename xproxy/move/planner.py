@@ -3,8 +3,9 @@ old server at move time (`queries`: geometry, stacking, map state, properties, s
 contents, atom names, the focus), and the requests that make everything again on the target,
 in dependency order (`recreate`): colormaps and their cells, fonts, pixmaps with their
 contents, cursors, GCs, windows parents first and siblings bottom to top with their
-properties and shapes, then map state (children before parents), passive grabs, selections
-and the focus. Everything here is in the client's virtual values; the adapter sends the
+properties and shapes, then map state (children before parents), XInputExtension event
+selections, cursors and passive grabs, core passive grabs, selections and the focus; and
+whether a client that used XInputExtension may go (`xi_refusals`). Everything here is in the client's virtual values; the adapter sends the
 queries through the old server's Mapping and the recreation through the new one's.
 """
 
