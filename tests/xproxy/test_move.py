@@ -567,7 +567,7 @@ def test_xi2_events_follow_a_move_and_other_devices_refuse_it(servers, movable):
     another master device is refused (the client may hold device ids) and the client keeps
     its keys where it is; a move to B, and back to A, carries the selection: a key pressed
     there reaches it as a GenericEvent with its own XI opcode, window ids and a time that has
-    not gone back."""
+    not gone back. Its XI passive key grab is held on B (another client's is refused)."""
     from Xlib.ext import ge, xinput
     from Xlib.protocol import rq
 
@@ -597,6 +597,16 @@ def test_xi2_events_follow_a_move_and_other_devices_refuse_it(servers, movable):
         w = d.screen().root.create_window(0, 650, 60, 60, 0, d.screen().root_depth)
         w.set_wm_name("xi2")
         w.xinput_select_events([(xinput.AllMasterDevices, xinput.KeyPressMask)])
+        keyboard, unused_key = 3, 10  # (the core keyboard; a key the test does not press)
+
+        def grab_key(window) -> list[int]:
+            """XIPassiveGrabDevice of unused_key on `window`: the modifiers it could not
+            grab (taken by another client)."""
+            return list(window.xinput_grab_keycode(
+                keyboard, 0, unused_key, xinput.GrabModeAsync, xinput.GrabModeAsync, False,
+                xinput.KeyPressMask, [0]).modifiers)
+
+        assert grab_key(w) == []
         w.map()
         d.sync()
 
@@ -624,6 +634,13 @@ def test_xi2_events_follow_a_move_and_other_devices_refuse_it(servers, movable):
         moved_ok(movable, b.name)
         assert top_window(a.name, auth, "xi2") is None
         after = key_on(b.name)
+        on_b = xauthfile.open_xlib_display(b.name, auth)
+        try:
+            on_b.xinput_query_version()
+            real = on_b.create_resource_object("window", top_window(b.name, auth, "xi2"))
+            assert len(grab_key(real)) == 1  # the client's passive grab is held on B
+        finally:
+            on_b.close()
         moved_ok(movable, a.name)  # (back, through a mapping that is no longer the identity)
         back = key_on(a.name)
         times = []
