@@ -12,6 +12,7 @@ from Xlib.protocol import event, request, rq
 from testing.x11wire import error, pad, reply, setup_with_screen
 from testing.x11wire import request as req
 from xproxy.move import fields as f
+from xproxy.move import planner
 from xproxy.move.client import VirtualClient
 from xproxy.move.mapping import Ext, Mapping
 from xproxy.move.planner import (
@@ -181,7 +182,7 @@ def test_setup_is_parsed(e):
 @pytest.mark.parametrize("e", E)
 def test_extensions_outside_the_movable_set_are_hidden(e):
     vc = client(e)
-    for name in (b"MIT-SHM", b"SHAPE", b"XInputExtension"):
+    for name in (b"MIT-SHM", b"SHAPE", b"DAMAGE"):
         vc.request(req(e, op.QUERY_EXTENSION, 0, struct.pack(e + "H2x", len(name)) + name))
     out = [vc.server_message(reply(e, i + 1, body=bytes((1, 130 + i, 70, 150))), i + 1)
            for i in range(3)]
@@ -663,3 +664,263 @@ def test_the_pictures_of_a_destroyed_window_are_forgotten(e):
                                                                 VBASE | 1, 0x25, 0)), "RENDER")
     t.request(3, req(e, op.DESTROY_WINDOW, 0, struct.pack(e + "I", VBASE | 1)))
     assert not t.pictures
+
+
+# -- XInputExtension --------------------------------------------------------------------------
+XI_V, XI_R = 131, 141
+
+
+def field_offsets(s) -> dict[str, tuple[int, object]]:
+    """Each named field of a python-xlib layout's fixed part: (offset, field)."""
+    tokens = re.findall(r"\d*[a-zA-Z]", s.static_codes[1:])
+    fields = iter(s.static_fields)
+    out, prefix, i = {}, "=", 0
+    while i < len(tokens):
+        if tokens[i].endswith("x"):
+            prefix += tokens[i]
+            i += 1
+            continue
+        fld = next(fields)
+        n = len(re.findall(r"\d*[a-zA-Z]", fld.structcode))
+        if fld.name:
+            out.setdefault(fld.name, (struct.calcsize(prefix), fld))
+        prefix += "".join(tokens[i : i + n])
+        i += n
+    return out
+
+
+def test_xi_offsets_agree_with_python_xlib_layouts():
+    """Windows and cursors (resources), times and atoms of python-xlib's XI 2 requests and
+    events sit where fields.py says; XI 2 event data starts after the GenericEvent header and
+    the event type (10 bytes)."""
+    import inspect
+
+    from Xlib.ext import xinput
+
+    checked = 0
+    for _, cls in inspect.getmembers(xinput, inspect.isclass):
+        if not (issubclass(cls, (rq.Request, rq.ReplyRequest)) and hasattr(cls, "_request")):
+            continue
+        layout = field_offsets(cls._request)
+        minor = next(x for x in cls._request.static_fields if isinstance(x, rq.Opcode)).value
+        table = dict(f.XI_REQUEST_FIELDS.get(minor, ()))
+        for name, (at, fld) in layout.items():
+            if isinstance(fld, rq.Resource):
+                assert table.get(at) == f.RES, (cls.__name__, name)
+            elif name == "time":
+                assert table.get(at) == f.TIME, (cls.__name__, name)
+            elif name in ("property", "type"):
+                assert table.get(at) == f.ATOM, (cls.__name__, name)
+        assert {at for at, kind in table.items() if kind == f.RES} == {
+            at for at, fld in layout.values() if isinstance(fld, rq.Resource)}, cls.__name__
+        checked += 1
+    assert checked >= 10
+    events = {xinput.KeyPress: xinput.DeviceEventData, xinput.Motion: xinput.DeviceEventData,
+              xinput.DeviceChanged: xinput.DeviceChangedEventData,
+              xinput.HierarchyChanged: xinput.HierarchyEventData,
+              xinput.PropertyEvent: xinput.PropertyEventData}
+    for evtype, data in events.items():
+        layout = {name: (at + 10, fld) for name, (at, fld) in field_offsets(data).items()}
+        table = dict(f.XI_EVENT_FIELDS[evtype])
+        expected = {at: f.RES for at, fld in layout.values() if isinstance(fld, rq.Resource)}
+        expected[layout["time"][0]] = f.TIME
+        if "property" in layout:
+            expected[layout["property"][0]] = f.ATOM
+        assert table == expected, evtype
+
+
+def xi_mapping(e: str) -> Mapping:
+    return Mapping(e, VBASE, MASK, RBASE, MASK, identity=False, atoms={300: 400, 301: 401},
+                   time_offset=1000, special={0x50D: 0x60D},
+                   exts={XI_V: Ext(f.XI, XI_V, 66, 140, XI_R, 70, 150, 17, 5)})
+
+
+def xi(e: str, minor: int, body: bytes) -> bytes:
+    return req(e, XI_V, minor, body)
+
+
+@pytest.mark.parametrize("e", E)
+def test_xi_requests_windows_cursors_times_and_atoms_are_mapped(e):
+    m = xi_mapping(e)
+    out = m.request(xi(e, f.XI_GRAB_DEVICE, struct.pack(e + "IIIHBBBxH", VBASE | 1, 2000,
+                                                        VBASE | 2, 2, 1, 1, 0, 1) + b"\0" * 4))
+    assert out[0] == XI_R and struct.unpack_from(e + "III", out, 4) == (RBASE | 1, 1000,
+                                                                        RBASE | 2)
+    out = m.request(xi(e, f.XI_PASSIVE_GRAB_DEVICE, struct.pack(
+        e + "IIIIHHHBBBB2x", 2000, VBASE | 3, VBASE | 4, 1, 2, 0, 0, 0, 1, 1, 0)))
+    assert struct.unpack_from(e + "III", out, 4) == (1000, RBASE | 3, RBASE | 4)
+    out = m.request(xi(e, f.XI_CHANGE_CURSOR, struct.pack(e + "IIH2x", 0x50D, VBASE | 5, 2)))
+    assert struct.unpack_from(e + "II", out, 4) == (0x60D, RBASE | 5)
+    # a device property of type ATOM: its property, type and data
+    out = m.request(xi(e, f.XI_CHANGE_PROPERTY, struct.pack(
+        e + "HBBIII", 2, 0, 32, 300, 4, 2) + struct.pack(e + "II", 301, 39)))
+    assert struct.unpack_from(e + "IIIII", out, 8) == (400, 4, 2, 401, 39)
+    out = m.request(xi(e, f.XI_SELECT_EVENTS, struct.pack(e + "IH2xHHI", VBASE | 6, 1, 0, 1,
+                                                          1 << 2)))
+    assert struct.unpack_from(e + "I", out, 4)[0] == RBASE | 6 and out[8:] == struct.pack(
+        e + "H2xHHI", 1, 0, 1, 1 << 2)
+
+
+@pytest.mark.parametrize("e", E)
+def test_xi2_events_come_as_generic_events_with_the_virtual_opcode(e):
+    m = xi_mapping(e)
+    # XI_ButtonPress: deviceid, time, detail, root, event, child, then more (length 1 here)
+    ev = bytearray(struct.pack(e + "BBHIHHIIIII", op.GENERIC_EVENT, XI_R, 7, 1, 4, 2, 5, 1,
+                               0x60D, RBASE | 8, 0) + b"\0" * 4)
+    m.event(ev)
+    assert ev[1] == XI_V
+    assert struct.unpack_from(e + "IIIII", ev, 12) == (1005, 1, 0x50D, VBASE | 8, 0)
+    prop = bytearray(struct.pack(e + "BBHIHHII12x", op.GENERIC_EVENT, XI_R, 7, 0, 12, 2, 5,
+                                 401))
+    m.event(prop)
+    assert struct.unpack_from(e + "II", prop, 12) == (1005, 301)
+    # DeviceChanged: a valuator class (its label at 8) and a button class (labels after the
+    # state mask); classes from 32
+    valuator = struct.pack(e + "HHHHI", 2, 11, 2, 0, 400) + b"\0" * 32
+    buttons = struct.pack(e + "HHHHIII", 1, 5, 2, 2, 0, 400, 0)
+    changed = bytearray(struct.pack(e + "BBHIHHIHHB11x", op.GENERIC_EVENT, XI_R, 7,
+                                    (len(valuator) + len(buttons)) // 4, 1, 2, 5, 2, 2, 0)
+                        + valuator + buttons)
+    m.event(changed)
+    assert struct.unpack_from(e + "I", changed, 32 + 8)[0] == 300
+    assert struct.unpack_from(e + "II", changed, 32 + 44 + 12) == (300, 0)
+    other = bytearray(struct.pack(e + "BBHIH22x", op.GENERIC_EVENT, 99, 7, 0, 4))
+    m.event(other)
+    assert other[1] == 99  # (another extension's: not the client's to see, left alone)
+
+
+@pytest.mark.parametrize("e", E)
+def test_xi_replies_come_back_virtual(e):
+    m = xi_mapping(e)
+    pointer = bytearray(reply(e, 1, body=struct.pack(e + "II", 0x60D, RBASE | 9)))
+    m.reply(pointer, XI_V, f.XI_QUERY_POINTER)
+    assert struct.unpack_from(e + "II", pointer, 8) == (0x50D, VBASE | 9)
+    props = bytearray(reply(e, 1, body=struct.pack(e + "H", 2), extra=struct.pack(e + "II", 401,
+                                                                                   39)))
+    m.reply(props, XI_V, f.XI_LIST_PROPERTIES)
+    assert struct.unpack_from(e + "II", props, 32) == (301, 39)
+    prop = bytearray(reply(e, 1, body=struct.pack(e + "IIIB", 4, 0, 1, 32),
+                           extra=struct.pack(e + "I", 400)))
+    m.reply(prop, XI_V, f.XI_GET_PROPERTY)
+    assert struct.unpack_from(e + "I", prop, 8)[0] == 4
+    assert struct.unpack_from(e + "I", prop, 32)[0] == 300
+    # XIQueryDevice: two devices, the second with a valuator whose label is an atom
+    first = struct.pack(e + "HHHHHBx", 2, 1, 3, 0, 5, 1) + pad(b"core1")
+    valuator = struct.pack(e + "HHHHI", 2, 11, 4, 0, 401) + b"\0" * 32
+    second = struct.pack(e + "HHHHHBx", 4, 3, 2, 1, 3, 1) + pad(b"abc") + valuator
+    devices = bytearray(reply(e, 1, body=struct.pack(e + "H", 2), extra=first + second))
+    m.reply(devices, XI_V, f.XI_QUERY_DEVICE)
+    assert struct.unpack_from(e + "I", devices, 32 + len(first) + 16 + 8)[0] == 301
+    assert planner.xi_devices(bytes(devices), e) == [(2, 1, 3, b"core1"), (4, 3, 2, b"abc")]
+
+
+@pytest.mark.parametrize("e", E)
+def test_xi_event_selections_cursors_and_passive_grabs_are_made_again(e):
+    t = Tracker(e, 0x50D, 0x21, 24)
+    win, other = VBASE | 1, VBASE | 2
+    t.request(1, window(e, win, 0x50D))
+    t.request(2, window(e, other, 0x50D))
+
+    def select(wid: int, *masks: tuple[int, int]) -> bytes:
+        return xi(e, f.XI_SELECT_EVENTS, struct.pack(e + "IH2x", wid, len(masks)) + b"".join(
+            struct.pack(e + "HHI", device, 1, mask) for device, mask in masks))
+
+    t.request(3, select(win, (2, 1 << 4), (3, 1 << 2)), f.XI)
+    t.request(4, select(win, (3, 0)), f.XI)  # an empty mask ends the selection
+    t.request(5, select(0x50D, (0, 1 << 11)), f.XI)  # the root's: kept as well
+    t.request(6, select(0x77, (0, 1 << 11)), f.XI)  # not the client's window: not kept
+    t.request(7, select(other, (2, 1 << 6)), f.XI)
+    cursor = xi(e, f.XI_CHANGE_CURSOR, struct.pack(e + "IIH2x", win, VBASE | 0x30, 2))
+    t.request(8, cursor, f.XI)
+    grab = xi(e, f.XI_PASSIVE_GRAB_DEVICE, struct.pack(e + "IIIIHHHBBBB2x", 0, win, 0, 3, 2,
+                                                       0, 0, 0, 1, 1, 0))
+    t.request(9, grab, f.XI)
+    gone = xi(e, f.XI_PASSIVE_GRAB_DEVICE, struct.pack(e + "IIIIHHHBBBB2x", 0, win, 0, 1, 2, 0,
+                                                       0, 0, 1, 1, 0))
+    t.request(10, gone, f.XI)
+    t.request(11, xi(e, f.XI_PASSIVE_UNGRAB_DEVICE, struct.pack(e + "IIHHB3x", win, 1, 2, 0,
+                                                                0)), f.XI)
+    t.request(12, req(e, op.DESTROY_WINDOW, 0, struct.pack(e + "I", other)))
+    assert t.xi_used and not t.xi1_used
+    assert t.xi_selects == {(win, 2): struct.pack(e + "I", 1 << 4),
+                            (0x50D, 0): struct.pack(e + "I", 1 << 11)}
+    results = {("tree", win): reply(e, 1, body=struct.pack(e + "IIH", 0x50D, 0x50D, 0)),
+               ("geometry", win): reply(e, 1, 24, struct.pack(e + "IhhHHH", 0x50D, 0, 0, 9, 9,
+                                                              0))}
+    target = parse_server_setup(setup_with_screen(e, base=RBASE), e)
+    scratch = iter(range(VBASE | 0x1000, VBASE | 0x2000))
+    plan = recreate(t, results, target, scratch, None, None, xi_major=XI_V)
+    made = [r[0] for r in plan.requests].index(op.CREATE_WINDOW)
+    selects = [r for r in plan.requests if r[:2] == bytes((XI_V, f.XI_SELECT_EVENTS))]
+    assert selects == [select(win, (2, 1 << 4)), select(0x50D, (0, 1 << 11))]
+    assert plan.requests.index(selects[0]) > made
+    assert cursor in plan.requests and grab in plan.requests and gone not in plan.requests
+    assert recreate(t, results, target, scratch, None, None).requests == [
+        r for r in plan.requests if r[0] != XI_V]  # (the target has no XI: nothing of it)
+
+
+@pytest.mark.parametrize("e", E)
+def test_xi_version_requests_are_kept_with_the_version_given(e):
+    vc = client(e)
+    name = b"XInputExtension"
+    vc.request(req(e, op.QUERY_EXTENSION, 0, struct.pack(e + "H2x", len(name)) + name))
+    out = vc.server_message(reply(e, 1, body=bytes((1, XI_V, 66, 140))), 1)
+    assert out[8:12] == bytes((1, XI_V, 66, 140))  # shown, with the server's codes
+    version = xi(e, f.XI_QUERY_VERSION, struct.pack(e + "HH", 2, 4))
+    vc.request(version)
+    vc.server_message(reply(e, 2, body=struct.pack(e + "HH", 2, 3)), 2)
+    assert vc.tracker.xi_versions == {f.XI_QUERY_VERSION: (version, struct.pack(e + "HH", 2, 3))}
+    assert f.XI in vc.tracker.extensions_used and vc.tracker.xi_used
+
+
+@pytest.mark.parametrize("e", E)
+def test_a_move_is_refused_for_xi1_use_another_xi_version_or_other_devices(e):
+    virtual = parse_server_setup(setup_with_screen(e), e)
+    visuals = match_visuals(virtual, virtual)
+    t = Tracker(e, 0x50D, 0x21, 24)
+    t.extensions_used.add(f.XI)
+    assert refusals(t, virtual, virtual, set(), visuals) == []  # asked about, never used
+    t.request(1, xi(e, f.XI_QUERY_VERSION, struct.pack(e + "HH", 2, 4)), f.XI)
+    assert refusals(t, virtual, virtual, {f.XI}, visuals) == []
+    assert "XInputExtension extension" in refusals(t, virtual, virtual, set(), visuals)[0]
+    t.request(2, xi(e, 2, b""), f.XI)  # XI 1 ListInputDevices
+    assert "XInputExtension 1 requests (minor 2)" in refusals(t, virtual, virtual, {f.XI},
+                                                               visuals)[0]
+    v23, v24 = struct.pack(e + "HH", 2, 3), struct.pack(e + "HH", 2, 4)
+    devices = [(2, 1, 3, b"Virtual core pointer"), (3, 2, 2, b"Virtual core keyboard")]
+    assert planner.xi_refusals(e, {47: (v24, v24)}, devices, list(reversed(devices))) == []
+    assert planner.xi_refusals(e, {47: (v24, v23)}, devices, devices) == [
+        "the target's XInputExtension is version 2.3, the client was given 2.4"]
+    why = planner.xi_refusals(e, {47: (v24, v24)}, devices, devices[:1] + [
+        (3, 2, 2, b"another keyboard")])
+    assert len(why) == 1 and "devices differ" in why[0] and "'Virtual core keyboard'" in why[0]
+    assert planner.xi_refusals(e, {}, devices, None) == [
+        "the XInputExtension devices could not be read from both servers"]
+
+
+@pytest.mark.parametrize("e", E)
+def test_big_requests_are_bounded_by_the_enable_reply_not_the_setup(e):
+    """GTK 4 sends PutImage requests of 4 MB once BIG-REQUESTS is on: the bound is what
+    BIG-REQUESTS Enable answered (the setup's 65535 words holds only until then)."""
+    vc = client(e)
+    assert vc.max_request_bytes == vc.setup.max_request * 4
+    name = b"BIG-REQUESTS"
+    vc.request(req(e, op.QUERY_EXTENSION, 0, struct.pack(e + "H2x", len(name)) + name))
+    vc.server_message(reply(e, 1, body=bytes((1, 133, 0, 0))), 1)
+    vc.request(req(e, 133, 0))
+    vc.server_message(reply(e, 2, body=struct.pack(e + "I", 4194303)), 2)
+    assert vc.max_request_bytes == 4194303 * 4
+
+
+@pytest.mark.parametrize("e", E)
+def test_xi_selections_kept_are_bounded(e, monkeypatch):
+    from xproxy.move import tracker
+
+    monkeypatch.setattr(tracker, "MAX_XI_KEPT", 3)
+    t = Tracker(e, 0x50D, 0x21, 24)
+    for device in range(5):
+        long_mask = struct.pack(e + "I", 1 << 4) + b"\0" * 60 + struct.pack(e + "I", 1)
+        t.request(1 + device, xi(e, f.XI_SELECT_EVENTS, struct.pack(
+            e + "IH2xHH", 0x50D, 1, device, len(long_mask) // 4) + long_mask), f.XI)
+    assert list(t.xi_selects) == [(0x50D, 2), (0x50D, 3), (0x50D, 4)]
+    assert t.xi_selects[(0x50D, 4)] == struct.pack(e + "I", 1 << 4) + b"\0" * 12

@@ -32,6 +32,9 @@ class VirtualClient:
         self.tracker = Tracker(endian, setup.root, setup.root_visual, setup.root_depth, static)
         self.seq = 0  # requests the client has sent (the last one's number)
         self.last_seq = 0  # the sequence number of the last message given to the client
+        #: the longest request in bytes, from BIG-REQUESTS Enable's reply once the client
+        #: has enabled it (else the setup's)
+        self.max_request_bytes = setup.max_request * 4
         self._awaiting: deque[tuple[int, int, int, bytes]] = deque()  # (seq, op, minor, name)
         self._u16 = struct.Struct(endian + "H")
 
@@ -80,6 +83,10 @@ class VirtualClient:
                     buf = bytearray(self._list_extensions(bytes(buf)))
                 else:
                     mapping.reply(buf, opcode, minor)
+                    ext = mapping.exts.get(opcode)
+                    if ext is not None and ext.name == f.BIG_REQUESTS:
+                        self.max_request_bytes = 4 * struct.unpack_from(
+                            self.endian + "I", buf, 8)[0]
             self.tracker.reply(vseq, buf)
             self.tracker.confirm(vseq)
         elif kind == op.ERROR:

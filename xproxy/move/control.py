@@ -63,11 +63,13 @@ def listen(reactor: Any, display: Any) -> Any:
     listening port."""
     from twisted.internet import defer
     from twisted.internet.endpoints import UNIXServerEndpoint
+    from twisted.internet.interfaces import ITransport
     from twisted.protocols.basic import LineOnlyReceiver
 
     class Control(LineOnlyReceiver):
         delimiter = b"\n"
         MAX_LENGTH = MAX_LINE
+        transport: ITransport
 
         def lineReceived(self, line: bytes) -> None:
             defer.ensureDeferred(self._answer(line))

@@ -20,10 +20,12 @@ import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer, protocol
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from ..relay.proxy import ReadPauses
 from ..relay.server import ProxyServer, ServeOptions, client_endpoint
@@ -38,6 +40,9 @@ from . import planner
 from .client import VirtualClient
 from .mapping import MASK32, Ext, Mapping
 from .tracker import _HANDLERS
+
+if TYPE_CHECKING:
+    from ..relay.proxy import _IRelayTransport
 
 log = Logger(namespace="xproxy")
 
@@ -123,6 +128,8 @@ class Upstream(protocol.Protocol):
     """One client's connection to one real server. Requests the proxy makes itself are
     counted (`sent`), so the client's sequence numbers are worked out from the server's:
     `segments` holds, from each real sequence number on, what to add to it."""
+
+    transport: _IRelayTransport
 
     def __init__(self, endian: str, auth: tuple[bytes, bytes]) -> None:
         self.endian = endian
@@ -234,6 +241,7 @@ class _Prepared:
     setup: planner.ServerSetup
 
 
+@implementer(IPushProducer)
 class _ServerReading:
     """The producer of a client's transport: when the client does not read what it is sent,
     the proxy stops reading its server (so what is kept for it stays bounded), except
@@ -263,8 +271,11 @@ class _ServerReading:
         self.client.disconnect()
 
 
+@implementer(IPushProducer)
 class MovableClient(ReadPauses, protocol.Protocol):
     """One X client of a movable display."""
+
+    transport: _IRelayTransport
 
     def __init__(self, display: MovableDisplay, number: int) -> None:
         self.display = display
@@ -351,9 +362,9 @@ class MovableClient(ReadPauses, protocol.Protocol):
         assert self.setup_request is not None
         endian = self.setup_request.endian
         try:
-            upstream, reply = await self.display.open_upstream(self.display.target, endian)
+            upstream, reply = await self.display.open_upstream(self.display.shown_on, endian)
         except Exception as err:  # noqa: BLE001 - any failure is told to the client
-            why = f"xproxy: cannot reach {self.display.target}: {err}"
+            why = f"xproxy: cannot reach {self.display.shown_on}: {err}"
             if not self.closed:
                 self.transport.write(setup_failed(endian, why))
                 self.disconnect()
@@ -368,7 +379,7 @@ class MovableClient(ReadPauses, protocol.Protocol):
             return
         self.vc = VirtualClient(endian, planner.parse_server_setup(reply, endian))
         self.server_setup = self.vc.setup
-        self.frames.max_big_request = self.vc.setup.max_request * 4
+        self.frames.max_big_request = self.vc.max_request_bytes
         self._attach(upstream)
         self.transport.write(reply)
         self.flush()
@@ -382,9 +393,11 @@ class MovableClient(ReadPauses, protocol.Protocol):
     def from_server(self, msg: bytes, vseq: int) -> None:
         assert self.vc is not None
         out = self.vc.server_message(msg, vseq)
-        if msg[0] == op.REPLY and self.frames.bigreq_major < 0:
-            self.frames.bigreq_major = next((x.vmajor for x in self.vc.mapping.exts.values()
-                                             if x.name == f.BIG_REQUESTS), -1)
+        if msg[0] == op.REPLY:
+            if self.frames.bigreq_major < 0:
+                self.frames.bigreq_major = next((x.vmajor for x in self.vc.mapping.exts.values()
+                                                 if x.name == f.BIG_REQUESTS), -1)
+            self.frames.max_big_request = self.vc.max_request_bytes
         if not self.closed:
             self.transport.write(out)
 
@@ -437,6 +450,10 @@ class MovableClient(ReadPauses, protocol.Protocol):
             mapping = vc.mapping
             # Everything the client asked for has been answered once this is.
             await old.call(b.request(op.GET_INPUT_FOCUS, 0, b""))
+            if vc.tracker.xi_used and f.XI in exts:
+                reasons = await _xi_refusals(old, new, mapping, exts[f.XI][0], vc, b)
+                if reasons:
+                    return "; ".join(reasons)
             known = dict(mapping.names)
             known.update(vc.tracker.atom_names)
             wanted = (vc.tracker.atoms_used | set(mapping.atoms) | set(known))
@@ -488,10 +505,11 @@ class MovableClient(ReadPauses, protocol.Protocol):
             bigreq = next((x.vmajor for x in new_exts.values() if x.name == f.BIG_REQUESTS),
                           None)
             render = next((x.vmajor for x in new_exts.values() if x.name == f.RENDER), None)
+            xi = next((x.vmajor for x in new_exts.values() if x.name == f.XI), None)
             plan = planner.recreate(vc.tracker, results, target_setup, scratch, shape, bigreq,
                                     self.server_setup, render,
                                     xfixes if xfixes in new_exts else None,
-                                    any(x.name == f.XKB for x in new_exts.values()))
+                                    any(x.name == f.XKB for x in new_exts.values()), xi)
             if plan.reasons:
                 return "; ".join(plan.reasons)
             for request in plan.requests:
@@ -519,8 +537,32 @@ class MovableClient(ReadPauses, protocol.Protocol):
         self._attach(new)
         early, new.early = new.early, []
         for msg in early:
+            if msg[0] & op.EVENT_CODE_MASK == op.MAP_NOTIFY:
+                # (of a window made again: mapped all along for the client, and GTK 4 trips
+                # over a second MapNotify)
+                continue
             self.from_server(msg, new.virtual_seq(new.sent))
         old.transport.loseConnection()
+
+
+async def _xi_refusals(old: Upstream, new: Upstream, mapping: Mapping, target_major: int,
+                       vc: VirtualClient, b: planner.Builder) -> list[str]:
+    """Asks the target the XInputExtension versions the client asked the old server (which
+    also tells the target the version the client speaks), and both servers their devices."""
+    tracker = vc.tracker
+    versions: dict[int, tuple[bytes, bytes | None]] = {}
+    for minor, (raw, given) in tracker.xi_versions.items():
+        answer = await new.call(b.request(target_major, minor, raw[4:]))
+        versions[minor] = (given, answer[8:12] if answer is not None else None)
+    if f.XI_QUERY_VERSION not in tracker.xi_versions:
+        return planner.xi_refusals(b.e, versions, [], [])  # (no XI 2: no device ids held)
+    vmajor = next(x.vmajor for x in mapping.exts.values() if x.name == f.XI)
+    every = b.pack("H2x", 0)
+    old_reply = await old.call(mapping.request(b.request(vmajor, f.XI_QUERY_DEVICE, every)))
+    new_reply = await new.call(b.request(target_major, f.XI_QUERY_DEVICE, every))
+    return planner.xi_refusals(
+        b.e, versions, planner.xi_devices(old_reply, b.e) if old_reply is not None else None,
+        planner.xi_devices(new_reply, b.e) if new_reply is not None else None)
 
 
 async def _match_formats(old: Upstream, new: Upstream, mapping: Mapping,
@@ -545,14 +587,13 @@ async def _server_time(upstream: Upstream, mapping: Mapping, vc: VirtualClient,
     """The server's time now (real), from a PropertyNotify on a window of the proxy's own."""
     wid = next(_scratch_ids(mapping))
     real = mapping.res_to_real(wid)
-    got: defer.Deferred[int] = defer.Deferred()
+    seen: list[int] = []
     e = vc.endian
 
     def watch(msg: bytes) -> bool:
         if msg[0] & op.EVENT_CODE_MASK == op.PROPERTY_NOTIFY and struct.unpack_from(
                 e + "I", msg, 4)[0] == real:
-            if not got.called:
-                got.callback(struct.unpack_from(e + "I", msg, 12)[0])
+            seen.append(struct.unpack_from(e + "I", msg, 12)[0])
             return True
         return False
 
@@ -565,7 +606,7 @@ async def _server_time(upstream: Upstream, mapping: Mapping, vc: VirtualClient,
             "IIIB3xI", wid, 39, 31, 8, 0))))
         upstream.send_own(mapping.request(b.request(op.DESTROY_WINDOW, 0, b.pack("I", wid))))
         await upstream.call(b.request(op.GET_INPUT_FOCUS, 0, b""))
-        return got.result if got.called else 0  # type: ignore[attr-defined]
+        return seen[0] if seen else 0
     finally:
         upstream.watch = None
 
@@ -605,7 +646,8 @@ class MovableDisplay(ProxyServer):
         if options.target.startswith("/") and options.upstream_endpoint is None:
             options = dataclasses.replace(options, upstream_endpoint=f"unix:path={options.target}")
         super().__init__(reactor, options)
-        self.target = options.target  # type: ignore[assignment]
+        #: where the clients are shown: a display name, or an X server's unix socket path
+        self.shown_on = options.target
         #: the authorization to present at targets given as socket paths (else: Xauthority)
         self.path_auth: dict[str, tuple[bytes, bytes]] = {}
         if options.upstream_auth is not None:
@@ -709,7 +751,7 @@ class MovableDisplay(ProxyServer):
                     p.upstream.transport.loseConnection()
             if prepared:
                 self.target_setup = prepared[0].setup
-            self.target = target  # type: ignore[assignment]
+            self.shown_on = target
             self.since = self.reactor.seconds()
             return MoveResult(True, len(prepared), self.reactor.seconds() - started)
         finally:
@@ -731,7 +773,7 @@ class MovableDisplay(ProxyServer):
             if c.vc is None or c.upstream is None:
                 continue
             clients.append(dict(id=c.number, **await _client_names(c)))
-        return {"ok": True, "display": self.display_name, "target": self.target,
+        return {"ok": True, "display": self.display_name, "target": self.shown_on,
                 "since": self.since, "clients": clients,
                 "geometry": [setup.width, setup.height] if setup else None,
                 "depth": setup.root_depth if setup else None}

@@ -327,18 +327,78 @@ XKB_REPLY_FIELDS: Final[dict[int, Fields]] = {XKB_GET_NAMED_INDICATOR: ((8, ATOM
 XKB_EVENT_TIME: Fields = ((4, TIME),)
 XKB_EVENT_FIELDS: Final[dict[int, Fields]] = {8: ((4, TIME), (16, ATOM), (20, RES))}
 
+# -- XInputExtension (version 2.4): minor opcode -> fixed fields ------------------------------
+XI = "XInputExtension"
+XI_GET_EXTENSION_VERSION = 1  # XI 1: the one request of XI 1 a client may use and move
+XI_QUERY_POINTER, XI_WARP_POINTER, XI_CHANGE_CURSOR, XI_SET_CLIENT_POINTER = 40, 41, 42, 44
+XI_GET_CLIENT_POINTER, XI_SELECT_EVENTS, XI_QUERY_VERSION, XI_QUERY_DEVICE = 45, 46, 47, 48
+XI_SET_FOCUS, XI_GET_FOCUS, XI_GRAB_DEVICE, XI_UNGRAB_DEVICE = 49, 50, 51, 52
+XI_ALLOW_EVENTS, XI_PASSIVE_GRAB_DEVICE, XI_PASSIVE_UNGRAB_DEVICE = 53, 54, 55
+XI_LIST_PROPERTIES, XI_CHANGE_PROPERTY, XI_DELETE_PROPERTY, XI_GET_PROPERTY = 56, 57, 58, 59
+XI_GET_SELECTED_EVENTS, XI_BARRIER_RELEASE_POINTER = 60, 61
+#: XI 2 requests (XI2proto.h). XIAllowEvents' grab window (at 16) came with XI 2.2.
+XI_REQUEST_FIELDS: Final[dict[int, Fields]] = {
+    XI_QUERY_POINTER: _W4,
+    XI_WARP_POINTER: ((4, RES), (8, RES)),
+    XI_CHANGE_CURSOR: ((4, RES), (8, RES)),
+    XI_SET_CLIENT_POINTER: _W4,
+    XI_GET_CLIENT_POINTER: _W4,
+    XI_SELECT_EVENTS: _W4,
+    XI_SET_FOCUS: ((4, RES), (8, TIME)),
+    XI_GRAB_DEVICE: ((4, RES), (8, TIME), (12, RES)),
+    XI_UNGRAB_DEVICE: ((4, TIME),),
+    XI_ALLOW_EVENTS: ((4, TIME), (16, RES)),
+    XI_PASSIVE_GRAB_DEVICE: ((4, TIME), (8, RES), (12, RES)),
+    XI_PASSIVE_UNGRAB_DEVICE: _W4,
+    XI_CHANGE_PROPERTY: ((8, ATOM), (12, ATOM)),
+    XI_DELETE_PROPERTY: ((8, ATOM),),
+    XI_GET_PROPERTY: ((8, ATOM), (12, ATOM)),
+    XI_GET_SELECTED_EVENTS: _W4,
+}
+XI_REPLY_REQUESTS: Final = frozenset({
+    XI_GET_EXTENSION_VERSION, 2, 3, 5, 7, 9, 10, 11, 12, 13, 20, 22, 24, 26, 27, 28, 29, 30,
+    33, 34, 35, 36, 39, XI_QUERY_POINTER, XI_GET_CLIENT_POINTER, XI_QUERY_VERSION,
+    XI_QUERY_DEVICE, XI_GET_FOCUS, XI_GRAB_DEVICE, XI_PASSIVE_GRAB_DEVICE, XI_LIST_PROPERTIES,
+    XI_GET_PROPERTY, XI_GET_SELECTED_EVENTS})
+#: XIQueryPointer's reply: root and child; XIGetFocus': the focus; XIGetProperty's: its type.
+XI_REPLY_FIELDS: Final[dict[int, Fields]] = {
+    XI_QUERY_POINTER: ((8, RES), (12, RES)),
+    XI_GET_FOCUS: ((8, RES),),
+    XI_GET_PROPERTY: ((8, ATOM),),
+}
+#: XI 2 events come as GenericEvent (code 35; the extension's major opcode at 1, the event
+#: type at 8, the time at 12): event type -> fixed fields. Device, enter/leave/focus, touch
+#: ownership, gesture and barrier events have root, event and child (barrier: the barrier,
+#: an XFIXES id) at 20, 24, 28; a property event the device property's atom at 16.
+XI_EVENT_TYPE_AT = 8
+_XI_TIME: Fields = ((12, TIME),)
+_XI_WINDOWS: Fields = ((12, TIME), (20, RES), (24, RES), (28, RES))
+XI_EVENT_FIELDS: Final[dict[int, Fields]] = {
+    1: _XI_TIME, 11: _XI_TIME, 12: ((12, TIME), (16, ATOM)),
+    **dict.fromkeys((*range(2, 11), *range(18, 22), 25, 26, *range(27, 33)), _XI_WINDOWS),
+    **dict.fromkeys((*range(13, 18), 22, 23, 24), _XI_TIME),
+}
+#: DeviceChanged events (type 1) list the device's classes from 32 (their count at 16), as
+#: XIQueryDevice's reply does per device: valuator and button classes name labels by atoms.
+XI_DEVICE_CHANGED = 1
+XI_BUTTON_CLASS, XI_VALUATOR_CLASS = 1, 2
+#: XI 1 events and errors: 17 event codes (IEVENTS), 5 error codes (IERRORS).
+XI_EVENTS, XI_ERRORS = 17, 5
+
 #: Extensions a movable display lets clients see, with how many event and error codes each
 #: takes. Everything else is hidden (QueryExtension answers absent).
 MOVABLE_EXTENSIONS: Final = {BIG_REQUESTS: (0, 0), SHAPE: (1, 0), RENDER: (0, 5),
-                              XFIXES: (2, 2), XKB: (1, 1)}
+                              XFIXES: (2, 2), XKB: (1, 1), XI: (XI_EVENTS, XI_ERRORS)}
 #: Per extension: requests with a reply; fixed fields of requests, replies and events (by
 #: event index); the kind of an error's bad value (by error index).
 EXTENSION_REPLY_REQUESTS: Final = {SHAPE: SHAPE_REPLY_REQUESTS, BIG_REQUESTS: frozenset({0}),
                                    RENDER: RENDER_REPLY_REQUESTS, XFIXES: XFIXES_REPLY_REQUESTS,
-                                   XKB: XKB_REPLY_REQUESTS}
+                                   XKB: XKB_REPLY_REQUESTS, XI: XI_REPLY_REQUESTS}
 EXTENSION_REQUEST_FIELDS: Final = {SHAPE: SHAPE_REQUEST_FIELDS, RENDER: RENDER_REQUEST_FIELDS,
-                                   XFIXES: XFIXES_REQUEST_FIELDS, XKB: XKB_REQUEST_FIELDS}
-EXTENSION_REPLY_FIELDS: Final = {XFIXES: XFIXES_REPLY_FIELDS, XKB: XKB_REPLY_FIELDS}
+                                   XFIXES: XFIXES_REQUEST_FIELDS, XKB: XKB_REQUEST_FIELDS,
+                                   XI: XI_REQUEST_FIELDS}
+EXTENSION_REPLY_FIELDS: Final = {XFIXES: XFIXES_REPLY_FIELDS, XKB: XKB_REPLY_FIELDS,
+                                 XI: XI_REPLY_FIELDS}
 EXTENSION_EVENT_FIELDS: Final = {SHAPE: {0: SHAPE_EVENT_FIELDS}, XFIXES: XFIXES_EVENT_FIELDS}
 #: (XFIXES: BadRegion, BadBarrier)
 EXTENSION_ERROR_KINDS: Final = {RENDER: RENDER_ERROR_KINDS, XFIXES: {0: RES, 1: RES}}

@@ -185,6 +185,8 @@ class Mapping:
             self._fields(buf, table, True)
         if ext.name == f.RENDER:
             self._render_request(buf)
+        elif ext.name == f.XI:
+            self._xi_request(buf)
 
     def _render_request(self, buf: bytearray) -> None:
         minor = buf[1]
@@ -210,6 +212,18 @@ class Mapping:
         elif minor == f.RENDER_CREATE_ANIM_CURSOR:
             for pos in range(8, len(buf) - 7, 8):
                 self._convert(buf, pos, f.RES, True)
+
+    def _xi_request(self, buf: bytearray) -> None:
+        minor = buf[1]
+        if minor == f.XI_CHANGE_PROPERTY and len(buf) >= 20:
+            (typ,) = self._u32.unpack_from(buf, 12)  # already real
+            (n,) = self._u32.unpack_from(buf, 16)
+            self._property_data(buf, 20, typ, buf[7], n, True)
+        elif minor == f.XI_BARRIER_RELEASE_POINTER and len(buf) >= 8:
+            # (deviceid, pad, barrier, eventid) per barrier
+            (n,) = self._u32.unpack_from(buf, 4)
+            for i in range(min(n, (len(buf) - 8) // 12)):
+                self._convert(buf, 8 + 12 * i + 4, f.RES, True)
 
     def _special_request(self, opcode: int, buf: bytearray) -> None:
         if opcode in f.VALUE_LIST_AT:
@@ -280,6 +294,10 @@ class Mapping:
     def event(self, buf: bytearray, to_real: bool = False) -> None:
         """Rewrite a 32-byte event in place (to_real: one the client sends with SendEvent)."""
         code = buf[0] & op.EVENT_CODE_MASK
+        if code == op.GENERIC_EVENT:
+            if not to_real:  # (SendEvent cannot send one)
+                self._generic_event(buf)
+            return
         table = f.EVENT_FIELDS.get(code)
         if table is not None:
             vtype = self._u32.unpack_from(buf, 8)[0] if to_real else 0
@@ -309,6 +327,61 @@ class Mapping:
                 if table is not None:
                     self._fields(buf, table, False)
 
+    def _generic_event(self, buf: bytearray) -> None:
+        """A GenericEvent: the extension's major opcode at 1, then its fields (XI 2's)."""
+        ext = self.rexts.get(buf[1])
+        if ext is None:
+            return
+        buf[1] = ext.vmajor
+        if ext.name != f.XI or len(buf) < 12:
+            return
+        (evtype,) = self._u16.unpack_from(buf, f.XI_EVENT_TYPE_AT)
+        table = f.XI_EVENT_FIELDS.get(evtype)
+        if table is not None:
+            self._fields(buf, table, False)
+        if evtype == f.XI_DEVICE_CHANGED and len(buf) >= 32:
+            self._xi_classes(buf, 32, self._u16.unpack_from(buf, 16)[0])
+
+    def _xi_classes(self, buf: bytearray, pos: int, n: int) -> int:
+        """An XI 2 device's input classes from `pos` (XIQueryDevice, DeviceChanged): the
+        atoms of valuator and button labels; returns where they end."""
+        for _ in range(n):
+            if pos + 8 > len(buf):
+                break
+            kind, size = self._u16.unpack_from(buf, pos)[0], self._u16.unpack_from(buf, pos + 2)[0]
+            if kind == f.XI_VALUATOR_CLASS:
+                self._label(buf, pos + 8)
+            elif kind == f.XI_BUTTON_CLASS:
+                (buttons,) = self._u16.unpack_from(buf, pos + 6)
+                at = pos + 8 + 4 * ((buttons + 31) // 32)
+                for i in range(buttons):
+                    self._label(buf, at + 4 * i)
+            if size == 0:
+                break
+            pos += 4 * size
+        return pos
+
+    def _label(self, buf: bytearray, at: int) -> None:
+        if at + 4 <= len(buf) and self._u32.unpack_from(buf, at)[0]:
+            self._convert(buf, at, f.ATOM, False)
+
+    def _xi_reply(self, buf: bytearray, minor: int) -> None:
+        if minor == f.XI_LIST_PROPERTIES:
+            (n,) = self._u16.unpack_from(buf, 8)
+            for i in range(min(n, (len(buf) - 32) // 4)):
+                self._convert(buf, 32 + 4 * i, f.ATOM, False)
+        elif minor == f.XI_GET_PROPERTY:
+            (typ,) = self._u32.unpack_from(buf, 8)  # virtual by now
+            (n,) = self._u32.unpack_from(buf, 16)
+            self._property_data(buf, 32, self.atom_to_real(typ), buf[20], n, False)
+        elif minor == f.XI_QUERY_DEVICE:
+            pos = 32
+            for _ in range(self._u16.unpack_from(buf, 8)[0]):
+                if pos + 12 > len(buf):
+                    return
+                n_classes, name_len = struct.unpack_from(self.endian + "HH", buf, pos + 6)
+                pos = self._xi_classes(buf, pos + 12 + ((name_len + 3) & ~3), n_classes)
+
     def error(self, buf: bytearray) -> None:
         code = buf[1]
         if code in f.RESOURCE_ERRORS:
@@ -335,6 +408,8 @@ class Mapping:
                 table = f.EXTENSION_REPLY_FIELDS.get(ext.name, {}).get(minor)
                 if table is not None:
                     self._fields(buf, table, False)
+                if ext.name == f.XI:
+                    self._xi_reply(buf, minor)
             return
         table = f.REPLY_FIELDS.get(opcode)
         if table is not None:

@@ -3,8 +3,9 @@ old server at move time (`queries`: geometry, stacking, map state, properties, s
 contents, atom names, the focus), and the requests that make everything again on the target,
 in dependency order (`recreate`): colormaps and their cells, fonts, pixmaps with their
 contents, cursors, GCs, windows parents first and siblings bottom to top with their
-properties and shapes, then map state (children before parents), passive grabs, selections
-and the focus. Everything here is in the client's virtual values; the adapter sends the
+properties and shapes, then map state (children before parents), XInputExtension event
+selections, cursors and passive grabs, core passive grabs, selections and the focus; and
+whether a client that used XInputExtension may go (`xi_refusals`). Everything here is in the client's virtual values; the adapter sends the
 queries through the old server's Mapping and the recreation through the new one's.
 """
 
@@ -119,13 +120,73 @@ def refusals(tracker: Tracker, virtual: ServerSetup, target: ServerSetup,
             reasons.append(f"the client has pixmaps of depth {depth}, which the target "
                            "stores differently or not at all")
     for name in sorted(tracker.extensions_used & set(f.MOVABLE_EXTENSIONS)):
+        if name == f.XI and not tracker.xi_used:
+            continue  # (asked about and never used: its absence changes nothing)
         if name not in target_extensions:
             reasons.append(f"the client uses the {name} extension, which the target has not")
     if tracker.server_grabbed:
         reasons.append("the client holds a server grab")
+    if tracker.xi1_used:
+        minors = ", ".join(str(m) for m in sorted(tracker.xi1_used))
+        reasons.append(f"the client uses XInputExtension 1 requests (minor {minors}), which a "
+                       "move does not carry")
     if any(gs.incomplete for gs in tracker.unique_glyphsets()):
         reasons.append(f"the client's RENDER glyphs passed the {MAX_GLYPH_BYTES >> 20} MiB "
                        "the proxy keeps of them, so they could not be made again")
+    return reasons
+
+
+#: An XI 2 device as XIQueryDevice describes it: id, use, attachment, name.
+XIDevice = tuple[int, int, int, bytes]
+
+
+def xi_devices(reply: bytes, endian: str) -> list[XIDevice]:
+    """XIQueryDevice's devices (XI2proto, XIQueryDevice), in the order the server gave."""
+    (n,) = struct.unpack_from(endian + "H", reply, 8)
+    out = []
+    pos = 32
+    for _ in range(n):
+        if pos + 12 > len(reply):
+            break
+        device, use, attachment, n_classes, name_len = struct.unpack_from(endian + "5H",
+                                                                          reply, pos)
+        out.append((device, use, attachment, bytes(reply[pos + 12 : pos + 12 + name_len])))
+        pos += 12 + pad4(name_len) + name_len
+        for _ in range(n_classes):
+            if pos + 4 > len(reply):
+                break
+            (size,) = struct.unpack_from(endian + "H", reply, pos + 2)
+            pos += 4 * max(size, 1)
+    return out
+
+
+def _version(v: bytes | None, endian: str) -> str:
+    if v is None:
+        return "none"
+    major, minor = struct.unpack(endian + "HH", v)
+    return f"{major}.{minor}"
+
+
+def xi_refusals(endian: str, versions: dict[int, tuple[bytes, bytes | None]],
+                old: list[XIDevice] | None, new: list[XIDevice] | None) -> list[str]:
+    """Why a client that used XInputExtension cannot go to the target: `versions` holds,
+    per version request the client made, the version it was given and the one the target
+    gives (None: refused); `old` and `new` are both servers' devices (None: not read). The
+    client may hold device ids and names, so they must be the same, with the same use and
+    attachment."""
+    reasons = []
+    for given, target in versions.values():
+        if target != given:
+            reasons.append("the target's XInputExtension is version "
+                           f"{_version(target, endian)}, the client was given "
+                           f"{_version(given, endian)}")
+    if old is None or new is None:
+        reasons.append("the XInputExtension devices could not be read from both servers")
+    elif sorted(old) != sorted(new):
+        gone = sorted(set(old) - set(new))
+        what = ", ".join(f"{d[0]} {d[3].decode('latin-1')!r}" for d in gone) or "none"
+        reasons.append("the target's XInputExtension devices differ from those the client "
+                       f"knows (not on the target the same way: {what})")
     return reasons
 
 
@@ -237,7 +298,7 @@ def recreate(tracker: Tracker, results: dict[tuple, bytes | None], target: Serve
              scratch: Iterator[int], shape_major: int | None,
              bigreq_major: int | None, current: ServerSetup | None = None,
              render_major: int | None = None, xfixes_major: int | None = None,
-             xkb: bool = False) -> Plan:
+             xkb: bool = False, xi_major: int | None = None) -> Plan:
     """The recreation requests, from the tracker and what the old server said (`results`,
     replies by query key, None for an error); `scratch` gives free virtual ids. A mapped
     top-level window larger than the target's screen refuses the move, when that screen is
@@ -427,6 +488,10 @@ def recreate(tracker: Tracker, results: dict[tuple, bytes | None], target: Serve
         out.extend(raw for (wid, _), raw in tracker.selection_inputs.items()
                    if wid in tracker.windows)
         out.extend(raw for wid, raw in tracker.cursor_inputs.items() if wid in tracker.windows)
+    if xi_major is not None:
+        out.extend(_xi_selects(b, xi_major, tracker))
+        out.extend(tracker.xi_cursors.values())
+        out.extend(tracker.xi_grabs.values())
     # passive grabs, selections, focus
     out.extend(grab for key, grab in tracker.grabs.items() if key[0] in tracker.windows)
     for selection, owner in tracker.selections.items():
@@ -439,6 +504,19 @@ def recreate(tracker: Tracker, results: dict[tuple, bytes | None], target: Serve
             out.append(b.request(op.SET_INPUT_FOCUS, focus[1], b.pack("II", window, 0)))
     out.extend(frees)
     return Plan(out, reasons)
+
+
+def _xi_selects(b: Builder, xi_major: int, tracker: Tracker) -> list[bytes]:
+    """One XISelectEvents per window with the masks the client selected on it."""
+    by_window: dict[int, list[tuple[int, bytes]]] = {}
+    for (wid, device), mask in tracker.xi_selects.items():
+        by_window.setdefault(wid, []).append((device, mask))
+    out = []
+    for wid, masks in by_window.items():
+        body = b.pack("IH2x", wid, len(masks)) + b"".join(
+            b.pack("HH", device, len(mask) // 4) + mask for device, mask in masks)
+        out.append(b.request(xi_major, f.XI_SELECT_EVENTS, body))
+    return out
 
 
 def _picture(b: Builder, render_major: int, pid: int, p: Picture,

@@ -126,6 +126,18 @@ def _glyph_cost(raw: bytes, ids: tuple[int, ...]) -> int:
 
 #: XKB SelectEvents and PerClientFlags requests kept (one per kind); the oldest goes first.
 MAX_XKB_SELECTS = 256
+#: XInputExtension event selections, cursors and passive grabs kept, each (the oldest goes
+#: first); and the bytes of a selection's mask kept (XI 2.4's events fit in 8).
+MAX_XI_KEPT = 1024
+XI_MASK_BYTES = 16
+
+
+def _keep(table: dict[Any, bytes], key: Any, value: bytes) -> None:
+    """Keep `value` as the newest in `table`, dropping the oldest past MAX_XI_KEPT."""
+    table.pop(key, None)
+    table[key] = value
+    if len(table) > MAX_XI_KEPT:
+        del table[next(iter(table))]
 
 
 class Tracker:
@@ -166,6 +178,17 @@ class Tracker:
         #: (device, what it changes), raw, oldest first
         self.xkb_use: bytes | None = None
         self.xkb_selects: dict[tuple[int, ...], bytes] = {}
+        #: XInputExtension: whether the client sent any of its requests; the XI 1 requests it
+        #: sent (a move does not carry them) by minor opcode; each version request it made
+        #: (GetExtensionVersion, XIQueryVersion) by minor: (raw, the version it was given);
+        #: XISelectEvents masks by (window, device); XIChangeCursor and XIPassiveGrabDevice
+        #: requests, raw, by (window, device) and (window, device, grab type, detail)
+        self.xi_used = False
+        self.xi1_used: set[int] = set()
+        self.xi_versions: dict[int, tuple[bytes, bytes]] = {}
+        self.xi_selects: dict[tuple[int, int], bytes] = {}
+        self.xi_cursors: dict[tuple[int, int], bytes] = {}
+        self.xi_grabs: dict[tuple[int, int, int, int], bytes] = {}
         self.server_grabbed = False
         self.big_requests = False
         self.extensions_used: set[str] = set()
@@ -261,6 +284,11 @@ class Tracker:
                 for skey in [k for k in self.selection_inputs if k[0] == wid]:
                     del self.selection_inputs[skey]
                 self.cursor_inputs.pop(wid, None)
+                xi: tuple[dict[Any, bytes], ...] = (self.xi_selects, self.xi_cursors,
+                                                    self.xi_grabs)
+                for table in xi:
+                    for xkey in [k for k in table if k[0] == wid]:
+                        del table[xkey]
 
     def _reparent(self, seq: int, msg: bytes) -> None:
         w = self.windows.get(self._word(msg, 4))
@@ -480,6 +508,9 @@ class Tracker:
         if name == f.XKB:
             self._xkb(msg)
             return None
+        if name == f.XI:
+            self._xi(seq, msg)
+            return None
         if name != f.SHAPE:
             return None
         minor = msg[1]
@@ -511,6 +542,46 @@ class Tracker:
             self.xkb_selects[key] = raw
             if len(self.xkb_selects) > MAX_XKB_SELECTS:
                 del self.xkb_selects[next(iter(self.xkb_selects))]
+
+    def _xi(self, seq: int, raw: bytes) -> None:
+        msg = raw[:4] + raw[8:] if self._u16(raw, 2)[0] == 0 else raw
+        minor = msg[1]
+        self.xi_used = True
+        if minor in (f.XI_GET_EXTENSION_VERSION, f.XI_QUERY_VERSION):
+            self._pending[seq] = (_XI_VERSION, raw)
+            return
+        if minor < f.XI_QUERY_POINTER:
+            self.xi1_used.add(minor)
+            return
+        wid = self._word(msg, 4)
+        ours = wid in self.windows or wid == self.root
+        if minor == f.XI_SELECT_EVENTS:
+            (n,) = self._u16(msg, 8) if len(msg) >= 10 else (0,)
+            pos = 12
+            for _ in range(n):
+                if pos + 4 > len(msg):
+                    break
+                device, size = struct.unpack_from(self.endian + "HH", msg, pos)
+                mask = bytes(msg[pos + 4 : pos + 4 + min(4 * size, XI_MASK_BYTES)])
+                pos += 4 + 4 * size
+                if ours and any(mask):
+                    _keep(self.xi_selects, (wid, device), mask)
+                else:
+                    self.xi_selects.pop((wid, device), None)
+        elif minor == f.XI_CHANGE_CURSOR and len(msg) >= 14:
+            key = (wid, self._u16(msg, 12)[0])
+            if ours and self._word(msg, 8):
+                _keep(self.xi_cursors, key, raw)
+            else:
+                self.xi_cursors.pop(key, None)
+        elif minor == f.XI_PASSIVE_GRAB_DEVICE and len(msg) >= 28:
+            wid = self._word(msg, 8)
+            gkey = (wid, self._u16(msg, 20)[0], msg[26], self._word(msg, 16))
+            if wid in self.windows or wid == self.root:
+                _keep(self.xi_grabs, gkey, raw)
+        elif minor == f.XI_PASSIVE_UNGRAB_DEVICE and len(msg) >= 17:
+            # (all the grab's modifiers at once: an ungrab of some of them ends it here)
+            self.xi_grabs.pop((wid, self._u16(msg, 12)[0], msg[16], self._word(msg, 8)), None)
 
     def _xfixes(self, seq: int, raw: bytes) -> None:
         msg = raw[:4] + raw[8:] if self._u16(raw, 2)[0] == 0 else raw
@@ -676,6 +747,8 @@ class Tracker:
             n = self._u16(request, 4)[0]
             if atom:
                 self.atom_names[atom] = bytes(request[8 : 8 + n])
+        elif opcode == _XI_VERSION:
+            self.xi_versions[request[1]] = (request, bytes(msg[8:12]))
         elif opcode == op.QUERY_EXTENSION:
             n = self._u16(request, 4)[0]
             if msg[8]:
@@ -720,6 +793,9 @@ class Tracker:
             seen.setdefault(id(gs), gs)
         return list(seen.values())
 
+
+#: The tracker's own key in `_pending` for XInputExtension version requests (no opcode).
+_XI_VERSION = -1
 
 #: Requests that make a resource (id at offset 4) -> the tracker's table of them.
 _CREATES = {op.CREATE_WINDOW: "windows", op.CREATE_PIXMAP: "pixmaps", op.CREATE_GC: "gcs",
