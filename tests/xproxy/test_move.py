@@ -754,10 +754,11 @@ def test_xfixes_selection_input_and_a_region_move_with_the_client(servers, movab
 
 
 def test_the_input_focus_and_a_passive_grab_move_with_the_client(servers, movable):
-    """A python-xlib client gives its window the focus and grabs a button on it; after the
-    move the target says its window has the focus, and another client's grab of the same
-    button there is refused (BadAccess): the grab is held."""
-    from Xlib import X, error
+    """A python-xlib client gives its window the focus, grabs a button on it, selects property
+    changes on the root and grabs a key there; after the move the target says its window has
+    the focus, another client's grab of the same button or key there is refused (BadAccess):
+    the grabs are held, and a root property changed on the target reaches the client."""
+    from Xlib import X, Xatom, error
 
     _a, b, _c, auth = servers
     d = xauthfile.open_xlib_display(movable.display, auth)
@@ -769,6 +770,9 @@ def test_the_input_focus_and_a_passive_grab_move_with_the_client(servers, movabl
         w.set_input_focus(X.RevertToParent, X.CurrentTime)
         w.grab_button(3, X.ControlMask, False, X.ButtonPressMask, X.GrabModeAsync,
                       X.GrabModeAsync, X.NONE, X.NONE)
+        d.screen().root.change_attributes(event_mask=X.PropertyChangeMask)
+        d.screen().root.grab_key(38, X.Mod4Mask, False, X.GrabModeAsync, X.GrabModeAsync)
+        prop = d.intern_atom("XPROXY_ROOT_TEST")
         d.sync()
         moved_ok(movable, b.name)
         real = poll(lambda: top_window(b.name, auth, "focused"))
@@ -776,6 +780,24 @@ def test_the_input_focus_and_a_passive_grab_move_with_the_client(servers, movabl
         try:
             assert other.get_input_focus().focus.id == real
             refused = []
+            other.screen().root.grab_key(38, X.Mod4Mask, False, X.GrabModeAsync,
+                                         X.GrabModeAsync,
+                                         onerror=lambda err, *_: refused.append(err))
+            other.sync()
+            assert refused and isinstance(refused[0], error.BadAccess)
+            refused.clear()
+            other.screen().root.change_property(other.intern_atom("XPROXY_ROOT_TEST"),
+                                                Xatom.STRING, 8, b"moved")
+            other.sync()
+
+            def notified():
+                while d.pending_events():
+                    ev = d.next_event()
+                    if ev.type == X.PropertyNotify and ev.atom == prop:
+                        return ev
+                return None
+
+            assert poll(notified).window.id == d.screen().root.id
             target = other.create_resource_object("window", real)
             target.grab_button(3, X.ControlMask, False, X.ButtonPressMask, X.GrabModeAsync,
                                X.GrabModeAsync, X.NONE, X.NONE,

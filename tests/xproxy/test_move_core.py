@@ -924,3 +924,34 @@ def test_xi_selections_kept_are_bounded(e, monkeypatch):
             e + "IH2xHH", 0x50D, 1, device, len(long_mask) // 4) + long_mask), f.XI)
     assert list(t.xi_selects) == [(0x50D, 2), (0x50D, 3), (0x50D, 4)]
     assert t.xi_selects[(0x50D, 4)] == struct.pack(e + "I", 1 << 4) + b"\0" * 12
+
+
+@pytest.mark.parametrize("e", E)
+def test_the_root_windows_events_grabs_and_xfixes_inputs_are_made_again(e):
+    """What a client selects or grabs on the root window is its own to carry: its core event
+    mask there, a passive key grab there (a hotkey) and an XFIXES selection input there are
+    made again on the target's root; the attributes of another client's window are not."""
+    root = 0x50D
+    t = Tracker(e, root, 0x21, 24)
+    mask = (1 << 22) | (1 << 17)  # PropertyChange, StructureNotify... as GTK selects
+    t.request(1, req(e, op.CHANGE_WINDOW_ATTRIBUTES, 0,
+                     struct.pack(e + "III", root, 1 << f.EVENT_MASK_BIT, mask)))
+    t.request(2, req(e, op.CHANGE_WINDOW_ATTRIBUTES, 0,
+                     struct.pack(e + "III", 0x77, 1 << f.EVENT_MASK_BIT, 1)))
+    hotkey = req(e, op.GRAB_KEY, 1, struct.pack(e + "IHBBBxxx", root, 0x8, 38, 1, 1))
+    t.request(3, hotkey)
+    other = req(e, op.GRAB_KEY, 1, struct.pack(e + "IHBBBxxx", 0x77, 0x8, 39, 1, 1))
+    t.request(4, other)
+    selection = req(e, XFIXES_V, f.XFIXES_SELECT_SELECTION_INPUT,
+                    struct.pack(e + "III", root, 1, 1))
+    t.request(5, selection, f.XFIXES)
+    assert t.root_events == mask
+    target = parse_server_setup(setup_with_screen(e, base=RBASE), e)
+    scratch = iter(range(VBASE | 0x1000, VBASE | 0x2000))
+    plan = recreate(t, {}, target, scratch, None, None, xfixes_major=XFIXES_V)
+    assert req(e, op.CHANGE_WINDOW_ATTRIBUTES, 0, struct.pack(
+        e + "III", root, 1 << f.EVENT_MASK_BIT, mask)) in plan.requests
+    assert hotkey in plan.requests and other not in plan.requests
+    assert selection in plan.requests
+    assert not any(r[0] == op.CHANGE_WINDOW_ATTRIBUTES and 0x77 in struct.unpack_from(
+        e + "I", r, 4) for r in plan.requests)

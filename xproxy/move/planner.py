@@ -484,16 +484,19 @@ def recreate(tracker: Tracker, results: dict[tuple, bytes | None], target: Serve
                                    f"target's screen ({target.width}x{target.height})")
     for wid in reversed(mapped):
         out.append(b.request(op.MAP_WINDOW, 0, b.pack("I", wid)))
+    if tracker.root_events:
+        out.append(b.request(op.CHANGE_WINDOW_ATTRIBUTES, 0, b.pack(
+            "III", root, 1 << f.EVENT_MASK_BIT, tracker.root_events)))
     if xfixes_major is not None:
         out.extend(raw for (wid, _), raw in tracker.selection_inputs.items()
-                   if wid in tracker.windows)
-        out.extend(raw for wid, raw in tracker.cursor_inputs.items() if wid in tracker.windows)
+                   if tracker.ours(wid))
+        out.extend(raw for wid, raw in tracker.cursor_inputs.items() if tracker.ours(wid))
     if xi_major is not None:
         out.extend(_xi_selects(b, xi_major, tracker))
         out.extend(tracker.xi_cursors.values())
         out.extend(tracker.xi_grabs.values())
     # passive grabs, selections, focus
-    out.extend(grab for key, grab in tracker.grabs.items() if key[0] in tracker.windows)
+    out.extend(grab for key, grab in tracker.grabs.items() if tracker.ours(key[0]))
     for selection, owner in tracker.selections.items():
         if owner in tracker.windows:
             out.append(b.request(op.SET_SELECTION_OWNER, 0, b.pack("III", owner, selection, 0)))

@@ -126,8 +126,9 @@ def _glyph_cost(raw: bytes, ids: tuple[int, ...]) -> int:
 
 #: XKB SelectEvents and PerClientFlags requests kept (one per kind); the oldest goes first.
 MAX_XKB_SELECTS = 256
-#: XInputExtension event selections, cursors and passive grabs kept, each (the oldest goes
-#: first); and the bytes of a selection's mask kept (XI 2.4's events fit in 8).
+#: Core passive grabs and XInputExtension event selections, cursors and passive grabs kept,
+#: each (the oldest goes first); and the bytes of a selection's mask kept (XI 2.4's events
+#: fit in 8).
 MAX_XI_KEPT = 1024
 XI_MASK_BYTES = 16
 
@@ -162,6 +163,9 @@ class Tracker:
         self.colormaps: dict[int, Colormap] = {}
         self.default_cells: dict[tuple[int, int], bytes] = {}  # (colormap, pixel) -> request
         self.grabs: dict[tuple[int, int, int, int], bytes] = {}  # passive grabs, raw
+        #: the core events the client selected on the root window (a move selects them on
+        #: the target's root)
+        self.root_events = 0
         self.selections: dict[int, int] = {}  # selection atom -> owner window
         self.focus: int | None = None
         self.pictures: dict[int, Picture] = {}
@@ -256,10 +260,20 @@ class Tracker:
         self.windows[wid] = Window(wid, parent, depth, wclass, visual, x, y, w, h, border,
                                    self._values(msg, 32, mask))
 
+    def ours(self, wid: int) -> bool:
+        """Whether a move carries what the client holds on window `wid`: one it made, or
+        the root (its selected events, passive grabs, XFIXES and XI inputs)."""
+        return wid in self.windows or wid == self.root
+
     def _change_attributes(self, seq: int, msg: bytes) -> None:
-        w = self.windows.get(self._word(msg, 4))
+        wid = self._word(msg, 4)
+        w = self.windows.get(wid)
         if w is not None:
             w.values.update(self._values(msg, 12, self._word(msg, 8)))
+        elif wid == self.root:
+            mask = self._values(msg, 12, self._word(msg, 8)).get(f.EVENT_MASK_BIT)
+            if mask is not None:
+                self.root_events = mask
 
     def _destroy_window(self, seq: int, msg: bytes) -> None:
         self._forget_tree(self._word(msg, 4), include_self=True)
@@ -475,8 +489,8 @@ class Tracker:
             key = (self._word(msg, 4), 0, msg[20], self._u16(msg, 22)[0])
         else:
             key = (self._word(msg, 4), 1, msg[10], self._u16(msg, 8)[0])
-        if key[0] in self.windows:
-            self.grabs[key] = msg
+        if self.ours(key[0]):
+            _keep(self.grabs, key, msg)
 
     def _ungrab(self, seq: int, msg: bytes) -> None:
         window = self._word(msg, 4)
@@ -554,7 +568,7 @@ class Tracker:
             self.xi1_used.add(minor)
             return
         wid = self._word(msg, 4)
-        ours = wid in self.windows or wid == self.root
+        ours = self.ours(wid)
         if minor == f.XI_SELECT_EVENTS:
             (n,) = self._u16(msg, 8) if len(msg) >= 10 else (0,)
             pos = 12
@@ -577,7 +591,7 @@ class Tracker:
         elif minor == f.XI_PASSIVE_GRAB_DEVICE and len(msg) >= 28:
             wid = self._word(msg, 8)
             gkey = (wid, self._u16(msg, 20)[0], msg[26], self._word(msg, 16))
-            if wid in self.windows or wid == self.root:
+            if self.ours(wid):
                 _keep(self.xi_grabs, gkey, raw)
         elif minor == f.XI_PASSIVE_UNGRAB_DEVICE and len(msg) >= 17:
             # (all the grab's modifiers at once: an ungrab of some of them ends it here)
@@ -597,12 +611,12 @@ class Tracker:
         elif minor == f.XFIXES_SELECT_SELECTION_INPUT:
             selection = self._word(msg, 8)
             self.atoms_used.add(selection)
-            if rid in self.windows and self._word(msg, 12):
+            if self.ours(rid) and self._word(msg, 12):
                 self.selection_inputs[(rid, selection)] = raw
             else:
                 self.selection_inputs.pop((rid, selection), None)
         elif minor == f.XFIXES_SELECT_CURSOR_INPUT:
-            if rid in self.windows and self._word(msg, 8):
+            if self.ours(rid) and self._word(msg, 8):
                 self.cursor_inputs[rid] = raw
             else:
                 self.cursor_inputs.pop(rid, None)
