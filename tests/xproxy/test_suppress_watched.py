@@ -484,3 +484,123 @@ def test_xlibs_default_gc_is_no_barrier_unless_it_could_fail() -> None:
                              (create_gc(mask=0x10000, values=(1,)), 2)):  # GraphicsExposures
         assert not asks(h, could_fail + intern(b"A"))
         h.server(error(h.s.seq - 1, code))
+
+
+def none_error(seq: int, major: int, code: int) -> bytes:
+    return struct.pack("<BBHIHB21x", 0, code, seq & 0xFFFF, 0, 0, major)
+
+
+def test_a_request_naming_none_is_answered_with_its_error_once_learnt() -> None:
+    h = Harness()
+    warm_atoms(h, {b"A": 300})
+    geometry = struct.pack("<BxHI", 14, 2, 0)  # GetGeometry(None): BadDrawable, always
+    assert not asks(h, geometry)
+    h.server(none_error(h.s.seq, 14, 9))
+    assert h.take() == [(0, h.s.seq)]
+    h2 = Harness(h.cache)
+    h2.send(geometry + intern(b"A"))  # the error, then the atom: in order, at once
+    assert h2.take() == [(0, h2.s.seq - 1), (1, h2.s.seq)]
+    assert h2.to_server.endswith(geometry + intern(b"A"))  # still sent: compared
+    h2.server(none_error(h2.s.seq - 1, 14, 9), intern_reply(h2.s.seq, 300))
+    assert h2.to_client == b"" and h2.cache.stats.mismatches == 0
+    h2.server()
+    # another window, or another request, is another question; a real window may be gone
+    assert not asks(h2, struct.pack("<BxHI", 3, 2, 0))  # GetWindowAttributes(None)
+    h2.server(none_error(h2.s.seq, 3, 3))
+    assert not asks(h2, struct.pack("<BxHI", 14, 2, ROOT) + intern(b"A"))
+    h2.server(ext_reply(h2.s.seq - 1), intern_reply(h2.s.seq, 300))
+    assert not asks(h2, struct.pack("<BxHI", 14, 2, 0x200001))
+    assert DisplayCache.from_json(h.cache.to_json()).replies == h.cache.replies
+
+
+def rr_select_input(window: int = ROOT, enable: int = 0xB) -> bytes:
+    return ext_request(RANDR, 4, struct.pack("<IH2x", window, enable))
+
+
+def test_randr_select_input_on_a_root_is_no_barrier_while_the_configuration_is_unchanged(
+        ) -> None:
+    cache = DisplayCache("epoch")
+    cache.watch(["props", "randr"])
+    h = Harness(cache)
+    warm_atoms(h, {b"A": 300})
+    randr(h)
+    assert asks(h, rr_select_input() + intern(b"A"))
+    assert asks(h, rr_select_input(enable=0) + intern(b"A"))  # unselects: no event, no error
+    for could_fail, code in ((rr_select_input(0x200001), 3),  # a window that may be gone
+                             (rr_select_input(enable=0x80), 2)):  # no known bit: BadValue
+        assert not asks(h, could_fail + intern(b"A"))
+        h.server(error(h.s.seq - 1, code))
+    h.take()
+    # the configuration changed since this connection's setup: the server sends it events
+    h.cache.display_changed(groups=frozenset({"randr"}))
+    assert not asks(h, rr_select_input() + intern(b"A"))
+    h.server(intern_reply(h.s.seq, 300))
+    h2 = Harness(h.cache)  # a connection made since: the server has told it nothing either
+    warm_atoms(h2, {b"A": 300})
+    randr(h2)
+    assert asks(h2, rr_select_input() + intern(b"A"))
+    h2.take()
+    h2.cache.watch(None)  # no longer watched: a change would not be heard of
+    h2.cache.watch(["props", "randr"])
+    assert not asks(h2, rr_select_input() + intern(b"A"))
+
+
+def send_event(destination: int = ROOT, events: int = 0x180000, kind: int = 33,
+               detail: int = 32, propagate: int = 0) -> bytes:
+    return struct.pack("<BBHII", 25, propagate, 11, destination, events) \
+        + struct.pack("<BB", kind, detail).ljust(32, b"\0")
+
+
+def test_send_event_to_a_root_no_event_of_which_comes_back_is_no_barrier() -> None:
+    h = Harness()
+    warm_atoms(h, {b"A": 300})
+    assert asks(h, send_event() + intern(b"A"))  # as a window asks the WM for a state
+    assert asks(h, send_event(propagate=1) + intern(b"A"))
+    for could_fail in (send_event(0x200001),  # a window that may be gone
+                       send_event(1),  # InputFocus
+                       send_event(kind=35),  # GenericEvent: BadValue
+                       send_event(detail=7),  # a ClientMessage format: BadValue
+                       send_event(events=0x2000000),  # no such event bit
+                       send_event(events=0),  # to the root's creator
+                       send_event(propagate=2)):  # BadValue
+        assert not asks(h, could_fail + intern(b"A"))
+        h.server(error(h.s.seq - 1, 2))
+    # once this client selects SubstructureNotify on the root, the event comes back to it
+    assert asks(h, change_attributes(ROOT, 0x80000) + intern(b"A"))
+    assert not asks(h, send_event() + intern(b"A"))
+    h.server(event(h.s.seq - 1, 33 | 0x80), intern_reply(h.s.seq, 300))
+    assert asks(h, send_event(events=0x100000) + intern(b"A"))  # Redirect: not selected
+    h.send(struct.pack("<BxHII", 2, 4, ROOT, 0x801) + struct.pack("<I", 0))  # background too
+    assert not asks(h, send_event(events=0x100000) + intern(b"A"))  # all bits assumed
+
+
+MONITORS = ext_request(RANDR, 42, struct.pack("<IB3x", ROOT, 1))  # GetMonitors, active
+
+
+def configure_notify(seq: int, window: int = ROOT) -> bytes:
+    return struct.pack("<BxHII", 22, seq & 0xFFFF, window, window).ljust(32, b"\0")
+
+
+def test_randr_monitors_answered_while_the_root_configure_notify_is_watched() -> None:
+    h = watching()
+    randr(h)
+    learn(h, MONITORS, b"monitors")
+    assert not asks(h, MONITORS)  # the watch does not vouch for SetMonitor: never answered
+    h.server(ext_reply(h.s.seq, b"monitors"))
+    h.cache.watch(["props", "randr", "monitors"])
+    learn(h, MONITORS, b"monitors")
+    assert asks(h, MONITORS)
+    h.server(ext_reply(h.s.seq, b"monitors"))
+    assert not asks(h, ext_request(RANDR, 42, struct.pack("<IB3x", 0x200001, 1)))
+    h.server(ext_reply(h.s.seq, b"monitors"))
+    h.take()
+    h.server(configure_notify(h.s.seq, 0x200001))  # not a root: nothing to do with it
+    assert h.take() == [(22, h.s.seq)] and asks(h, MONITORS)
+    h.server(ext_reply(h.s.seq, b"monitors"))
+    h.take()
+    h.server(configure_notify(h.s.seq))  # the root's: xrandr --setmonitor, or a new size
+    assert h.take() == [(22, h.s.seq)] and not h.cache.watched
+    learn(h, MONITORS, b"two")
+    h.send(ext_request(RANDR, 43, bytes(24)))  # SetMonitor by a client of the link
+    assert not h.cache.watched
+    assert h.cache.stats.mismatches == 0

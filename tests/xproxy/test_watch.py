@@ -66,8 +66,8 @@ def ready_watch() -> DisplayWatch:
     assert not w.ready
     w.receive(reply(21))  # GetInputFocus
     assert w.ready and w.failed is None
-    assert w.groups == {"props", "randr", "xkb", "xi", "sel:302", "sel:303", "sel:304",
-                        "sel:305"}
+    assert w.groups == {"props", "randr", "monitors", "xkb", "xi", "sel:302", "sel:303",
+                        "sel:304", "sel:305"}
     return w
 
 
@@ -87,6 +87,18 @@ def test_the_watch_selects_then_reports_changes_by_atom_and_group() -> None:
     assert w.receive(hierarchy) == [Change(groups=frozenset({"xi"}))]
     owner = event(87, 21, struct.pack("<III", ROOT, 0x400001, 303))  # SetSelectionOwner
     assert w.receive(owner) == [Change(groups=frozenset({"sel:303"}))]
+    # a ConfigureNotify of the root (RANDR's SetMonitor sends only that), not of another
+    assert w.receive(event(22, 21, struct.pack("<II", 0x200001, 0x200001))
+                     + event(22, 21, struct.pack("<II", ROOT, ROOT))) \
+        == [Change(groups=frozenset({"randr"}))]
+
+
+def test_the_watch_selects_property_and_structure_changes_on_the_roots() -> None:
+    w = DisplayWatch()
+    w.start()
+    w.receive(setup_reply())
+    select = w.data_to_send()[:16]
+    assert struct.unpack("<BxHIII", select) == (2, 4, ROOT, 0x800, 0x420000)
 
 
 def test_without_the_extensions_the_watch_vouches_for_root_properties_only() -> None:
@@ -154,7 +166,7 @@ def test_a_real_x_server_reports_the_changes(xvfb) -> None:
         until(lambda _: w.ready or w.failed, "the watch was not ready")
         assert w.failed is None
         assert {g for g in w.groups if not g.startswith("sel:")} == {"props", "randr", "xkb",
-                                                                        "xi"}
+                                                                        "xi", "monitors"}
         assert len(w.selections) == 4
         subprocess.run(["xprop", "-root", "-f", "XT_WATCHED", "8s", "-set", "XT_WATCHED", "x"],
                        env=env, check=True, timeout=30)
@@ -164,6 +176,9 @@ def test_a_real_x_server_reports_the_changes(xvfb) -> None:
         subprocess.run(["xrandr", "--output", "screen", "--primary"], env=env, check=True,
                        timeout=30)
         until(lambda seen: "randr" in merge(seen).groups, "no RANDR change")
+        subprocess.run(["xrandr", "--setmonitor", "XT-WATCHED", "640/169x480/127+0+0", "none"],
+                       env=env, check=True, timeout=30)
+        until(lambda seen: "randr" in merge(seen).groups, "no RANDR monitor change")
         subprocess.run(["xinput", "set-prop", "Xvfb mouse", "Coordinate Transformation Matrix",
                         "2", "0", "0", "0", "2", "0", "0", "0", "1"], env=env, check=True,
                        timeout=30)

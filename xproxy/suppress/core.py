@@ -74,6 +74,7 @@ from ..x11.opcodes import (
     CHANGE_PROPERTY,
     CHANGE_WINDOW_ATTRIBUTES,
     CLOSE_FONT,
+    CONFIGURE_NOTIFY,
     CREATE_GC,
     DELETE_PROPERTY,
     ERROR,
@@ -81,10 +82,12 @@ from ..x11.opcodes import (
     FIRST_EXTENSION_OPCODE,
     GENERIC_EVENT,
     GET_ATOM_NAME,
+    GET_GEOMETRY,
     GET_KEYBOARD_MAPPING,
     GET_MODIFIER_MAPPING,
     GET_PROPERTY,
     GET_SELECTION_OWNER,
+    GET_WINDOW_ATTRIBUTES,
     GRAB_SERVER,
     INTERN_ATOM,
     LIST_EXTENSIONS,
@@ -98,9 +101,11 @@ from ..x11.opcodes import (
     QUERY_COLORS,
     QUERY_EXTENSION,
     QUERY_FONT,
+    QUERY_TREE,
     REPLY,
     ROTATE_PROPERTIES,
     SELECTION_CLEAR,
+    SEND_EVENT,
     SET_MODIFIER_MAPPING,
     SET_SELECTION_OWNER,
     TRUE_COLOR,
@@ -144,19 +149,23 @@ VERSION_REQUESTS: dict[bytes, frozenset[int]] = {
 #: forgotten when it says one happened, by group. The requests that change a group (any other
 #: request to the extension) forget it too, as do its events passing to any client.
 #: Not here: XKB GetState (the modifier state), RANDR GetScreenInfo and GetScreenResources
-#: (they ask the hardware again), RANDR GetMonitors (`xrandr --setmonitor` sends no event),
-#: GetPanning and GetCrtcTransform (not seen to send one), XIQueryDevice (it carries the
-#: pointer's position).
+#: (they ask the hardware again), GetPanning and GetCrtcTransform (not seen to send one),
+#: XIQueryDevice (it carries the pointer's position).
 WATCHED: dict[bytes, tuple[str, frozenset[int]]] = {
     # GetScreenSizeRange, GetOutputInfo, ListOutputProperties, QueryOutputProperty,
     # GetOutputProperty, GetCrtcInfo, GetCrtcGammaSize, GetScreenResourcesCurrent,
-    # GetOutputPrimary
-    b"RANDR": ("randr", frozenset({6, 9, 10, 11, 15, 20, 22, 25, 31})),
+    # GetOutputPrimary, GetMonitors
+    b"RANDR": ("randr", frozenset({6, 9, 10, 11, 15, 20, 22, 25, 31, 42})),
     # GetControls, GetMap, GetCompatMap, GetIndicatorMap, GetNames
     b"XKEYBOARD": ("xkb", frozenset({6, 8, 10, 13, 17})),
     # XIListProperties, XIGetProperty (device properties)
     b"XInputExtension": ("xi", frozenset({56, 59})),
 }
+#: Watched requests that the watch must also vouch for another group to answer: RANDR
+#: GetMonitors, whose SetMonitor and DeleteMonitor send no RANDR event but a ConfigureNotify
+#: of the root window, which a watch that selects StructureNotify there vouches for
+#: ("monitors"; it reports the ConfigureNotify as a "randr" change).
+WATCHED_ALSO: dict[tuple[bytes, int], str] = {(b"RANDR", 42): "monitors"}
 #: Watched requests that delete what they read when a flag is set: its offset. Never answered
 #: with it set, and sending one forgets the group.
 DELETE_FLAG: dict[tuple[bytes, int], int] = {(b"RANDR", 15): 24, (b"XInputExtension", 59): 6}
@@ -173,7 +182,7 @@ WATCHED_QUIET: dict[bytes, frozenset[int]] = {
 #: Answerable requests whose first argument is a window: answered only for a root window
 #: (the window of another connection's id may not exist here, and the answer is BadWindow).
 ROOT_ARGUMENT: frozenset[tuple[bytes, int]] = frozenset({
-    (b"RENDER", 29), (b"RANDR", 6), (b"RANDR", 25), (b"RANDR", 31)})
+    (b"RENDER", 29), (b"RANDR", 6), (b"RANDR", 25), (b"RANDR", 31), (b"RANDR", 42)})
 #: The extension events that say a watched group changed: RANDR's two, XKB's one (any kind).
 WATCHED_EVENTS: dict[bytes, tuple[str, int]] = {b"RANDR": ("randr", 2), b"XKEYBOARD": ("xkb", 1)}
 #: The GenericEvents that say a watched group changed, by extension: XInput's
@@ -191,6 +200,17 @@ NEVER_FAIL = frozenset({NO_OPERATION, GRAB_SERVER, UNGRAB_SERVER})
 CW_EVENT_MASK = 0x800
 EXCLUSIVE_EVENTS = 0x100000 | 0x40000 | 0x4
 ALL_EVENTS = 0x1FFFFFF
+#: RRSelectInput's ScreenChangeNotify bit: known to every RANDR version, so a mask with it is
+#: never BadValue; and the RANDR minor opcode of SelectInput.
+RR_SCREEN_CHANGE_MASK = 0x1
+RR_SELECT_INPUT = 4
+#: The core event types SendEvent takes (not GenericEvent, which it refuses), ClientMessage
+#: and its formats.
+SEND_EVENT_TYPES = range(2, 35)
+CLIENT_MESSAGE = 33
+#: Requests whose only argument is a window or drawable: with None (0), never a resource,
+#: the server's answer is an error that depends on nothing but the request (Kind.NONE).
+NONE_ERRORS = frozenset({GET_WINDOW_ATTRIBUTES, GET_GEOMETRY, QUERY_TREE})
 #: CreateGC's Foreground and Background bits.
 GC_FOREGROUND_BACKGROUND = 0x4 | 0x8
 #: XFixesSelectSelectionInput's event bits: SetSelectionOwner, SelectionWindowDestroy,
@@ -231,6 +251,7 @@ class Kind(Enum):
     ROOT_PROPERTY = "rprop"  # GetProperty of a root window: while the display host watches
     SELECTION_OWNER = "owner"  # GetSelectionOwner of a selection the display host watches
     WATCHED = "wreq"  # an extension request of WATCHED: while the display host watches
+    NONE = "none"  # a request of NONE_ERRORS naming None: its error, learnt
 
 
 #: Requests this module may answer, by opcode (extension requests aside: Kind.EXT_REQUEST).
@@ -395,6 +416,7 @@ class DisplayCache:
         self.watched: dict[tuple[str, Kind, bytes], tuple[bytes, int | str]] = {}
         self.watched_bytes = 0
         self.generation = 0  # counts the changes, so a reply read before one is not learnt
+        self.randr_changes = 0  # counts the changes of the RANDR configuration reported
         self.unique = 0  # counts keys made to match nothing
 
     # watched answers: valid from the reply until the display host says they changed
@@ -416,6 +438,8 @@ class DisplayCache:
                         groups: frozenset[str] = frozenset(), everything: bool = False) -> None:
         """Root properties (atoms) or groups of extension answers changed on the display."""
         self.generation += 1
+        if everything or "randr" in groups:
+            self.randr_changes += 1
         for key, (reply, scope) in list(self.watched.items()):
             if everything or scope in props or scope in groups:
                 del self.watched[key]
@@ -522,7 +546,7 @@ class _Held:
 
 
 _HEADER_READ = frozenset({CHANGE_PROPERTY, DELETE_PROPERTY, CHANGE_WINDOW_ATTRIBUTES,
-                          SET_SELECTION_OWNER, CREATE_GC})
+                          SET_SELECTION_OWNER, CREATE_GC, SEND_EVENT})
 
 
 class _Requests(RequestFramer):
@@ -618,6 +642,10 @@ class Suppressor:
         # GenericEvents by major opcode: the group they change, and their event types that do
         self.watch_generic: dict[int, tuple[str, frozenset[int]]] = {}
         self.selection_event = -1  # XFIXES' SelectionNotify, once this connection asked
+        # RANDR changes reported before this connection's setup: the server's RRSelectInput
+        # sends this client events if the configuration changed since (`_quiet`)
+        self.randr_seen = cache.randr_changes
+        self.root_events: dict[int, int] = {}  # root -> every event bit this client selected
         # seq -> the cache's generation when it went, and what forgets its answer
         self.learn_gen: dict[int, tuple[int, int | str]] = {}
         self.fonts: dict[int, bytes] = {}
@@ -652,7 +680,8 @@ class Suppressor:
                         big: bool) -> int:
         """The hold policy for requests: whether this one is read whole (HOLD) or passes."""
         if (opcode in KINDS or opcode in (OPEN_FONT, CLOSE_FONT)) \
-                and (opcode != QUERY_COLORS or size <= 8 + 4 * MAX_QUERY_COLORS):
+                and (opcode != QUERY_COLORS or size <= 8 + 4 * MAX_QUERY_COLORS) \
+                or (opcode in NONE_ERRORS and size == 8):
             return self._held(opcode, size, big)
         cache = self.cache
         if (opcode == GET_PROPERTY and size == 24 and cache.vouched("props")) \
@@ -671,7 +700,8 @@ class Suppressor:
                 self.ext_version[name] = b"unique %d" % cache.unique
             watched = WATCHED.get(name)
             if watched is not None:
-                if cache.vouched(watched[0]) and minor in watched[1]:
+                if minor in watched[1] and cache.vouched(watched[0]) \
+                        and cache.vouched(WATCHED_ALSO.get((name, minor), watched[0])):
                     return self._held(opcode, size, big)
                 if minor not in WATCHED_QUIET[name]:
                     cache.display_changed(groups=frozenset({watched[0]}))
@@ -690,11 +720,25 @@ class Suppressor:
                 scope for _, scope in cache.watched.values() if isinstance(scope, int)))
         elif opcode in _KEYBOARD_CHANGES:
             cache.display_changed(groups=frozenset({"xkb"}))
+        elif opcode == CHANGE_WINDOW_ATTRIBUTES and size >= 12:
+            self._root_selection(buf, pos, size, big)
         if big:
             self.client.require_big_requests()
         if opcode not in NEVER_FAIL and not self._quiet(buf, pos, opcode, size):
             self.barrier = self.seq
         return PASS
+
+    def _root_selection(self, buf: Buffer, pos: int, size: int, big: bool) -> None:
+        """Remember the event bits a ChangeWindowAttributes selects on a root window for
+        this client (all of them when its event mask is past the header, or it is big)."""
+        window, mask = struct.unpack_from(self.e + "II", buf, pos + (8 if big else 4))
+        if window not in self.roots or not mask & CW_EVENT_MASK:
+            return
+        at = 12 + 4 * (mask & (CW_EVENT_MASK - 1)).bit_count()
+        events = ALL_EVENTS
+        if not big and at + 4 <= min(size, 16):
+            events, = struct.unpack_from(self.e + "I", buf, pos + at)
+        self.root_events[window] = self.root_events.get(window, 0) | events
 
     def _quiet(self, buf: Buffer, pos: int, opcode: int, size: int) -> bool:
         """Whether this request cannot fail and makes no event: a ChangeWindowAttributes of
@@ -704,8 +748,27 @@ class Suppressor:
         last as long as the server), with known event bits, from a connection that announced
         XFIXES 1 or later (else BadRequest); a CreateGC on a root window setting at most its
         foreground and background (any value goes), with an id of the client's own range
-        (Xlib's default GC of each screen: its allocator gives no id in use)."""
+        (Xlib's default GC of each screen: its allocator gives no id in use); an RRSelectInput
+        on a root window with a mask that has ScreenChangeNotify (or none), while the display
+        host watches RANDR and has reported no change since this connection's setup (the
+        server sends this client events for it only if the configuration changed since);
+        a SendEvent to a root window of a core event type (ClientMessage with a valid
+        format), not propagating beyond it, with event bits none of which this client
+        selected there (so the event goes to other clients only)."""
         e = self.e
+        if opcode == SEND_EVENT and size == 44:
+            destination, events = struct.unpack_from(e + "II", buf, pos + 4)
+            kind, detail = buf[pos + 12], buf[pos + 13]
+            return destination in self.roots and buf[pos + 1] in (0, 1) \
+                and kind in SEND_EVENT_TYPES \
+                and (kind != CLIENT_MESSAGE or detail in (8, 16, 32)) \
+                and events != 0 and not events & ~ALL_EVENTS \
+                and not events & self.root_events.get(destination, 0)
+        if size == 12 and self.ext_names.get(opcode) == b"RANDR" \
+                and buf[pos + 1] == RR_SELECT_INPUT:
+            window, enable = struct.unpack_from(e + "IH", buf, pos + 4)
+            return window in self.roots and (enable & RR_SCREEN_CHANGE_MASK or enable == 0) \
+                and self.cache.vouched("randr") and self.cache.randr_changes == self.randr_seen
         if opcode == CREATE_GC and 16 <= size <= 24:
             gc, drawable, mask = struct.unpack_from(e + "III", buf, pos + 4)
             return drawable in self.roots and not mask & ~GC_FOREGROUND_BACKGROUND \
@@ -757,6 +820,16 @@ class Suppressor:
             self.fonts.pop(struct.unpack_from(e + "I", msg, 4)[0], None)
             self.barrier = seq
             return msg
+        if opcode in NONE_ERRORS:
+            if U32[e](msg, 4)[0] != 0:
+                self.barrier = seq
+                return msg
+            error = self.cache.replies.get((e, Kind.NONE, msg)) if self.enabled else None
+            if not isinstance(error, bytes):
+                self.barrier = seq
+                self.learn[seq] = (Kind.NONE, msg)
+                return msg
+            return self._known(Kind.NONE, msg, (error,), msg)
         if opcode == GET_PROPERTY:
             return self._root_property(msg)
         if opcode == GET_SELECTION_OWNER:
@@ -792,6 +865,9 @@ class Suppressor:
                 if flag is not None and (len(msg) <= flag or msg[flag]):
                     c.display_changed(groups=frozenset({watched[0]}))  # deletes a property
                     self.barrier = seq
+                    return msg
+                if not c.vouched(WATCHED_ALSO.get((name, minor), watched[0])):
+                    self.barrier = seq  # the watch cannot vouch for this one
                     return msg
                 entry = c.watched.get((e, kind, arg)) \
                     if self.enabled and c.vouched(watched[0]) else None
@@ -835,6 +911,7 @@ class Suppressor:
                 self.watch_generic[reply[9]] = WATCHED_GENERIC[name]
             if name == b"XFIXES":
                 self.selection_event = reply[10]
+            if name in (b"XFIXES", b"RANDR"):  # for `_quiet`
                 self.header_read.add(reply[9])
 
     def _root_property(self, msg: bytes) -> bytes:
@@ -1019,7 +1096,8 @@ class Suppressor:
         whole = (kind <= REPLY and (seq in self.swallow or seq in self.learn)) \
             or code == MAPPING_NOTIFY or seq < self.delivered \
             or (kind > REPLY and self.cache.watching
-                and (code in (PROPERTY_NOTIFY, SELECTION_CLEAR, self.selection_event)
+                and (code in (PROPERTY_NOTIFY, SELECTION_CLEAR, CONFIGURE_NOTIFY,
+                              self.selection_event)
                      or code in self.watch_events
                      or (code == GENERIC_EVENT and buf[pos + 1] in self.watch_generic))) \
             or bool(self.held) or bool(self.to_client)
@@ -1063,6 +1141,9 @@ class Suppressor:
                 window, atom = struct.unpack_from(self.e + "II", msg, 4)
                 if window in self.roots:
                     self.cache.display_changed(props=frozenset({atom}))
+            elif code == CONFIGURE_NOTIFY:  # a root's: its size, or RANDR's monitors changed
+                if U32[self.e](msg, 8)[0] in self.roots:
+                    self.cache.display_changed(groups=frozenset({"randr"}))
             elif code in (SELECTION_CLEAR, self.selection_event):  # an owner changed
                 atom, = struct.unpack_from(self.e + "I", msg, 12)
                 self.cache.display_changed(groups=frozenset({f"sel:{atom}"}))
@@ -1090,7 +1171,10 @@ class Suppressor:
                 if final:
                     del self.multi[seq]
             if kind == ERROR:
-                self.learn.pop(seq, None)
+                learnt = self.learn.pop(seq, None)
+                if learnt is not None and learnt[0] is Kind.NONE:
+                    self.cache.replies[(self.e, Kind.NONE, learnt[1])] = _unstamp(msg)
+                    self.cache.changed = True
                 self.learn_gen.pop(seq, None)
                 self.partial.pop(seq, None)
                 final = True

@@ -3,7 +3,8 @@ that make a remembered answer stale (the root windows' properties, the RANDR con
 the XKB keyboard), so that the app host may answer those requests from its cache and forget
 them when told. Pure: bytes in, requests and changes out.
 
-Theory of operation: after the setup, select PropertyChange on every root window and ask for
+Theory of operation: after the setup, select PropertyChange and StructureNotify on every root
+window (RANDR's SetMonitor and DeleteMonitor send only a ConfigureNotify of the root) and ask for
 RANDR, XKEYBOARD and XInputExtension; where they are present, announce versions (RANDR 1.6,
 XKB 1.0 and XI 2.0, which their event selections need) and select their configuration events
 (RANDR's screen, CRTC, output and output-property changes on every root; XKB's new-keyboard,
@@ -13,7 +14,8 @@ owners of the selections toolkits look up at start (`SELECTIONS`, for every scre
 atoms it interns (creating them: toolkits intern them anyway). A GetInputFocus after all of them is the
 barrier: its reply means every selection is in force (`ready`). From then on every event is a
 `Change`: a PropertyNotify on a root window names its atom, a RANDR, XKB or XI event its
-group, an XFIXES selection event the group `sel:ATOM` (the app host's suppress/core.py keys
+group (a ConfigureNotify of a root window the group "randr"; with RANDR the watch vouches for
+its monitors, "monitors"), an XFIXES selection event the group `sel:ATOM` (the app host's suppress/core.py keys
 its watched answers on the same atoms and groups). An
 error before `ready` means the watch cannot vouch for anything (`failed`).
 """
@@ -27,6 +29,7 @@ from .errors import ServerProtocolError
 from .framing import HOLD, Buffer, ServerFramer
 from .opcodes import (
     CHANGE_WINDOW_ATTRIBUTES,
+    CONFIGURE_NOTIFY,
     ERROR,
     EVENT_CODE_MASK,
     GET_INPUT_FOCUS,
@@ -38,6 +41,7 @@ from .opcodes import (
 from .setup import STATUS_SUCCESS, SetupRequest, parse_setup_reply
 
 PROPERTY_CHANGE_MASK = 0x400000
+STRUCTURE_NOTIFY_MASK = 0x20000
 CW_EVENT_MASK = 0x800
 #: RRSelectInput: ScreenChange, CrtcChange, OutputChange, OutputProperty (RANDR 1.2).
 RANDR_EVENTS = 0x0F
@@ -122,7 +126,7 @@ class DisplayWatch:
                 pos += 8 + 24 * n_vis
         for root in self.roots:
             self._request(struct.pack("<BxHIII", CHANGE_WINDOW_ATTRIBUTES, 4, root,
-                                      CW_EVENT_MASK, PROPERTY_CHANGE_MASK))
+                                      CW_EVENT_MASK, PROPERTY_CHANGE_MASK | STRUCTURE_NOTIFY_MASK))
         names = {(s % n if "%" in s else s).encode() for s in SELECTIONS
                  for n in range(len(self.roots))}
         for name in sorted(names):
@@ -145,7 +149,7 @@ class DisplayWatch:
             for root in self.roots:
                 self._request(struct.pack("<BBHIH2x", major, 4, 3, root, RANDR_EVENTS))
             self.events[first_event] = self.events[first_event + 1] = "randr"
-            self.groups.add("randr")
+            self.groups |= {"randr", "monitors"}
         elif name == b"XFIXES":
             self._request(struct.pack("<BBHII", major, 0, 3, 5, 0))  # QueryVersion 5.0
             for atom in sorted(self.selections):
@@ -193,6 +197,9 @@ class DisplayWatch:
             window, atom = struct.unpack_from("<II", msg, 4)
             if window in self.roots:
                 self._changes.append(Change(props=frozenset({atom})))
+        elif code == CONFIGURE_NOTIFY:
+            if struct.unpack_from("<I", msg, 8)[0] in self.roots:
+                self._changes.append(Change(groups=frozenset({"randr"})))
         elif code in self.events:
             self._changes.append(Change(groups=frozenset({self.events[code]})))
         elif code == self.selection_event:
