@@ -824,12 +824,13 @@ class Suppressor:
             if U32[e](msg, 4)[0] != 0:
                 self.barrier = seq
                 return msg
-            error = self.cache.replies.get((e, Kind.NONE, msg)) if self.enabled else None
+            key = msg[:1] + b"\0" + msg[2:]  # the unused byte (Xlib leaves it unset)
+            error = self.cache.replies.get((e, Kind.NONE, key)) if self.enabled else None
             if not isinstance(error, bytes):
                 self.barrier = seq
-                self.learn[seq] = (Kind.NONE, msg)
+                self.learn[seq] = (Kind.NONE, key)
                 return msg
-            return self._known(Kind.NONE, msg, (error,), msg)
+            return self._known(Kind.NONE, key, (error,), msg)
         if opcode == GET_PROPERTY:
             return self._root_property(msg)
         if opcode == GET_SELECTION_OWNER:
