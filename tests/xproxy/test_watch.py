@@ -53,8 +53,8 @@ def ready_watch() -> DisplayWatch:
     assert w.start()[:1] == b"l"
     assert w.receive(setup_reply()) == []
     sent = requests(w.data_to_send())
-    # the root; four selections' atoms; RANDR, XKB, XInput, XFIXES
-    assert sent == [(2, 0)] + [(16, 0)] * 4 + [(98, 0)] * 4
+    # the root; four selections' atoms; RANDR, XKB, XInput, XFIXES; three names interned
+    assert sent == [(2, 0)] + [(16, 0)] * 4 + [(98, 0)] * 4 + [(16, 0)] * 3
     w.receive(b"".join(reply(seq, struct.pack("<I", 300 + seq)) for seq in range(2, 6)))
     w.receive(extension_reply(6, 140, 89) + extension_reply(7, 135, 85)
               + extension_reply(8, 131, 66) + extension_reply(9, 138, 87))
@@ -62,12 +62,13 @@ def ready_watch() -> DisplayWatch:
     assert sent == [(140, 0), (140, 4), (135, 0), (135, 1), (131, 47), (131, 46),
                     (138, 0)] + [(138, 2)] * 4 + [(43, 0)]
     assert not w.ready
-    w.receive(reply(10) + reply(12) + reply(14) + reply(16))  # the versions
+    w.receive(b"".join(reply(seq, struct.pack("<I", 400 + seq)) for seq in range(10, 13)))
+    w.receive(reply(13) + reply(15) + reply(17) + reply(19))  # the versions
     assert not w.ready
-    w.receive(reply(21))  # GetInputFocus
+    w.receive(reply(24))  # GetInputFocus
     assert w.ready and w.failed is None
     assert w.groups == {"props", "randr", "monitors", "xkb", "xi", "sel:302", "sel:303",
-                        "sel:304", "sel:305"}
+                        "sel:304", "sel:305"}  # not the interned names: nothing to watch
     return w
 
 
@@ -109,7 +110,7 @@ def test_without_the_extensions_the_watch_vouches_for_root_properties_only() -> 
     w.receive(b"".join(reply(seq, struct.pack("<I", 300 + seq)) for seq in range(2, 6)))
     w.receive(reply(6, b"\0") + reply(7, b"\0") + reply(8, b"\0") + reply(9, b"\0"))
     assert requests(w.data_to_send()) == [(43, 0)]
-    w.receive(reply(10))
+    w.receive(reply(13))
     assert w.ready and w.groups == {"props"}
 
 

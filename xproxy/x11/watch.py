@@ -3,21 +3,24 @@ that make a remembered answer stale (the root windows' properties, the RANDR con
 the XKB keyboard), so that the app host may answer those requests from its cache and forget
 them when told. Pure: bytes in, requests and changes out.
 
-Theory of operation: after the setup, select PropertyChange and StructureNotify on every root
-window (RANDR's SetMonitor and DeleteMonitor send only a ConfigureNotify of the root) and ask for
-RANDR, XKEYBOARD and XInputExtension; where they are present, announce versions (RANDR 1.6,
-XKB 1.0 and XI 2.0, which their event selections need) and select their configuration events
+Theory of operation: after the setup, select PropertyChange and StructureNotify on every
+root window (RANDR's SetMonitor and DeleteMonitor send only a ConfigureNotify of the root);
+intern the names of the selections toolkits look up at start (`SELECTIONS`, for every screen;
+creating them: toolkits intern them anyway) and the names toolkits ask for only if they exist
+(`INTERNED`: an atom that exists lasts, where the absence of one can end at any time unseen,
+so the app host may answer those from its cache); and ask for RANDR, XKEYBOARD,
+XInputExtension and XFIXES. Where they are present, announce versions (RANDR 1.6, XKB 1.0,
+XI 2.0 and XFIXES 5, which their event selections need) and select their configuration events
 (RANDR's screen, CRTC, output and output-property changes on every root; XKB's new-keyboard,
 map, controls, indicator-map, names and compat-map changes on the core keyboard; XI's
-hierarchy and device-property changes of all devices on every root); and, with XFIXES, the
-owners of the selections toolkits look up at start (`SELECTIONS`, for every screen), whose
-atoms it interns (creating them: toolkits intern them anyway). A GetInputFocus after all of them is the
-barrier: its reply means every selection is in force (`ready`). From then on every event is a
-`Change`: a PropertyNotify on a root window names its atom, a RANDR, XKB or XI event its
-group (a ConfigureNotify of a root window the group "randr"; with RANDR the watch vouches for
-its monitors, "monitors"), an XFIXES selection event the group `sel:ATOM` (the app host's suppress/core.py keys
-its watched answers on the same atoms and groups). An
-error before `ready` means the watch cannot vouch for anything (`failed`).
+hierarchy and device-property changes of all devices on every root; XFIXES' owner changes of
+the selections). A GetInputFocus after all of them is the barrier: its reply means every
+selection is in force (`ready`). From then on every event is a `Change`: a PropertyNotify on
+a root window names its atom, a RANDR, XKB or XI event its group, a ConfigureNotify of a root
+window the group "randr" (with RANDR the watch vouches for its monitors too, "monitors"), an
+XFIXES selection event the group `sel:ATOM` (the app host's suppress/core.py keys its watched
+answers on the same atoms and groups). An error before `ready` means the watch cannot vouch
+for anything (`failed`).
 """
 
 from __future__ import annotations
@@ -56,6 +59,10 @@ GENERIC_EVENT = 35
 INTERN_ATOM = 16
 #: Selections whose owner is watched; `%d` is the screen number.
 SELECTIONS = ("_XSETTINGS_S%d", "_NET_WM_CM_S%d", "_NET_SYSTEM_TRAY_S%d", "CLIPBOARD_MANAGER")
+#: Names GTK 3 and 4 and Qt 5 intern only if they exist, at start and again and again (GTK 4:
+#: _NET_WORKAREA 200 times): once interned here, the answer is an atom that lasts as long as
+#: the server, known to the app host after the first ask.
+INTERNED = ("_NET_WORKAREA", "_NET_CURRENT_DESKTOP", "Device Product ID")
 #: XFixesSelectSelectionInput: SetSelectionOwner, SelectionWindowDestroy, SelectionClientClose.
 XFIXES_SELECTION_EVENTS = 0x7
 
@@ -139,6 +146,11 @@ class DisplayWatch:
             seq = self._request(struct.pack("<BxHH2x", QUERY_EXTENSION, 2 + len(padded) // 4,
                                             len(name)) + padded)
             self._queries[seq] = name
+        for text in INTERNED:
+            name = text.encode()
+            padded = name + b"\0" * (-len(name) % 4)
+            self._request(struct.pack("<BBHH2x", INTERN_ATOM, 0, 2 + len(padded) // 4,
+                                      len(name)) + padded)
 
     def _extension(self, name: bytes, reply: bytes) -> None:
         if not reply[8]:
