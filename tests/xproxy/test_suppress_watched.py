@@ -605,3 +605,47 @@ def test_randr_monitors_answered_while_the_root_configure_notify_is_watched() ->
     h.send(ext_request(RANDR, 43, bytes(24)))  # SetMonitor by a client of the link
     assert not h.cache.watched
     assert h.cache.stats.mismatches == 0
+
+
+def xkb_select(which: int = 0x7, clear: int = 0, select_all: int = 0x7,
+               details: bytes = b"", device: int = 0x100) -> bytes:
+    return ext_request(XKB, 1, struct.pack("<HHHHHH", device, which, clear, select_all, 0, 0)
+                       + details)
+
+
+def use_xkb(h: Harness, supported: int = 1, major: int = 1) -> None:
+    h.take()
+    h.send(ext_request(XKB, 0, struct.pack("<HH", major, 0)))  # UseExtension
+    if h.to_client == b"":
+        h.server(struct.pack("<BBHIHH20x", 1, supported, h.s.seq & 0xFFFF, 0, 1, 0))
+    h.take()
+
+
+def test_xkb_select_events_that_cannot_fail_are_no_barrier() -> None:
+    h = Harness()
+    warm_atoms(h, {b"A": 300})
+    xkb(h, use=False)
+    assert not asks(h, xkb_select() + intern(b"A"))  # before UseExtension: BadAccess
+    h.server(error(h.s.seq - 1, 10))
+    use_xkb(h, supported=0, major=2)
+    assert not asks(h, xkb_select() + intern(b"A"))  # refused: still BadAccess
+    h.server(error(h.s.seq - 1, 10))
+    use_xkb(h)
+    assert asks(h, xkb_select() + intern(b"A"))  # as GDK's keymap selects, then its details
+    assert asks(h, xkb_select(0x4, 0, 0, struct.pack("<HH", 0x3FFF, 0x3)) + intern(b"A"))
+    for could_fail in (xkb_select(device=0x200),  # another device: may not exist
+                       xkb_select(0x8, 0, 0x8),  # controls: not read here
+                       xkb_select(0x4, 0, 0),  # details missing: BadLength
+                       xkb_select(0x4, 0, 0, struct.pack("<HH", 0x3, 0x4)),  # BadMatch
+                       xkb_select(0x4, 0, 0, struct.pack("<HH", 0x4000, 0)),  # BadValue
+                       xkb_select(0x7, 0, 0x7, bytes(4))):  # bytes over: BadLength
+        assert not asks(h, could_fail + intern(b"A"))
+        h.server(error(h.s.seq - 1, 2))
+    h2 = Harness(h.cache)
+    xkb(h2, use=False)
+    use_xkb(h2)
+    h3 = Harness(h.cache)  # UseExtension answered by the link: the same
+    warm_atoms(h3, {b"A": 300})
+    xkb(h3, use=False)
+    assert asks(h3, ext_request(XKB, 0, struct.pack("<HH", 1, 0)))
+    assert asks(h3, xkb_select() + intern(b"A"))

@@ -208,6 +208,15 @@ RR_SELECT_INPUT = 4
 #: and its formats.
 SEND_EVENT_TYPES = range(2, 35)
 CLIENT_MESSAGE = 33
+#: XkbSelectEvents (its extension name and minor opcode), the longest read whole, the core
+#: keyboard's device spec, and the events it may select without a chance of an error here:
+#: new-keyboard, map and state, the first and last with 16-bit details within these masks
+#: (XkbAllNewKeyboardEventsMask, XkbAllStateEventsMask).
+XKB_SELECT_EVENTS = (b"XKEYBOARD", 1)
+MAX_XKB_SELECT = 64
+XKB_USE_CORE_KBD = 0x100
+XKB_QUIET_EVENTS = 0x1 | 0x2 | 0x4
+XKB_EVENT_DETAILS = ((0x1, 0x7), (0x4, 0x3FFF))
 #: Requests whose only argument is a window or drawable: with None (0), never a resource,
 #: the server's answer is an error that depends on nothing but the request (Kind.NONE).
 NONE_ERRORS = frozenset({GET_WINDOW_ATTRIBUTES, GET_GEOMETRY, QUERY_TREE})
@@ -656,6 +665,8 @@ class Suppressor:
         self.held: deque[_Held] = deque()
         self.to_client: list[bytes] = []
         self.bigreq_enable = 0  # sequence number of BIG-REQUESTS' Enable, until its reply
+        self.xkb_use = 0  # sequence number of the last XKB UseExtension
+        self.xkb_ready = False  # the server accepted one (else XKB requests are BadAccess)
         self.client = _Requests(self)
         self.server = _ServerMessages(self)
         cache.connection_opened(number)
@@ -691,7 +702,8 @@ class Suppressor:
             name = self.ext_names.get(opcode, b"")
             minor = buf[pos + 1]
             answers = EXT_ANSWERS.get(name)
-            if answers is not None and minor in answers:
+            if answers is not None and minor in answers \
+                    or (name, minor) == XKB_SELECT_EVENTS and size <= MAX_XKB_SELECT:
                 return self._held(opcode, size, big)
             if minor in VERSION_REQUESTS.get(name, ()):
                 if size <= MAX_HELD_REQUEST:
@@ -788,6 +800,29 @@ class Suppressor:
                 and len(version) >= 4 and U32[e](version, 0)[0] >= 1
         return False
 
+    def _xkb_select_quiet(self, msg: bytes) -> bool:
+        """Whether an XkbSelectEvents cannot fail (it makes no event): on the core keyboard,
+        from a connection whose UseExtension the server accepted, of new-keyboard, map and
+        state events only, each detail mask within what it may select and each value within
+        its mask, with no bytes over (X.Org's ProcXkbSelectEvents)."""
+        e = self.e
+        if not self.xkb_ready or len(msg) < 16:
+            return False
+        device, which, clear, select_all = struct.unpack_from(e + "HHHH", msg, 4)
+        if device != XKB_USE_CORE_KBD or which & ~XKB_QUIET_EVENTS:
+            return False
+        pos = 16
+        for bit, legal in XKB_EVENT_DETAILS:
+            if not which & bit or (clear | select_all) & bit:
+                continue  # no details: all of them cleared or selected
+            if pos + 4 > len(msg):
+                return False  # BadLength
+            affect, values = struct.unpack_from(e + "HH", msg, pos)
+            if affect & ~legal or values & ~affect:
+                return False  # BadValue, BadMatch
+            pos += 4
+        return len(msg) - pos <= 2
+
     def _held(self, opcode: int, size: int, big: bool) -> int:
         if size > MAX_HELD_REQUEST:
             raise ClientProtocolError(f"request {opcode} of {size} bytes is longer than "
@@ -842,6 +877,12 @@ class Suppressor:
             if name == b"BIG-REQUESTS" and minor == 0:
                 self.client.big_requests = True  # Enable: lengths of 0 from the next one
                 self.bigreq_enable = seq
+            elif (name, minor) == XKB_SELECT_EVENTS:
+                if not self._xkb_select_quiet(msg):
+                    self.barrier = seq
+                return msg
+            elif name == b"XKEYBOARD" and minor == 0:
+                self.xkb_use = seq
             watched = WATCHED.get(name)
             kind = Kind.WATCHED if watched is not None and minor in watched[1] \
                 else Kind.EXT_REQUEST
@@ -884,6 +925,8 @@ class Suppressor:
                 return msg
             if seq == self.bigreq_enable:
                 self.client.max_big_request = 4 * U32[e](value, 8)[0]
+            elif seq == self.xkb_use:
+                self.xkb_ready = self.xkb_ready or value[1] != 0
             known = (arg, (value,))
         else:
             kind = KINDS[opcode]
@@ -1130,6 +1173,8 @@ class Suppressor:
         if kind == REPLY and seq == self.bigreq_enable:
             self.client.max_big_request = 4 * U32[self.e](msg, 8)[0]
             self.bigreq_enable = 0
+        elif kind == REPLY and seq == self.xkb_use:
+            self.xkb_ready = self.xkb_ready or msg[1] != 0
         # everything before `seq` is finished; answers for requests before it go first
         self.done = max(self.done, seq - 1)
         before = self._release(self.done, below=seq)
