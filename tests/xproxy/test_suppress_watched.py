@@ -649,3 +649,22 @@ def test_xkb_select_events_that_cannot_fail_are_no_barrier() -> None:
     xkb(h3, use=False)
     assert asks(h3, ext_request(XKB, 0, struct.pack("<HH", 1, 0)))
     assert asks(h3, xkb_select() + intern(b"A"))
+
+
+def create_pixmap(pid: int = 0x200005, drawable: int = ROOT, depth: int = 24,
+                  width: int = 24, height: int = 24) -> bytes:
+    return struct.pack("<BBHIIHH", 53, depth, 4, pid, drawable, width, height)
+
+
+def test_a_pixmap_on_a_root_of_one_of_its_depths_is_no_barrier() -> None:
+    h = Harness()
+    warm_atoms(h, {b"A": 300})
+    assert asks(h, create_pixmap() + intern(b"A"))  # as GTK makes its cursors' images
+    assert asks(h, create_pixmap(0x200006, depth=1, width=32767) + intern(b"A"))
+    for could_fail, code in ((create_pixmap(depth=32), 2),  # not a depth of this screen
+                             (create_pixmap(width=0), 2),
+                             (create_pixmap(height=32768), 11),  # BadAlloc
+                             (create_pixmap(0x100001), 14),  # not this client's id
+                             (create_pixmap(drawable=0x200009), 9)):  # may be gone
+        assert not asks(h, could_fail + intern(b"A"))
+        h.server(error(h.s.seq - 1, code))

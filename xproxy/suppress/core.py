@@ -76,6 +76,7 @@ from ..x11.opcodes import (
     CLOSE_FONT,
     CONFIGURE_NOTIFY,
     CREATE_GC,
+    CREATE_PIXMAP,
     DELETE_PROPERTY,
     ERROR,
     EVENT_CODE_MASK,
@@ -204,6 +205,8 @@ ALL_EVENTS = 0x1FFFFFF
 #: never BadValue; and the RANDR minor opcode of SelectInput.
 RR_SCREEN_CHANGE_MASK = 0x1
 RR_SELECT_INPUT = 4
+#: The longest side of a pixmap the X.Org server makes (a longer one is BadAlloc).
+MAX_PIXMAP_SIDE = 32767
 #: The core event types SendEvent takes (not GenericEvent, which it refuses), ClientMessage
 #: and its formats.
 SEND_EVENT_TYPES = range(2, 35)
@@ -353,8 +356,10 @@ class TrueColorMap:
         return pixel, out[0], out[1], out[2]
 
 
-def _screens(setup: bytes, e: str) -> list[tuple[int, int, Visual | None]]:
-    """(root window, default colormap, its visual) of each screen of a successful setup."""
+def _screens(setup: bytes, e: str,
+             depths: dict[int, frozenset[int]] | None = None) -> list[tuple[int, int, Visual | None]]:
+    """(root window, default colormap, its visual) of each screen of a successful setup; and
+    into `depths`, each root's allowed depths."""
     vendor_len, = struct.unpack_from(e + "H", setup, 24)
     n_screens, n_formats = setup[28], setup[29]
     pos = 40 + vendor_len + (-vendor_len % 4) + 8 * n_formats
@@ -365,8 +370,10 @@ def _screens(setup: bytes, e: str) -> list[tuple[int, int, Visual | None]]:
         n_depths = setup[pos + 39]
         pos += 40
         found = None
+        allowed = set()
         for _ in range(n_depths):
             depth = setup[pos]
+            allowed.add(depth)
             n_vis, = struct.unpack_from(e + "H", setup, pos + 2)
             pos += 8
             for _ in range(n_vis):
@@ -375,6 +382,8 @@ def _screens(setup: bytes, e: str) -> list[tuple[int, int, Visual | None]]:
                     found = Visual(vid, cls, bits, rm, gm, bm, depth, entries)
                 pos += 24
         screens.append((root, cmap, found))
+        if depths is not None:
+            depths[root] = frozenset(allowed)
     return screens
 
 
@@ -386,6 +395,14 @@ def parse_screens(setup: bytes, e: str) -> list[tuple[int, Visual | None]]:
 def parse_roots(setup: bytes, e: str) -> frozenset[int]:
     """The root windows of a successful setup reply."""
     return frozenset(root for root, _, _ in _screens(setup, e))
+
+
+def parse_depths(setup: bytes, e: str) -> dict[int, frozenset[int]]:
+    """Each root window's allowed depths (a pixmap of another is BadValue), from a successful
+    setup reply."""
+    depths: dict[int, frozenset[int]] = {}
+    _screens(setup, e, depths)
+    return depths
 
 
 # -- the caches ---------------------------------------------------------------------------------
@@ -555,7 +572,7 @@ class _Held:
 
 
 _HEADER_READ = frozenset({CHANGE_PROPERTY, DELETE_PROPERTY, CHANGE_WINDOW_ATTRIBUTES,
-                          SET_SELECTION_OWNER, CREATE_GC, SEND_EVENT})
+                          SET_SELECTION_OWNER, CREATE_GC, SEND_EVENT, CREATE_PIXMAP})
 
 
 class _Requests(RequestFramer):
@@ -645,6 +662,7 @@ class Suppressor:
         self.multi: dict[int, Callable[[int], bool]] = {}  # seq -> "is this its last reply"
         self.colormaps: dict[int, TrueColorMap] = {}
         self.roots: frozenset[int] = frozenset()
+        self.depths: dict[int, frozenset[int]] = {}  # root -> its allowed depths
         self.header_read = set(_HEADER_READ)  # requests whose first 16 bytes the policy reads
         self.id_base = self.id_mask = 0  # this client's resource ids, from the setup
         self.watch_events: dict[int, str] = {}  # event code -> the watched group it changes
@@ -760,7 +778,9 @@ class Suppressor:
         last as long as the server), with known event bits, from a connection that announced
         XFIXES 1 or later (else BadRequest); a CreateGC on a root window setting at most its
         foreground and background (any value goes), with an id of the client's own range
-        (Xlib's default GC of each screen: its allocator gives no id in use); an RRSelectInput
+        (Xlib's default GC of each screen: its allocator gives no id in use); a CreatePixmap
+        on a root window, of one of its depths, of a size between 1 and 32767 pixels a side,
+        with an id of the client's own range (the same); an RRSelectInput
         on a root window with a mask that has ScreenChangeNotify (or none), while the display
         host watches RANDR and has reported no change since this connection's setup (the
         server sends this client events for it only if the configuration changed since);
@@ -768,6 +788,11 @@ class Suppressor:
         format), not propagating beyond it, with event bits none of which this client
         selected there (so the event goes to other clients only)."""
         e = self.e
+        if opcode == CREATE_PIXMAP and size == 16:
+            pid, drawable, width, height = struct.unpack_from(e + "IIHH", buf, pos + 4)
+            return (buf[pos + 1] == 1 or buf[pos + 1] in self.depths.get(drawable, ())) \
+                and 0 < width <= MAX_PIXMAP_SIDE and 0 < height <= MAX_PIXMAP_SIDE \
+                and pid & ~self.id_mask == self.id_base
         if opcode == SEND_EVENT and size == 44:
             destination, events = struct.unpack_from(e + "II", buf, pos + 4)
             kind, detail = buf[pos + 12], buf[pos + 13]
@@ -1161,6 +1186,7 @@ class Suppressor:
     def _server_setup(self, msg: bytes) -> bytes:
         if msg[0] == STATUS_SUCCESS:
             self.roots = parse_roots(msg, self.e)
+            self.depths = parse_depths(msg, self.e)
             self.id_base, self.id_mask = struct.unpack_from(self.e + "II", msg, 12)
             for cmap, visual in parse_screens(msg, self.e):
                 if visual is not None and visual.cls == TRUE_COLOR and visual.depth < 32:
@@ -1296,4 +1322,4 @@ class Suppressor:
 
 
 __all__ = ["DisplayCache", "Kind", "Stats", "Suppressor", "TrueColorMap", "Visual",
-           "parse_roots", "parse_screens"]
+           "parse_depths", "parse_roots", "parse_screens"]
