@@ -668,3 +668,32 @@ def test_a_pixmap_on_a_root_of_one_of_its_depths_is_no_barrier() -> None:
                              (create_pixmap(drawable=0x200009), 9)):  # may be gone
         assert not asks(h, could_fail + intern(b"A"))
         h.server(error(h.s.seq - 1, code))
+
+
+def get_state(device: int = 0x100) -> bytes:
+    return ext_request(XKB, 4, struct.pack("<H2x", device))
+
+
+def test_xkb_state_answered_while_the_watch_hears_of_no_state_change() -> None:
+    h = watching()  # vouches for "xkb" only: an older display host
+    xkb(h)
+    learn(h, get_state(), b"state")
+    assert not asks(h, get_state())
+    h.server(ext_reply(h.s.seq, b"state"))
+    h.cache.watch(["props", "xkb", "xkbstate"])
+    learn(h, get_state(), b"state")
+    learn(h, GET_MAP, b"keymap")
+    assert asks(h, get_state())
+    h.server(ext_reply(h.s.seq, b"state"))
+    assert not asks(h, get_state(0x200))  # another device: its state is not watched
+    h.server(ext_reply(h.s.seq, b"other"))
+    h.take()
+    h.cache.display_changed(groups=frozenset({"xkbstate"}))  # a modifier pressed
+    assert not asks(h, get_state())  # the state is read anew; the keymap is still known
+    h.server(ext_reply(h.s.seq, b"shift"))
+    assert asks(h, GET_MAP) and asks(h, get_state())
+    h.server(ext_reply(h.s.seq - 1, b"keymap"), ext_reply(h.s.seq, b"shift"))
+    h.take()
+    h.server(event(h.s.seq, XKB_EVENT))  # an XKB event the client selected: both forgotten
+    assert not h.cache.watched
+    assert h.cache.stats.mismatches == 0

@@ -261,3 +261,47 @@ def test_names_toolkits_ask_only_if_they_exist_are_answered_by_the_link(lab) -> 
     assert lab.agent_stats()["answered"] >= before["answered"] + 20
     stats = lab.agent_stats()
     assert stats["mismatches"] == 0, stats["mismatch_log"]
+
+
+READ_XKB_STATE = [sys.executable, "-c", """
+from Xlib import display
+from Xlib.protocol import rq
+
+
+class UseExtension(rq.ReplyRequest):
+    _request = rq.Struct(rq.Card8("opcode"), rq.Opcode(0), rq.RequestLength(),
+                         rq.Card16("major"), rq.Card16("minor"))
+    _reply = rq.Struct(rq.ReplyCode(), rq.Bool("supported"), rq.Card16("sequence_number"),
+                       rq.ReplyLength(), rq.Card16("server_major"), rq.Card16("server_minor"),
+                       rq.Pad(20))
+
+
+class GetState(rq.ReplyRequest):
+    _request = rq.Struct(rq.Card8("opcode"), rq.Opcode(4), rq.RequestLength(),
+                         rq.Card16("device"), rq.Pad(2))
+    _reply = rq.Struct(rq.ReplyCode(), rq.Card8("device_id"), rq.Card16("sequence_number"),
+                       rq.ReplyLength(), rq.Card8("mods"), rq.Pad(23))
+
+
+d = display.Display()
+opcode = d.query_extension("XKEYBOARD").major_opcode
+assert UseExtension(display=d.display, opcode=opcode, major=1, minor=0).supported
+print(",".join(sorted({str(GetState(display=d.display, opcode=opcode, device=0x100).mods)
+                       for _ in range(20)})))
+"""]
+
+
+def test_a_modifier_pressed_on_the_display_host_is_read_anew(lab) -> None:
+    require("xdotool")
+    assert over_link(lab, READ_XKB_STATE).strip() == "0"
+    before = lab.agent_stats()
+    assert over_link(lab, READ_XKB_STATE).strip() == "0"
+    assert lab.agent_stats()["answered"] >= before["answered"] + 20
+    on_display(lab, "xdotool", "keydown", "shift")
+    try:
+        changes_seen(lab, before["changes"])
+        assert over_link(lab, READ_XKB_STATE).strip() == "1"  # ShiftMask
+    finally:
+        on_display(lab, "xdotool", "keyup", "shift")
+    stats = lab.agent_stats()
+    assert stats["mismatches"] == 0, stats["mismatch_log"]

@@ -67,8 +67,8 @@ def ready_watch() -> DisplayWatch:
     assert not w.ready
     w.receive(reply(24))  # GetInputFocus
     assert w.ready and w.failed is None
-    assert w.groups == {"props", "randr", "monitors", "xkb", "xi", "sel:302", "sel:303",
-                        "sel:304", "sel:305"}  # not the interned names: nothing to watch
+    assert w.groups == {"props", "randr", "monitors", "xkb", "xkbstate", "xi", "sel:302",
+                        "sel:303", "sel:304", "sel:305"}  # not the interned names
     return w
 
 
@@ -82,6 +82,8 @@ def test_the_watch_selects_then_reports_changes_by_atom_and_group() -> None:
                     + event(28, 8, struct.pack("<II", 0x200001, 24))  # not a root window
                     + event(89, 8) + event(90, 8) + event(85, 8) + event(34, 8))
     assert merge(got) == Change(frozenset({23}), frozenset({"randr", "xkb"}))
+    state = struct.pack("<BBH", 85, 2, 8).ljust(32, b"\0")  # XKB StateNotify: a modifier
+    assert w.receive(state) == [Change(groups=frozenset({"xkbstate"}))]
     motion = struct.pack("<BBHIH", 35, 131, 8, 0, 6).ljust(32, b"\0")  # XI Motion
     assert w.receive(motion) == []
     hierarchy = struct.pack("<BBHIH", 35, 131, 8, 0, 11).ljust(32, b"\0")
@@ -143,7 +145,7 @@ def xvfb():
 
 
 def test_a_real_x_server_reports_the_changes(xvfb) -> None:
-    for tool in ("xprop", "setxkbmap", "xrandr", "xinput"):
+    for tool in ("xprop", "setxkbmap", "xrandr", "xinput", "xdotool"):
         require(tool)
     env = xvfb.env
     sock = socket.socket(socket.AF_UNIX)
@@ -167,13 +169,17 @@ def test_a_real_x_server_reports_the_changes(xvfb) -> None:
         until(lambda _: w.ready or w.failed, "the watch was not ready")
         assert w.failed is None
         assert {g for g in w.groups if not g.startswith("sel:")} == {"props", "randr", "xkb",
-                                                                        "xi", "monitors"}
+                                                                        "xi", "monitors",
+                                                                        "xkbstate"}
         assert len(w.selections) == 4
         subprocess.run(["xprop", "-root", "-f", "XT_WATCHED", "8s", "-set", "XT_WATCHED", "x"],
                        env=env, check=True, timeout=30)
         until(lambda seen: merge(seen).props, "no root property change")
         subprocess.run(["setxkbmap", "de"], env=env, check=True, timeout=30)
         until(lambda seen: "xkb" in merge(seen).groups, "no keyboard change")
+        subprocess.run(["xdotool", "keydown", "shift", "keyup", "shift"], env=env, check=True,
+                       timeout=30)
+        until(lambda seen: "xkbstate" in merge(seen).groups, "no keyboard state change")
         subprocess.run(["xrandr", "--output", "screen", "--primary"], env=env, check=True,
                        timeout=30)
         until(lambda seen: "randr" in merge(seen).groups, "no RANDR change")

@@ -149,7 +149,7 @@ VERSION_REQUESTS: dict[bytes, frozenset[int]] = {
 #: answered while the display host's export watches for those changes (export/watch.py) and
 #: forgotten when it says one happened, by group. The requests that change a group (any other
 #: request to the extension) forget it too, as do its events passing to any client.
-#: Not here: XKB GetState (the modifier state), RANDR GetScreenInfo and GetScreenResources
+#: Not here: RANDR GetScreenInfo and GetScreenResources
 #: (they ask the hardware again), GetPanning and GetCrtcTransform (not seen to send one),
 #: XIQueryDevice (it carries the pointer's position).
 WATCHED: dict[bytes, tuple[str, frozenset[int]]] = {
@@ -157,8 +157,8 @@ WATCHED: dict[bytes, tuple[str, frozenset[int]]] = {
     # GetOutputProperty, GetCrtcInfo, GetCrtcGammaSize, GetScreenResourcesCurrent,
     # GetOutputPrimary, GetMonitors
     b"RANDR": ("randr", frozenset({6, 9, 10, 11, 15, 20, 22, 25, 31, 42})),
-    # GetControls, GetMap, GetCompatMap, GetIndicatorMap, GetNames
-    b"XKEYBOARD": ("xkb", frozenset({6, 8, 10, 13, 17})),
+    # GetState, GetControls, GetMap, GetCompatMap, GetIndicatorMap, GetNames
+    b"XKEYBOARD": ("xkb", frozenset({4, 6, 8, 10, 13, 17})),
     # XIListProperties, XIGetProperty (device properties)
     b"XInputExtension": ("xi", frozenset({56, 59})),
 }
@@ -166,7 +166,16 @@ WATCHED: dict[bytes, tuple[str, frozenset[int]]] = {
 #: GetMonitors, whose SetMonitor and DeleteMonitor send no RANDR event but a ConfigureNotify
 #: of the root window, which a watch that selects StructureNotify there vouches for
 #: ("monitors"; it reports the ConfigureNotify as a "randr" change).
-WATCHED_ALSO: dict[tuple[bytes, int], str] = {(b"RANDR", 42): "monitors"}
+#: XKB GetState of the core keyboard, whose answer is kept under its own group ("xkbstate",
+#: which the watch reports on a StateNotify, so a modifier pressed does not forget the keymap).
+WATCHED_ALSO: dict[tuple[bytes, int], str] = {(b"RANDR", 42): "monitors",
+                                              (b"XKEYBOARD", 4): "xkbstate"}
+#: Watched requests kept under another group than their extension's.
+WATCHED_SCOPE: dict[tuple[bytes, int], str] = {(b"XKEYBOARD", 4): "xkbstate"}
+#: The groups a watched extension's events, or its requests that change something, forget.
+EXT_GROUPS: dict[bytes, frozenset[str]] = {
+    b"RANDR": frozenset({"randr"}), b"XKEYBOARD": frozenset({"xkb", "xkbstate"}),
+    b"XInputExtension": frozenset({"xi"})}
 #: Watched requests that delete what they read when a flag is set: its offset. Never answered
 #: with it set, and sending one forgets the group.
 DELETE_FLAG: dict[tuple[bytes, int], int] = {(b"RANDR", 15): 24, (b"XInputExtension", 59): 6}
@@ -184,8 +193,11 @@ WATCHED_QUIET: dict[bytes, frozenset[int]] = {
 #: (the window of another connection's id may not exist here, and the answer is BadWindow).
 ROOT_ARGUMENT: frozenset[tuple[bytes, int]] = frozenset({
     (b"RENDER", 29), (b"RANDR", 6), (b"RANDR", 25), (b"RANDR", 31), (b"RANDR", 42)})
+#: Answerable requests whose first argument is a device: answered only for the core keyboard
+#: (the watch selects the state events of that one).
+CORE_KEYBOARD_ARGUMENT: frozenset[tuple[bytes, int]] = frozenset({(b"XKEYBOARD", 4)})
 #: The extension events that say a watched group changed: RANDR's two, XKB's one (any kind).
-WATCHED_EVENTS: dict[bytes, tuple[str, int]] = {b"RANDR": ("randr", 2), b"XKEYBOARD": ("xkb", 1)}
+WATCHED_EVENTS: dict[bytes, int] = {b"RANDR": 2, b"XKEYBOARD": 1}
 #: The GenericEvents that say a watched group changed, by extension: XInput's
 #: HierarchyChanged and PropertyEvent.
 WATCHED_GENERIC: dict[bytes, tuple[str, frozenset[int]]] = {
@@ -665,7 +677,7 @@ class Suppressor:
         self.depths: dict[int, frozenset[int]] = {}  # root -> its allowed depths
         self.header_read = set(_HEADER_READ)  # requests whose first 16 bytes the policy reads
         self.id_base = self.id_mask = 0  # this client's resource ids, from the setup
-        self.watch_events: dict[int, str] = {}  # event code -> the watched group it changes
+        self.watch_events: dict[int, frozenset[str]] = {}  # event code -> the groups it changes
         # GenericEvents by major opcode: the group they change, and their event types that do
         self.watch_generic: dict[int, tuple[str, frozenset[int]]] = {}
         self.selection_event = -1  # XFIXES' SelectionNotify, once this connection asked
@@ -734,7 +746,7 @@ class Suppressor:
                         and cache.vouched(WATCHED_ALSO.get((name, minor), watched[0])):
                     return self._held(opcode, size, big)
                 if minor not in WATCHED_QUIET[name]:
-                    cache.display_changed(groups=frozenset({watched[0]}))
+                    cache.display_changed(groups=EXT_GROUPS[name])
             last = MULTI_REPLY.get((name, minor))
             if last is not None:
                 self.multi[self.seq] = last
@@ -921,7 +933,10 @@ class Suppressor:
                 self.ext_version[name] = hashlib.sha256(context + bytes([minor]) + msg).digest()
             if minor not in EXT_ANSWERS.get(name, ()) and kind is not Kind.WATCHED or (
                     (name, minor) in ROOT_ARGUMENT
-                    and (len(msg) < 8 or U32[e](msg, 4)[0] not in self.roots)):
+                    and (len(msg) < 8 or U32[e](msg, 4)[0] not in self.roots)) or (
+                    (name, minor) in CORE_KEYBOARD_ARGUMENT
+                    and (len(msg) != 8
+                         or struct.unpack_from(e + "H", msg, 4)[0] != XKB_USE_CORE_KBD)):
                 self.barrier = seq  # neither answered nor learnt
                 return msg
             c = self.cache
@@ -930,7 +945,7 @@ class Suppressor:
                 assert watched is not None
                 flag = DELETE_FLAG.get((name, minor))
                 if flag is not None and (len(msg) <= flag or msg[flag]):
-                    c.display_changed(groups=frozenset({watched[0]}))  # deletes a property
+                    c.display_changed(groups=EXT_GROUPS[name])  # deletes a property
                     self.barrier = seq
                     return msg
                 if not c.vouched(WATCHED_ALSO.get((name, minor), watched[0])):
@@ -946,7 +961,8 @@ class Suppressor:
                 self.learn[seq] = (kind, arg)
                 if kind is Kind.WATCHED:
                     assert watched is not None
-                    self.learn_gen[seq] = (c.generation, watched[0])
+                    self.learn_gen[seq] = (c.generation,
+                                           WATCHED_SCOPE.get((name, minor), watched[0]))
                 return msg
             if seq == self.bigreq_enable:
                 self.client.max_big_request = 4 * U32[e](value, 8)[0]
@@ -971,11 +987,10 @@ class Suppressor:
         """A QueryExtension reply this connection gets: the extension's opcode and events."""
         if reply[8]:
             self.ext_names[reply[9]] = name
-            watched = WATCHED_EVENTS.get(name)
-            if watched is not None:
-                group, count = watched
+            count = WATCHED_EVENTS.get(name)
+            if count is not None:
                 for code in range(reply[10], reply[10] + count):
-                    self.watch_events[code] = group
+                    self.watch_events[code] = EXT_GROUPS[name]
             if name in WATCHED_GENERIC:
                 self.watch_generic[reply[9]] = WATCHED_GENERIC[name]
             if name == b"XFIXES":
@@ -1220,7 +1235,7 @@ class Suppressor:
                 atom, = struct.unpack_from(self.e + "I", msg, 12)
                 self.cache.display_changed(groups=frozenset({f"sel:{atom}"}))
             elif code in self.watch_events:
-                self.cache.display_changed(groups=frozenset({self.watch_events[code]}))
+                self.cache.display_changed(groups=self.watch_events[code])
             elif code == GENERIC_EVENT and msg[1] in self.watch_generic:
                 group, types = self.watch_generic[msg[1]]
                 if struct.unpack_from(self.e + "H", msg, 8)[0] in types:

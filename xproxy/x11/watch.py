@@ -12,15 +12,15 @@ so the app host may answer those from its cache); and ask for RANDR, XKEYBOARD,
 XInputExtension and XFIXES. Where they are present, announce versions (RANDR 1.6, XKB 1.0,
 XI 2.0 and XFIXES 5, which their event selections need) and select their configuration events
 (RANDR's screen, CRTC, output and output-property changes on every root; XKB's new-keyboard,
-map, controls, indicator-map, names and compat-map changes on the core keyboard; XI's
+map, state, controls, indicator-map, names and compat-map changes on the core keyboard; XI's
 hierarchy and device-property changes of all devices on every root; XFIXES' owner changes of
 the selections). A GetInputFocus after all of them is the barrier: its reply means every
 selection is in force (`ready`). From then on every event is a `Change`: a PropertyNotify on
-a root window names its atom, a RANDR, XKB or XI event its group, a ConfigureNotify of a root
-window the group "randr" (with RANDR the watch vouches for its monitors too, "monitors"), an
-XFIXES selection event the group `sel:ATOM` (the app host's suppress/core.py keys its watched
-answers on the same atoms and groups). An error before `ready` means the watch cannot vouch
-for anything (`failed`).
+a root window names its atom, a RANDR, XKB or XI event its group (an XKB StateNotify
+"xkbstate"), a ConfigureNotify of a root window the group "randr" (with RANDR the watch
+vouches for its monitors too, "monitors"), an XFIXES selection event the group `sel:ATOM`
+(the app host's suppress/core.py keys its watched answers on the same atoms and groups). An
+error before `ready` means the watch cannot vouch for anything (`failed`).
 """
 
 from __future__ import annotations
@@ -48,8 +48,10 @@ STRUCTURE_NOTIFY_MASK = 0x20000
 CW_EVENT_MASK = 0x800
 #: RRSelectInput: ScreenChange, CrtcChange, OutputChange, OutputProperty (RANDR 1.2).
 RANDR_EVENTS = 0x0F
-#: XkbSelectEvents: NewKeyboard, Map, Controls, IndicatorMap, Names, CompatMap notifies.
-XKB_EVENTS = 0x01 | 0x02 | 0x08 | 0x20 | 0x40 | 0x80
+#: XkbSelectEvents: NewKeyboard, Map, State, Controls, IndicatorMap, Names, CompatMap
+#: notifies (all their details); StateNotify's XKB event type.
+XKB_EVENTS = 0x01 | 0x02 | 0x04 | 0x08 | 0x20 | 0x40 | 0x80
+XKB_STATE_NOTIFY = 2
 XKB_ALL_MAP_PARTS = 0xFF
 XKB_USE_CORE_KBD = 0x100
 #: XISelectEvents for XIAllDevices: HierarchyChanged and PropertyEvent (XI 2.0).
@@ -181,7 +183,7 @@ class DisplayWatch:
             self._request(struct.pack("<BBHHHHHHH", major, 1, 4, XKB_USE_CORE_KBD, XKB_EVENTS,
                                       0, XKB_EVENTS, XKB_ALL_MAP_PARTS, XKB_ALL_MAP_PARTS))
             self.events[first_event] = "xkb"
-            self.groups.add("xkb")
+            self.groups |= {"xkb", "xkbstate"}
 
     def _message(self, msg: bytes) -> None:
         kind = msg[0]
@@ -213,7 +215,10 @@ class DisplayWatch:
             if struct.unpack_from("<I", msg, 8)[0] in self.roots:
                 self._changes.append(Change(groups=frozenset({"randr"})))
         elif code in self.events:
-            self._changes.append(Change(groups=frozenset({self.events[code]})))
+            group = self.events[code]
+            if group == "xkb" and msg[1] == XKB_STATE_NOTIFY:
+                group = "xkbstate"  # a modifier, group or button: not the keymap
+            self._changes.append(Change(groups=frozenset({group})))
         elif code == self.selection_event:
             atom, = struct.unpack_from("<I", msg, 12)
             self._changes.append(Change(groups=frozenset({f"sel:{atom}"})))
