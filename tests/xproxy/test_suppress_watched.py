@@ -633,7 +633,10 @@ def test_xkb_select_events_that_cannot_fail_are_no_barrier() -> None:
     use_xkb(h)
     assert asks(h, xkb_select() + intern(b"A"))  # as GDK's keymap selects, then its details
     assert asks(h, xkb_select(0x4, 0, 0, struct.pack("<HH", 0x3FFF, 0x3)) + intern(b"A"))
+    assert asks(h, xkb_select(0x1, 0, 0, struct.pack("<HH", 0x5, 0x5), device=3)
+                + intern(b"A"))  # the core keyboard by its device id
     for could_fail in (xkb_select(device=0x200),  # another device: may not exist
+                       xkb_select(device=4),
                        xkb_select(0x8, 0, 0x8),  # controls: not read here
                        xkb_select(0x4, 0, 0),  # details missing: BadLength
                        xkb_select(0x4, 0, 0, struct.pack("<HH", 0x3, 0x4)),  # BadMatch

@@ -230,6 +230,9 @@ CLIENT_MESSAGE = 33
 XKB_SELECT_EVENTS = (b"XKEYBOARD", 1)
 MAX_XKB_SELECT = 64
 XKB_USE_CORE_KBD = 0x100
+#: The device specs that name the core keyboard: XkbUseCoreKbd, and its device id (the X.Org
+#: server makes the virtual core pointer and keyboard first, as devices 2 and 3, for good).
+XKB_CORE_KEYBOARD = frozenset({XKB_USE_CORE_KBD, 3})
 XKB_QUIET_EVENTS = 0x1 | 0x2 | 0x4
 XKB_EVENT_DETAILS = ((0x1, 0x7), (0x4, 0x3FFF))
 #: Requests whose only argument is a window or drawable: with None (0), never a resource,
@@ -838,7 +841,8 @@ class Suppressor:
         return False
 
     def _xkb_select_quiet(self, msg: bytes) -> bool:
-        """Whether an XkbSelectEvents cannot fail (it makes no event): on the core keyboard,
+        """Whether an XkbSelectEvents cannot fail (it makes no event): on the core keyboard
+        (as XkbUseCoreKbd or its device id, as GDK's keymap selects both ways),
         from a connection whose UseExtension the server accepted, of new-keyboard, map and
         state events only, each detail mask within what it may select and each value within
         its mask, with no bytes over (X.Org's ProcXkbSelectEvents)."""
@@ -846,7 +850,7 @@ class Suppressor:
         if not self.xkb_ready or len(msg) < 16:
             return False
         device, which, clear, select_all = struct.unpack_from(e + "HHHH", msg, 4)
-        if device != XKB_USE_CORE_KBD or which & ~XKB_QUIET_EVENTS:
+        if device not in XKB_CORE_KEYBOARD or which & ~XKB_QUIET_EVENTS:
             return False
         pos = 16
         for bit, legal in XKB_EVENT_DETAILS:
