@@ -690,6 +690,9 @@ def test_xkb_state_answered_while_the_watch_hears_of_no_state_change() -> None:
     h.server(ext_reply(h.s.seq, b"state"))
     assert not asks(h, get_state(0x200))  # another device: its state is not watched
     h.server(ext_reply(h.s.seq, b"other"))
+    learn(h, get_state(3), b"state")  # the core keyboard by its device id (Qt asks so)
+    assert asks(h, get_state(3))
+    h.server(ext_reply(h.s.seq, b"state"))
     h.take()
     h.cache.display_changed(groups=frozenset({"xkbstate"}))  # a modifier pressed
     assert not asks(h, get_state())  # the state is read anew; the keymap is still known

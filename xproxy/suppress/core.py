@@ -193,8 +193,8 @@ WATCHED_QUIET: dict[bytes, frozenset[int]] = {
 #: (the window of another connection's id may not exist here, and the answer is BadWindow).
 ROOT_ARGUMENT: frozenset[tuple[bytes, int]] = frozenset({
     (b"RENDER", 29), (b"RANDR", 6), (b"RANDR", 25), (b"RANDR", 31), (b"RANDR", 42)})
-#: Answerable requests whose first argument is a device: answered only for the core keyboard
-#: (the watch selects the state events of that one).
+#: Answerable requests whose first argument is a device: answered only for the core keyboard,
+#: by XkbUseCoreKbd or its device id (the watch selects the state events of that one).
 CORE_KEYBOARD_ARGUMENT: frozenset[tuple[bytes, int]] = frozenset({(b"XKEYBOARD", 4)})
 #: The extension events that say a watched group changed: RANDR's two, XKB's one (any kind).
 WATCHED_EVENTS: dict[bytes, int] = {b"RANDR": 2, b"XKEYBOARD": 1}
@@ -940,7 +940,7 @@ class Suppressor:
                     and (len(msg) < 8 or U32[e](msg, 4)[0] not in self.roots)) or (
                     (name, minor) in CORE_KEYBOARD_ARGUMENT
                     and (len(msg) != 8
-                         or struct.unpack_from(e + "H", msg, 4)[0] != XKB_USE_CORE_KBD)):
+                         or struct.unpack_from(e + "H", msg, 4)[0] not in XKB_CORE_KEYBOARD)):
                 self.barrier = seq  # neither answered nor learnt
                 return msg
             c = self.cache
