@@ -37,8 +37,10 @@ colormap when its visual is TrueColor, computed as the X.Org server computes it
 (miResolveColor, then the nearest entry of the colormap's ramp in each channel), and
 QueryColors on such a colormap from the same ramps; and the extension requests of
 `EXT_ANSWERS` (versions, RENDER's picture formats, BIG-REQUESTS' length), whose opcodes come
-from this connection's own QueryExtension answers. An OpenFont of a name that opened once is
-not a barrier. Everything else goes to the server. GetInputFocus is not answered: its reply
+from this connection's own QueryExtension answers; GetGeometry, GetWindowAttributes and
+QueryTree of None with their error (None is never a resource; learnt from the server); and,
+while the display host's watch vouches for them, the answers of `WATCHED`. An OpenFont of a
+name that opened once is not a barrier, nor are the requests `_quiet` proves cannot fail. Everything else goes to the server. GetInputFocus is not answered: its reply
 names the focus window, which other clients change without this client hearing of it.
 
 The two streams are cut by framing.py's RequestFramer and ServerFramer (sizes, BIG-REQUESTS,
