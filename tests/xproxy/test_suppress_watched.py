@@ -663,10 +663,11 @@ def test_a_pixmap_on_a_root_of_one_of_its_depths_is_no_barrier() -> None:
     h = Harness()
     warm_atoms(h, {b"A": 300})
     assert asks(h, create_pixmap() + intern(b"A"))  # as GTK makes its cursors' images
-    assert asks(h, create_pixmap(0x200006, depth=1, width=32767) + intern(b"A"))
+    assert asks(h, create_pixmap(0x200006, depth=1, width=4096) + intern(b"A"))
     for could_fail, code in ((create_pixmap(depth=32), 2),  # not a depth of this screen
                              (create_pixmap(width=0), 2),
                              (create_pixmap(height=32768), 11),  # BadAlloc
+                             (create_pixmap(height=4097), 11),  # may not find the memory
                              (create_pixmap(0x100001), 14),  # not this client's id
                              (create_pixmap(drawable=0x200009), 9)):  # may be gone
         assert not asks(h, could_fail + intern(b"A"))

@@ -219,8 +219,9 @@ ALL_EVENTS = 0x1FFFFFF
 #: never BadValue; and the RANDR minor opcode of SelectInput.
 RR_SCREEN_CHANGE_MASK = 0x1
 RR_SELECT_INPUT = 4
-#: The longest side of a pixmap the X.Org server makes (a longer one is BadAlloc).
-MAX_PIXMAP_SIDE = 32767
+#: The longest side of a pixmap that is no barrier: X.Org refuses one over 32767 (BadAlloc),
+#: and a big one may not find the memory (BadAlloc too); cursors and icons are far smaller.
+MAX_PIXMAP_SIDE = 4096
 #: The core event types SendEvent takes (not GenericEvent, which it refuses), ClientMessage
 #: and its formats.
 SEND_EVENT_TYPES = range(2, 35)
@@ -796,7 +797,7 @@ class Suppressor:
         XFIXES 1 or later (else BadRequest); a CreateGC on a root window setting at most its
         foreground and background (any value goes), with an id of the client's own range
         (Xlib's default GC of each screen: its allocator gives no id in use); a CreatePixmap
-        on a root window, of one of its depths, of a size between 1 and 32767 pixels a side,
+        on a root window, of one of its depths, of a size between 1 and 4096 pixels a side,
         with an id of the client's own range (the same); an RRSelectInput
         on a root window with a mask that has ScreenChangeNotify (or none), while the display
         host watches RANDR and has reported no change since this connection's setup (the
