@@ -239,7 +239,7 @@ def test_a_query_colors_mismatch_stops_computing_colours() -> None:
 def test_every_answer_kind_is_reachable() -> None:
     """A Kind no request maps to is dead code in the suppressor (as QueryColors once was)."""
     assert set(KINDS.values()) | {Kind.EXT_REQUEST, Kind.ROOT_PROPERTY, Kind.WATCHED,
-                                  Kind.SELECTION_OWNER} == set(Kind)
+                                  Kind.SELECTION_OWNER, Kind.NONE} == set(Kind)
     assert len(set(KINDS.values())) == len(KINDS)
 
 

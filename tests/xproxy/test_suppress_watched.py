@@ -484,3 +484,223 @@ def test_xlibs_default_gc_is_no_barrier_unless_it_could_fail() -> None:
                              (create_gc(mask=0x10000, values=(1,)), 2)):  # GraphicsExposures
         assert not asks(h, could_fail + intern(b"A"))
         h.server(error(h.s.seq - 1, code))
+
+
+def none_error(seq: int, major: int, code: int) -> bytes:
+    return struct.pack("<BBHIHB21x", 0, code, seq & 0xFFFF, 0, 0, major)
+
+
+def test_a_request_naming_none_is_answered_with_its_error_once_learnt() -> None:
+    h = Harness()
+    warm_atoms(h, {b"A": 300})
+    geometry = struct.pack("<BxHI", 14, 2, 0)  # GetGeometry(None): BadDrawable, always
+    assert not asks(h, geometry)
+    h.server(none_error(h.s.seq, 14, 9))
+    assert h.take() == [(0, h.s.seq)]
+    h2 = Harness(h.cache)
+    h2.send(geometry[:1] + b"\1" + geometry[2:] + intern(b"A"))  # the unused byte set
+    # the error, then the atom: in order, at once
+    assert h2.take() == [(0, h2.s.seq - 1), (1, h2.s.seq)]
+    assert h2.to_server.endswith(intern(b"A"))  # still sent: compared
+    h2.server(none_error(h2.s.seq - 1, 14, 9), intern_reply(h2.s.seq, 300))
+    assert h2.to_client == b"" and h2.cache.stats.mismatches == 0
+    h2.server()
+    # another window, or another request, is another question; a real window may be gone
+    assert not asks(h2, struct.pack("<BxHI", 3, 2, 0))  # GetWindowAttributes(None)
+    h2.server(none_error(h2.s.seq, 3, 3))
+    assert not asks(h2, struct.pack("<BxHI", 14, 2, ROOT) + intern(b"A"))
+    h2.server(ext_reply(h2.s.seq - 1), intern_reply(h2.s.seq, 300))
+    assert not asks(h2, struct.pack("<BxHI", 14, 2, 0x200001))
+    assert DisplayCache.from_json(h.cache.to_json()).replies == h.cache.replies
+
+
+def rr_select_input(window: int = ROOT, enable: int = 0xB) -> bytes:
+    return ext_request(RANDR, 4, struct.pack("<IH2x", window, enable))
+
+
+def test_randr_select_input_on_a_root_is_no_barrier_while_the_configuration_is_unchanged(
+        ) -> None:
+    cache = DisplayCache("epoch")
+    cache.watch(["props", "randr"])
+    h = Harness(cache)
+    warm_atoms(h, {b"A": 300})
+    randr(h)
+    assert asks(h, rr_select_input() + intern(b"A"))
+    assert asks(h, rr_select_input(enable=0) + intern(b"A"))  # unselects: no event, no error
+    for could_fail, code in ((rr_select_input(0x200001), 3),  # a window that may be gone
+                             (rr_select_input(enable=0x80), 2)):  # no known bit: BadValue
+        assert not asks(h, could_fail + intern(b"A"))
+        h.server(error(h.s.seq - 1, code))
+    h.take()
+    # the configuration changed since this connection's setup: the server sends it events
+    h.cache.display_changed(groups=frozenset({"randr"}))
+    assert not asks(h, rr_select_input() + intern(b"A"))
+    h.server(intern_reply(h.s.seq, 300))
+    h2 = Harness(h.cache)  # a connection made since: the server has told it nothing either
+    warm_atoms(h2, {b"A": 300})
+    randr(h2)
+    assert asks(h2, rr_select_input() + intern(b"A"))
+    h2.take()
+    h2.cache.watch(None)  # no longer watched: a change would not be heard of
+    h2.cache.watch(["props", "randr"])
+    assert not asks(h2, rr_select_input() + intern(b"A"))
+
+
+def send_event(destination: int = ROOT, events: int = 0x180000, kind: int = 33,
+               detail: int = 32, propagate: int = 0) -> bytes:
+    return struct.pack("<BBHII", 25, propagate, 11, destination, events) \
+        + struct.pack("<BB", kind, detail).ljust(32, b"\0")
+
+
+def test_send_event_to_a_root_no_event_of_which_comes_back_is_no_barrier() -> None:
+    h = Harness()
+    warm_atoms(h, {b"A": 300})
+    assert asks(h, send_event() + intern(b"A"))  # as a window asks the WM for a state
+    assert asks(h, send_event(propagate=1) + intern(b"A"))
+    for could_fail in (send_event(0x200001),  # a window that may be gone
+                       send_event(1),  # InputFocus
+                       send_event(kind=35),  # GenericEvent: BadValue
+                       send_event(detail=7),  # a ClientMessage format: BadValue
+                       send_event(events=0x2000000),  # no such event bit
+                       send_event(events=0),  # to the root's creator
+                       send_event(propagate=2)):  # BadValue
+        assert not asks(h, could_fail + intern(b"A"))
+        h.server(error(h.s.seq - 1, 2))
+    # once this client selects SubstructureNotify on the root, the event comes back to it
+    assert asks(h, change_attributes(ROOT, 0x80000) + intern(b"A"))
+    assert not asks(h, send_event() + intern(b"A"))
+    h.server(event(h.s.seq - 1, 33 | 0x80), intern_reply(h.s.seq, 300))
+    assert asks(h, send_event(events=0x100000) + intern(b"A"))  # Redirect: not selected
+    h.send(struct.pack("<BxHII", 2, 4, ROOT, 0x801) + struct.pack("<I", 0))  # background too
+    assert not asks(h, send_event(events=0x100000) + intern(b"A"))  # all bits assumed
+
+
+MONITORS = ext_request(RANDR, 42, struct.pack("<IB3x", ROOT, 1))  # GetMonitors, active
+
+
+def configure_notify(seq: int, window: int = ROOT) -> bytes:
+    return struct.pack("<BxHII", 22, seq & 0xFFFF, window, window).ljust(32, b"\0")
+
+
+def test_randr_monitors_answered_while_the_root_configure_notify_is_watched() -> None:
+    h = watching()
+    randr(h)
+    learn(h, MONITORS, b"monitors")
+    assert not asks(h, MONITORS)  # the watch does not vouch for SetMonitor: never answered
+    h.server(ext_reply(h.s.seq, b"monitors"))
+    h.cache.watch(["props", "randr", "monitors"])
+    learn(h, MONITORS, b"monitors")
+    assert asks(h, MONITORS)
+    h.server(ext_reply(h.s.seq, b"monitors"))
+    assert not asks(h, ext_request(RANDR, 42, struct.pack("<IB3x", 0x200001, 1)))
+    h.server(ext_reply(h.s.seq, b"monitors"))
+    h.take()
+    h.server(configure_notify(h.s.seq, 0x200001))  # not a root: nothing to do with it
+    assert h.take() == [(22, h.s.seq)] and asks(h, MONITORS)
+    h.server(ext_reply(h.s.seq, b"monitors"))
+    h.take()
+    h.server(configure_notify(h.s.seq))  # the root's: xrandr --setmonitor, or a new size
+    assert h.take() == [(22, h.s.seq)] and not h.cache.watched
+    learn(h, MONITORS, b"two")
+    h.send(ext_request(RANDR, 43, bytes(24)))  # SetMonitor by a client of the link
+    assert not h.cache.watched
+    assert h.cache.stats.mismatches == 0
+
+
+def xkb_select(which: int = 0x7, clear: int = 0, select_all: int = 0x7,
+               details: bytes = b"", device: int = 0x100) -> bytes:
+    return ext_request(XKB, 1, struct.pack("<HHHHHH", device, which, clear, select_all, 0, 0)
+                       + details)
+
+
+def use_xkb(h: Harness, supported: int = 1, major: int = 1) -> None:
+    h.take()
+    h.send(ext_request(XKB, 0, struct.pack("<HH", major, 0)))  # UseExtension
+    if h.to_client == b"":
+        h.server(struct.pack("<BBHIHH20x", 1, supported, h.s.seq & 0xFFFF, 0, 1, 0))
+    h.take()
+
+
+def test_xkb_select_events_that_cannot_fail_are_no_barrier() -> None:
+    h = Harness()
+    warm_atoms(h, {b"A": 300})
+    xkb(h, use=False)
+    assert not asks(h, xkb_select() + intern(b"A"))  # before UseExtension: BadAccess
+    h.server(error(h.s.seq - 1, 10))
+    use_xkb(h, supported=0, major=2)
+    assert not asks(h, xkb_select() + intern(b"A"))  # refused: still BadAccess
+    h.server(error(h.s.seq - 1, 10))
+    use_xkb(h)
+    assert asks(h, xkb_select() + intern(b"A"))  # as GDK's keymap selects, then its details
+    assert asks(h, xkb_select(0x4, 0, 0, struct.pack("<HH", 0x3FFF, 0x3)) + intern(b"A"))
+    assert asks(h, xkb_select(0x1, 0, 0, struct.pack("<HH", 0x5, 0x5), device=3)
+                + intern(b"A"))  # the core keyboard by its device id
+    for could_fail in (xkb_select(device=0x200),  # another device: may not exist
+                       xkb_select(device=4),
+                       xkb_select(0x8, 0, 0x8),  # controls: not read here
+                       xkb_select(0x4, 0, 0),  # details missing: BadLength
+                       xkb_select(0x4, 0, 0, struct.pack("<HH", 0x3, 0x4)),  # BadMatch
+                       xkb_select(0x4, 0, 0, struct.pack("<HH", 0x4000, 0)),  # BadValue
+                       xkb_select(0x7, 0, 0x7, bytes(4))):  # bytes over: BadLength
+        assert not asks(h, could_fail + intern(b"A"))
+        h.server(error(h.s.seq - 1, 2))
+    h2 = Harness(h.cache)
+    xkb(h2, use=False)
+    use_xkb(h2)
+    h3 = Harness(h.cache)  # UseExtension answered by the link: the same
+    warm_atoms(h3, {b"A": 300})
+    xkb(h3, use=False)
+    assert asks(h3, ext_request(XKB, 0, struct.pack("<HH", 1, 0)))
+    assert asks(h3, xkb_select() + intern(b"A"))
+
+
+def create_pixmap(pid: int = 0x200005, drawable: int = ROOT, depth: int = 24,
+                  width: int = 24, height: int = 24) -> bytes:
+    return struct.pack("<BBHIIHH", 53, depth, 4, pid, drawable, width, height)
+
+
+def test_a_pixmap_on_a_root_of_one_of_its_depths_is_no_barrier() -> None:
+    h = Harness()
+    warm_atoms(h, {b"A": 300})
+    assert asks(h, create_pixmap() + intern(b"A"))  # as GTK makes its cursors' images
+    assert asks(h, create_pixmap(0x200006, depth=1, width=4096) + intern(b"A"))
+    for could_fail, code in ((create_pixmap(depth=32), 2),  # not a depth of this screen
+                             (create_pixmap(width=0), 2),
+                             (create_pixmap(height=32768), 11),  # BadAlloc
+                             (create_pixmap(height=4097), 11),  # may not find the memory
+                             (create_pixmap(0x100001), 14),  # not this client's id
+                             (create_pixmap(drawable=0x200009), 9)):  # may be gone
+        assert not asks(h, could_fail + intern(b"A"))
+        h.server(error(h.s.seq - 1, code))
+
+
+def get_state(device: int = 0x100) -> bytes:
+    return ext_request(XKB, 4, struct.pack("<H2x", device))
+
+
+def test_xkb_state_answered_while_the_watch_hears_of_no_state_change() -> None:
+    h = watching()  # vouches for "xkb" only: an older display host
+    xkb(h)
+    learn(h, get_state(), b"state")
+    assert not asks(h, get_state())
+    h.server(ext_reply(h.s.seq, b"state"))
+    h.cache.watch(["props", "xkb", "xkbstate"])
+    learn(h, get_state(), b"state")
+    learn(h, GET_MAP, b"keymap")
+    assert asks(h, get_state())
+    h.server(ext_reply(h.s.seq, b"state"))
+    assert not asks(h, get_state(0x200))  # another device: its state is not watched
+    h.server(ext_reply(h.s.seq, b"other"))
+    learn(h, get_state(3), b"state")  # the core keyboard by its device id (Qt asks so)
+    assert asks(h, get_state(3))
+    h.server(ext_reply(h.s.seq, b"state"))
+    h.take()
+    h.cache.display_changed(groups=frozenset({"xkbstate"}))  # a modifier pressed
+    assert not asks(h, get_state())  # the state is read anew; the keymap is still known
+    h.server(ext_reply(h.s.seq, b"shift"))
+    assert asks(h, GET_MAP) and asks(h, get_state())
+    h.server(ext_reply(h.s.seq - 1, b"keymap"), ext_reply(h.s.seq, b"shift"))
+    h.take()
+    h.server(event(h.s.seq, XKB_EVENT))  # an XKB event the client selected: both forgotten
+    assert not h.cache.watched
+    assert h.cache.stats.mismatches == 0

@@ -118,6 +118,7 @@ TOOLKIT_ENV = {"NO_AT_BRIDGE": "1", "GDK_BACKEND": "x11", "QT_QPA_PLATFORM": "xc
 TOOLKIT_PROGRAMS = {
     "gtk3-widget-factory": (["gtk3-widget-factory"], "gtk3-widget-factory"),
     "zenity": (["zenity", "--entry"], "zenity"),
+    "mousepad": (["mousepad", "--disable-server"], "mousepad"),
     "featherpad": (["featherpad", "--standalone"], "featherpad"),
     "gtk4-widget-factory": (["gtk4-widget-factory"], "gtk4-widget-factory"),
 }
@@ -208,5 +209,99 @@ def test_a_selection_owner_gone_on_the_display_host_is_read_anew(lab) -> None:
         owner.wait()
     changes_seen(lab, before["changes"])
     assert over_link(lab, READ_OWNER).strip() == "0"
+    stats = lab.agent_stats()
+    assert stats["mismatches"] == 0, stats["mismatch_log"]
+
+
+READ_MONITORS = [sys.executable, "-c", """
+from Xlib import display
+d = display.Display()
+root = d.screen().root
+d.xrandr_query_version()
+seen = {tuple(m.name for m in root.xrandr_get_monitors(is_active=False).monitors)
+        for _ in range(20)}
+print(";".join(sorted(",".join(sorted(d.get_atom_name(a) for a in atoms)) for atoms in seen)))
+"""]
+
+
+def test_a_monitor_set_on_the_display_host_is_read_anew(lab) -> None:
+    require("xrandr")
+    first = over_link(lab, READ_MONITORS).strip()
+    assert first and ";" not in first
+    before = lab.agent_stats()
+    assert over_link(lab, READ_MONITORS).strip() == first
+    assert lab.agent_stats()["answered"] >= before["answered"] + 20
+    on_display(lab, "xrandr", "--setmonitor", "XT-MON", "320/85x240/64+0+0", "none")
+    try:
+        changes_seen(lab, before["changes"])  # `xrandr --setmonitor` sends no RANDR event
+        assert over_link(lab, READ_MONITORS).strip() == ",".join(sorted([*first.split(","),
+                                                                        "XT-MON"]))
+    finally:
+        on_display(lab, "xrandr", "--delmonitor", "XT-MON")
+    stats = lab.agent_stats()
+    assert stats["mismatches"] == 0, stats["mismatch_log"]
+
+
+READ_ABSENT_NAMES = [sys.executable, "-c", """
+from Xlib import display
+from Xlib.protocol import request
+d = display.Display()
+print(",".join(sorted({str(request.InternAtom(display=d.display, name=name, only_if_exists=1).atom)
+                       for _ in range(10) for name in ("_NET_WORKAREA", "Device Product ID")})))
+"""]
+
+
+def test_names_toolkits_ask_only_if_they_exist_are_answered_by_the_link(lab) -> None:
+    """The display host interns them, so the answer is an atom for good (not None, which
+    another client may end at any time unseen) and the link answers it after the first ask."""
+    atoms = over_link(lab, READ_ABSENT_NAMES).strip().split(",")
+    assert len(atoms) == 2 and "0" not in atoms
+    before = lab.agent_stats()
+    assert over_link(lab, READ_ABSENT_NAMES).strip().split(",") == atoms
+    assert lab.agent_stats()["answered"] >= before["answered"] + 20
+    stats = lab.agent_stats()
+    assert stats["mismatches"] == 0, stats["mismatch_log"]
+
+
+READ_XKB_STATE = [sys.executable, "-c", """
+from Xlib import display
+from Xlib.protocol import rq
+
+
+class UseExtension(rq.ReplyRequest):
+    _request = rq.Struct(rq.Card8("opcode"), rq.Opcode(0), rq.RequestLength(),
+                         rq.Card16("major"), rq.Card16("minor"))
+    _reply = rq.Struct(rq.ReplyCode(), rq.Bool("supported"), rq.Card16("sequence_number"),
+                       rq.ReplyLength(), rq.Card16("server_major"), rq.Card16("server_minor"),
+                       rq.Pad(20))
+
+
+class GetState(rq.ReplyRequest):
+    _request = rq.Struct(rq.Card8("opcode"), rq.Opcode(4), rq.RequestLength(),
+                         rq.Card16("device"), rq.Pad(2))
+    _reply = rq.Struct(rq.ReplyCode(), rq.Card8("device_id"), rq.Card16("sequence_number"),
+                       rq.ReplyLength(), rq.Card8("mods"), rq.Pad(23))
+
+
+d = display.Display()
+opcode = d.query_extension("XKEYBOARD").major_opcode
+assert UseExtension(display=d.display, opcode=opcode, major=1, minor=0).supported
+print(",".join(sorted({str(GetState(display=d.display, opcode=opcode, device=0x100).mods)
+                       for _ in range(20)})))
+"""]
+
+
+def test_a_modifier_pressed_on_the_display_host_is_read_anew(lab) -> None:
+    require("xdotool")
+    assert over_link(lab, READ_XKB_STATE).strip() == "0"
+    before = lab.agent_stats()
+    assert over_link(lab, READ_XKB_STATE).strip() == "0"
+    assert lab.agent_stats()["answered"] >= before["answered"] + 20
+    on_display(lab, "xdotool", "keydown", "shift")
+    try:
+        changes_seen(lab, before["changes"])
+        assert over_link(lab, READ_XKB_STATE).strip() == "1"  # ShiftMask
+    finally:
+        on_display(lab, "xdotool", "keyup", "shift")
     stats = lab.agent_stats()
     assert stats["mismatches"] == 0, stats["mismatch_log"]

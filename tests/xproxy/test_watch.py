@@ -53,8 +53,8 @@ def ready_watch() -> DisplayWatch:
     assert w.start()[:1] == b"l"
     assert w.receive(setup_reply()) == []
     sent = requests(w.data_to_send())
-    # the root; four selections' atoms; RANDR, XKB, XInput, XFIXES
-    assert sent == [(2, 0)] + [(16, 0)] * 4 + [(98, 0)] * 4
+    # the root; four selections' atoms; RANDR, XKB, XInput, XFIXES; three names interned
+    assert sent == [(2, 0)] + [(16, 0)] * 4 + [(98, 0)] * 4 + [(16, 0)] * 3
     w.receive(b"".join(reply(seq, struct.pack("<I", 300 + seq)) for seq in range(2, 6)))
     w.receive(extension_reply(6, 140, 89) + extension_reply(7, 135, 85)
               + extension_reply(8, 131, 66) + extension_reply(9, 138, 87))
@@ -62,12 +62,13 @@ def ready_watch() -> DisplayWatch:
     assert sent == [(140, 0), (140, 4), (135, 0), (135, 1), (131, 47), (131, 46),
                     (138, 0)] + [(138, 2)] * 4 + [(43, 0)]
     assert not w.ready
-    w.receive(reply(10) + reply(12) + reply(14) + reply(16))  # the versions
+    w.receive(b"".join(reply(seq, struct.pack("<I", 400 + seq)) for seq in range(10, 13)))
+    w.receive(reply(13) + reply(15) + reply(17) + reply(19))  # the versions
     assert not w.ready
-    w.receive(reply(21))  # GetInputFocus
+    w.receive(reply(24))  # GetInputFocus
     assert w.ready and w.failed is None
-    assert w.groups == {"props", "randr", "xkb", "xi", "sel:302", "sel:303", "sel:304",
-                        "sel:305"}
+    assert w.groups == {"props", "randr", "monitors", "xkb", "xkbstate", "xi", "sel:302",
+                        "sel:303", "sel:304", "sel:305"}  # not the interned names
     return w
 
 
@@ -81,12 +82,26 @@ def test_the_watch_selects_then_reports_changes_by_atom_and_group() -> None:
                     + event(28, 8, struct.pack("<II", 0x200001, 24))  # not a root window
                     + event(89, 8) + event(90, 8) + event(85, 8) + event(34, 8))
     assert merge(got) == Change(frozenset({23}), frozenset({"randr", "xkb"}))
+    state = struct.pack("<BBH", 85, 2, 8).ljust(32, b"\0")  # XKB StateNotify: a modifier
+    assert w.receive(state) == [Change(groups=frozenset({"xkbstate"}))]
     motion = struct.pack("<BBHIH", 35, 131, 8, 0, 6).ljust(32, b"\0")  # XI Motion
     assert w.receive(motion) == []
     hierarchy = struct.pack("<BBHIH", 35, 131, 8, 0, 11).ljust(32, b"\0")
     assert w.receive(hierarchy) == [Change(groups=frozenset({"xi"}))]
     owner = event(87, 21, struct.pack("<III", ROOT, 0x400001, 303))  # SetSelectionOwner
     assert w.receive(owner) == [Change(groups=frozenset({"sel:303"}))]
+    # a ConfigureNotify of the root (RANDR's SetMonitor sends only that), not of another
+    assert w.receive(event(22, 21, struct.pack("<II", 0x200001, 0x200001))
+                     + event(22, 21, struct.pack("<II", ROOT, ROOT))) \
+        == [Change(groups=frozenset({"randr"}))]
+
+
+def test_the_watch_selects_property_and_structure_changes_on_the_roots() -> None:
+    w = DisplayWatch()
+    w.start()
+    w.receive(setup_reply())
+    select = w.data_to_send()[:16]
+    assert struct.unpack("<BxHIII", select) == (2, 4, ROOT, 0x800, 0x420000)
 
 
 def test_without_the_extensions_the_watch_vouches_for_root_properties_only() -> None:
@@ -97,7 +112,7 @@ def test_without_the_extensions_the_watch_vouches_for_root_properties_only() -> 
     w.receive(b"".join(reply(seq, struct.pack("<I", 300 + seq)) for seq in range(2, 6)))
     w.receive(reply(6, b"\0") + reply(7, b"\0") + reply(8, b"\0") + reply(9, b"\0"))
     assert requests(w.data_to_send()) == [(43, 0)]
-    w.receive(reply(10))
+    w.receive(reply(13))
     assert w.ready and w.groups == {"props"}
 
 
@@ -130,7 +145,7 @@ def xvfb():
 
 
 def test_a_real_x_server_reports_the_changes(xvfb) -> None:
-    for tool in ("xprop", "setxkbmap", "xrandr", "xinput"):
+    for tool in ("xprop", "setxkbmap", "xrandr", "xinput", "xdotool"):
         require(tool)
     env = xvfb.env
     sock = socket.socket(socket.AF_UNIX)
@@ -154,16 +169,23 @@ def test_a_real_x_server_reports_the_changes(xvfb) -> None:
         until(lambda _: w.ready or w.failed, "the watch was not ready")
         assert w.failed is None
         assert {g for g in w.groups if not g.startswith("sel:")} == {"props", "randr", "xkb",
-                                                                        "xi"}
+                                                                        "xi", "monitors",
+                                                                        "xkbstate"}
         assert len(w.selections) == 4
         subprocess.run(["xprop", "-root", "-f", "XT_WATCHED", "8s", "-set", "XT_WATCHED", "x"],
                        env=env, check=True, timeout=30)
         until(lambda seen: merge(seen).props, "no root property change")
         subprocess.run(["setxkbmap", "de"], env=env, check=True, timeout=30)
         until(lambda seen: "xkb" in merge(seen).groups, "no keyboard change")
+        subprocess.run(["xdotool", "keydown", "shift", "keyup", "shift"], env=env, check=True,
+                       timeout=30)
+        until(lambda seen: "xkbstate" in merge(seen).groups, "no keyboard state change")
         subprocess.run(["xrandr", "--output", "screen", "--primary"], env=env, check=True,
                        timeout=30)
         until(lambda seen: "randr" in merge(seen).groups, "no RANDR change")
+        subprocess.run(["xrandr", "--setmonitor", "XT-WATCHED", "640/169x480/127+0+0", "none"],
+                       env=env, check=True, timeout=30)
+        until(lambda seen: "randr" in merge(seen).groups, "no RANDR monitor change")
         subprocess.run(["xinput", "set-prop", "Xvfb mouse", "Coordinate Transformation Matrix",
                         "2", "0", "0", "0", "2", "0", "0", "0", "1"], env=env, check=True,
                        timeout=30)

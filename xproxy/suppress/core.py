@@ -37,8 +37,10 @@ colormap when its visual is TrueColor, computed as the X.Org server computes it
 (miResolveColor, then the nearest entry of the colormap's ramp in each channel), and
 QueryColors on such a colormap from the same ramps; and the extension requests of
 `EXT_ANSWERS` (versions, RENDER's picture formats, BIG-REQUESTS' length), whose opcodes come
-from this connection's own QueryExtension answers. An OpenFont of a name that opened once is
-not a barrier. Everything else goes to the server. GetInputFocus is not answered: its reply
+from this connection's own QueryExtension answers; GetGeometry, GetWindowAttributes and
+QueryTree of None with their error (None is never a resource; learnt from the server); and,
+while the display host's watch vouches for them, the answers of `WATCHED`. An OpenFont of a
+name that opened once is not a barrier, nor are the requests `_quiet` proves cannot fail. Everything else goes to the server. GetInputFocus is not answered: its reply
 names the focus window, which other clients change without this client hearing of it.
 
 The two streams are cut by framing.py's RequestFramer and ServerFramer (sizes, BIG-REQUESTS,
@@ -74,17 +76,21 @@ from ..x11.opcodes import (
     CHANGE_PROPERTY,
     CHANGE_WINDOW_ATTRIBUTES,
     CLOSE_FONT,
+    CONFIGURE_NOTIFY,
     CREATE_GC,
+    CREATE_PIXMAP,
     DELETE_PROPERTY,
     ERROR,
     EVENT_CODE_MASK,
     FIRST_EXTENSION_OPCODE,
     GENERIC_EVENT,
     GET_ATOM_NAME,
+    GET_GEOMETRY,
     GET_KEYBOARD_MAPPING,
     GET_MODIFIER_MAPPING,
     GET_PROPERTY,
     GET_SELECTION_OWNER,
+    GET_WINDOW_ATTRIBUTES,
     GRAB_SERVER,
     INTERN_ATOM,
     LIST_EXTENSIONS,
@@ -98,9 +104,11 @@ from ..x11.opcodes import (
     QUERY_COLORS,
     QUERY_EXTENSION,
     QUERY_FONT,
+    QUERY_TREE,
     REPLY,
     ROTATE_PROPERTIES,
     SELECTION_CLEAR,
+    SEND_EVENT,
     SET_MODIFIER_MAPPING,
     SET_SELECTION_OWNER,
     TRUE_COLOR,
@@ -143,20 +151,33 @@ VERSION_REQUESTS: dict[bytes, frozenset[int]] = {
 #: answered while the display host's export watches for those changes (export/watch.py) and
 #: forgotten when it says one happened, by group. The requests that change a group (any other
 #: request to the extension) forget it too, as do its events passing to any client.
-#: Not here: XKB GetState (the modifier state), RANDR GetScreenInfo and GetScreenResources
-#: (they ask the hardware again), RANDR GetMonitors (`xrandr --setmonitor` sends no event),
-#: GetPanning and GetCrtcTransform (not seen to send one), XIQueryDevice (it carries the
-#: pointer's position).
+#: Not here: RANDR GetScreenInfo and GetScreenResources
+#: (they ask the hardware again), GetPanning and GetCrtcTransform (not seen to send one),
+#: XIQueryDevice (it carries the pointer's position).
 WATCHED: dict[bytes, tuple[str, frozenset[int]]] = {
     # GetScreenSizeRange, GetOutputInfo, ListOutputProperties, QueryOutputProperty,
     # GetOutputProperty, GetCrtcInfo, GetCrtcGammaSize, GetScreenResourcesCurrent,
-    # GetOutputPrimary
-    b"RANDR": ("randr", frozenset({6, 9, 10, 11, 15, 20, 22, 25, 31})),
-    # GetControls, GetMap, GetCompatMap, GetIndicatorMap, GetNames
-    b"XKEYBOARD": ("xkb", frozenset({6, 8, 10, 13, 17})),
+    # GetOutputPrimary, GetMonitors
+    b"RANDR": ("randr", frozenset({6, 9, 10, 11, 15, 20, 22, 25, 31, 42})),
+    # GetState, GetControls, GetMap, GetCompatMap, GetIndicatorMap, GetNames
+    b"XKEYBOARD": ("xkb", frozenset({4, 6, 8, 10, 13, 17})),
     # XIListProperties, XIGetProperty (device properties)
     b"XInputExtension": ("xi", frozenset({56, 59})),
 }
+#: Watched requests that the watch must also vouch for another group to answer: RANDR
+#: GetMonitors, whose SetMonitor and DeleteMonitor send no RANDR event but a ConfigureNotify
+#: of the root window, which a watch that selects StructureNotify there vouches for
+#: ("monitors"; it reports the ConfigureNotify as a "randr" change).
+#: XKB GetState of the core keyboard, whose answer is kept under its own group ("xkbstate",
+#: which the watch reports on a StateNotify, so a modifier pressed does not forget the keymap).
+WATCHED_ALSO: dict[tuple[bytes, int], str] = {(b"RANDR", 42): "monitors",
+                                              (b"XKEYBOARD", 4): "xkbstate"}
+#: Watched requests kept under another group than their extension's.
+WATCHED_SCOPE: dict[tuple[bytes, int], str] = {(b"XKEYBOARD", 4): "xkbstate"}
+#: The groups a watched extension's events, or its requests that change something, forget.
+EXT_GROUPS: dict[bytes, frozenset[str]] = {
+    b"RANDR": frozenset({"randr"}), b"XKEYBOARD": frozenset({"xkb", "xkbstate"}),
+    b"XInputExtension": frozenset({"xi"})}
 #: Watched requests that delete what they read when a flag is set: its offset. Never answered
 #: with it set, and sending one forgets the group.
 DELETE_FLAG: dict[tuple[bytes, int], int] = {(b"RANDR", 15): 24, (b"XInputExtension", 59): 6}
@@ -173,9 +194,12 @@ WATCHED_QUIET: dict[bytes, frozenset[int]] = {
 #: Answerable requests whose first argument is a window: answered only for a root window
 #: (the window of another connection's id may not exist here, and the answer is BadWindow).
 ROOT_ARGUMENT: frozenset[tuple[bytes, int]] = frozenset({
-    (b"RENDER", 29), (b"RANDR", 6), (b"RANDR", 25), (b"RANDR", 31)})
+    (b"RENDER", 29), (b"RANDR", 6), (b"RANDR", 25), (b"RANDR", 31), (b"RANDR", 42)})
+#: Answerable requests whose first argument is a device: answered only for the core keyboard,
+#: by XkbUseCoreKbd or its device id (the watch selects the state events of that one).
+CORE_KEYBOARD_ARGUMENT: frozenset[tuple[bytes, int]] = frozenset({(b"XKEYBOARD", 4)})
 #: The extension events that say a watched group changed: RANDR's two, XKB's one (any kind).
-WATCHED_EVENTS: dict[bytes, tuple[str, int]] = {b"RANDR": ("randr", 2), b"XKEYBOARD": ("xkb", 1)}
+WATCHED_EVENTS: dict[bytes, int] = {b"RANDR": 2, b"XKEYBOARD": 1}
 #: The GenericEvents that say a watched group changed, by extension: XInput's
 #: HierarchyChanged and PropertyEvent.
 WATCHED_GENERIC: dict[bytes, tuple[str, frozenset[int]]] = {
@@ -191,6 +215,32 @@ NEVER_FAIL = frozenset({NO_OPERATION, GRAB_SERVER, UNGRAB_SERVER})
 CW_EVENT_MASK = 0x800
 EXCLUSIVE_EVENTS = 0x100000 | 0x40000 | 0x4
 ALL_EVENTS = 0x1FFFFFF
+#: RRSelectInput's ScreenChangeNotify bit: known to every RANDR version, so a mask with it is
+#: never BadValue; and the RANDR minor opcode of SelectInput.
+RR_SCREEN_CHANGE_MASK = 0x1
+RR_SELECT_INPUT = 4
+#: The longest side of a pixmap that is no barrier: X.Org refuses one over 32767 (BadAlloc),
+#: and a big one may not find the memory (BadAlloc too); cursors and icons are far smaller.
+MAX_PIXMAP_SIDE = 4096
+#: The core event types SendEvent takes (not GenericEvent, which it refuses), ClientMessage
+#: and its formats.
+SEND_EVENT_TYPES = range(2, 35)
+CLIENT_MESSAGE = 33
+#: XkbSelectEvents (its extension name and minor opcode), the longest read whole, the core
+#: keyboard's device spec, and the events it may select without a chance of an error here:
+#: new-keyboard, map and state, the first and last with 16-bit details within these masks
+#: (XkbAllNewKeyboardEventsMask, XkbAllStateEventsMask).
+XKB_SELECT_EVENTS = (b"XKEYBOARD", 1)
+MAX_XKB_SELECT = 64
+XKB_USE_CORE_KBD = 0x100
+#: The device specs that name the core keyboard: XkbUseCoreKbd, and its device id (the X.Org
+#: server makes the virtual core pointer and keyboard first, as devices 2 and 3, for good).
+XKB_CORE_KEYBOARD = frozenset({XKB_USE_CORE_KBD, 3})
+XKB_QUIET_EVENTS = 0x1 | 0x2 | 0x4
+XKB_EVENT_DETAILS = ((0x1, 0x7), (0x4, 0x3FFF))
+#: Requests whose only argument is a window or drawable: with None (0), never a resource,
+#: the server's answer is an error that depends on nothing but the request (Kind.NONE).
+NONE_ERRORS = frozenset({GET_WINDOW_ATTRIBUTES, GET_GEOMETRY, QUERY_TREE})
 #: CreateGC's Foreground and Background bits.
 GC_FOREGROUND_BACKGROUND = 0x4 | 0x8
 #: XFixesSelectSelectionInput's event bits: SetSelectionOwner, SelectionWindowDestroy,
@@ -231,6 +281,7 @@ class Kind(Enum):
     ROOT_PROPERTY = "rprop"  # GetProperty of a root window: while the display host watches
     SELECTION_OWNER = "owner"  # GetSelectionOwner of a selection the display host watches
     WATCHED = "wreq"  # an extension request of WATCHED: while the display host watches
+    NONE = "none"  # a request of NONE_ERRORS naming None: its error, learnt
 
 
 #: Requests this module may answer, by opcode (extension requests aside: Kind.EXT_REQUEST).
@@ -323,8 +374,10 @@ class TrueColorMap:
         return pixel, out[0], out[1], out[2]
 
 
-def _screens(setup: bytes, e: str) -> list[tuple[int, int, Visual | None]]:
-    """(root window, default colormap, its visual) of each screen of a successful setup."""
+def _screens(setup: bytes, e: str,
+             depths: dict[int, frozenset[int]] | None = None) -> list[tuple[int, int, Visual | None]]:
+    """(root window, default colormap, its visual) of each screen of a successful setup; and
+    into `depths`, each root's allowed depths."""
     vendor_len, = struct.unpack_from(e + "H", setup, 24)
     n_screens, n_formats = setup[28], setup[29]
     pos = 40 + vendor_len + (-vendor_len % 4) + 8 * n_formats
@@ -335,8 +388,10 @@ def _screens(setup: bytes, e: str) -> list[tuple[int, int, Visual | None]]:
         n_depths = setup[pos + 39]
         pos += 40
         found = None
+        allowed = set()
         for _ in range(n_depths):
             depth = setup[pos]
+            allowed.add(depth)
             n_vis, = struct.unpack_from(e + "H", setup, pos + 2)
             pos += 8
             for _ in range(n_vis):
@@ -345,6 +400,8 @@ def _screens(setup: bytes, e: str) -> list[tuple[int, int, Visual | None]]:
                     found = Visual(vid, cls, bits, rm, gm, bm, depth, entries)
                 pos += 24
         screens.append((root, cmap, found))
+        if depths is not None:
+            depths[root] = frozenset(allowed)
     return screens
 
 
@@ -356,6 +413,14 @@ def parse_screens(setup: bytes, e: str) -> list[tuple[int, Visual | None]]:
 def parse_roots(setup: bytes, e: str) -> frozenset[int]:
     """The root windows of a successful setup reply."""
     return frozenset(root for root, _, _ in _screens(setup, e))
+
+
+def parse_depths(setup: bytes, e: str) -> dict[int, frozenset[int]]:
+    """Each root window's allowed depths (a pixmap of another is BadValue), from a successful
+    setup reply."""
+    depths: dict[int, frozenset[int]] = {}
+    _screens(setup, e, depths)
+    return depths
 
 
 # -- the caches ---------------------------------------------------------------------------------
@@ -395,6 +460,7 @@ class DisplayCache:
         self.watched: dict[tuple[str, Kind, bytes], tuple[bytes, int | str]] = {}
         self.watched_bytes = 0
         self.generation = 0  # counts the changes, so a reply read before one is not learnt
+        self.randr_changes = 0  # counts the changes of the RANDR configuration reported
         self.unique = 0  # counts keys made to match nothing
 
     # watched answers: valid from the reply until the display host says they changed
@@ -416,6 +482,8 @@ class DisplayCache:
                         groups: frozenset[str] = frozenset(), everything: bool = False) -> None:
         """Root properties (atoms) or groups of extension answers changed on the display."""
         self.generation += 1
+        if everything or "randr" in groups:
+            self.randr_changes += 1
         for key, (reply, scope) in list(self.watched.items()):
             if everything or scope in props or scope in groups:
                 del self.watched[key]
@@ -522,7 +590,7 @@ class _Held:
 
 
 _HEADER_READ = frozenset({CHANGE_PROPERTY, DELETE_PROPERTY, CHANGE_WINDOW_ATTRIBUTES,
-                          SET_SELECTION_OWNER, CREATE_GC})
+                          SET_SELECTION_OWNER, CREATE_GC, SEND_EVENT, CREATE_PIXMAP})
 
 
 class _Requests(RequestFramer):
@@ -612,12 +680,17 @@ class Suppressor:
         self.multi: dict[int, Callable[[int], bool]] = {}  # seq -> "is this its last reply"
         self.colormaps: dict[int, TrueColorMap] = {}
         self.roots: frozenset[int] = frozenset()
+        self.depths: dict[int, frozenset[int]] = {}  # root -> its allowed depths
         self.header_read = set(_HEADER_READ)  # requests whose first 16 bytes the policy reads
         self.id_base = self.id_mask = 0  # this client's resource ids, from the setup
-        self.watch_events: dict[int, str] = {}  # event code -> the watched group it changes
+        self.watch_events: dict[int, frozenset[str]] = {}  # event code -> the groups it changes
         # GenericEvents by major opcode: the group they change, and their event types that do
         self.watch_generic: dict[int, tuple[str, frozenset[int]]] = {}
         self.selection_event = -1  # XFIXES' SelectionNotify, once this connection asked
+        # RANDR changes reported before this connection's setup: the server's RRSelectInput
+        # sends this client events if the configuration changed since (`_quiet`)
+        self.randr_seen = cache.randr_changes
+        self.root_events: dict[int, int] = {}  # root -> every event bit this client selected
         # seq -> the cache's generation when it went, and what forgets its answer
         self.learn_gen: dict[int, tuple[int, int | str]] = {}
         self.fonts: dict[int, bytes] = {}
@@ -628,6 +701,8 @@ class Suppressor:
         self.held: deque[_Held] = deque()
         self.to_client: list[bytes] = []
         self.bigreq_enable = 0  # sequence number of BIG-REQUESTS' Enable, until its reply
+        self.xkb_use = 0  # sequence number of the last XKB UseExtension
+        self.xkb_ready = False  # the server accepted one (else XKB requests are BadAccess)
         self.client = _Requests(self)
         self.server = _ServerMessages(self)
         cache.connection_opened(number)
@@ -652,7 +727,8 @@ class Suppressor:
                         big: bool) -> int:
         """The hold policy for requests: whether this one is read whole (HOLD) or passes."""
         if (opcode in KINDS or opcode in (OPEN_FONT, CLOSE_FONT)) \
-                and (opcode != QUERY_COLORS or size <= 8 + 4 * MAX_QUERY_COLORS):
+                and (opcode != QUERY_COLORS or size <= 8 + 4 * MAX_QUERY_COLORS) \
+                or (opcode in NONE_ERRORS and size == 8):
             return self._held(opcode, size, big)
         cache = self.cache
         if (opcode == GET_PROPERTY and size == 24 and cache.vouched("props")) \
@@ -662,7 +738,8 @@ class Suppressor:
             name = self.ext_names.get(opcode, b"")
             minor = buf[pos + 1]
             answers = EXT_ANSWERS.get(name)
-            if answers is not None and minor in answers:
+            if answers is not None and minor in answers \
+                    or (name, minor) == XKB_SELECT_EVENTS and size <= MAX_XKB_SELECT:
                 return self._held(opcode, size, big)
             if minor in VERSION_REQUESTS.get(name, ()):
                 if size <= MAX_HELD_REQUEST:
@@ -671,10 +748,11 @@ class Suppressor:
                 self.ext_version[name] = b"unique %d" % cache.unique
             watched = WATCHED.get(name)
             if watched is not None:
-                if cache.vouched(watched[0]) and minor in watched[1]:
+                if minor in watched[1] and cache.vouched(watched[0]) \
+                        and cache.vouched(WATCHED_ALSO.get((name, minor), watched[0])):
                     return self._held(opcode, size, big)
                 if minor not in WATCHED_QUIET[name]:
-                    cache.display_changed(groups=frozenset({watched[0]}))
+                    cache.display_changed(groups=EXT_GROUPS[name])
             last = MULTI_REPLY.get((name, minor))
             if last is not None:
                 self.multi[self.seq] = last
@@ -690,11 +768,25 @@ class Suppressor:
                 scope for _, scope in cache.watched.values() if isinstance(scope, int)))
         elif opcode in _KEYBOARD_CHANGES:
             cache.display_changed(groups=frozenset({"xkb"}))
+        elif opcode == CHANGE_WINDOW_ATTRIBUTES and size >= 12:
+            self._root_selection(buf, pos, size, big)
         if big:
             self.client.require_big_requests()
         if opcode not in NEVER_FAIL and not self._quiet(buf, pos, opcode, size):
             self.barrier = self.seq
         return PASS
+
+    def _root_selection(self, buf: Buffer, pos: int, size: int, big: bool) -> None:
+        """Remember the event bits a ChangeWindowAttributes selects on a root window for
+        this client (all of them when its event mask is past the header, or it is big)."""
+        window, mask = struct.unpack_from(self.e + "II", buf, pos + (8 if big else 4))
+        if window not in self.roots or not mask & CW_EVENT_MASK:
+            return
+        at = 12 + 4 * (mask & (CW_EVENT_MASK - 1)).bit_count()
+        events = ALL_EVENTS
+        if not big and at + 4 <= min(size, 16):
+            events, = struct.unpack_from(self.e + "I", buf, pos + at)
+        self.root_events[window] = self.root_events.get(window, 0) | events
 
     def _quiet(self, buf: Buffer, pos: int, opcode: int, size: int) -> bool:
         """Whether this request cannot fail and makes no event: a ChangeWindowAttributes of
@@ -704,8 +796,34 @@ class Suppressor:
         last as long as the server), with known event bits, from a connection that announced
         XFIXES 1 or later (else BadRequest); a CreateGC on a root window setting at most its
         foreground and background (any value goes), with an id of the client's own range
-        (Xlib's default GC of each screen: its allocator gives no id in use)."""
+        (Xlib's default GC of each screen: its allocator gives no id in use); a CreatePixmap
+        on a root window, of one of its depths, of a size between 1 and 4096 pixels a side,
+        with an id of the client's own range (the same); an RRSelectInput
+        on a root window with a mask that has ScreenChangeNotify (or none), while the display
+        host watches RANDR and has reported no change since this connection's setup (the
+        server sends this client events for it only if the configuration changed since);
+        a SendEvent to a root window of a core event type (ClientMessage with a valid
+        format), not propagating beyond it, with event bits none of which this client
+        selected there (so the event goes to other clients only)."""
         e = self.e
+        if opcode == CREATE_PIXMAP and size == 16:
+            pid, drawable, width, height = struct.unpack_from(e + "IIHH", buf, pos + 4)
+            return (buf[pos + 1] == 1 or buf[pos + 1] in self.depths.get(drawable, ())) \
+                and 0 < width <= MAX_PIXMAP_SIDE and 0 < height <= MAX_PIXMAP_SIDE \
+                and pid & ~self.id_mask == self.id_base
+        if opcode == SEND_EVENT and size == 44:
+            destination, events = struct.unpack_from(e + "II", buf, pos + 4)
+            kind, detail = buf[pos + 12], buf[pos + 13]
+            return destination in self.roots and buf[pos + 1] in (0, 1) \
+                and kind in SEND_EVENT_TYPES \
+                and (kind != CLIENT_MESSAGE or detail in (8, 16, 32)) \
+                and events != 0 and not events & ~ALL_EVENTS \
+                and not events & self.root_events.get(destination, 0)
+        if size == 12 and self.ext_names.get(opcode) == b"RANDR" \
+                and buf[pos + 1] == RR_SELECT_INPUT:
+            window, enable = struct.unpack_from(e + "IH", buf, pos + 4)
+            return window in self.roots and (enable & RR_SCREEN_CHANGE_MASK or enable == 0) \
+                and self.cache.vouched("randr") and self.cache.randr_changes == self.randr_seen
         if opcode == CREATE_GC and 16 <= size <= 24:
             gc, drawable, mask = struct.unpack_from(e + "III", buf, pos + 4)
             return drawable in self.roots and not mask & ~GC_FOREGROUND_BACKGROUND \
@@ -724,6 +842,30 @@ class Suppressor:
                 and not events & ~XFIXES_SELECTION_EVENTS \
                 and len(version) >= 4 and U32[e](version, 0)[0] >= 1
         return False
+
+    def _xkb_select_quiet(self, msg: bytes) -> bool:
+        """Whether an XkbSelectEvents cannot fail (it makes no event): on the core keyboard
+        (as XkbUseCoreKbd or its device id, as GDK's keymap selects both ways),
+        from a connection whose UseExtension the server accepted, of new-keyboard, map and
+        state events only, each detail mask within what it may select and each value within
+        its mask, with no bytes over (X.Org's ProcXkbSelectEvents)."""
+        e = self.e
+        if not self.xkb_ready or len(msg) < 16:
+            return False
+        device, which, clear, select_all = struct.unpack_from(e + "HHHH", msg, 4)
+        if device not in XKB_CORE_KEYBOARD or which & ~XKB_QUIET_EVENTS:
+            return False
+        pos = 16
+        for bit, legal in XKB_EVENT_DETAILS:
+            if not which & bit or (clear | select_all) & bit:
+                continue  # no details: all of them cleared or selected
+            if pos + 4 > len(msg):
+                return False  # BadLength
+            affect, values = struct.unpack_from(e + "HH", msg, pos)
+            if affect & ~legal or values & ~affect:
+                return False  # BadValue, BadMatch
+            pos += 4
+        return len(msg) - pos <= 2
 
     def _held(self, opcode: int, size: int, big: bool) -> int:
         if size > MAX_HELD_REQUEST:
@@ -757,6 +899,17 @@ class Suppressor:
             self.fonts.pop(struct.unpack_from(e + "I", msg, 4)[0], None)
             self.barrier = seq
             return msg
+        if opcode in NONE_ERRORS:
+            if U32[e](msg, 4)[0] != 0:
+                self.barrier = seq
+                return msg
+            key = msg[:1] + b"\0" + msg[2:]  # the unused byte (Xlib leaves it unset)
+            error = self.cache.replies.get((e, Kind.NONE, key)) if self.enabled else None
+            if not isinstance(error, bytes):
+                self.barrier = seq
+                self.learn[seq] = (Kind.NONE, key)
+                return msg
+            return self._known(Kind.NONE, key, (error,), msg)
         if opcode == GET_PROPERTY:
             return self._root_property(msg)
         if opcode == GET_SELECTION_OWNER:
@@ -768,6 +921,12 @@ class Suppressor:
             if name == b"BIG-REQUESTS" and minor == 0:
                 self.client.big_requests = True  # Enable: lengths of 0 from the next one
                 self.bigreq_enable = seq
+            elif (name, minor) == XKB_SELECT_EVENTS:
+                if not self._xkb_select_quiet(msg):
+                    self.barrier = seq
+                return msg
+            elif name == b"XKEYBOARD" and minor == 0:
+                self.xkb_use = seq
             watched = WATCHED.get(name)
             kind = Kind.WATCHED if watched is not None and minor in watched[1] \
                 else Kind.EXT_REQUEST
@@ -781,7 +940,10 @@ class Suppressor:
                 self.ext_version[name] = hashlib.sha256(context + bytes([minor]) + msg).digest()
             if minor not in EXT_ANSWERS.get(name, ()) and kind is not Kind.WATCHED or (
                     (name, minor) in ROOT_ARGUMENT
-                    and (len(msg) < 8 or U32[e](msg, 4)[0] not in self.roots)):
+                    and (len(msg) < 8 or U32[e](msg, 4)[0] not in self.roots)) or (
+                    (name, minor) in CORE_KEYBOARD_ARGUMENT
+                    and (len(msg) != 8
+                         or struct.unpack_from(e + "H", msg, 4)[0] not in XKB_CORE_KEYBOARD)):
                 self.barrier = seq  # neither answered nor learnt
                 return msg
             c = self.cache
@@ -790,8 +952,11 @@ class Suppressor:
                 assert watched is not None
                 flag = DELETE_FLAG.get((name, minor))
                 if flag is not None and (len(msg) <= flag or msg[flag]):
-                    c.display_changed(groups=frozenset({watched[0]}))  # deletes a property
+                    c.display_changed(groups=EXT_GROUPS[name])  # deletes a property
                     self.barrier = seq
+                    return msg
+                if not c.vouched(WATCHED_ALSO.get((name, minor), watched[0])):
+                    self.barrier = seq  # the watch cannot vouch for this one
                     return msg
                 entry = c.watched.get((e, kind, arg)) \
                     if self.enabled and c.vouched(watched[0]) else None
@@ -803,10 +968,13 @@ class Suppressor:
                 self.learn[seq] = (kind, arg)
                 if kind is Kind.WATCHED:
                     assert watched is not None
-                    self.learn_gen[seq] = (c.generation, watched[0])
+                    self.learn_gen[seq] = (c.generation,
+                                           WATCHED_SCOPE.get((name, minor), watched[0]))
                 return msg
             if seq == self.bigreq_enable:
                 self.client.max_big_request = 4 * U32[e](value, 8)[0]
+            elif seq == self.xkb_use:
+                self.xkb_ready = self.xkb_ready or value[1] != 0
             known = (arg, (value,))
         else:
             kind = KINDS[opcode]
@@ -826,15 +994,15 @@ class Suppressor:
         """A QueryExtension reply this connection gets: the extension's opcode and events."""
         if reply[8]:
             self.ext_names[reply[9]] = name
-            watched = WATCHED_EVENTS.get(name)
-            if watched is not None:
-                group, count = watched
+            count = WATCHED_EVENTS.get(name)
+            if count is not None:
                 for code in range(reply[10], reply[10] + count):
-                    self.watch_events[code] = group
+                    self.watch_events[code] = EXT_GROUPS[name]
             if name in WATCHED_GENERIC:
                 self.watch_generic[reply[9]] = WATCHED_GENERIC[name]
             if name == b"XFIXES":
                 self.selection_event = reply[10]
+            if name in (b"XFIXES", b"RANDR"):  # for `_quiet`
                 self.header_read.add(reply[9])
 
     def _root_property(self, msg: bytes) -> bytes:
@@ -1019,7 +1187,8 @@ class Suppressor:
         whole = (kind <= REPLY and (seq in self.swallow or seq in self.learn)) \
             or code == MAPPING_NOTIFY or seq < self.delivered \
             or (kind > REPLY and self.cache.watching
-                and (code in (PROPERTY_NOTIFY, SELECTION_CLEAR, self.selection_event)
+                and (code in (PROPERTY_NOTIFY, SELECTION_CLEAR, CONFIGURE_NOTIFY,
+                              self.selection_event)
                      or code in self.watch_events
                      or (code == GENERIC_EVENT and buf[pos + 1] in self.watch_generic))) \
             or bool(self.held) or bool(self.to_client)
@@ -1039,6 +1208,7 @@ class Suppressor:
     def _server_setup(self, msg: bytes) -> bytes:
         if msg[0] == STATUS_SUCCESS:
             self.roots = parse_roots(msg, self.e)
+            self.depths = parse_depths(msg, self.e)
             self.id_base, self.id_mask = struct.unpack_from(self.e + "II", msg, 12)
             for cmap, visual in parse_screens(msg, self.e):
                 if visual is not None and visual.cls == TRUE_COLOR and visual.depth < 32:
@@ -1051,6 +1221,8 @@ class Suppressor:
         if kind == REPLY and seq == self.bigreq_enable:
             self.client.max_big_request = 4 * U32[self.e](msg, 8)[0]
             self.bigreq_enable = 0
+        elif kind == REPLY and seq == self.xkb_use:
+            self.xkb_ready = self.xkb_ready or msg[1] != 0
         # everything before `seq` is finished; answers for requests before it go first
         self.done = max(self.done, seq - 1)
         before = self._release(self.done, below=seq)
@@ -1063,11 +1235,14 @@ class Suppressor:
                 window, atom = struct.unpack_from(self.e + "II", msg, 4)
                 if window in self.roots:
                     self.cache.display_changed(props=frozenset({atom}))
+            elif code == CONFIGURE_NOTIFY:  # a root's: its size, or RANDR's monitors changed
+                if U32[self.e](msg, 8)[0] in self.roots:
+                    self.cache.display_changed(groups=frozenset({"randr"}))
             elif code in (SELECTION_CLEAR, self.selection_event):  # an owner changed
                 atom, = struct.unpack_from(self.e + "I", msg, 12)
                 self.cache.display_changed(groups=frozenset({f"sel:{atom}"}))
             elif code in self.watch_events:
-                self.cache.display_changed(groups=frozenset({self.watch_events[code]}))
+                self.cache.display_changed(groups=self.watch_events[code])
             elif code == GENERIC_EVENT and msg[1] in self.watch_generic:
                 group, types = self.watch_generic[msg[1]]
                 if struct.unpack_from(self.e + "H", msg, 8)[0] in types:
@@ -1090,7 +1265,10 @@ class Suppressor:
                 if final:
                     del self.multi[seq]
             if kind == ERROR:
-                self.learn.pop(seq, None)
+                learnt = self.learn.pop(seq, None)
+                if learnt is not None and learnt[0] is Kind.NONE:
+                    self.cache.replies[(self.e, Kind.NONE, learnt[1])] = _unstamp(msg)
+                    self.cache.changed = True
                 self.learn_gen.pop(seq, None)
                 self.partial.pop(seq, None)
                 final = True
@@ -1166,4 +1344,4 @@ class Suppressor:
 
 
 __all__ = ["DisplayCache", "Kind", "Stats", "Suppressor", "TrueColorMap", "Visual",
-           "parse_roots", "parse_screens"]
+           "parse_depths", "parse_roots", "parse_screens"]

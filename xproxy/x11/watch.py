@@ -3,18 +3,23 @@ that make a remembered answer stale (the root windows' properties, the RANDR con
 the XKB keyboard), so that the app host may answer those requests from its cache and forget
 them when told. Pure: bytes in, requests and changes out.
 
-Theory of operation: after the setup, select PropertyChange on every root window and ask for
-RANDR, XKEYBOARD and XInputExtension; where they are present, announce versions (RANDR 1.6,
-XKB 1.0 and XI 2.0, which their event selections need) and select their configuration events
+Theory of operation: after the setup, select PropertyChange and StructureNotify on every
+root window (RANDR's SetMonitor and DeleteMonitor send only a ConfigureNotify of the root);
+intern the names of the selections toolkits look up at start (`SELECTIONS`, for every screen;
+creating them: toolkits intern them anyway) and the names toolkits ask for only if they exist
+(`INTERNED`: an atom that exists lasts, where the absence of one can end at any time unseen,
+so the app host may answer those from its cache); and ask for RANDR, XKEYBOARD,
+XInputExtension and XFIXES. Where they are present, announce versions (RANDR 1.6, XKB 1.0,
+XI 2.0 and XFIXES 5, which their event selections need) and select their configuration events
 (RANDR's screen, CRTC, output and output-property changes on every root; XKB's new-keyboard,
-map, controls, indicator-map, names and compat-map changes on the core keyboard; XI's
-hierarchy and device-property changes of all devices on every root); and, with XFIXES, the
-owners of the selections toolkits look up at start (`SELECTIONS`, for every screen), whose
-atoms it interns (creating them: toolkits intern them anyway). A GetInputFocus after all of them is the
-barrier: its reply means every selection is in force (`ready`). From then on every event is a
-`Change`: a PropertyNotify on a root window names its atom, a RANDR, XKB or XI event its
-group, an XFIXES selection event the group `sel:ATOM` (the app host's suppress/core.py keys
-its watched answers on the same atoms and groups). An
+map, state, controls, indicator-map, names and compat-map changes on the core keyboard; XI's
+hierarchy and device-property changes of all devices on every root; XFIXES' owner changes of
+the selections). A GetInputFocus after all of them is the barrier: its reply means every
+selection is in force (`ready`). From then on every event is a `Change`: a PropertyNotify on
+a root window names its atom, a RANDR, XKB or XI event its group (an XKB StateNotify
+"xkbstate"), a ConfigureNotify of a root window the group "randr" (with RANDR the watch
+vouches for its monitors too, "monitors"), an XFIXES selection event the group `sel:ATOM`
+(the app host's suppress/core.py keys its watched answers on the same atoms and groups). An
 error before `ready` means the watch cannot vouch for anything (`failed`).
 """
 
@@ -27,6 +32,7 @@ from .errors import ServerProtocolError
 from .framing import HOLD, Buffer, ServerFramer
 from .opcodes import (
     CHANGE_WINDOW_ATTRIBUTES,
+    CONFIGURE_NOTIFY,
     ERROR,
     EVENT_CODE_MASK,
     GET_INPUT_FOCUS,
@@ -38,11 +44,14 @@ from .opcodes import (
 from .setup import STATUS_SUCCESS, SetupRequest, parse_setup_reply
 
 PROPERTY_CHANGE_MASK = 0x400000
+STRUCTURE_NOTIFY_MASK = 0x20000
 CW_EVENT_MASK = 0x800
 #: RRSelectInput: ScreenChange, CrtcChange, OutputChange, OutputProperty (RANDR 1.2).
 RANDR_EVENTS = 0x0F
-#: XkbSelectEvents: NewKeyboard, Map, Controls, IndicatorMap, Names, CompatMap notifies.
-XKB_EVENTS = 0x01 | 0x02 | 0x08 | 0x20 | 0x40 | 0x80
+#: XkbSelectEvents: NewKeyboard, Map, State, Controls, IndicatorMap, Names, CompatMap
+#: notifies (all their details); StateNotify's XKB event type.
+XKB_EVENTS = 0x01 | 0x02 | 0x04 | 0x08 | 0x20 | 0x40 | 0x80
+XKB_STATE_NOTIFY = 2
 XKB_ALL_MAP_PARTS = 0xFF
 XKB_USE_CORE_KBD = 0x100
 #: XISelectEvents for XIAllDevices: HierarchyChanged and PropertyEvent (XI 2.0).
@@ -52,6 +61,10 @@ GENERIC_EVENT = 35
 INTERN_ATOM = 16
 #: Selections whose owner is watched; `%d` is the screen number.
 SELECTIONS = ("_XSETTINGS_S%d", "_NET_WM_CM_S%d", "_NET_SYSTEM_TRAY_S%d", "CLIPBOARD_MANAGER")
+#: Names GTK 3 and 4 and Qt 5 intern only if they exist, at start and again and again (GTK 4:
+#: _NET_WORKAREA 200 times): once interned here, the answer is an atom that lasts as long as
+#: the server, known to the app host after the first ask.
+INTERNED = ("_NET_WORKAREA", "_NET_CURRENT_DESKTOP", "Device Product ID")
 #: XFixesSelectSelectionInput: SetSelectionOwner, SelectionWindowDestroy, SelectionClientClose.
 XFIXES_SELECTION_EVENTS = 0x7
 
@@ -122,7 +135,7 @@ class DisplayWatch:
                 pos += 8 + 24 * n_vis
         for root in self.roots:
             self._request(struct.pack("<BxHIII", CHANGE_WINDOW_ATTRIBUTES, 4, root,
-                                      CW_EVENT_MASK, PROPERTY_CHANGE_MASK))
+                                      CW_EVENT_MASK, PROPERTY_CHANGE_MASK | STRUCTURE_NOTIFY_MASK))
         names = {(s % n if "%" in s else s).encode() for s in SELECTIONS
                  for n in range(len(self.roots))}
         for name in sorted(names):
@@ -135,6 +148,11 @@ class DisplayWatch:
             seq = self._request(struct.pack("<BxHH2x", QUERY_EXTENSION, 2 + len(padded) // 4,
                                             len(name)) + padded)
             self._queries[seq] = name
+        for text in INTERNED:
+            name = text.encode()
+            padded = name + b"\0" * (-len(name) % 4)
+            self._request(struct.pack("<BBHH2x", INTERN_ATOM, 0, 2 + len(padded) // 4,
+                                      len(name)) + padded)
 
     def _extension(self, name: bytes, reply: bytes) -> None:
         if not reply[8]:
@@ -145,7 +163,7 @@ class DisplayWatch:
             for root in self.roots:
                 self._request(struct.pack("<BBHIH2x", major, 4, 3, root, RANDR_EVENTS))
             self.events[first_event] = self.events[first_event + 1] = "randr"
-            self.groups.add("randr")
+            self.groups |= {"randr", "monitors"}
         elif name == b"XFIXES":
             self._request(struct.pack("<BBHII", major, 0, 3, 5, 0))  # QueryVersion 5.0
             for atom in sorted(self.selections):
@@ -165,7 +183,7 @@ class DisplayWatch:
             self._request(struct.pack("<BBHHHHHHH", major, 1, 4, XKB_USE_CORE_KBD, XKB_EVENTS,
                                       0, XKB_EVENTS, XKB_ALL_MAP_PARTS, XKB_ALL_MAP_PARTS))
             self.events[first_event] = "xkb"
-            self.groups.add("xkb")
+            self.groups |= {"xkb", "xkbstate"}
 
     def _message(self, msg: bytes) -> None:
         kind = msg[0]
@@ -193,8 +211,14 @@ class DisplayWatch:
             window, atom = struct.unpack_from("<II", msg, 4)
             if window in self.roots:
                 self._changes.append(Change(props=frozenset({atom})))
+        elif code == CONFIGURE_NOTIFY:
+            if struct.unpack_from("<I", msg, 8)[0] in self.roots:
+                self._changes.append(Change(groups=frozenset({"randr"})))
         elif code in self.events:
-            self._changes.append(Change(groups=frozenset({self.events[code]})))
+            group = self.events[code]
+            if group == "xkb" and msg[1] == XKB_STATE_NOTIFY:
+                group = "xkbstate"  # a modifier, group or button: not the keymap
+            self._changes.append(Change(groups=frozenset({group})))
         elif code == self.selection_event:
             atom, = struct.unpack_from("<I", msg, 12)
             self._changes.append(Change(groups=frozenset({f"sel:{atom}"})))
